@@ -1,0 +1,37 @@
+"""The JSON API: one NinjaAPI, a router per domain app, OpenAPI docs at /api/docs.
+
+Clients authenticate with `Authorization: Bearer <token>` (apps.accounts) or, from the
+app's own pages, with their session. Anything else gets 401.
+"""
+from django.contrib.auth.decorators import login_required
+from ninja import NinjaAPI
+from ninja.security import HttpBearer, django_auth
+
+from apps.accounts.selectors import api_token_authenticate
+
+
+class BearerToken(HttpBearer):
+    openapi_scheme = "bearer"
+
+    def authenticate(self, request, token):
+        user = api_token_authenticate(raw_token=token)
+        if user is None:
+            return None
+        request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="Samplescope API",
+    version="1",
+    description="Sample search, warehouse fallbacks, model predictions and entity linking.",
+    auth=[BearerToken(), django_auth],
+    urls_namespace="api",
+    docs_decorator=login_required,
+)
+
+api.add_router("/", "apps.core.api.router")
+api.add_router("/", "apps.search.api.router")
+api.add_router("/", "apps.warehouse.api.router")
+api.add_router("/", "apps.modelhub.api.router")
+api.add_router("/", "apps.linking.api.router")

@@ -1,0 +1,245 @@
+"""Settings shared by every environment; values come from environment variables.
+
+Each setting has a safe local default so `make run` needs no configuration.
+`local.py`, `test.py` and `production.py` override a few of them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parents[3]
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-local-development-key-change-me")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# Everything the app writes (SQLite db, DuckDB subset, Parquet files, model cache).
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "ninja",
+    "apps.core",
+    "apps.accounts",
+    "apps.audit",
+    "apps.search",
+    "apps.warehouse",
+    "apps.modelhub",
+    "apps.linking",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.core.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a login unless its view is marked @login_not_required;
+    # the API answers 401 itself (apps/samplescope/api.py).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "apps.samplescope.urls"
+WSGI_APPLICATION = "apps.samplescope.wsgi.application"
+ASGI_APPLICATION = "apps.samplescope.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.core.context_processors.app_context",
+            ],
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'samplescope.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server, worker and beat read while one of them writes.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# plotly.js is served from the installed plotly package (same version as the Python side),
+# at /static/vendor/plotly/plotly.min.js: no CDN, nothing copied by hand.
+_PLOTLY_JS_DIR = Path(importlib.util.find_spec("plotly").origin).parent / "package_data"
+if _PLOTLY_JS_DIR.is_dir():
+    STATICFILES_DIRS.append(("vendor/plotly", _PLOTLY_JS_DIR))
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+MEDIA_ROOT = DATA_DIR / "media"
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+
+# Outside scripts are forbidden: htmx and plotly.js are served from static/.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Redis and Celery -------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A web request must not hang when Redis is down: fail fast and say so.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5, "max_retries": 0}
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULE: dict = {}
+HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.5)
+
+# --- AWS --------------------------------------------------------------------
+AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL")  # S3-compatible stores, moto in tests
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", AWS_ENDPOINT_URL)
+
+# --- Sample search (apps.search) -------------------------------------------
+# Tables are described in a small JSON file; columns and types come from the data itself.
+SEARCH_TABLES_FILE = Path(env_str("SEARCH_TABLES_FILE", str(BASE_DIR / "apps" / "search" / "tables.json")))
+SEARCH_SUBSET_DIR = Path(env_str("SEARCH_SUBSET_DIR", str(DATA_DIR / "subset")))
+SEARCH_FULL_DATA_DIR = Path(env_str("SEARCH_FULL_DATA_DIR", str(DATA_DIR / "full")))
+SEARCH_DEFAULT_LIMIT = env_int("SEARCH_DEFAULT_LIMIT", 10)
+SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 1000)
+SEARCH_TIMEOUT_MS = env_int("SEARCH_TIMEOUT_MS", 5000)
+SEARCH_FACET_TIMEOUT_MS = env_int("SEARCH_FACET_TIMEOUT_MS", 800)
+SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)
+SEARCH_DUCKDB_THREADS = env_int("SEARCH_DUCKDB_THREADS", 2)
+DEMO_DATA_ROWS = env_int("DEMO_DATA_ROWS", 2_000_000)
+DEMO_SUBSET_FRACTION = env_float("DEMO_SUBSET_FRACTION", 0.05)
+
+# --- Warehouse fallback (apps.warehouse) ------------------------------------
+WAREHOUSE_BACKEND = env_str("WAREHOUSE_BACKEND", "local")  # "local" or "athena"
+ATHENA_DATABASE = env_str("ATHENA_DATABASE", "default")
+ATHENA_TABLE = env_str("ATHENA_TABLE", "samples")
+ATHENA_WORKGROUP = env_str("ATHENA_WORKGROUP", "primary")
+ATHENA_OUTPUT_LOCATION = env_str("ATHENA_OUTPUT_LOCATION", "")
+ATHENA_RESULT_REUSE_MAX_AGE_MINUTES = env_int("ATHENA_RESULT_REUSE_MAX_AGE_MINUTES", 60)
+ATHENA_PRICE_PER_TB_USD = env_float("ATHENA_PRICE_PER_TB_USD", 5.0)
+FALLBACK_CACHE_MAX_AGE_SECONDS = env_int("FALLBACK_CACHE_MAX_AGE_SECONDS", 24 * 3600)
+FALLBACK_DAILY_BUDGET_USD = env_float("FALLBACK_DAILY_BUDGET_USD", 5.0)
+FALLBACK_MAX_BYTES_SCANNED = env_int("FALLBACK_MAX_BYTES_SCANNED", 200 * 1024**3)
+FALLBACK_SOFT_TIME_LIMIT = env_int("FALLBACK_SOFT_TIME_LIMIT", 600)
+FALLBACK_TIME_LIMIT = env_int("FALLBACK_TIME_LIMIT", 660)
+FALLBACK_STALE_AFTER_SECONDS = env_int("FALLBACK_STALE_AFTER_SECONDS", 900)
+
+# --- Models (apps.modelhub) -------------------------------------------------
+MODEL_STORE_URI = env_str("MODEL_STORE_URI", str(DATA_DIR / "model-store"))
+MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
+MODEL_SESSION_CACHE_SIZE = env_int("MODEL_SESSION_CACHE_SIZE", 8)
+ORT_INTRA_OP_THREADS = env_int("ORT_INTRA_OP_THREADS", 1)
+ORT_INTER_OP_THREADS = env_int("ORT_INTER_OP_THREADS", 1)
+PREDICTION_CACHE_SIZE = env_int("PREDICTION_CACHE_SIZE", 4096)
+BATCH_UPLOAD_MAX_BYTES = env_int("BATCH_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+
+# --- Entity linking (apps.linking) ------------------------------------------
+LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "qdrant"
+LINKING_QDRANT_PATH = env_str("LINKING_QDRANT_PATH", str(DATA_DIR / "qdrant"))
+LINKING_NIL_THRESHOLD = env_float("LINKING_NIL_THRESHOLD", 0.35)
+LINKING_MAX_TEXT_CHARS = env_int("LINKING_MAX_TEXT_CHARS", 5000)
+
+# --- Demo setup (`python manage.py setup_demo`) -----------------------------
+# Each step is an idempotent callable run in order by `make run` and `make test`.
+DEMO_SETUP_STEPS = [
+    "apps.accounts.demo.ensure_demo_user",
+]
+DEMO_USERNAME = env_str("DEMO_USERNAME", "demo")
+DEMO_PASSWORD = env_str("DEMO_PASSWORD", "samplescope-demo")

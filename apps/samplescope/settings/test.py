@@ -1,0 +1,20 @@
+"""The test suite: fast hashing, everything written to a temporary DATA_DIR.
+
+Tests that need Redis or a Celery worker start their own (tests/conftest.py) and pass them
+the same DATA_DIR and test database through the environment.
+"""
+import os
+import tempfile
+
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="samplescope-test-"))
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: tests start their own
+
+from .base import *  # noqa: E402,F401,F403
+from .base import DATA_DIR, DATABASES  # noqa: E402
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so a Celery worker process and the live server see the same rows.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+HEALTH_CHECK_TIMEOUT = 1.0

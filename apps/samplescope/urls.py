@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+
+from apps.core import views as core_views
+
+from .api import api
+
+
+def _api_urls():
+    """The API answers 401 itself, so the login-redirect middleware lets it through."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        pattern.callback = login_not_required(pattern.callback)
+    return patterns, app_name, namespace
+
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("status/", core_views.status_banner, name="status-banner"),
+    path("dashboard/", core_views.dashboard, name="dashboard"),
+    path("accounts/", include("apps.accounts.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/", _api_urls()),
+    path("samples/", include("apps.search.urls")),
+    path("fallbacks/", include("apps.warehouse.urls")),
+    path("models/", include("apps.modelhub.urls")),
+    path("linking/", include("apps.linking.urls")),
+]
