@@ -74,11 +74,10 @@ def _point_app_at(url: str) -> None:
 
     settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = url
     app.conf.update(broker_url=url, result_backend=url)
-    app.pool.force_close_all()
-    try:
-        del app.backend  # cached property: rebuilt for the new URL on next use
-    except AttributeError:
-        pass
+    # Drop cached connections so the next publish, ping or result uses the new URL.
+    app._after_fork()
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
 
 
 @pytest.fixture(scope="session")

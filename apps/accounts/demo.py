@@ -12,5 +12,7 @@ def ensure_demo_user(*, stdout, force: bool = False) -> None:
         user.is_superuser = True
         user.save(update_fields=["is_superuser"])
         stdout.write(f"Created the demo login: {settings.DEMO_USERNAME} / {settings.DEMO_PASSWORD}")
+    elif user.check_password(settings.DEMO_PASSWORD):
+        stdout.write(f"Demo login: {settings.DEMO_USERNAME} / {settings.DEMO_PASSWORD}")
     else:
-        stdout.write(f"Demo login: {settings.DEMO_USERNAME} (exists; password unchanged)")
+        stdout.write(f"Demo login: {settings.DEMO_USERNAME} (its password was changed; not shown)")

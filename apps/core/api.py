@@ -1,3 +1,13 @@
-from ninja import Router
+from ninja import Router, Schema
 
-router = Router()
+router = Router(tags=["account"])
+
+
+class MeOut(Schema):
+    username: str
+    is_staff: bool
+
+
+@router.get("/me", response=MeOut, summary="Who the token or session belongs to")
+def me(request):
+    return {"username": request.user.get_username(), "is_staff": request.user.is_staff}

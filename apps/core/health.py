@@ -37,10 +37,23 @@ def check_redis() -> tuple[bool, str]:
 def check_worker() -> tuple[bool, str]:
     from apps.samplescope.celery import app
 
-    replies = app.control.ping(timeout=settings.HEALTH_CHECK_TIMEOUT)
+    replies = app.control.ping(timeout=settings.HEALTH_CHECK_TIMEOUT, limit=1)
     if not replies:
         return False, f"no Celery worker answered a ping within {settings.HEALTH_CHECK_TIMEOUT:g}s"
     return True, f"{len(replies)} worker(s)"
+
+
+def check_worker_roundtrip() -> tuple[bool, str]:
+    """A real task through Redis and back: slower than a ping, so only for /healthz?deep=1."""
+    import uuid
+
+    from .tasks import worker_roundtrip
+
+    token = uuid.uuid4().hex
+    result = worker_roundtrip.apply_async(args=[token]).get(timeout=settings.HEALTH_CHECK_TIMEOUT * 4)
+    if result.get("token") != token or not result.get("db_ok"):
+        return False, f"unexpected task result {result!r}"
+    return True, f"task ran on {result['hostname']} pid {result['pid']}"
 
 
 def check_subset() -> tuple[bool, str]:
@@ -55,6 +68,7 @@ CHECKS = {
     "worker": check_worker,
     "duckdb": check_subset,
 }
+DEEP_CHECKS = {"task_roundtrip": check_worker_roundtrip}
 
 
 def run_checks(names: list[str] | None = None) -> list[CheckResult]:
@@ -62,7 +76,7 @@ def run_checks(names: list[str] | None = None) -> list[CheckResult]:
     for name in names or list(CHECKS):
         started = time.perf_counter()
         try:
-            ok, reason = CHECKS[name]()
+            ok, reason = (CHECKS.get(name) or DEEP_CHECKS[name])()
         except Exception as exc:  # a check reports failure; it never takes the page down
             ok, reason = False, f"{type(exc).__name__}: {exc}"[:300]
         results.append(CheckResult(name, ok, reason, round((time.perf_counter() - started) * 1000, 1)))

@@ -8,7 +8,7 @@ from django.views.decorators.cache import never_cache
 
 from apps.audit.selectors import audit_event_list, audit_spend_by_user
 
-from .health import run_checks
+from .health import CHECKS, DEEP_CHECKS, run_checks
 
 
 @login_required
@@ -19,7 +19,8 @@ def home(request):
 @login_not_required  # load balancers and monitors call it without a session
 @never_cache
 def healthz(request):
-    results = run_checks()
+    names = list(CHECKS) + (list(DEEP_CHECKS) if request.GET.get("deep") else [])
+    results = run_checks(names)
     healthy = all(r.ok for r in results)
     body = {
         "status": "ok" if healthy else "failing",

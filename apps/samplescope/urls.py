@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
@@ -21,7 +22,8 @@ urlpatterns = [
     path("status/", core_views.status_banner, name="status-banner"),
     path("dashboard/", core_views.dashboard, name="dashboard"),
     path("accounts/", include("apps.accounts.urls")),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", _api_urls()),
     path("samples/", include("apps.search.urls")),

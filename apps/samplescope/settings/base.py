@@ -142,7 +142,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 _PLOTLY_JS_DIR = Path(importlib.util.find_spec("plotly").origin).parent / "package_data"
 if _PLOTLY_JS_DIR.is_dir():
     STATICFILES_DIRS.append(("vendor/plotly", _PLOTLY_JS_DIR))
-STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root before collectstatic
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)  # collectstatic is optional off production
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -205,6 +207,8 @@ SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)
 SEARCH_DUCKDB_THREADS = env_int("SEARCH_DUCKDB_THREADS", 2)
 DEMO_DATA_ROWS = env_int("DEMO_DATA_ROWS", 2_000_000)
 DEMO_SUBSET_FRACTION = env_float("DEMO_SUBSET_FRACTION", 0.05)
+# Called when the subset returns fewer rows than asked (see apps/search/services.py).
+SEARCH_FALLBACK_HOOK = env_str("SEARCH_FALLBACK_HOOK", "")
 
 # --- Warehouse fallback (apps.warehouse) ------------------------------------
 WAREHOUSE_BACKEND = env_str("WAREHOUSE_BACKEND", "local")  # "local" or "athena"
@@ -220,6 +224,12 @@ FALLBACK_MAX_BYTES_SCANNED = env_int("FALLBACK_MAX_BYTES_SCANNED", 200 * 1024**3
 FALLBACK_SOFT_TIME_LIMIT = env_int("FALLBACK_SOFT_TIME_LIMIT", 600)
 FALLBACK_TIME_LIMIT = env_int("FALLBACK_TIME_LIMIT", 660)
 FALLBACK_STALE_AFTER_SECONDS = env_int("FALLBACK_STALE_AFTER_SECONDS", 900)
+FALLBACK_MAX_ATTEMPTS = env_int("FALLBACK_MAX_ATTEMPTS", 3)  # runs of one fallback before the sweeper fails it
+FALLBACK_PANEL_POLL_SECONDS = env_int("FALLBACK_PANEL_POLL_SECONDS", 1)
+ATHENA_POLL_MAX_SECONDS = env_float("ATHENA_POLL_MAX_SECONDS", 5.0)
+WAREHOUSE_TASK_QUEUE = env_str("WAREHOUSE_TASK_QUEUE", "celery")
+# Demo aid: pad local-backend runs to at least this long so the panel's states can be watched.
+WAREHOUSE_LOCAL_MIN_LATENCY_MS = env_int("WAREHOUSE_LOCAL_MIN_LATENCY_MS", 0)
 
 # --- Models (apps.modelhub) -------------------------------------------------
 MODEL_STORE_URI = env_str("MODEL_STORE_URI", str(DATA_DIR / "model-store"))
@@ -235,6 +245,14 @@ LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "q
 LINKING_QDRANT_PATH = env_str("LINKING_QDRANT_PATH", str(DATA_DIR / "qdrant"))
 LINKING_NIL_THRESHOLD = env_float("LINKING_NIL_THRESHOLD", 0.35)
 LINKING_MAX_TEXT_CHARS = env_int("LINKING_MAX_TEXT_CHARS", 5000)
+LINKING_ENCODER = env_str("LINKING_ENCODER", "minilm-l6")  # registered in modelhub (kind "encoder")
+LINKING_SCORE = env_str("LINKING_SCORE", "topk")  # "topk" (mean of the k nearest mentions) or "nearest"
+LINKING_TOP_K = env_int("LINKING_TOP_K", 3)
+LINKING_PRIOR_WEIGHT = env_float("LINKING_PRIOR_WEIGHT", 0.15)
+# Candidates holding more stored mentions than this are pre-ranked by their aggregate embedding,
+# and only the best LINKING_SHORTLIST get the exact per-mention comparison.
+LINKING_AGGREGATE_CUTOFF = env_int("LINKING_AGGREGATE_CUTOFF", 200)
+LINKING_SHORTLIST = env_int("LINKING_SHORTLIST", 8)
 
 # --- Demo setup (`python manage.py setup_demo`) -----------------------------
 # Each step is an idempotent callable run in order by `make run` and `make test`.

@@ -1,0 +1,154 @@
+"""Mention detection (alias matching) and the context each mention is embedded in.
+
+Rules, chosen so that common words do not light up as names:
+- matching is case-insensitive through one Aho-Corasick automaton over every alias of a KB;
+- case: an alias written in lower case ("java", the coffee) matches any casing; an alias with
+  capitals ("Apple") does not match an all-lower-case surface ("apple"), so the fruit is not
+  offered the company, while "APPLE" in a headline still matches;
+- word boundaries: a match may not start or end inside a word ("Parisian" is not "Paris");
+  punctuation around a name ("(Paris),", "Paris's") is fine;
+- overlaps: the longest match wins ("Amazon rainforest" over "Amazon"); among equally long
+  ones, the leftmost.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import ahocorasick
+
+# Sentence ends: . ! ? (optionally followed by quotes/brackets), then space, then something that
+# can start a sentence. "Apple Inc. rose" does not split: "rose" starts lower-case.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n")
+CONTEXT_MAX_WORDS = 40
+CONTEXT_WINDOW_WORDS = 12
+
+
+def fold(text: str) -> str:
+    """Lower case, one character for one character, so offsets stay valid ("İ".lower() has two)."""
+    return "".join(ch if len(low := ch.lower()) != 1 else low for ch in text)
+
+
+def is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def case_compatible(*, surface: str, alias: str) -> bool:
+    if surface == alias:
+        return True
+    if fold(surface) != fold(alias):
+        return False
+    if not any(ch.isupper() for ch in alias):
+        return True
+    return any(ch.isupper() for ch in surface)
+
+
+@dataclass(frozen=True)
+class DetectedSpan:
+    start: int
+    end: int
+    text: str
+    entity_ids: tuple[int, ...]  # candidate entities whose alias matches this surface
+    alias_norm: str
+
+
+@dataclass
+class AliasMatcher:
+    """All aliases of one KB in one automaton. `entries` maps folded alias → [(alias text, entity id)]."""
+
+    entries: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    automaton: ahocorasick.Automaton | None = None
+
+    @classmethod
+    def build(cls, aliases: Iterable[tuple[str, int]]) -> AliasMatcher:
+        matcher = cls()
+        for text, entity_id in aliases:
+            text = text.strip()
+            if text:
+                matcher.entries[fold(text)].append((text, entity_id))
+        automaton = ahocorasick.Automaton()
+        for key in matcher.entries:
+            automaton.add_word(key, key)
+        if matcher.entries:
+            automaton.make_automaton()
+            matcher.automaton = automaton
+        return matcher
+
+    def candidates(self, surface: str) -> tuple[int, ...]:
+        """Entities one of whose aliases this exact surface (case rules applied) can be."""
+        seen: dict[int, None] = {}
+        for alias, entity_id in self.entries.get(fold(surface), ()):
+            if case_compatible(surface=surface, alias=alias):
+                seen.setdefault(entity_id)
+        return tuple(seen)
+
+    def find(self, text: str) -> list[DetectedSpan]:
+        if self.automaton is None or not text:
+            return []
+        folded = fold(text)
+        found: list[DetectedSpan] = []
+        for last, key in self.automaton.iter(folded):
+            start, end = last - len(key) + 1, last + 1
+            # Boundaries matter only where the alias itself starts/ends with a word character.
+            if is_word_char(key[0]) and start > 0 and is_word_char(text[start - 1]):
+                continue
+            if is_word_char(key[-1]) and end < len(text) and is_word_char(text[end]):
+                continue
+            surface = text[start:end]
+            entity_ids = self.candidates(surface)
+            if entity_ids:
+                found.append(DetectedSpan(start, end, surface, entity_ids, key))
+        return longest_non_overlapping(found)
+
+
+def longest_non_overlapping(spans: list[DetectedSpan]) -> list[DetectedSpan]:
+    chosen: list[DetectedSpan] = []
+    taken: list[tuple[int, int]] = []
+    for span in sorted(spans, key=lambda s: (-(s.end - s.start), s.start)):
+        if all(span.end <= lo or span.start >= hi for lo, hi in taken):
+            chosen.append(span)
+            taken.append((span.start, span.end))
+    return sorted(chosen, key=lambda s: s.start)
+
+
+def sentence_bounds(text: str) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for match in SENTENCE_END.finditer(text):
+        bounds.append((start, match.start()))
+        start = match.end()
+    bounds.append((start, len(text)))
+    return [(lo, hi) for lo, hi in bounds if hi > lo]
+
+
+def sentence_around(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """The sentence holding text[start:end], and the span's offsets inside it."""
+    for lo, hi in sentence_bounds(text):
+        if lo <= start < hi:
+            hi = max(hi, end)
+            sentence = text[lo:hi]
+            stripped = sentence.lstrip()
+            lo += len(sentence) - len(stripped)
+            sentence = text[lo:hi].rstrip()
+            return sentence, start - lo, end - lo
+    return text, start, end
+
+
+def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
+    """The string embedded for a mention: its sentence (at most CONTEXT_MAX_WORDS words each side).
+
+    style "marked" puts brackets around the mention, "window" ignores sentence ends
+    (measured by `tune_linker`; see README).
+    """
+    width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
+    if style == "window":
+        sentence, s_start, s_end = text, start, end
+    else:
+        sentence, s_start, s_end = sentence_around(text, start, end)
+    before = sentence[:s_start].split()[-width:] if width else []
+    after = sentence[s_end:].split()[:width] if width else []
+    mention = sentence[s_start:s_end]
+    if style == "marked":
+        mention = f"[{mention}]"
+    return " ".join([*before, mention, *after])

@@ -1,0 +1,316 @@
+"""The linking engine: detect → candidates with alias priors → similarity to stored mentions → NIL.
+
+Each process keeps one `KBState` per KB (aliases automaton, priors, mention index, aggregate
+embeddings). Before answering, `kb_state()` reads the KB's `revision` (one indexed query) and
+rebuilds the state when an edit bumped it, so edits made by any process show on the next request.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+
+from .detection import AliasMatcher, DetectedSpan, fold, mention_context
+from .index import MentionIndex, mention_index_build
+from .models import Alias, Entity, KnowledgeBase, Mention
+
+logger = logging.getLogger(__name__)
+
+
+# --- Encoder ------------------------------------------------------------------------------
+
+_fallback_encoders: dict[str, object] = {}
+_encoder_lock = threading.Lock()
+
+
+def encoder_get(*, name: str | None = None):
+    """The KB's sentence encoder from the model registry (apps.modelhub), cached per process.
+
+    When the registry has no such encoder yet (a fresh test database, before `setup_demo`),
+    the same all-MiniLM-L6-v2 int8 files are loaded straight from their package, so stored
+    embeddings stay comparable either way.
+    """
+    name = name or settings.LINKING_ENCODER
+    try:
+        from apps.modelhub.selectors import encoder_for
+
+        return encoder_for(name=name)
+    except Exception as exc:  # registry missing, or no such model registered
+        with _encoder_lock:
+            if name not in _fallback_encoders:
+                from apps.modelhub.encoders import SentenceEncoder, minilm_package_files
+
+                logger.info("encoder %r not in the registry (%s): using the packaged MiniLM files", name, exc)
+                onnx_path, tokenizer_path = minilm_package_files()
+                _fallback_encoders[name] = SentenceEncoder(onnx_path, tokenizer_path, max_length=128)
+            return _fallback_encoders[name]
+
+
+def embed(*, texts: list[str], encoder_name: str | None = None, batch_size: int = 64) -> np.ndarray:
+    encoder = encoder_get(name=encoder_name)
+    parts = [encoder.embed(texts[lo : lo + batch_size]) for lo in range(0, len(texts), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
+
+
+# --- Parameters -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkerParams:
+    score: str = "topk"  # "topk": mean of the k most similar stored mentions; "nearest": the single best
+    top_k: int = 3
+    prior_weight: float = 0.15
+    nil_threshold: float = 0.35
+    aggregate_cutoff: int = 200
+    shortlist: int = 8
+    use_aggregates: bool = True
+    scorer: str = "linker"  # "linker" or "prior" (the prior-only baseline)
+
+    @classmethod
+    def from_settings(cls, **overrides) -> LinkerParams:
+        values = dict(
+            score=settings.LINKING_SCORE,
+            top_k=settings.LINKING_TOP_K,
+            prior_weight=settings.LINKING_PRIOR_WEIGHT,
+            nil_threshold=settings.LINKING_NIL_THRESHOLD,
+            aggregate_cutoff=settings.LINKING_AGGREGATE_CUTOFF,
+            shortlist=settings.LINKING_SHORTLIST,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+# --- In-memory state per KB -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EntityInfo:
+    id: int
+    key: str
+    name: str
+    type: str
+    description: str
+    url: str
+    mention_count: int
+
+
+@dataclass
+class KBState:
+    kb_id: int
+    revision: int
+    label: str
+    encoder_name: str
+    context_style: str
+    entities: dict[int, EntityInfo]
+    matcher: AliasMatcher
+    priors: dict[str, dict[int, float]]  # folded alias → {entity id: P(entity | alias)}
+    index: MentionIndex
+    aggregates: np.ndarray  # (n entities with mentions, dim), L2-normalised
+    aggregate_rows: dict[int, int]
+    built_ms: float = 0.0
+
+    @classmethod
+    def build(cls, kb: KnowledgeBase, *, index_kind: str | None = None) -> KBState:
+        started = time.perf_counter()
+        entities_raw = list(Entity.objects.filter(kb=kb).values_list("pk", "key", "name", "type", "description", "url", "aggregate"))
+        aliases = list(Alias.objects.filter(kb=kb).values_list("text", "entity_id"))
+        mentions = list(
+            Mention.objects.filter(entity__kb=kb).values_list("pk", "entity_id", "embedding", "text", "start", "end")
+        )
+        counts: dict[int, int] = defaultdict(int)
+        surface_counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for _, entity_id, _, text, start, end in mentions:
+            counts[entity_id] += 1
+            surface_counts[fold(text[start:end])][entity_id] += 1
+        entities = {
+            pk: EntityInfo(pk, key, name, etype, description, url, counts.get(pk, 0))
+            for pk, key, name, etype, description, url, _ in entities_raw
+        }
+        matcher = AliasMatcher.build(aliases)
+        # P(entity | alias) from how often each surface names each entity in the stored
+        # mentions, plus one for being listed as an alias at all (so new entities get a share).
+        priors: dict[str, dict[int, float]] = {}
+        for norm, entries in matcher.entries.items():
+            raw = {entity_id: 1.0 + surface_counts[norm].get(entity_id, 0) for _, entity_id in entries}
+            total = sum(raw.values())
+            priors[norm] = {entity_id: value / total for entity_id, value in raw.items()}
+        dim = 384
+        if mentions:
+            vectors = np.stack([np.frombuffer(bytes(m[2]), dtype=np.float32) for m in mentions])
+            dim = vectors.shape[1]
+        else:
+            vectors = np.zeros((0, dim), dtype=np.float32)
+        index = mention_index_build(
+            name=f"kb{kb.pk}_r{kb.revision}",
+            vectors=vectors,
+            mention_ids=np.asarray([m[0] for m in mentions], dtype=np.int64),
+            entity_ids=np.asarray([m[1] for m in mentions], dtype=np.int64),
+            kind=index_kind,
+        )
+        aggregate_rows, rows = {}, []
+        for pk, *_, aggregate in entities_raw:
+            if aggregate is not None and counts.get(pk):
+                vector = np.frombuffer(bytes(aggregate), dtype=np.float32)
+                aggregate_rows[pk] = len(rows)
+                rows.append(vector / max(float(np.linalg.norm(vector)), 1e-12))
+        aggregates = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), dtype=np.float32)
+        return cls(
+            kb_id=kb.pk, revision=kb.revision, label=kb.label, encoder_name=kb.encoder_name,
+            context_style=kb.context_style, entities=entities, matcher=matcher, priors=priors, index=index,
+            aggregates=aggregates, aggregate_rows=aggregate_rows,
+            built_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def prior(self, span: DetectedSpan | None, surface: str, candidates: tuple[int, ...]) -> dict[int, float]:
+        table = self.priors.get(fold(surface), {})
+        raw = {c: table.get(c, 0.0) for c in candidates}
+        total = sum(raw.values()) or 1.0
+        return {c: v / total for c, v in raw.items()}
+
+
+_states: dict[tuple[int, str], KBState] = {}
+_states_lock = threading.Lock()
+
+
+def kb_state(kb: KnowledgeBase, *, index_kind: str | None = None) -> KBState:
+    """The up-to-date state of this KB for this process (rebuilt when its revision moved)."""
+    kind = index_kind or settings.LINKING_VECTOR_INDEX
+    revision = KnowledgeBase.objects.filter(pk=kb.pk).values_list("revision", flat=True).first()
+    if revision is None:
+        raise KnowledgeBase.DoesNotExist(f"knowledge base {kb} was deleted")
+    key = (kb.pk, kind)
+    state = _states.get(key)
+    if state is not None and state.revision == revision:
+        return state
+    with _states_lock:
+        state = _states.get(key)
+        if state is None or state.revision != revision:
+            kb.refresh_from_db()
+            old, state = state, KBState.build(kb, index_kind=kind)
+            _states[key] = state
+            if old is not None:
+                old.index.close()
+            logger.info("linking: built %s revision %s in %.0f ms", state.label, state.revision, state.built_ms)
+    return state
+
+
+def kb_state_forget_all() -> None:
+    """Drop every cached state (tests, benchmarks)."""
+    with _states_lock:
+        for state in _states.values():
+            state.index.close()
+        _states.clear()
+
+
+# --- Linking ----------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    entity: EntityInfo
+    score: float
+    similarity: float | None
+    prior: float
+    evidence: list[tuple[int, float]] = field(default_factory=list)  # (mention id, cosine), best first
+    approximate: bool = False  # scored by its aggregate embedding only (popular-alias shortlist)
+
+
+@dataclass
+class LinkedMention:
+    start: int
+    end: int
+    text: str
+    entity: EntityInfo | None  # None = NIL
+    score: float
+    similarity: float | None
+    candidates: list[Candidate]
+
+
+@dataclass
+class LinkResult:
+    mentions: list[LinkedMention]
+    latency_ms: float
+    encode_ms: float
+    kb_label: str
+    kb_revision: int
+
+
+def candidates_score(
+    *, state: KBState, query: np.ndarray | None, candidates: tuple[int, ...], prior: dict[int, float],
+    params: LinkerParams,
+) -> list[Candidate]:
+    entities = state.entities
+    if query is None or params.scorer == "prior":
+        ranked = [Candidate(entities[c], prior[c], None, prior[c]) for c in candidates]
+        return sorted(ranked, key=lambda c: -c.score)
+    exact = list(candidates)
+    approximate: dict[int, float] = {}
+    stored = sum(entities[c].mention_count for c in candidates)
+    if params.use_aggregates and stored > params.aggregate_cutoff and len(candidates) > params.shortlist:
+        # Popular alias: one dot product per candidate against its aggregate embedding, then the
+        # exact per-mention comparison for the shortlist only.
+        with_rows = [c for c in candidates if c in state.aggregate_rows]
+        sims = state.aggregates[[state.aggregate_rows[c] for c in with_rows]] @ query
+        order = np.argsort(-sims)
+        exact = [with_rows[i] for i in order[: params.shortlist]]
+        approximate = {with_rows[i]: float(sims[i]) for i in order[params.shortlist :]}
+    k = 1 if params.score == "nearest" else params.top_k
+    hits = state.index.top_per_entity(query, entities=exact, k=k)
+    ranked = []
+    w = params.prior_weight
+    for c in candidates:
+        evidence = hits.get(c, [])
+        if c in approximate:
+            similarity, is_approx = approximate[c], True
+        elif evidence:
+            similarity, is_approx = float(np.mean([s for _, s in evidence])), False
+        else:
+            similarity, is_approx = 0.0, False  # an entity without stored mentions: prior only
+        score = (1 - w) * similarity + w * prior[c]
+        ranked.append(Candidate(entities[c], score, similarity, prior[c], evidence, is_approx))
+    return sorted(ranked, key=lambda c: -c.score)
+
+
+def spans_detect(*, state: KBState, text: str, spans: list[tuple[int, int]] | None) -> list[DetectedSpan]:
+    if spans is None:
+        return state.matcher.find(text)
+    out = []
+    for start, end in spans:
+        surface = text[start:end]
+        out.append(DetectedSpan(start, end, surface, state.matcher.candidates(surface), fold(surface)))
+    return out
+
+
+def link(
+    *, state: KBState, text: str, spans: list[tuple[int, int]] | None = None, params: LinkerParams | None = None
+) -> LinkResult:
+    """Link `text`: detected mentions, or the given gold/hand-marked spans. All contexts go to the encoder at once."""
+    params = params or LinkerParams.from_settings()
+    started = time.perf_counter()
+    detected = spans_detect(state=state, text=text, spans=spans)
+    needs_vector = [i for i, d in enumerate(detected) if d.entity_ids and params.scorer != "prior"]
+    encode_started = time.perf_counter()
+    vectors: dict[int, np.ndarray] = {}
+    if needs_vector:
+        contexts = [mention_context(text, detected[i].start, detected[i].end, style=state.context_style) for i in needs_vector]
+        embedded = encoder_get(name=state.encoder_name).embed(contexts)
+        vectors = dict(zip(needs_vector, embedded))
+    encode_ms = (time.perf_counter() - encode_started) * 1000
+    mentions = []
+    for i, span in enumerate(detected):
+        if not span.entity_ids:
+            mentions.append(LinkedMention(span.start, span.end, span.text, None, 0.0, None, []))
+            continue
+        prior = state.prior(span, span.text, span.entity_ids)
+        ranked = candidates_score(state=state, query=vectors.get(i), candidates=span.entity_ids, prior=prior, params=params)
+        best = ranked[0]
+        is_nil = params.scorer != "prior" and (best.similarity or 0.0) < params.nil_threshold
+        mentions.append(
+            LinkedMention(span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked)
+        )
+    return LinkResult(
+        mentions=mentions, latency_ms=(time.perf_counter() - started) * 1000, encode_ms=encode_ms,
+        kb_label=state.label, kb_revision=state.revision,
+    )

@@ -1,0 +1,354 @@
+"""Writes to a knowledge base. Each edit: validate everything, embed (outside the transaction:
+the encoder is the slow part), then one transaction that writes the rows, keeps the entities'
+aggregate embeddings in step, bumps `KnowledgeBase.revision` and records a "kb_edit" audit event.
+Any error leaves the KB as it was.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from apps.audit.services import audit_record
+
+from .detection import fold, mention_context
+from .linker import LinkResult, LinkerParams, embed, kb_state, link
+from .models import Alias, Entity, KnowledgeBase, Mention
+
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+BRACKETED = re.compile(r"\[([^\[\]]+)\]")
+
+
+class LinkingError(ValueError):
+    """Bad input to the linker or a KB edit; the message is shown to the user as is."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass
+class MentionInput:
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
+class EntityInput:
+    key: str
+    name: str
+    type: str = "other"
+    aliases: list[str] = field(default_factory=list)
+    description: str = ""
+    url: str = ""
+    mentions: list[MentionInput] = field(default_factory=list)
+
+
+def mention_from_bracketed(sentence: str) -> MentionInput:
+    """"The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury."""
+    matches = list(BRACKETED.finditer(sentence))
+    if len(matches) != 1:
+        raise LinkingError(f"mark exactly one mention with [brackets] in: {sentence!r}")
+    match = matches[0]
+    text = sentence[: match.start()] + match.group(1) + sentence[match.end() :]
+    return MentionInput(text=text, start=match.start(), end=match.start() + len(match.group(1)))
+
+
+def _mention_validate(*, mention: MentionInput, aliases: Iterable[str], entity_label: str) -> MentionInput:
+    text = mention.text
+    if not isinstance(text, str) or not text.strip():
+        raise LinkingError("a mention needs a non-empty sentence")
+    if len(text) > settings.LINKING_MAX_TEXT_CHARS:
+        raise LinkingError(f"a mention sentence may have at most {settings.LINKING_MAX_TEXT_CHARS} characters")
+    if not (isinstance(mention.start, int) and isinstance(mention.end, int)):
+        raise LinkingError("start and end must be integers")
+    if not (0 <= mention.start < mention.end <= len(text)):
+        raise LinkingError(
+            f"the span {mention.start}..{mention.end} is outside the sentence (which has {len(text)} characters)"
+        )
+    surface = text[mention.start : mention.end]
+    if surface != surface.strip():
+        raise LinkingError(f"the span {surface!r} starts or ends with a space")
+    folded = {fold(a) for a in aliases}
+    if fold(surface) not in folded:
+        raise LinkingError(f"{surface!r} is not an alias of {entity_label}: add it as an alias first")
+    return mention
+
+
+def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
+    cleaned, seen = [], set()
+    for alias in aliases:
+        alias = (alias or "").strip()
+        if not alias:
+            continue
+        if len(alias) > 200:
+            raise LinkingError(f"alias {alias[:40]!r}… is longer than 200 characters")
+        if fold(alias) in seen:
+            raise LinkingError(f"duplicate alias {alias!r} for {entity_label}")
+        seen.add(fold(alias))
+        cleaned.append(alias)
+    return cleaned
+
+
+def _entity_validate(*, kb: KnowledgeBase, data: EntityInput, existing_keys: set[str]) -> EntityInput:
+    key = (data.key or "").strip()
+    if not KEY_RE.match(key) or len(key) > 128:
+        raise LinkingError(f"entity id {key!r} must be lower-case letters, digits, '_' or '-' (at most 128)")
+    if key in existing_keys:
+        raise LinkingError(f"entity id {key!r} already exists in {kb.label}")
+    name = (data.name or "").strip()
+    if not name or len(name) > 200:
+        raise LinkingError(f"entity {key!r} needs a name (at most 200 characters)")
+    if data.type not in Entity.Type.values:
+        raise LinkingError(f"type {data.type!r} must be one of {', '.join(Entity.Type.values)}")
+    if data.url and not re.match(r"^https?://\S+$", data.url):
+        raise LinkingError(f"url {data.url!r} must start with http:// or https://")
+    # With no aliases given, the name is the one alias.
+    aliases = _aliases_clean(data.aliases or [name], entity_label=key)
+    if not aliases:
+        raise LinkingError(f"entity {key!r} needs at least one alias")
+    mentions = [_mention_validate(mention=m, aliases=aliases, entity_label=key) for m in data.mentions]
+    return EntityInput(
+        key=key, name=name, type=data.type, aliases=aliases, description=(data.description or "").strip(),
+        url=(data.url or "").strip(), mentions=mentions,
+    )
+
+
+def _embed_mentions(*, kb: KnowledgeBase, mentions: list[MentionInput]) -> np.ndarray:
+    contexts = [mention_context(m.text, m.start, m.end, style=kb.context_style) for m in mentions]
+    return embed(texts=contexts, encoder_name=kb.encoder_name)
+
+
+def _revision_bump(kb: KnowledgeBase) -> None:
+    KnowledgeBase.objects.filter(pk=kb.pk).update(revision=F("revision") + 1)
+    kb.refresh_from_db(fields=["revision"])
+
+
+def _aggregate_add(entity: Entity, vectors: np.ndarray) -> None:
+    current = entity.aggregate_vector()
+    total = vectors.sum(axis=0) if current is None else current + vectors.sum(axis=0)
+    entity.aggregate = total.astype(np.float32).tobytes()
+    entity.save(update_fields=["aggregate"])
+
+
+def _entities_write(*, kb: KnowledgeBase, items: list[EntityInput], vectors: np.ndarray) -> list[Entity]:
+    created, offset = [], 0
+    for item in items:
+        entity = Entity.objects.create(
+            kb=kb, key=item.key, name=item.name, type=item.type, description=item.description, url=item.url
+        )
+        Alias.objects.bulk_create([Alias(kb=kb, entity=entity, text=a, norm=fold(a)) for a in item.aliases])
+        own = vectors[offset : offset + len(item.mentions)]
+        offset += len(item.mentions)
+        Mention.objects.bulk_create(
+            [Mention(entity=entity, text=m.text, start=m.start, end=m.end, embedding=v.astype(np.float32).tobytes())
+             for m, v in zip(item.mentions, own)]
+        )
+        if len(own):
+            _aggregate_add(entity, own)
+        created.append(entity)
+    return created
+
+
+def kb_get_or_create(*, name: str, version: str = "1", description: str = "", serving: bool = False) -> KnowledgeBase:
+    kb, _ = KnowledgeBase.objects.get_or_create(
+        name=name, version=version, defaults={"description": description, "encoder_name": settings.LINKING_ENCODER}
+    )
+    if serving and not kb.is_serving:
+        with transaction.atomic():
+            KnowledgeBase.objects.filter(is_serving=True).update(is_serving=False)
+            KnowledgeBase.objects.filter(pk=kb.pk).update(is_serving=True)
+        kb.refresh_from_db()
+    return kb
+
+
+def entity_create(*, user, kb: KnowledgeBase, data: EntityInput) -> Entity:
+    existing = set(Entity.objects.filter(kb=kb, key=(data.key or "").strip()).values_list("key", flat=True))
+    item = _entity_validate(kb=kb, data=data, existing_keys=existing)
+    vectors = _embed_mentions(kb=kb, mentions=item.mentions)
+    with transaction.atomic():
+        if Entity.objects.filter(kb=kb, key=item.key).exists():  # created meanwhile by someone else
+            raise LinkingError(f"entity id {item.key!r} already exists in {kb.label}")
+        (entity,) = _entities_write(kb=kb, items=[item], vectors=vectors)
+        _revision_bump(kb)
+        audit_record(
+            user=user, action="kb_edit", target=f"{kb.label}/{item.key}",
+            detail={"op": "entity_create", "aliases": item.aliases, "mentions": len(item.mentions)},
+        )
+    return entity
+
+
+def entity_delete(*, user, kb: KnowledgeBase, key: str) -> None:
+    with transaction.atomic():
+        deleted, _ = Entity.objects.filter(kb=kb, key=key).delete()
+        if not deleted:
+            raise NotFound(f"no entity {key!r} in {kb.label}")
+        _revision_bump(kb)
+        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "entity_delete"})
+
+
+def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> Mention:
+    entity = Entity.objects.filter(kb=kb, key=key).first()
+    if entity is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    aliases = list(entity.aliases.values_list("text", flat=True))
+    _mention_validate(mention=mention, aliases=aliases, entity_label=key)
+    vector = _embed_mentions(kb=kb, mentions=[mention])
+    with transaction.atomic():
+        entity = Entity.objects.select_for_update().filter(pk=entity.pk).first()
+        if entity is None:
+            raise NotFound(f"entity {key!r} was deleted meanwhile")
+        created = Mention.objects.create(
+            entity=entity, text=mention.text, start=mention.start, end=mention.end, embedding=vector[0].tobytes()
+        )
+        _aggregate_add(entity, vector)
+        _revision_bump(kb)
+        audit_record(
+            user=user, action="kb_edit", target=f"{kb.label}/{key}",
+            detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200]},
+        )
+    return created
+
+
+def mention_delete(*, user, kb: KnowledgeBase, mention_id: int) -> None:
+    with transaction.atomic():
+        mention = Mention.objects.select_related("entity").filter(pk=mention_id, entity__kb=kb).first()
+        if mention is None:
+            raise NotFound(f"no mention {mention_id} in {kb.label}")
+        entity = mention.entity
+        vector = np.frombuffer(bytes(mention.embedding), dtype=np.float32)
+        mention.delete()
+        current = entity.aggregate_vector()
+        remaining = entity.mentions.count()
+        entity.aggregate = None if current is None or not remaining else (current - vector).astype(np.float32).tobytes()
+        entity.save(update_fields=["aggregate"])
+        _revision_bump(kb)
+        audit_record(
+            user=user, action="kb_edit", target=f"{kb.label}/{entity.key}",
+            detail={"op": "mention_delete", "mention": mention_id},
+        )
+
+
+def alias_add(*, user, kb: KnowledgeBase, key: str, alias: str) -> Alias:
+    entity = Entity.objects.filter(kb=kb, key=key).first()
+    if entity is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    (alias,) = _aliases_clean([alias], entity_label=key) or [""]
+    if not alias:
+        raise LinkingError("the alias is empty")
+    with transaction.atomic():
+        if entity.aliases.filter(norm=fold(alias)).exists():
+            raise LinkingError(f"duplicate alias {alias!r} for {key}")
+        created = Alias.objects.create(kb=kb, entity=entity, text=alias, norm=fold(alias))
+        _revision_bump(kb)
+        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "alias_add", "alias": alias})
+    return created
+
+
+# --- JSONL ------------------------------------------------------------------------------------
+
+def entity_input_from_json(record: dict, *, line: int | str = "?") -> EntityInput:
+    if not isinstance(record, dict):
+        raise LinkingError(f"line {line}: expected a JSON object")
+    try:
+        mentions = [
+            MentionInput(text=m["text"], start=int(m["start"]), end=int(m["end"])) for m in record.get("mentions") or []
+        ]
+        aliases = record.get("aliases") or []
+        if not isinstance(aliases, list):
+            raise LinkingError(f"line {line}: aliases must be a list")
+        return EntityInput(
+            key=str(record["id"]), name=str(record["name"]), type=str(record.get("type") or "other"),
+            aliases=[str(a) for a in aliases], description=str(record.get("description") or ""),
+            url=str(record.get("url") or ""), mentions=mentions,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, LinkingError):
+            raise
+        raise LinkingError(f"line {line}: needs id, name and mentions [{{text, start, end}}] ({exc})") from exc
+
+
+def kb_import_jsonl(
+    *, user, kb: KnowledgeBase, lines: Iterable[str], replace: bool = False, stdout=None, source: str = ""
+) -> int:
+    """Import entities (one JSON object a line). All or nothing: any bad line and nothing is written."""
+    items: list[EntityInput] = []
+    existing = set() if replace else set(Entity.objects.filter(kb=kb).values_list("key", flat=True))
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LinkingError(f"line {number}: not JSON ({exc.msg})") from exc
+        try:
+            item = _entity_validate(kb=kb, data=entity_input_from_json(record, line=number), existing_keys=existing)
+        except LinkingError as exc:
+            message = str(exc)
+            raise LinkingError(message if message.startswith("line ") else f"line {number}: {message}") from exc
+        existing.add(item.key)
+        items.append(item)
+    mentions = [m for item in items for m in item.mentions]
+    if stdout:
+        stdout.write(f"validated {len(items)} entities, {len(mentions)} mentions; embedding…")
+    vectors = _embed_mentions(kb=kb, mentions=mentions)
+    with transaction.atomic():
+        if replace:
+            Entity.objects.filter(kb=kb).delete()
+        _entities_write(kb=kb, items=items, vectors=vectors)
+        _revision_bump(kb)
+        audit_record(
+            user=user, action="kb_edit", target=kb.label,
+            detail={"op": "import", "entities": len(items), "mentions": len(mentions), "replace": replace, "source": source},
+        )
+    return len(items)
+
+
+def kb_reembed(*, user, kb: KnowledgeBase, context_style: str | None = None, stdout=None) -> int:
+    """Embed every stored mention again (after changing the encoder or the context style)."""
+    mentions = list(Mention.objects.filter(entity__kb=kb).order_by("pk"))
+    if context_style:
+        kb.context_style = context_style
+    vectors = _embed_mentions(kb=kb, mentions=[MentionInput(m.text, m.start, m.end) for m in mentions])
+    with transaction.atomic():
+        sums: dict[int, np.ndarray] = {}
+        for mention, vector in zip(mentions, vectors):
+            mention.embedding = vector.tobytes()
+            sums[mention.entity_id] = sums.get(mention.entity_id, 0) + vector
+        Mention.objects.bulk_update(mentions, ["embedding"], batch_size=500)
+        entities = list(Entity.objects.filter(kb=kb))
+        for entity in entities:
+            total = sums.get(entity.pk)
+            entity.aggregate = None if total is None else np.asarray(total, dtype=np.float32).tobytes()
+        Entity.objects.bulk_update(entities, ["aggregate"], batch_size=500)
+        KnowledgeBase.objects.filter(pk=kb.pk).update(context_style=kb.context_style)
+        _revision_bump(kb)
+        audit_record(user=user, action="kb_edit", target=kb.label, detail={"op": "reembed", "mentions": len(mentions)})
+    return len(mentions)
+
+
+# --- Linking (a read, but audited) ------------------------------------------------------------
+
+def text_link(
+    *, user, kb: KnowledgeBase, text: str, params: LinkerParams | None = None, audit: bool = True
+) -> LinkResult:
+    if not isinstance(text, str) or not text.strip():
+        raise LinkingError("the text is empty: type or paste a sentence")
+    if len(text) > settings.LINKING_MAX_TEXT_CHARS:
+        raise LinkingError(
+            f"the text has {len(text)} characters; the limit is {settings.LINKING_MAX_TEXT_CHARS}: split it"
+        )
+    result = link(state=kb_state(kb), text=text, params=params)
+    if audit:
+        audit_record(
+            user=user, action="link", target=kb.label,
+            detail={"chars": len(text), "mentions": len(result.mentions), "latency_ms": round(result.latency_ms, 1)},
+        )
+    return result

@@ -1,0 +1,116 @@
+from django.conf import settings
+from django.db import models
+
+
+class ModelVersion(models.Model):
+    """One registered, validated version of a model in the store (`<name>/<version>/`)."""
+
+    class Kind(models.TextChoices):
+        CLASSIFIER = "classifier", "Classifier"
+        ENCODER = "encoder", "Encoder"
+        ENTITY_LINKER = "entity_linker", "Entity linker"
+
+    name = models.SlugField(max_length=100)
+    version = models.CharField(max_length=50)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    uri = models.CharField(max_length=500, help_text="store URI of the version folder")
+    checksums = models.JSONField(default=dict, help_text="file name → sha256, from card.json")
+    card = models.JSONField(default=dict)
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="modelhub_unique_name_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card.get("labels") or [])
+
+    @property
+    def description(self) -> str:
+        return self.card.get("description", "")
+
+    @property
+    def metrics(self) -> dict:
+        return self.card.get("metrics") or {}
+
+    @property
+    def examples(self) -> list[str]:
+        return list(self.card.get("examples") or [])
+
+    def file_uri(self, filename: str) -> str:
+        return f"{self.uri.rstrip('/')}/{filename}"
+
+
+class ModelAlias(models.Model):
+    """A movable pointer such as `production` or `candidate` → one version of a model."""
+
+    name = models.SlugField(max_length=100)
+    alias = models.SlugField(max_length=50)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="aliases")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name", "alias"]
+        constraints = [models.UniqueConstraint(fields=["name", "alias"], name="modelhub_unique_alias")]
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.alias} → {self.model_version.version}"
+
+
+class PredictionFlag(models.Model):
+    """A prediction someone marked as wrong (Gradio-style flagging), kept for relabelling."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="flags")
+    input_text = models.TextField()
+    predicted_label = models.CharField(max_length=200)
+    correct_label = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class BatchJob(models.Model):
+    """A CSV scored by a Celery task in batches; `processed`/`total` drive the progress bar."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="batch_jobs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    original_name = models.CharField(max_length=255)
+    text_column = models.CharField(max_length=200)
+    input_path = models.CharField(max_length=500)
+    output_path = models.CharField(max_length=500, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.processed / self.total) if self.total else (100 if self.is_done else 0)
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in {self.State.SUCCEEDED, self.State.FAILED}

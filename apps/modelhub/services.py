@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+
+from .fetch import ChecksumMismatch, model_file_fetch
+from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
+from .runtime import (
+    FAMILY_TEXT,
+    FAMILY_TOKENS,
+    ModelRuntimeError,
+    PredictionBatch,
+    PredictionInputError,
+    loaded_model_from_files,
+    predict,
+)
+from .store import StoreError, store_read_bytes, uri_join
+
+CARD_INPUT_KINDS = {"text": FAMILY_TEXT, "tokens": FAMILY_TOKENS}
+BATCH_SIZE = 256
+
+
+class RegistrationRefused(Exception):
+    """The version was not registered; the message is the reason, written for the person registering."""
+
+
+class BatchInputError(ValueError):
+    """The uploaded CSV cannot be scored (too big, not UTF-8, no such column): shown to users as is."""
+
+
+# --- Registration -------------------------------------------------------------------------
+
+def card_validate(*, card: dict) -> None:
+    for key in ("name", "version", "kind", "files"):
+        if not card.get(key):
+            raise RegistrationRefused(f"card.json has no {key!r}.")
+    if card["kind"] not in ModelVersion.Kind.values:
+        raise RegistrationRefused(
+            f"card.json kind {card['kind']!r} is not one of {', '.join(ModelVersion.Kind.values)}."
+        )
+    if "model.onnx" not in card["files"]:
+        raise RegistrationRefused("card.json lists no checksum for model.onnx.")
+    input_kind = (card.get("input") or {}).get("kind")
+    if input_kind not in CARD_INPUT_KINDS:
+        raise RegistrationRefused(f"card.json input.kind must be 'text' or 'tokens', not {input_kind!r}.")
+    if input_kind == "tokens" and "tokenizer.json" not in card["files"]:
+        raise RegistrationRefused("card.json says the model takes tokens but lists no tokenizer.json.")
+    if card["kind"] == ModelVersion.Kind.CLASSIFIER:
+        labels = card.get("labels")
+        if not labels or not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            raise RegistrationRefused("card.json has no labels: a classifier needs its list of class labels.")
+        if len(set(labels)) != len(labels):
+            raise RegistrationRefused("card.json labels are not unique.")
+    if not card.get("examples"):
+        raise RegistrationRefused("card.json has no examples: registration runs them to check the model.")
+
+
+def model_version_check(*, uri: str, card: dict) -> None:
+    """Loads the files in onnxruntime and runs the card's examples; RegistrationRefused otherwise."""
+    try:
+        loaded = loaded_model_from_files(name=card["name"], version=card["version"], uri=uri, card=card)
+    except ChecksumMismatch as exc:
+        raise RegistrationRefused(f"Wrong checksum: {exc}") from exc
+    except StoreError as exc:
+        raise RegistrationRefused(f"Cannot read the model files: {exc}") from exc
+    except ModelRuntimeError as exc:
+        raise RegistrationRefused(f"Corrupt or unsupported model: {exc}") from exc
+    expected = CARD_INPUT_KINDS[card["input"]["kind"]]
+    if loaded.family != expected:
+        raise RegistrationRefused(
+            f"Wrong input type: the card says {card['input']['kind']!r} but the ONNX graph takes "
+            f"{'raw strings' if loaded.family == FAMILY_TEXT else 'token ids'}."
+        )
+    try:
+        output = loaded.predict_proba([str(x) for x in card["examples"]])
+    except Exception as exc:  # onnxruntime errors surface here for graphs that load but cannot run
+        raise RegistrationRefused(f"The model fails on the card's examples: {exc}") from exc
+    if card["kind"] == ModelVersion.Kind.CLASSIFIER:
+        labels = card["labels"]
+        if output.ndim != 2 or output.shape[1] != len(labels):
+            raise RegistrationRefused(
+                f"Missing labels: the model outputs {output.shape[-1]} classes but the card lists {len(labels)} labels."
+            )
+        if not np.all(np.isfinite(output)) or not np.allclose(output.sum(axis=1), 1.0, atol=1e-3):
+            raise RegistrationRefused("The model's outputs on the examples are not probabilities.")
+
+
+@transaction.atomic
+def model_register(*, uri: str, user=None, aliases: tuple[str, ...] = ()) -> ModelVersion:
+    """Validates and registers the version folder at `uri`; moves `aliases` to it only when it passed.
+
+    A refused version leaves the registry untouched, so a bad file never replaces a serving one.
+    """
+    uri = uri.rstrip("/")
+    try:
+        card = json.loads(store_read_bytes(uri=uri_join(uri, "card.json")))
+    except StoreError as exc:
+        raise RegistrationRefused(f"No readable card.json at {uri}: {exc}") from exc
+    except ValueError as exc:
+        raise RegistrationRefused(f"card.json at {uri} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise RegistrationRefused("card.json must be a JSON object.")
+    card_validate(card=card)
+    name, version = str(card["name"]), str(card["version"])
+    if ModelVersion.objects.filter(name=name, version=version).exists():
+        raise RegistrationRefused(f"{name} version {version} is already registered; versions are immutable.")
+    try:
+        model_version_check(uri=uri, card=card)
+    except RegistrationRefused as exc:
+        audit_record(user=user, action="model_registration", target=f"{name}@{version}", outcome="refused",
+                     detail={"uri": uri, "reason": str(exc)})
+        raise
+    model_version = ModelVersion.objects.create(
+        name=name, version=version, kind=card["kind"], uri=uri, checksums=card["files"], card=card,
+        registered_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    audit_record(user=user, action="model_registration", target=str(model_version), detail={"uri": uri})
+    for alias in aliases:
+        model_alias_move(name=name, alias=alias, version=version, user=user)
+    return model_version
+
+
+@transaction.atomic
+def model_alias_move(*, name: str, alias: str, version: str, user=None) -> ModelAlias:
+    from .selectors import model_version_get
+
+    alias = alias.strip().lower()
+    if not alias or not alias.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("An alias is a short word such as production or candidate.")
+    model_version = model_version_get(name=name, version=version)
+    pointer, _ = ModelAlias.objects.update_or_create(
+        name=name, alias=alias,
+        defaults={"model_version": model_version, "updated_by": user if getattr(user, "is_authenticated", False) else None},
+    )
+    audit_record(user=user, action="model_alias", target=f"{name}:{alias}", detail={"version": version})
+    return pointer
+
+
+# --- Predictions and flags ------------------------------------------------------------------
+
+def prediction_make(*, user, model_version: ModelVersion, texts: list[str], source: str) -> PredictionBatch:
+    batch = predict(model_version=model_version, texts=texts)
+    audit_record(user=user, action="prediction", target=str(model_version),
+                 detail={"n": len(texts), "latency_ms": round(batch.latency_ms, 2), "source": source})
+    return batch
+
+
+def prediction_flag_create(
+    *, user, model_version: ModelVersion, input_text: str, predicted_label: str, correct_label: str = "",
+    comment: str = "",
+) -> PredictionFlag:
+    if not input_text.strip():
+        raise PredictionInputError("There is no prediction to flag: the text is empty.")
+    if correct_label and correct_label not in model_version.labels:
+        raise PredictionInputError(f"{correct_label!r} is not one of this model's labels.")
+    flag = PredictionFlag.objects.create(
+        model_version=model_version, input_text=input_text, predicted_label=predicted_label,
+        correct_label=correct_label, comment=comment.strip(), user=user,
+    )
+    audit_record(user=user, action="flag", target=str(model_version),
+                 detail={"flag_id": flag.id, "predicted": predicted_label, "correct": correct_label})
+    return flag
+
+
+def flags_csv(*, flags) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["created_at", "model", "version", "user", "input_text", "predicted_label", "correct_label", "comment"])
+    for flag in flags:
+        writer.writerow([flag.created_at.isoformat(), flag.model_version.name, flag.model_version.version,
+                         flag.user.get_username() if flag.user else "", flag.input_text, flag.predicted_label,
+                         flag.correct_label, flag.comment])
+    return out.getvalue()
+
+
+# --- Batch scoring --------------------------------------------------------------------------
+
+def batch_dir() -> Path:
+    path = Path(settings.DATA_DIR) / "modelhub" / "batches"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def csv_header_read(*, data: bytes) -> list[str]:
+    """The CSV's columns; BatchInputError when it is not UTF-8 text with a header row."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BatchInputError(f"The file is not UTF-8 text (byte {exc.start} is invalid): save it as UTF-8 CSV.") from exc
+    try:
+        header = next(csv.reader(io.StringIO(text)), None)
+    except csv.Error as exc:
+        raise BatchInputError(f"The file is not a readable CSV: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise BatchInputError("The CSV is empty: it needs a header row naming its columns.")
+    return header
+
+
+def batch_job_create(*, user, model_version: ModelVersion, filename: str, data: bytes, text_column: str) -> BatchJob:
+    limit = settings.BATCH_UPLOAD_MAX_BYTES
+    if len(data) > limit:
+        raise BatchInputError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB.")
+    header = csv_header_read(data=data)
+    text_column = text_column.strip()
+    if text_column not in header:
+        raise BatchInputError(f"The CSV has no column {text_column!r}. Its columns: {', '.join(header)}.")
+    try:
+        total = sum(1 for _ in csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    except csv.Error as exc:
+        raise BatchInputError(f"The file is not a readable CSV: {exc}") from exc
+    if total == 0:
+        raise BatchInputError("The CSV has a header but no rows to score.")
+    path = batch_dir() / f"{uuid.uuid4().hex}-input.csv"
+    path.write_bytes(data)
+    job = BatchJob.objects.create(
+        model_version=model_version, user=user, original_name=filename[:255], text_column=text_column,
+        input_path=str(path), total=total,
+    )
+    audit_record(user=user, action="batch", target=str(model_version), detail={"job_id": job.id, "rows": total})
+
+    from .tasks import batch_job_score
+
+    transaction.on_commit(lambda: batch_job_score.delay(job.id))
+    return job
+
+
+def batch_job_run(*, job_id: int) -> BatchJob:
+    """Scores the job's CSV in batches, updating progress; a finished job is left alone (idempotent)."""
+    job = BatchJob.objects.select_related("model_version").get(pk=job_id)
+    if job.is_done:
+        return job
+    BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0)
+    output_path = batch_dir() / f"{Path(job.input_path).stem.removesuffix('-input')}-scored.csv"
+    temporary = output_path.with_suffix(".partial")
+    try:
+        with open(job.input_path, encoding="utf-8-sig", newline="") as source, \
+                open(temporary, "w", encoding="utf-8", newline="") as target:
+            reader = csv.DictReader(source)
+            fields = list(reader.fieldnames or [])
+            extra = ["predicted_label", "predicted_score", "prediction_note"]
+            writer = csv.DictWriter(target, fieldnames=fields + [f for f in extra if f not in fields],
+                                    extrasaction="ignore")
+            writer.writeheader()
+            processed = 0
+            chunk: list[dict] = []
+            for row in reader:
+                chunk.append(row)
+                if len(chunk) >= BATCH_SIZE:
+                    processed += _batch_chunk_score(job=job, rows=chunk, writer=writer)
+                    BatchJob.objects.filter(pk=job.pk).update(processed=processed)
+                    chunk = []
+            if chunk:
+                processed += _batch_chunk_score(job=job, rows=chunk, writer=writer)
+        os.replace(temporary, output_path)
+        BatchJob.objects.filter(pk=job.pk).update(
+            state=BatchJob.State.SUCCEEDED, processed=processed, total=processed, output_path=str(output_path),
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:  # any failure must end the job visibly, not leave it "running"
+        temporary.unlink(missing_ok=True)
+        BatchJob.objects.filter(pk=job.pk).update(
+            state=BatchJob.State.FAILED, error_message=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+    job.refresh_from_db()
+    return job
+
+
+def _batch_chunk_score(*, job: BatchJob, rows: list[dict], writer: csv.DictWriter) -> int:
+    texts = [(row.get(job.text_column) or "") for row in rows]
+    scorable = [i for i, text in enumerate(texts) if text.strip()]
+    results = {}
+    if scorable:
+        batch = predict(model_version=job.model_version, texts=[texts[i] for i in scorable])
+        results = dict(zip(scorable, batch.predictions))
+    for index, row in enumerate(rows):
+        prediction = results.get(index)
+        if prediction is None:
+            row.update(predicted_label="", predicted_score="", prediction_note="empty text")
+        else:
+            score = prediction.scores[prediction.label]
+            row.update(predicted_label=prediction.label, predicted_score=f"{score:.6f}",
+                       prediction_note="truncated" if prediction.truncated else "")
+        writer.writerow(row)
+    return len(rows)

@@ -1,0 +1,250 @@
+"""Which tables can be searched, and how: described once, typed from the data itself.
+
+`settings.SEARCH_TABLES_FILE` (apps/search/tables.json) names the configured tables (key
+column, searchable columns and operators, shown columns, facets). Tables imported with
+`manage.py import_subset` describe themselves in the subset file (a JSON table comment), so
+importing needs no code or config change. Column names and types are never configured:
+they are read from the subset's schema, else from the full dataset's Parquet schema.
+Nothing here knows the demo columns.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from django.conf import settings
+
+from .store import subset_connection, subset_current_path
+
+OPERATORS: tuple[str, ...] = (
+    "contains", "icontains", "not_contains", "startswith", "eq", "ne", "in",
+    "gt", "gte", "lt", "lte", "regex", "isnull",
+)
+OPERATOR_LABELS = {
+    "contains": "contains", "icontains": "contains (any case)", "not_contains": "does not contain",
+    "startswith": "starts with", "eq": "=", "ne": "≠", "in": "is one of (a,b,c)", "gt": ">", "gte": "≥",
+    "lt": "<", "lte": "≤", "regex": "matches regex", "isnull": "is empty (true/false)",
+}
+# What each kind of column can be asked; a table's config can only narrow this.
+OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "text": ("contains", "icontains", "not_contains", "startswith", "eq", "ne", "in", "regex", "isnull"),
+    "integer": ("eq", "ne", "in", "gt", "gte", "lt", "lte", "isnull"),
+    "float": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
+    "date": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
+    "timestamp": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
+    "boolean": ("eq", "ne", "isnull"),
+    "other": ("isnull",),
+}
+TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT", "INT1", "INT2", "INT4", "INT8"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+
+
+class TableNotFound(LookupError):
+    pass
+
+
+def column_kind(duckdb_type: str) -> str:
+    """Map a DuckDB type name to the kind of value a filter on it takes."""
+    base = duckdb_type.upper().split("(")[0].strip()
+    if base in ("VARCHAR", "TEXT", "STRING", "UUID", "ENUM") or base.startswith("ENUM"):
+        return "text"
+    if base in _INTEGER_TYPES:
+        return "integer"
+    if base in _FLOAT_TYPES or base == "DECIMAL":
+        return "float"
+    if base == "DATE":
+        return "date"
+    if base.startswith("TIMESTAMP"):
+        return "timestamp"
+    if base == "BOOLEAN":
+        return "boolean"
+    return "other"
+
+
+def quote_identifier(name: str) -> str:
+    """Double-quoted SQL identifier; valid in DuckDB and Trino alike."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    key: str
+    columns: dict[str, str] = field(default_factory=dict)  # column -> DuckDB type, from the data
+    searchable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # column -> operators
+    shown: tuple[str, ...] = ()
+    facets: tuple[str, ...] = ()
+    label_column: str | None = None
+    text_column: str | None = None
+    full_data_glob: str = ""
+    athena_table: str = ""
+    origin: str = "config"  # "config" (tables.json) or "subset" (import_subset)
+
+    def kind(self, column: str) -> str:
+        return column_kind(self.columns.get(column, ""))
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        """Columns a search returns: the key first, then the shown ones."""
+        return (self.key,) + tuple(c for c in self.shown if c != self.key)
+
+
+# --- Loading --------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_cache: dict[tuple, object] = {}
+
+
+def _config() -> dict:
+    path = Path(settings.SEARCH_TABLES_FILE)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return {"default": None, "tables": []}
+    key = ("config", str(path), stamp)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = json.loads(path.read_text())
+        return _cache[key]
+
+
+def _subset_schema() -> dict[str, tuple[dict[str, str], dict]]:
+    """table -> (columns, self-description) for every table in the current subset file."""
+    path = subset_current_path()
+    if path is None:
+        return {}
+    key = ("subset", str(path))
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    conn = subset_connection().cursor()
+    try:
+        tables: dict[str, tuple[dict[str, str], dict]] = {}
+        for table, comment in conn.execute(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database()"
+        ).fetchall():
+            try:
+                described = json.loads(comment) if comment else {}
+            except ValueError:
+                described = {}
+            tables[table] = ({}, described if isinstance(described, dict) else {})
+        for table, column, data_type in conn.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND database_name = current_database() ORDER BY table_name, column_index"
+        ).fetchall():
+            if table in tables:
+                tables[table][0][column] = data_type
+    finally:
+        conn.close()
+    with _lock:
+        _cache[key] = tables
+    return tables
+
+
+def _parquet_schema(glob: str) -> dict[str, str]:
+    files = sorted(Path(p) for p in _glob(glob))
+    if not files:
+        return {}
+    key = ("parquet", glob, len(files), files[0].stat().st_mtime_ns)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    conn = duckdb.connect()
+    try:
+        rows = conn.execute("DESCRIBE SELECT * FROM read_parquet(?)", [[str(f) for f in files]]).fetchall()
+    finally:
+        conn.close()
+    columns = {row[0]: row[1] for row in rows}
+    with _lock:
+        _cache[key] = columns
+    return columns
+
+
+def _glob(pattern: str) -> list[str]:
+    import glob as globmodule
+
+    return globmodule.glob(pattern)
+
+
+def _full_data_glob(raw: str, name: str) -> str:
+    raw = raw or "{full_data_dir}/" + name + "/*.parquet"
+    return raw.replace("{full_data_dir}", str(settings.SEARCH_FULL_DATA_DIR))
+
+
+def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
+    name = entry["name"]
+    configured = entry.get("searchable", "*")
+    searchable: dict[str, tuple[str, ...]] = {}
+    for column, data_type in columns.items():
+        allowed = OPERATORS_BY_KIND[column_kind(data_type)]
+        if configured == "*":
+            wanted = allowed
+        elif column in configured:
+            wanted = tuple(configured[column])
+        else:
+            continue
+        ops = tuple(op for op in wanted if op in allowed)
+        if ops:
+            searchable[column] = ops
+    shown = tuple(c for c in entry.get("shown") or list(columns) if c in columns) or tuple(columns)
+    return TableSpec(
+        name=name,
+        key=entry["key"],
+        columns=dict(columns),
+        searchable=searchable,
+        shown=shown,
+        facets=tuple(c for c in entry.get("facets", ()) if c in columns),
+        label_column=entry.get("label_column") if entry.get("label_column") in columns else None,
+        text_column=entry.get("text_column") if entry.get("text_column") in columns else None,
+        full_data_glob=_full_data_glob(entry.get("full_data_glob", ""), name),
+        athena_table=entry.get("athena_table") or name,
+        origin=origin,
+    )
+
+
+def table_spec_list() -> list[TableSpec]:
+    """Configured tables first (in tables.json order), then tables imported into the subset."""
+    subset = _subset_schema()
+    specs: list[TableSpec] = []
+    seen: set[str] = set()
+    for entry in _config().get("tables", []):
+        name = entry["name"]
+        if name in subset:
+            columns = subset[name][0]
+        else:
+            columns = _parquet_schema(_full_data_glob(entry.get("full_data_glob", ""), name))
+        specs.append(_build_spec(entry, columns, "config"))
+        seen.add(name)
+    for name, (columns, described) in sorted(subset.items()):
+        if name in seen or not described.get("key"):
+            continue  # a table without a description is not meant to be searched
+        specs.append(_build_spec({**described, "name": name}, columns, "subset"))
+    return specs
+
+
+def table_spec_get(*, name: str | None = None) -> TableSpec:
+    """The named table (None: the default one). Raises TableNotFound."""
+    specs = table_spec_list()
+    if not specs:
+        raise TableNotFound("No searchable tables: build demo data or run `manage.py import_subset`.")
+    if name is None or name == "":
+        name = _config().get("default") or specs[0].name
+        if not any(s.name == name for s in specs):
+            name = specs[0].name
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise TableNotFound(f"Unknown table {name!r}; known: {', '.join(s.name for s in specs)}")
+
+
+def default_table_name() -> str:
+    try:
+        return table_spec_get().name
+    except TableNotFound:
+        return _config().get("default") or ""

@@ -1,0 +1,129 @@
+"""The embedded stand-in for Athena: DuckDB scanning the full Parquet files.
+
+Runs only in the Celery worker (a full scan would block a web process). Bytes scanned cannot
+be measured, so they are estimated from the Parquet footers: the compressed size of the column
+chunks of every column the query reads, over all row groups. That is an upper bound (a LIMIT
+can stop early), is shown as an estimate, and is priced like Athena so budgets work on the demo.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import os
+import threading
+import time
+from functools import lru_cache
+
+import duckdb
+import pyarrow.parquet as pq
+from django.conf import settings
+
+from .base import RunControl, WarehouseBackend, WarehouseQueryError, WarehouseResult, json_safe, query_columns, scan_cost_usd
+
+TICK_SECONDS = 0.2
+
+
+@lru_cache(maxsize=4096)
+def _column_bytes(path: str, mtime_ns: int, size: int) -> dict[str, int]:
+    """{top-level column: compressed bytes over all row groups} from one file's footer (cached per version)."""
+    metadata = pq.read_metadata(path)
+    totals: dict[str, int] = {}
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            column = chunk.path_in_schema.split(".")[0]
+            totals[column] = totals.get(column, 0) + chunk.total_compressed_size
+    return totals
+
+
+def parquet_bytes_for_columns(*, pattern: str, columns: set[str]) -> int:
+    files = sorted(globlib.glob(pattern))
+    if not files:
+        raise WarehouseQueryError(f"No Parquet files match {pattern}: build the demo data (`manage.py setup_demo`).")
+    total = 0
+    for path in files:
+        stat = os.stat(path)
+        per_column = _column_bytes(path, stat.st_mtime_ns, stat.st_size)
+        total += sum(size for column, size in per_column.items() if column in columns)
+    return total
+
+
+def duckdb_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class LocalBackend(WarehouseBackend):
+    name = "local"
+    bytes_are_estimate = True
+
+    def estimate_bytes(self, *, query, spec) -> int | None:
+        return parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
+
+    def run(self, *, query, spec, request_token: str, control: RunControl,
+            resume_engine_query_id: str = "", simulated_latency_ms: int = 0) -> WarehouseResult:
+        from apps.search.query import compile_search
+
+        started = time.monotonic()
+        estimate = self.estimate_bytes(query=query, spec=spec)
+        relation = f"read_parquet({duckdb_string(spec.full_data_glob)})"
+        compiled = compile_search(query=query, spec=spec, dialect="duckdb", relation=relation)
+        connection = duckdb.connect(":memory:", config={"threads": settings.SEARCH_DUCKDB_THREADS})
+        outcome: dict = {}
+
+        def execute() -> None:
+            try:
+                cursor = connection.execute(compiled.sql, compiled.params)
+                names = [d[0] for d in cursor.description]
+                outcome["rows"] = [dict(zip(names, (json_safe(v) for v in row))) for row in cursor.fetchmany(query.limit)]
+            except BaseException as exc:  # handed to the polling thread, which decides what it means
+                outcome["error"] = exc
+
+        # The query runs in a helper thread so this thread stays free to poll for cancellation and
+        # to receive Celery's soft time limit (a signal, delivered only between Python bytecodes).
+        runner = threading.Thread(target=execute, name=f"fallback-{request_token}", daemon=True)
+        runner.start()
+        stop_reason = None
+        try:
+            while runner.is_alive() or (time.monotonic() - started) * 1000 < simulated_latency_ms:
+                progress = self._progress(connection) if runner.is_alive() else 1.0
+                stop_reason = control.tick(
+                    engine_query_id=request_token,
+                    progress=progress,
+                    bytes_scanned=int(estimate * progress) if progress is not None else None,
+                )
+                if stop_reason:
+                    connection.interrupt()
+                    break
+                runner.join(TICK_SECONDS)
+        except BaseException:
+            connection.interrupt()  # soft time limit or shutdown: free the worker's CPU at once
+            runner.join(5)
+            connection.close()
+            raise
+        runner.join(5)
+        connection.close()
+        elapsed = int((time.monotonic() - started) * 1000)
+        if stop_reason:
+            return WarehouseResult(state=stop_reason, engine_query_id=request_token, elapsed_ms=elapsed,
+                                   bytes_are_estimate=True,
+                                   error="cancelled by a user" if stop_reason == "cancelled" else "timed out")
+        if "error" in outcome:
+            return WarehouseResult(state="failed", engine_query_id=request_token, elapsed_ms=elapsed,
+                                   bytes_are_estimate=True, error=f"DuckDB: {outcome['error']}"[:2000])
+        return WarehouseResult(
+            state="succeeded",
+            rows=outcome.get("rows", []),
+            bytes_scanned=estimate,
+            bytes_are_estimate=True,
+            cost_usd=scan_cost_usd(bytes_scanned=estimate),
+            engine_query_id=request_token,
+            elapsed_ms=elapsed,
+        )
+
+    @staticmethod
+    def _progress(connection) -> float | None:
+        try:
+            value = connection.query_progress()
+        except Exception:  # not every DuckDB build reports progress for every plan
+            return None
+        return value / 100.0 if value is not None and value >= 0 else None

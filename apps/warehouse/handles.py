@@ -1,0 +1,95 @@
+"""The "fallback handle" the search service gets back from the hook (see the contracts), also the
+object the panel template renders, so the search page and the panel's polls show the same thing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.urls import reverse
+
+from .models import Fallback
+
+PANEL_TEMPLATE = "warehouse/_fallback_panel.html"
+
+
+def warehouse_rows(fallback: Fallback) -> list[dict]:
+    return [{**row, "_source": "warehouse"} for row in fallback.rows]
+
+
+@dataclass
+class FallbackHandle:
+    fallback: Fallback
+    request_id: int | None = None
+    from_cache: bool = False
+    merged_rows: list[dict] | None = None  # set by the panel view once the fallback has succeeded
+    columns: list[str] = field(default_factory=list)
+    panel_template: str = PANEL_TEMPLATE
+
+    @property
+    def id(self) -> int:
+        return self.fallback.pk
+
+    @property
+    def state(self) -> str:
+        return self.fallback.state
+
+    @property
+    def state_label(self) -> str:
+        if self.fallback.state == Fallback.State.RUNNING and self.fallback.cancel_requested_at:
+            return "Cancelling"
+        return self.fallback.get_state_display()
+
+    @property
+    def is_active(self) -> bool:
+        return self.fallback.is_active
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.fallback.is_active and not self.fallback.cancel_requested_at
+
+    @property
+    def rows(self) -> list[dict]:
+        return warehouse_rows(self.fallback) if self.fallback.state == Fallback.State.SUCCEEDED else []
+
+    @property
+    def error_message(self) -> str:
+        return self.fallback.error
+
+    @property
+    def url(self) -> str:
+        return reverse("api:fallback-detail", kwargs={"fallback_id": self.id})
+
+    @property
+    def poll_url(self) -> str:
+        url = reverse("warehouse:detail", kwargs={"fallback_id": self.id})
+        return f"{url}?request={self.request_id}" if self.request_id else url
+
+    @property
+    def cancel_url(self) -> str:
+        return reverse("warehouse:cancel", kwargs={"fallback_id": self.id})
+
+    @property
+    def poll_seconds(self) -> int:
+        return max(1, min(2, settings.FALLBACK_PANEL_POLL_SECONDS))
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return round(self.fallback.elapsed_ms / 1000, 1)
+
+    @property
+    def bytes_scanned(self) -> int | None:
+        return self.fallback.bytes_scanned
+
+    @property
+    def bytes_are_estimate(self) -> bool:
+        return self.fallback.bytes_are_estimate
+
+    @property
+    def cost_usd(self):
+        return self.fallback.cost_usd
+
+    def as_api(self) -> dict:
+        return {"id": self.id, "state": self.state, "url": self.url}
+
+    def __bool__(self) -> bool:
+        return True

@@ -1,0 +1,100 @@
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+
+class Fallback(models.Model):
+    """One query sent to the full dataset (Athena or the local Parquet files) for one fingerprint.
+
+    Identical searches join the row in flight; `inflight_key` holds the fingerprint while the row is
+    queued or running and is cleared when it finishes, so the unique index lets at most one live row
+    exist per fingerprint even when two requests race.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        TIMED_OUT = "timed_out", "Timed out"
+        REFUSED = "refused", "Refused"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="fallbacks"
+    )
+    table = models.CharField(max_length=100)
+    query = models.JSONField(help_text="SearchQuery.to_dict()")
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    limit = models.PositiveIntegerField()
+    backend = models.CharField(max_length=16)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    inflight_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    error = models.TextField(blank=True)
+
+    rows = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+    row_count = models.PositiveIntegerField(default=0)
+    bytes_estimate = models.BigIntegerField(null=True, blank=True, help_text="before sending, for the budget")
+    bytes_scanned = models.BigIntegerField(null=True, blank=True)
+    bytes_are_estimate = models.BooleanField(default=False, help_text="local backend: from Parquet metadata")
+    estimated_cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    engine_query_id = models.CharField(max_length=128, blank=True)
+    progress = models.FloatField(null=True, blank=True, help_text="0..1 where the engine reports it")
+    simulated_latency_ms = models.PositiveIntegerField(
+        default=0, help_text="local backend only: pad the run to this long (settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS)"
+    )
+
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["fingerprint", "state", "finished_at"]),
+            models.Index(fields=["user", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"fallback #{self.pk} {self.table} {self.state}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def elapsed_ms(self) -> int:
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return max(0, int((end - self.created_at).total_seconds() * 1000))
+
+
+class FallbackRequest(models.Model):
+    """One search that asked for a fallback (created it, joined it or reused it from the cache).
+
+    Keeps the search's local rows so the panel can merge them with the warehouse rows later,
+    in another request, without running the local query again.
+    """
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        JOINED = "joined", "Joined a fallback in flight"
+        CACHE = "cache", "Reused a cached result"
+        REFUSED = "refused", "Refused"
+
+    fallback = models.ForeignKey(Fallback, on_delete=models.CASCADE, related_name="requests")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    search_log_id = models.BigIntegerField(null=True, blank=True)
+    local_rows = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
+
+from .models import Fallback, FallbackRequest
+
+
+def fallback_get(*, fallback_id: int) -> Fallback:
+    return Fallback.objects.select_related("user").get(pk=fallback_id)
+
+
+def fallback_list(*, user, limit: int = 50) -> QuerySet[Fallback]:
+    return Fallback.objects.filter(Q(user=user) | Q(requests__user=user)).distinct().order_by("-created_at")[:limit]
+
+
+def fallback_can_view(*, fallback: Fallback, user) -> bool:
+    # Everyone searches the same dataset, so any signed-in user may watch any fallback.
+    return bool(user and user.is_authenticated)
+
+
+def fallback_can_cancel(*, fallback: Fallback, user) -> bool:
+    """Its creator, anyone whose search joined it, or staff: cancelling stops it for all of them."""
+    if not (user and user.is_authenticated):
+        return False
+    if user.is_staff or fallback.user_id == user.pk:
+        return True
+    return fallback.requests.filter(user=user).exists()
+
+
+def fallback_inflight_for(*, fingerprint: str) -> Fallback | None:
+    return Fallback.objects.filter(inflight_key=fingerprint).first()
+
+
+def fallback_cached_for(*, fingerprint: str, max_age_seconds: int | None = None) -> Fallback | None:
+    """The newest succeeded fallback for this fingerprint, if it finished recently enough to reuse."""
+    max_age = settings.FALLBACK_CACHE_MAX_AGE_SECONDS if max_age_seconds is None else max_age_seconds
+    if max_age <= 0:
+        return None
+    return (
+        Fallback.objects.filter(
+            fingerprint=fingerprint,
+            state=Fallback.State.SUCCEEDED,
+            finished_at__gte=timezone.now() - timedelta(seconds=max_age),
+        )
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def day_start(now: datetime | None = None) -> datetime:
+    local = timezone.localtime(now or timezone.now())
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def fallback_spent_today_usd(*, user) -> Decimal:
+    """Today's fallback spend of `user`: what finished ones cost plus the estimates of those in flight."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return Decimal(0)
+    mine = Fallback.objects.filter(user=user, created_at__gte=day_start())
+    finished = mine.exclude(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("cost_usd"))["total"]
+    in_flight = mine.filter(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("estimated_cost_usd"))["total"]
+    return (finished or Decimal(0)) + (in_flight or Decimal(0))
+
+
+def fallback_previous_bytes(*, table: str, backend: str, filter_columns: set[str]) -> int | None:
+    """Bytes scanned by the latest succeeded query on the same table filtering the same columns.
+
+    Athena cannot estimate before running; a query filtering the same columns reads the same
+    column chunks, so its bytes are the best guess available.
+    """
+    wanted = sorted(filter_columns)
+    recent = Fallback.objects.filter(
+        table=table, backend=backend, state=Fallback.State.SUCCEEDED, bytes_scanned__isnull=False
+    ).order_by("-finished_at")[:200]
+    for fallback in recent:
+        columns = sorted({f.get("column") for f in fallback.query.get("filters", [])})
+        if columns == wanted:
+            return fallback.bytes_scanned
+    return None
+
+
+def fallback_request_get(*, request_id: int, fallback: Fallback) -> FallbackRequest | None:
+    return FallbackRequest.objects.filter(pk=request_id, fallback=fallback).first()
+
+
+def fallback_stale_list(*, stale_after_seconds: int) -> QuerySet[Fallback]:
+    cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
+    # heartbeat_at is set when a fallback is queued and on every tick of the run that owns it.
+    return Fallback.objects.filter(state__in=Fallback.ACTIVE_STATES, heartbeat_at__lt=cutoff)

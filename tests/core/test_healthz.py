@@ -1,0 +1,71 @@
+import duckdb
+import pytest
+
+from apps.search import store
+from tests.conftest import RedisServer, _point_app_at
+
+
+@pytest.fixture
+def tiny_subset(settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    path = store.subset_new_path()
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE samples AS SELECT 1 AS id, 'hello' AS text")
+    store.subset_install(path=path)
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_healthz_all_ok_with_redis_worker_and_subset(client, celery_worker, tiny_subset):
+    response = client.get("/healthz?deep=1")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "redis", "worker", "duckdb", "task_roundtrip"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert "samples" in body["checks"]["duckdb"]["reason"]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_path, tiny_subset):
+    own = RedisServer(tmp_path)
+    own.start()
+    _point_app_at(own.url)
+    own.stop()  # Redis goes away
+    try:
+        response = client.get("/healthz")
+        body = response.json()
+        assert response.status_code == 503
+        assert body["status"] == "failing"
+        assert body["checks"]["database"]["ok"] is True
+        assert body["checks"]["duckdb"]["ok"] is True
+        assert body["checks"]["redis"]["ok"] is False
+        assert "Connection refused" in body["checks"]["redis"]["reason"] or "Error" in body["checks"]["redis"]["reason"]
+        assert body["checks"]["worker"]["ok"] is False
+
+        client.force_login(user)
+        assert client.get("/").status_code == 200
+        banner = client.get("/status/", HTTP_HX_REQUEST="true")
+        assert banner.status_code == 200
+        assert "Redis (queue)" in banner.content.decode()
+        assert "Local search and model demos still work" in banner.content.decode()
+    finally:
+        _point_app_at("redis://127.0.0.1:1/0")
+
+
+@pytest.mark.django_db
+def test_healthz_without_subset_says_how_to_build_one(client, settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
+    body = client.get("/healthz").json()
+    assert body["checks"]["duckdb"]["ok"] is False
+    assert "no subset installed" in body["checks"]["duckdb"]["reason"]
+
+
+@pytest.mark.django_db
+def test_pages_send_a_content_security_policy(client, user):
+    client.force_login(user)
+    policy = client.get("/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert "default-src 'self'" in policy
