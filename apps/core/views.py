@@ -1,12 +1,7 @@
-from datetime import timedelta
-
 from django.contrib.auth.decorators import login_not_required, login_required
 from django.http import JsonResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
-
-from apps.audit.selectors import audit_event_list, audit_spend_by_user
 
 from .health import CHECKS, DEEP_CHECKS, run_checks
 
@@ -36,16 +31,3 @@ def status_banner(request):
     failing = [r for r in run_checks(["redis", "worker"]) if not r.ok]
     return render(request, "core/status_banner.html", {"failing": failing})
 
-
-@login_required
-def dashboard(request):
-    since = timezone.now() - timedelta(days=7)
-    return render(
-        request,
-        "core/dashboard.html",
-        {
-            "since": since,
-            "spend": audit_spend_by_user(since=since),
-            "events": audit_event_list(since=since)[:50],
-        },
-    )

@@ -10,6 +10,7 @@ Rules, chosen so that common words do not light up as names:
 - overlaps: the longest match wins ("Amazon rainforest" over "Amazon"); among equally long
   ones, the leftmost.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,6 +24,7 @@ import ahocorasick
 # can start a sentence. "Apple Inc. rose" does not split: "rose" starts lower-case.
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n")
 CONTEXT_MAX_WORDS = 40
+CONTEXT_STYLES = ("sentence", "marked", "masked", "window")
 CONTEXT_WINDOW_WORDS = 12
 
 
@@ -136,19 +138,25 @@ def sentence_around(text: str, start: int, end: int) -> tuple[str, int, int]:
 
 
 def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
-    """The string embedded for a mention: its sentence (at most CONTEXT_MAX_WORDS words each side).
+    """The string embedded for a mention: its sentence, cut to CONTEXT_MAX_WORDS words each side.
 
-    style "marked" puts brackets around the mention, "window" ignores sentence ends
-    (measured by `tune_linker`; see README).
+    Mentions in the same sentence share one context, so a text costs one encoder row per sentence.
+    style "marked" puts brackets around the mention, "masked" replaces it with [MASK], "window"
+    takes CONTEXT_WINDOW_WORDS words each side ignoring sentence ends (measured by `tune_linker`).
     """
     width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
     if style == "window":
         sentence, s_start, s_end = text, start, end
     else:
         sentence, s_start, s_end = sentence_around(text, start, end)
-    before = sentence[:s_start].split()[-width:] if width else []
-    after = sentence[s_end:].split()[:width] if width else []
+    # Slice the original string (no split/join) so the context reads exactly like the text.
+    before_words = [m.start() for m in re.finditer(r"\S+", sentence[:s_start])]
+    lo = before_words[-width] if len(before_words) >= width else 0
+    after_words = [m.end() for m in re.finditer(r"\S+", sentence[s_end:])]
+    hi = s_end + after_words[width - 1] if len(after_words) >= width else len(sentence)
     mention = sentence[s_start:s_end]
     if style == "marked":
         mention = f"[{mention}]"
-    return " ".join([*before, mention, *after])
+    elif style == "masked":
+        mention = "[MASK]"
+    return (sentence[lo:s_start] + mention + sentence[s_end:hi]).strip()

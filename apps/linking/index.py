@@ -10,6 +10,7 @@ mentions most similar to this query" (cosine; vectors are L2-normalised). Two im
   mode, embedded, one process at a time because of its file lock), ":memory:", or an
   http(s):// URL of a Qdrant server (the way to share one large index between many workers).
 """
+
 from __future__ import annotations
 
 import threading

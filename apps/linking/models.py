@@ -5,6 +5,7 @@ Nothing is trained: linking compares a new mention with the stored ones, so ever
 takes effect on the next request. `KnowledgeBase.revision` is bumped in every edit
 transaction; each process rebuilds its in-memory index when it sees a new revision.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,6 +55,9 @@ class Entity(models.Model):
     # Sum of the entity's mention embeddings (float32 bytes), kept in step by every mention edit,
     # so popular aliases can be pre-ranked with one dot product per candidate.
     aggregate = models.BinaryField(null=True, blank=True)
+    # Embedding of "name: description" (the entity's card): a second opinion next to its mentions,
+    # worth as much as them on the demo KB (see README, tune_linker).
+    profile = models.BinaryField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

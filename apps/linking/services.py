@@ -3,6 +3,7 @@ the encoder is the slow part), then one transaction that writes the rows, keeps 
 aggregate embeddings in step, bumps `KnowledgeBase.revision` and records a "kb_edit" audit event.
 Any error leaves the KB as it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ class EntityInput:
 
 
 def mention_from_bracketed(sentence: str) -> MentionInput:
-    """"The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury."""
+    """ "The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury."""
     matches = list(BRACKETED.finditer(sentence))
     if len(matches) != 1:
         raise LinkingError(f"mark exactly one mention with [brackets] in: {sentence!r}")
@@ -90,6 +91,8 @@ def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
             continue
         if len(alias) > 200:
             raise LinkingError(f"alias {alias[:40]!r}… is longer than 200 characters")
+        if len(alias) < 2 or not any(ch.isalnum() for ch in alias):
+            raise LinkingError(f"alias {alias!r} is too short to match safely (at least 2 characters, one a letter or digit)")
         if fold(alias) in seen:
             raise LinkingError(f"duplicate alias {alias!r} for {entity_label}")
         seen.add(fold(alias))
@@ -116,14 +119,32 @@ def _entity_validate(*, kb: KnowledgeBase, data: EntityInput, existing_keys: set
         raise LinkingError(f"entity {key!r} needs at least one alias")
     mentions = [_mention_validate(mention=m, aliases=aliases, entity_label=key) for m in data.mentions]
     return EntityInput(
-        key=key, name=name, type=data.type, aliases=aliases, description=(data.description or "").strip(),
-        url=(data.url or "").strip(), mentions=mentions,
+        key=key,
+        name=name,
+        type=data.type,
+        aliases=aliases,
+        description=(data.description or "").strip(),
+        url=(data.url or "").strip(),
+        mentions=mentions,
     )
 
 
 def _embed_mentions(*, kb: KnowledgeBase, mentions: list[MentionInput]) -> np.ndarray:
     contexts = [mention_context(m.text, m.start, m.end, style=kb.context_style) for m in mentions]
     return embed(texts=contexts, encoder_name=kb.encoder_name)
+
+
+def profile_text(*, name: str, description: str) -> str:
+    return f"{name}: {description}" if description else name
+
+
+def _embed_entities(*, kb: KnowledgeBase, items: list[EntityInput]) -> tuple[np.ndarray, np.ndarray]:
+    """(mention vectors, profile vectors) in one encoder pass."""
+    mentions = [m for item in items for m in item.mentions]
+    contexts = [mention_context(m.text, m.start, m.end, style=kb.context_style) for m in mentions]
+    profiles = [profile_text(name=item.name, description=item.description) for item in items]
+    vectors = embed(texts=contexts + profiles, encoder_name=kb.encoder_name)
+    return vectors[: len(contexts)], vectors[len(contexts) :]
 
 
 def _revision_bump(kb: KnowledgeBase) -> None:
@@ -138,18 +159,28 @@ def _aggregate_add(entity: Entity, vectors: np.ndarray) -> None:
     entity.save(update_fields=["aggregate"])
 
 
-def _entities_write(*, kb: KnowledgeBase, items: list[EntityInput], vectors: np.ndarray) -> list[Entity]:
+def _entities_write(
+    *, kb: KnowledgeBase, items: list[EntityInput], vectors: np.ndarray, profiles: np.ndarray
+) -> list[Entity]:
     created, offset = [], 0
-    for item in items:
+    for item, profile in zip(items, profiles):
         entity = Entity.objects.create(
-            kb=kb, key=item.key, name=item.name, type=item.type, description=item.description, url=item.url
+            kb=kb,
+            key=item.key,
+            name=item.name,
+            type=item.type,
+            description=item.description,
+            url=item.url,
+            profile=profile.astype(np.float32).tobytes(),
         )
         Alias.objects.bulk_create([Alias(kb=kb, entity=entity, text=a, norm=fold(a)) for a in item.aliases])
         own = vectors[offset : offset + len(item.mentions)]
         offset += len(item.mentions)
         Mention.objects.bulk_create(
-            [Mention(entity=entity, text=m.text, start=m.start, end=m.end, embedding=v.astype(np.float32).tobytes())
-             for m, v in zip(item.mentions, own)]
+            [
+                Mention(entity=entity, text=m.text, start=m.start, end=m.end, embedding=v.astype(np.float32).tobytes())
+                for m, v in zip(item.mentions, own)
+            ]
         )
         if len(own):
             _aggregate_add(entity, own)
@@ -172,14 +203,16 @@ def kb_get_or_create(*, name: str, version: str = "1", description: str = "", se
 def entity_create(*, user, kb: KnowledgeBase, data: EntityInput) -> Entity:
     existing = set(Entity.objects.filter(kb=kb, key=(data.key or "").strip()).values_list("key", flat=True))
     item = _entity_validate(kb=kb, data=data, existing_keys=existing)
-    vectors = _embed_mentions(kb=kb, mentions=item.mentions)
+    vectors, profiles = _embed_entities(kb=kb, items=[item])
     with transaction.atomic():
         if Entity.objects.filter(kb=kb, key=item.key).exists():  # created meanwhile by someone else
             raise LinkingError(f"entity id {item.key!r} already exists in {kb.label}")
-        (entity,) = _entities_write(kb=kb, items=[item], vectors=vectors)
+        (entity,) = _entities_write(kb=kb, items=[item], vectors=vectors, profiles=profiles)
         _revision_bump(kb)
         audit_record(
-            user=user, action="kb_edit", target=f"{kb.label}/{item.key}",
+            user=user,
+            action="kb_edit",
+            target=f"{kb.label}/{item.key}",
             detail={"op": "entity_create", "aliases": item.aliases, "mentions": len(item.mentions)},
         )
     return entity
@@ -211,7 +244,9 @@ def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> 
         _aggregate_add(entity, vector)
         _revision_bump(kb)
         audit_record(
-            user=user, action="kb_edit", target=f"{kb.label}/{key}",
+            user=user,
+            action="kb_edit",
+            target=f"{kb.label}/{key}",
             detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200]},
         )
     return created
@@ -231,7 +266,9 @@ def mention_delete(*, user, kb: KnowledgeBase, mention_id: int) -> None:
         entity.save(update_fields=["aggregate"])
         _revision_bump(kb)
         audit_record(
-            user=user, action="kb_edit", target=f"{kb.label}/{entity.key}",
+            user=user,
+            action="kb_edit",
+            target=f"{kb.label}/{entity.key}",
             detail={"op": "mention_delete", "mention": mention_id},
         )
 
@@ -248,11 +285,14 @@ def alias_add(*, user, kb: KnowledgeBase, key: str, alias: str) -> Alias:
             raise LinkingError(f"duplicate alias {alias!r} for {key}")
         created = Alias.objects.create(kb=kb, entity=entity, text=alias, norm=fold(alias))
         _revision_bump(kb)
-        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "alias_add", "alias": alias})
+        audit_record(
+            user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "alias_add", "alias": alias}
+        )
     return created
 
 
 # --- JSONL ------------------------------------------------------------------------------------
+
 
 def entity_input_from_json(record: dict, *, line: int | str = "?") -> EntityInput:
     if not isinstance(record, dict):
@@ -265,9 +305,13 @@ def entity_input_from_json(record: dict, *, line: int | str = "?") -> EntityInpu
         if not isinstance(aliases, list):
             raise LinkingError(f"line {line}: aliases must be a list")
         return EntityInput(
-            key=str(record["id"]), name=str(record["name"]), type=str(record.get("type") or "other"),
-            aliases=[str(a) for a in aliases], description=str(record.get("description") or ""),
-            url=str(record.get("url") or ""), mentions=mentions,
+            key=str(record["id"]),
+            name=str(record["name"]),
+            type=str(record.get("type") or "other"),
+            aliases=[str(a) for a in aliases],
+            description=str(record.get("description") or ""),
+            url=str(record.get("url") or ""),
+            mentions=mentions,
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, LinkingError):
@@ -298,15 +342,23 @@ def kb_import_jsonl(
     mentions = [m for item in items for m in item.mentions]
     if stdout:
         stdout.write(f"validated {len(items)} entities, {len(mentions)} mentions; embedding…")
-    vectors = _embed_mentions(kb=kb, mentions=mentions)
+    vectors, profiles = _embed_entities(kb=kb, items=items)
     with transaction.atomic():
         if replace:
             Entity.objects.filter(kb=kb).delete()
-        _entities_write(kb=kb, items=items, vectors=vectors)
+        _entities_write(kb=kb, items=items, vectors=vectors, profiles=profiles)
         _revision_bump(kb)
         audit_record(
-            user=user, action="kb_edit", target=kb.label,
-            detail={"op": "import", "entities": len(items), "mentions": len(mentions), "replace": replace, "source": source},
+            user=user,
+            action="kb_edit",
+            target=kb.label,
+            detail={
+                "op": "import",
+                "entities": len(items),
+                "mentions": len(mentions),
+                "replace": replace,
+                "source": source,
+            },
         )
     return len(items)
 
@@ -317,17 +369,21 @@ def kb_reembed(*, user, kb: KnowledgeBase, context_style: str | None = None, std
     if context_style:
         kb.context_style = context_style
     vectors = _embed_mentions(kb=kb, mentions=[MentionInput(m.text, m.start, m.end) for m in mentions])
+    entities = list(Entity.objects.filter(kb=kb))
+    profiles = embed(
+        texts=[profile_text(name=e.name, description=e.description) for e in entities], encoder_name=kb.encoder_name
+    )
     with transaction.atomic():
         sums: dict[int, np.ndarray] = {}
         for mention, vector in zip(mentions, vectors):
             mention.embedding = vector.tobytes()
             sums[mention.entity_id] = sums.get(mention.entity_id, 0) + vector
         Mention.objects.bulk_update(mentions, ["embedding"], batch_size=500)
-        entities = list(Entity.objects.filter(kb=kb))
-        for entity in entities:
+        for entity, profile in zip(entities, profiles):
             total = sums.get(entity.pk)
             entity.aggregate = None if total is None else np.asarray(total, dtype=np.float32).tobytes()
-        Entity.objects.bulk_update(entities, ["aggregate"], batch_size=500)
+            entity.profile = profile.tobytes()
+        Entity.objects.bulk_update(entities, ["aggregate", "profile"], batch_size=500)
         KnowledgeBase.objects.filter(pk=kb.pk).update(context_style=kb.context_style)
         _revision_bump(kb)
         audit_record(user=user, action="kb_edit", target=kb.label, detail={"op": "reembed", "mentions": len(mentions)})
@@ -335,6 +391,7 @@ def kb_reembed(*, user, kb: KnowledgeBase, context_style: str | None = None, std
 
 
 # --- Linking (a read, but audited) ------------------------------------------------------------
+
 
 def text_link(
     *, user, kb: KnowledgeBase, text: str, params: LinkerParams | None = None, audit: bool = True
@@ -345,10 +402,13 @@ def text_link(
         raise LinkingError(
             f"the text has {len(text)} characters; the limit is {settings.LINKING_MAX_TEXT_CHARS}: split it"
         )
-    result = link(state=kb_state(kb), text=text, params=params)
+    # Cached contexts: opening a mention's details links the same text again.
+    result = link(state=kb_state(kb), text=text, params=params, cache=True)
     if audit:
         audit_record(
-            user=user, action="link", target=kb.label,
+            user=user,
+            action="link",
+            target=kb.label,
             detail={"chars": len(text), "mentions": len(result.mentions), "latency_ms": round(result.latency_ms, 1)},
         )
     return result

@@ -26,13 +26,13 @@ from django.conf import settings
 from .encoders import SentenceEncoder, minilm_package_files
 
 DEMO_SEED = 20240611
-TFIDF_TRAIN_ROWS = 30_000
-MINILM_TRAIN_ROWS = 2_000
+TFIDF_TRAIN_ROWS = 15_000
+MINILM_TRAIN_ROWS = 1_000
 HOLDOUT_FRACTION = 0.2
 MINILM_MAX_LENGTH = 128
 DEMO_MODEL_NAMES = ("tfidf-logreg", "minilm-topic", "minilm-l6")
 TFIDF_VARIANTS = {
-    "1": {"ngram_range": (1, 2), "max_features": 30_000, "C": 8.0, "alias": "production"},
+    "1": {"ngram_range": (1, 2), "max_features": 20_000, "C": 8.0, "alias": "production"},
     "2": {"ngram_range": (1, 1), "max_features": 10_000, "C": 1.0, "alias": "candidate"},
 }
 
@@ -61,17 +61,20 @@ def demo_rows_load(*, rows: int, seed: int, data_dir: Path | None = None) -> tup
     data_dir = Path(data_dir or settings.SEARCH_FULL_DATA_DIR)
     files = sorted(data_dir.rglob("*.parquet")) if data_dir.is_dir() else []
     if files:
-        table = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["text", "label"])
+        dataset = pads.dataset([str(f) for f in files], format="parquet")
+        total = dataset.count_rows()  # from the files' metadata
         source = f"{len(files)} Parquet file(s) under {data_dir}"
+        if total > rows:
+            # Read only the sampled rows, not millions of texts.
+            picked = np.sort(np.random.default_rng(seed).choice(total, size=rows, replace=False))
+            table = dataset.take(picked, columns=["text", "label"])
+        else:
+            table = dataset.to_table(columns=["text", "label"])
     else:
         from apps.search.demo_data import demo_table
 
         table = demo_table(rows=rows, seed=seed).select(["text", "label"])
         source = f"demo_table(rows={rows}, seed={seed})"
-    total = table.num_rows
-    if total > rows:
-        picked = np.sort(np.random.default_rng(seed).choice(total, size=rows, replace=False))
-        table = table.take(picked)
     texts = [t or "" for t in table.column("text").to_pylist()]
     labels = [str(x) for x in table.column("label").to_pylist()]
     keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y not in ("", "None")]
@@ -127,7 +130,7 @@ def tfidf_pipeline_train(*, data: Dataset, ngram_range: tuple[int, int], max_fea
     # graph must tokenize exactly like scikit-learn does.
     pipeline = Pipeline([
         ("tfidf", TfidfVectorizer(ngram_range=ngram_range, max_features=max_features, min_df=2,
-                                  sublinear_tf=True, token_pattern=r"\b[a-zA-Z0-9_][a-zA-Z0-9_]+\b")),
+                                  token_pattern=r"\b[a-zA-Z0-9_][a-zA-Z0-9_]+\b")),
         ("logreg", LogisticRegression(C=C, max_iter=1000, random_state=seed)),
     ])
     pipeline.fit(data.train_texts, data.train_labels)
@@ -239,16 +242,22 @@ def demo_models_present() -> bool:
     return wanted <= have
 
 
-def demo_models_build(
+@dataclass
+class DemoBuild:
+    published: dict[str, tuple[str, tuple[str, ...]]]  # "name@version" → (uri, aliases)
+    source_models: dict  # "name@version" → the fitted scikit-learn pipeline or head (for parity checks)
+    data: Dataset
+    encoder: SentenceEncoder
+    minilm_test_rows: int
+
+
+def demo_models_publish(
     *, stdout, store_uri: str | None = None, tfidf_rows: int = TFIDF_TRAIN_ROWS,
     minilm_rows: int = MINILM_TRAIN_ROWS, seed: int = DEMO_SEED, data_dir: Path | None = None,
     build_threads: int = 2,
-) -> dict[str, str]:
-    """Trains, exports, publishes and registers the demo models; returns {"name@version": uri}."""
+) -> DemoBuild:
+    """Trains and exports the demo models and writes their version folders to the store (no registry rows)."""
     from sklearn.linear_model import LogisticRegression
-
-    from .models import ModelAlias, ModelVersion
-    from .services import model_register
 
     store_uri = store_uri or settings.MODEL_STORE_URI
     random.seed(seed)
@@ -258,6 +267,7 @@ def demo_models_build(
     data = dataset_split(texts=texts, labels=labels, seed=seed)
     stdout.write(f"    {len(texts)} rows from {source}: {len(data.train_texts)} train, {len(data.test_texts)} held out")
     published: dict[str, tuple[str, tuple[str, ...]]] = {}
+    source_models: dict = {}
     with tempfile.TemporaryDirectory(prefix="demo-models-") as tmp:
         tmp_dir = Path(tmp)
         examples = examples_pick(texts=data.test_texts, labels=data.test_labels)
@@ -274,7 +284,7 @@ def demo_models_build(
                 "kind": "classifier",
                 "description": (
                     f"TF-IDF ({variant['ngram_range'][0]}-{variant['ngram_range'][1]}-grams, "
-                    f"{variant['max_features']} features, sublinear tf) + logistic regression (C={variant['C']}), "
+                    f"{variant['max_features']} features) + logistic regression (C={variant['C']}), "
                     "trained on the demo samples' text → label and exported with skl2onnx."
                 ),
                 "labels": [str(c) for c in pipeline.classes_],
@@ -287,6 +297,7 @@ def demo_models_build(
             uri = version_folder_publish(store_uri=store_uri, name="tfidf-logreg", version=version,
                                          files={"model.onnx": onnx_path}, card=card)
             published[f"tfidf-logreg@{version}"] = (uri, (variant["alias"],))
+            source_models[f"tfidf-logreg@{version}"] = pipeline
             stdout.write(f"    tfidf-logreg v{version}: accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']} "
                          f"({time.perf_counter() - step:.1f}s)")
 
@@ -321,6 +332,7 @@ def demo_models_build(
         uri = version_folder_publish(store_uri=store_uri, name="minilm-topic", version="1",
                                      files={"model.onnx": combined_path, "tokenizer.json": tokenizer_path}, card=card)
         published["minilm-topic@1"] = (uri, ("production",))
+        source_models["minilm-topic@1"] = head
         stdout.write(f"    minilm-topic v1: accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']} "
                      f"({time.perf_counter() - step:.1f}s)")
 
@@ -340,16 +352,64 @@ def demo_models_build(
                                      files={"model.onnx": encoder_path, "tokenizer.json": tokenizer_path}, card=encoder_card)
         published["minilm-l6@1"] = (uri, ("production",))
 
-    # Rebuilt versions replace the old rows of the same name and version (only with --force).
+    stdout.write(f"    published {len(published)} model versions to {store_uri} in {time.perf_counter() - started:.1f}s")
+    return DemoBuild(published=published, source_models=source_models, data=data, encoder=encoder,
+                     minilm_test_rows=n_test)
+
+
+def demo_models_register(*, published: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """Registers published demo versions; a rebuilt version already registered is re-checked and updated
+    in place, so its flags and batch jobs survive `--force`."""
+    from .models import ModelVersion
+    from .runtime import prediction_cache, session_cache
+    from .services import model_alias_move, model_register, model_version_check
+    from .store import store_read_bytes, uri_join
+
     for key, (uri, aliases) in published.items():
         name, version = key.split("@")
-        ModelAlias.objects.filter(name=name, model_version__version=version).delete()
-        ModelVersion.objects.filter(name=name, version=version).delete()
-        model_register(uri=uri, user=None, aliases=aliases)
-    from .runtime import prediction_cache, session_cache
-
+        existing = ModelVersion.objects.filter(name=name, version=version).first()
+        if existing is None:
+            model_register(uri=uri, user=None, aliases=aliases)
+            continue
+        card = json.loads(store_read_bytes(uri=uri_join(uri, "card.json")))
+        model_version_check(uri=uri, card=card)
+        existing.uri, existing.card, existing.checksums, existing.kind = uri, card, card["files"], card["kind"]
+        existing.save(update_fields=["uri", "card", "checksums", "kind"])
+        for alias in aliases:
+            model_alias_move(name=name, alias=alias, version=version, user=None)
     session_cache.clear()
     prediction_cache.clear()
+
+
+def demo_models_in_store(*, store_uri: str) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+    """The demo versions already published in the store (all of them), else None."""
+    from .store import store_exists, uri_join
+
+    wanted = {"tfidf-logreg@1": ("production",), "tfidf-logreg@2": ("candidate",), "minilm-topic@1": ("production",),
+              "minilm-l6@1": ("production",)}
+    found = {}
+    for key, aliases in wanted.items():
+        uri = uri_join(store_uri, *key.split("@"))
+        if not store_exists(uri=uri_join(uri, "card.json")):
+            return None
+        found[key] = (uri, aliases)
+    return found
+
+
+def demo_models_build(*, stdout, force: bool = False, **options) -> dict[str, str]:
+    """Trains, exports, publishes and registers the demo models; returns {"name@version": uri}.
+
+    Without `force`, versions already in the store (e.g. a fresh database on an old DATA_DIR) are
+    registered from there instead of being trained again.
+    """
+    started = time.perf_counter()
+    store_uri = options.get("store_uri") or settings.MODEL_STORE_URI
+    published = None if force else demo_models_in_store(store_uri=store_uri)
+    if published is None:
+        published = demo_models_publish(stdout=stdout, **options).published
+    else:
+        stdout.write(f"    demo models found in {store_uri}: registering them")
+    demo_models_register(published=published)
     stdout.write(f"    registered {len(published)} model versions in {time.perf_counter() - started:.1f}s")
     return {key: uri for key, (uri, _) in published.items()}
 
@@ -359,4 +419,4 @@ def build_demo_models(*, stdout, force: bool = False) -> None:
     if demo_models_present() and not force:
         stdout.write("Demo models: already registered (use --force to rebuild)")
         return
-    demo_models_build(stdout=stdout)
+    demo_models_build(stdout=stdout, force=force)

@@ -4,7 +4,9 @@ import csv
 import io
 import json
 import os
+import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .fetch import ChecksumMismatch, model_file_fetch
+from .fetch import ChecksumMismatch
 from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
 from .runtime import (
     FAMILY_TEXT,
@@ -29,6 +31,8 @@ from .store import StoreError, store_read_bytes, uri_join
 
 CARD_INPUT_KINDS = {"text": FAMILY_TEXT, "tokens": FAMILY_TOKENS}
 BATCH_SIZE = 256
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
 
 
 class RegistrationRefused(Exception):
@@ -45,6 +49,10 @@ def card_validate(*, card: dict) -> None:
     for key in ("name", "version", "kind", "files"):
         if not card.get(key):
             raise RegistrationRefused(f"card.json has no {key!r}.")
+    if not SLUG_RE.match(str(card["name"])) or not VERSION_RE.match(str(card["version"])):
+        raise RegistrationRefused(
+            "card.json name must be lowercase letters, digits and dashes, and version letters, digits, dots or dashes."
+        )
     if card["kind"] not in ModelVersion.Kind.values:
         raise RegistrationRefused(
             f"card.json kind {card['kind']!r} is not one of {', '.join(ModelVersion.Kind.values)}."
@@ -96,13 +104,7 @@ def model_version_check(*, uri: str, card: dict) -> None:
             raise RegistrationRefused("The model's outputs on the examples are not probabilities.")
 
 
-@transaction.atomic
-def model_register(*, uri: str, user=None, aliases: tuple[str, ...] = ()) -> ModelVersion:
-    """Validates and registers the version folder at `uri`; moves `aliases` to it only when it passed.
-
-    A refused version leaves the registry untouched, so a bad file never replaces a serving one.
-    """
-    uri = uri.rstrip("/")
+def card_load(*, uri: str) -> dict:
     try:
         card = json.loads(store_read_bytes(uri=uri_join(uri, "card.json")))
     except StoreError as exc:
@@ -111,23 +113,39 @@ def model_register(*, uri: str, user=None, aliases: tuple[str, ...] = ()) -> Mod
         raise RegistrationRefused(f"card.json at {uri} is not valid JSON: {exc}") from exc
     if not isinstance(card, dict):
         raise RegistrationRefused("card.json must be a JSON object.")
-    card_validate(card=card)
-    name, version = str(card["name"]), str(card["version"])
-    if ModelVersion.objects.filter(name=name, version=version).exists():
-        raise RegistrationRefused(f"{name} version {version} is already registered; versions are immutable.")
+    return card
+
+
+def model_register(*, uri: str, user=None, aliases: tuple[str, ...] = ()) -> ModelVersion:
+    """Validates and registers the version folder at `uri`; moves `aliases` to it only when it passed.
+
+    A refused version leaves the registry untouched (only an audit event says it was tried), so a
+    bad file never replaces a serving one.
+    """
+    uri = uri.rstrip("/")
+    card: dict = {}
     try:
+        card = card_load(uri=uri)
+        card_validate(card=card)
+        if ModelVersion.objects.filter(name=str(card["name"]), version=str(card["version"])).exists():
+            raise RegistrationRefused(
+                f"{card['name']} version {card['version']} is already registered; versions are immutable."
+            )
         model_version_check(uri=uri, card=card)
     except RegistrationRefused as exc:
-        audit_record(user=user, action="model_registration", target=f"{name}@{version}", outcome="refused",
+        target = f"{card.get('name', '?')}@{card.get('version', '?')}" if card else uri
+        audit_record(user=user, action="model_registration", target=target, outcome="refused",
                      detail={"uri": uri, "reason": str(exc)})
         raise
-    model_version = ModelVersion.objects.create(
-        name=name, version=version, kind=card["kind"], uri=uri, checksums=card["files"], card=card,
-        registered_by=user if getattr(user, "is_authenticated", False) else None,
-    )
-    audit_record(user=user, action="model_registration", target=str(model_version), detail={"uri": uri})
-    for alias in aliases:
-        model_alias_move(name=name, alias=alias, version=version, user=user)
+    with transaction.atomic():
+        model_version = ModelVersion.objects.create(
+            name=str(card["name"]), version=str(card["version"]), kind=card["kind"], uri=uri,
+            checksums=card["files"], card=card,
+            registered_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        audit_record(user=user, action="model_registration", target=str(model_version), detail={"uri": uri})
+        for alias in aliases:
+            model_alias_move(name=model_version.name, alias=alias, version=model_version.version, user=user)
     return model_version
 
 
@@ -210,7 +228,7 @@ def csv_header_read(*, data: bytes) -> list[str]:
 def batch_job_create(*, user, model_version: ModelVersion, filename: str, data: bytes, text_column: str) -> BatchJob:
     limit = settings.BATCH_UPLOAD_MAX_BYTES
     if len(data) > limit:
-        raise BatchInputError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB.")
+        raise BatchInputError(f"The file is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB.")
     header = csv_header_read(data=data)
     text_column = text_column.strip()
     if text_column not in header:
@@ -293,3 +311,87 @@ def _batch_chunk_score(*, job: BatchJob, rows: list[dict], writer: csv.DictWrite
                        prediction_note="truncated" if prediction.truncated else "")
         writer.writerow(row)
     return len(rows)
+
+
+# --- Scoring search results -----------------------------------------------------------------
+
+@dataclass
+class ScoredSearch:
+    table: str
+    text_column: str
+    label_column: str | None
+    columns: list[str]
+    rows: list[dict]  # each: {"row": {...}, "prediction": Prediction | None, "truth": str | None, "agrees": bool | None}
+    batch: PredictionBatch | None
+    agreement: float | None
+    compared: int
+    confusion_chart: dict | None
+    query_description: str
+
+
+def confusion_chart_spec(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Plotly heatmap: rows are the table's labels, columns the model's predictions."""
+    axis = [x for x in labels if x in set(truth) | set(predicted)] + sorted((set(truth) | set(predicted)) - set(labels))
+    index = {label: i for i, label in enumerate(axis)}
+    counts = [[0] * len(axis) for _ in axis]
+    for t, p in zip(truth, predicted):
+        counts[index[t]][index[p]] += 1
+    return {
+        "data": [{"type": "heatmap", "z": counts, "x": axis, "y": axis, "colorscale": [[0, "#f4f7fd"], [1, "#1f4fa8"]],
+                  "hovertemplate": "label %{y} → predicted %{x}: %{z}<extra></extra>"}],
+        "layout": {"height": 380, "xaxis": {"title": {"text": "predicted"}, "automargin": True},
+                   "yaxis": {"title": {"text": "label column"}, "autorange": "reversed", "automargin": True}},
+    }
+
+
+def search_results_score(*, user, model_version: ModelVersion, params: list[tuple[str, str]]) -> ScoredSearch:
+    """Runs the samples page's query (same URL parameters) and scores its text column as one batch.
+
+    Raises SearchValidationError (a ValueError) for bad filters, TableNotFound (LookupError),
+    FileNotFoundError when no subset is installed, PredictionInputError when nothing can be scored.
+    """
+    from apps.search.query import query_from_params
+    from apps.search.services import search_run
+    from apps.search.tables import default_table_name
+
+    if model_version.kind != ModelVersion.Kind.CLASSIFIER:
+        raise PredictionInputError(f"{model_version} is an {model_version.kind}, not a classifier.")
+    query = query_from_params(params=params, default_table=default_table_name(),
+                              default_limit=settings.SEARCH_DEFAULT_LIMIT, max_limit=settings.SEARCH_MAX_LIMIT,
+                              skip_blank=True, strict=False)
+    result = search_run(user=user, query=query)
+    spec = result.spec
+    text_column = spec.text_column
+    if not text_column:
+        raise PredictionInputError(f"Table {spec.name!r} has no text column to score.")
+    texts = [str(row.get(text_column) or "") for row in result.rows]
+    scorable = [i for i, text in enumerate(texts) if text.strip()]
+    batch = None
+    predictions: dict[int, object] = {}
+    if scorable:
+        batch = prediction_make(user=user, model_version=model_version, texts=[texts[i] for i in scorable],
+                                source="search")
+        predictions = dict(zip(scorable, batch.predictions))
+    label_column = spec.label_column if spec.label_column in result.columns else None
+    # A few short identifying columns beside the text; the full row is on the samples page.
+    columns = [spec.key] + [c for c in result.columns
+                            if c not in (spec.key, text_column, label_column, "url")][:2]
+    rows, truth, predicted = [], [], []
+    for index, row in enumerate(result.rows):
+        prediction = predictions.get(index)
+        label = row.get(label_column) if label_column else None
+        agrees = None
+        if prediction is not None and label not in (None, ""):
+            agrees = str(label) == prediction.label
+            truth.append(str(label))
+            predicted.append(prediction.label)
+        rows.append({"row": row, "cells": [row.get(c) for c in columns], "text": texts[index],
+                     "prediction": prediction, "truth": label, "agrees": agrees})
+    agreement = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else None
+    return ScoredSearch(
+        table=spec.name, text_column=text_column, label_column=label_column,
+        columns=columns,
+        rows=rows, batch=batch, agreement=agreement, compared=len(truth),
+        confusion_chart=confusion_chart_spec(truth=truth, predicted=predicted, labels=model_version.labels) if truth else None,
+        query_description=query.describe(),
+    )

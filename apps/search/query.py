@@ -253,7 +253,7 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
                     raise ValueError(f"{raw!r} is not true or false.")
                 value: object = lowered in _TRUE
             elif flt.op == "in":
-                parts = [p.strip() if kind != "text" else p.strip() for p in raw.split(",")]
+                parts = [p.strip() for p in raw.split(",")]
                 parts = [p for p in parts if p != ""]
                 if not parts:
                     raise ValueError("Give one or more values separated by commas.")

@@ -1,4 +1,9 @@
 from django.urls import path
 
+from . import views
+
 app_name = "search"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.search_page, name="page"),
+    path("facets/", views.search_facets_view, name="facets"),
+]

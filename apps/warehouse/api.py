@@ -1,3 +1,56 @@
-from ninja import Router
+from django.shortcuts import get_object_or_404
+from ninja import Router, Schema, Status
 
-router = Router()
+from .handles import warehouse_rows
+from .models import Fallback
+from .selectors import fallback_can_cancel
+from .services import fallback_cancel
+
+router = Router(tags=["warehouse"])
+
+
+class FallbackOut(Schema):
+    id: int
+    state: str
+    rows: list[dict]
+    bytes_scanned: int | None
+    bytes_are_estimate: bool
+    cost_usd: float
+    elapsed_ms: int
+    error: str
+    engine_query_id: str
+    backend: str
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+def _out(fallback: Fallback) -> dict:
+    return {
+        "id": fallback.pk,
+        "state": fallback.state,
+        "rows": warehouse_rows(fallback) if fallback.state == Fallback.State.SUCCEEDED else [],
+        "bytes_scanned": fallback.bytes_scanned,
+        "bytes_are_estimate": fallback.bytes_are_estimate,
+        "cost_usd": float(fallback.cost_usd),
+        "elapsed_ms": fallback.elapsed_ms,
+        "error": fallback.error,
+        "engine_query_id": fallback.engine_query_id,
+        "backend": fallback.backend,
+    }
+
+
+@router.get("/fallbacks/{fallback_id}", response=FallbackOut, url_name="fallback-detail",
+            summary="A warehouse fallback: state, its rows once succeeded, bytes scanned, cost")
+def fallback_get_endpoint(request, fallback_id: int):
+    return _out(get_object_or_404(Fallback, pk=fallback_id))
+
+
+@router.post("/fallbacks/{fallback_id}/cancel", response={200: FallbackOut, 403: ErrorOut},
+             url_name="fallback-cancel", summary="Cancel a queued or running fallback (stops the warehouse query)")
+def fallback_cancel_endpoint(request, fallback_id: int):
+    fallback = get_object_or_404(Fallback, pk=fallback_id)
+    if not fallback_can_cancel(fallback=fallback, user=request.user):
+        return Status(403, {"detail": "Only the people whose searches use this fallback can cancel it."})
+    return Status(200, _out(fallback_cancel(fallback=fallback, user=request.user)))

@@ -23,6 +23,7 @@ class FallbackHandle:
     from_cache: bool = False
     merged_rows: list[dict] | None = None  # set by the panel view once the fallback has succeeded
     columns: list[str] = field(default_factory=list)
+    local_count: int = 0
     panel_template: str = PANEL_TEMPLATE
 
     @property
@@ -87,6 +88,15 @@ class FallbackHandle:
     @property
     def cost_usd(self):
         return self.fallback.cost_usd
+
+    @property
+    def query_text(self) -> str:
+        from apps.search.query import SearchQuery
+
+        try:
+            return SearchQuery.from_dict(self.fallback.query).describe()
+        except (KeyError, TypeError, ValueError):
+            return self.fallback.fingerprint
 
     def as_api(self) -> dict:
         return {"id": self.id, "state": self.state, "url": self.url}

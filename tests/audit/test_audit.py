@@ -33,10 +33,3 @@ def test_staff_see_the_audit_log_in_admin_read_only(client, django_user_model):
     assert listing.status_code == 200 and "entity paris_city" in listing.content.decode()
     assert client.get("/admin/audit/auditevent/add/").status_code == 403
 
-
-@pytest.mark.django_db
-def test_dashboard_lists_recent_activity(client, user):
-    audit_record(user=user, action="search", target="text contains 'needle'")
-    client.force_login(user)
-    page = client.get("/dashboard/").content.decode()
-    assert "text contains &#x27;needle&#x27;" in page

@@ -358,7 +358,7 @@ ENTITIES = [
     # ------------------------------------------------------------ Phoenix
     ("phoenix_arizona", "Phoenix, Arizona", ["Phoenix", "Phoenix, Arizona"], "place",
      "Capital and most populous city of the U.S. state of Arizona.", W + "Phoenix,_Arizona", [
-         "Summer temperatures in [Phoenix] regularly climb above 45 degrees Celsius.",
+         "Summer afternoon temperatures in [Phoenix] often climb above 43 degrees Celsius.",
          "[Phoenix] is the capital of Arizona and one of the fastest-growing cities in the United States.",
          "The Suns play their home basketball games at an arena in downtown [Phoenix].",
          "Many retirees move to [Phoenix, Arizona] for the warm winters and desert golf courses.",

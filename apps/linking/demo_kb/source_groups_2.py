@@ -22,7 +22,7 @@ ENTITIES = [
          "The [Saturn V] rocket launched Apollo 11 toward the Moon from Kennedy Space Center in 1969.",
          "Wernher von Braun's team designed the three-stage [Saturn] booster at Marshall Space Flight Center.",
          "Visitors in Houston can walk beneath a restored [Saturn V] lying on its side.",
-         "Each of the five F-1 engines on the first stage of the [Saturn] rocket burned tonnes of kerosene per second.",
+         "Each of the five F-1 engines on the first stage of the [Saturn] rocket burned more than two tonnes of propellant per second.",
          "The last [Saturn V] launch lifted the Skylab space station into orbit in 1973.",
      ]),
     ("saturn_mythology", "Saturn (mythology)", ["Saturn", "Saturnus"], "other",
@@ -66,7 +66,7 @@ ENTITIES = [
          "[Serena Williams] won twenty-three Grand Slam singles titles, the most in the Open Era.",
          "[Serena] won the Australian Open in 2017 while she was pregnant with her daughter.",
          "Her fierce serve and return made [Williams] the dominant player on the women's tour for years.",
-         "After her final match at the US Open, [Serena] announced she was evolving away from tennis.",
+         "Shortly before her final US Open, [Serena] announced she was evolving away from tennis.",
          "Coach Patrick Mouratoglou worked with [Serena Williams] for a decade of major titles.",
      ]),
     ("robin_williams", "Robin Williams", ["Robin Williams", "Williams"], "person",
@@ -154,7 +154,7 @@ ENTITIES = [
     ("abraham_lincoln", "Abraham Lincoln", ["Abraham Lincoln", "Lincoln", "President Lincoln"], "person",
      "16th President of the United States, who led the Union through the Civil War (1809-1865).",
      W + "Abraham_Lincoln", [
-         "[Abraham Lincoln] delivered the Gettysburg Address in November 1863.",
+         "[Abraham Lincoln] delivered the short Gettysburg Address at a military cemetery in November 1863.",
          "[Lincoln] issued the Emancipation Proclamation, declaring enslaved people in Confederate states free.",
          "John Wilkes Booth assassinated [President Lincoln] at Ford's Theatre in April 1865.",
          "Born in a log cabin in Kentucky, [Lincoln] taught himself law before entering politics.",
@@ -174,7 +174,7 @@ ENTITIES = [
          "One of the four surviving copies of Magna Carta is displayed in the castle at [Lincoln].",
          "Visitors climb the steep cobbled hill to the old quarter of [Lincoln, England].",
          "The Romans founded a fortress at [Lincoln], which later became the town of Lindum Colonia.",
-         "The Christmas market in [Lincoln] fills the castle grounds with stalls every December.",
+         "For decades the Christmas market in [Lincoln] filled the castle grounds with stalls every December.",
      ]),
     ("lincoln_motor", "Lincoln Motor Company", ["Lincoln", "Lincoln Motor Company"], "organization",
      "Luxury vehicle division of the Ford Motor Company.", W + "Lincoln_Motor_Company", [
@@ -182,7 +182,7 @@ ENTITIES = [
          "He rented a black [Lincoln] town car to drive the wedding guests to the reception.",
          "Henry Leland founded the [Lincoln Motor Company] in 1917 before Ford bought it.",
          "Dealers expect the new electric SUV from [Lincoln] to compete with Cadillac and Lexus.",
-         "For decades American presidents rode in armoured [Lincoln] limousines.",
+         "For decades American presidents rode to official events in armoured [Lincoln] limousines.",
      ]),
     # ------------------------------------------------------------ Ford
     ("ford_motor", "Ford Motor Company", ["Ford", "Ford Motor Company", "Ford Motor"], "organization",
@@ -351,7 +351,7 @@ ENTITIES = [
     ("seal_singer", "Seal (musician)", ["Seal"], "person",
      "British singer-songwriter known for 'Kiss from a Rose' and 'Crazy'.", W + "Seal_(musician)", [
          "The British singer [Seal] won three Grammy Awards for his ballad 'Kiss from a Rose'.",
-         "[Seal] first reached the charts with the dance hit 'Crazy' in 1990.",
+         "[Seal] scored his first solo hit with the moody dance track 'Crazy' in 1990.",
          "Fans packed the concert hall to hear [Seal] perform his soulful hits with a full orchestra.",
          "The singer-songwriter [Seal] served as a coach on the talent show The Voice Australia.",
          "Producer Trevor Horn shaped the lush sound of the early albums by [Seal].",

@@ -23,7 +23,7 @@ ENTITIES = [
          "Peter Cetera sang lead on many of the soft-rock ballads that [Chicago] released in the eighties.",
          "The horn players of [Chicago] were inducted into the Rock and Roll Hall of Fame with their bandmates.",
          "[Chicago] numbered their albums with Roman numerals, from II all the way past XXX.",
-         "On tour, [Chicago] still opens with 'Introduction' and closes with 'Saturday in the Park'.",
+         "On tour, [Chicago] still plays crowd favourites like 'Saturday in the Park' with a full horn section.",
      ]),
     ("chicago_musical", "Chicago (musical)", ["Chicago", "Chicago the musical"], "other",
      "Broadway musical by Kander and Ebb about murderesses in 1920s Chicago, adapted as a 2002 film.",
@@ -66,7 +66,7 @@ ENTITIES = [
          "Violinist Robby Steinhardt gave [Kansas] a unique sound among American rock groups.",
          "The ballad 'Dust in the Wind' by [Kansas] features a simple fingerpicked acoustic guitar.",
          "[Kansas] celebrated fifty years on the road with a tour of their classic albums.",
-         "Keyboardist Steve Walsh wrote many of the prog-rock epics recorded by [Kansas].",
+         "Guitarist Kerry Livgren wrote many of the prog-rock epics recorded by [Kansas].",
      ]),
     # ------------------------------------------------------------ Nirvana
     ("nirvana_band", "Nirvana (band)", ["Nirvana"], "organization",
@@ -81,7 +81,7 @@ ENTITIES = [
      "In Buddhism and Hinduism, the state of liberation from suffering and the cycle of rebirth.",
      W + "Nirvana", [
          "In Buddhism, [nirvana] is the release from the cycle of suffering and rebirth.",
-         "The Buddha taught that extinguishing craving leads to [nirvana].",
+         "The Buddha taught that extinguishing craving, hatred and delusion leads to [nirvana].",
          "Monks meditate for years in the hope of attaining [nirvana] and ending rebirth.",
          "Hindu and Jain traditions also describe [nirvana] as the liberation of the soul.",
          "The word [nirvana] comes from a Sanskrit term meaning blowing out, like a flame.",
@@ -101,7 +101,7 @@ ENTITIES = [
          "The [Book of Genesis] opens with the creation of the world in six days.",
          "In [Genesis], God tests Abraham by asking him to sacrifice his son Isaac.",
          "The stories of Adam and Eve, Noah's ark and the Tower of Babel all appear in [Genesis].",
-         "Biblical scholars debate the authorship and sources of [Genesis].",
+         "Biblical scholars still debate the authorship and the written sources of [Genesis].",
          "The account of Joseph and his coat of many colours concludes [Genesis].",
      ]),
     # ------------------------------------------------------------ Queen
@@ -118,7 +118,7 @@ ENTITIES = [
      "person", "Queen of the United Kingdom and other Commonwealth realms from 1952 to 2022.",
      W + "Elizabeth_II", [
          "[Elizabeth II] reigned for seventy years, longer than any other British monarch.",
-         "The [Queen] delivered her Christmas broadcast from Windsor Castle every December.",
+         "The [Queen] delivered a Christmas broadcast to the Commonwealth every December.",
          "Crowds lined the Mall to celebrate the Platinum Jubilee of [Queen Elizabeth II] in 2022.",
          "Prime ministers met the [Queen] each week for a private audience at Buckingham Palace.",
          "The funeral of [Queen Elizabeth] at Westminster Abbey was watched by millions around the world.",
@@ -135,7 +135,7 @@ ENTITIES = [
     ("philadelphia_eagles", "Philadelphia Eagles", ["Philadelphia Eagles", "Eagles"], "organization",
      "Professional American football team based in Philadelphia, member of the NFL.",
      W + "Philadelphia_Eagles", [
-         "The [Philadelphia Eagles] won the Super Bowl in February 2018, their first title in the era.",
+         "The [Philadelphia Eagles] won their first Super Bowl in February 2018 with a backup quarterback.",
          "Quarterback Jalen Hurts threw two touchdowns as the [Eagles] beat Dallas on Sunday.",
          "Fans of the [Eagles] are famous for their passion at Lincoln Financial Field.",
          "The [Eagles] drafted a defensive tackle in the first round of the NFL draft.",
@@ -162,7 +162,7 @@ ENTITIES = [
      "Capital city of the Canadian province of British Columbia, on Vancouver Island.",
      W + "Victoria,_British_Columbia", [
          "Ferries cross the Salish Sea from Vancouver to [Victoria] on Vancouver Island.",
-         "The provincial legislature of British Columbia meets in [Victoria].",
+         "The provincial legislature of British Columbia meets in a domed stone building in [Victoria].",
          "Whale-watching boats leave the Inner Harbour of [Victoria, British Columbia] every morning.",
          "Thanks to its mild climate, [Victoria] is a popular retirement destination in Canada.",
          "The Butchart Gardens near [Victoria] attract a million visitors a year on Vancouver Island.",
@@ -186,7 +186,7 @@ ENTITIES = [
     # ------------------------------------------------------------ Athens
     ("athens_greece", "Athens", ["Athens"], "place",
      "Capital and largest city of Greece.", W + "Athens", [
-         "The Parthenon stands on the Acropolis overlooking [Athens].",
+         "The marble Parthenon stands on the rocky Acropolis hill overlooking modern [Athens].",
          "The government in [Athens] agreed to new reforms in exchange for bailout loans.",
          "Ancient [Athens] is often called the birthplace of democracy and Western philosophy.",
          "Ferries to the Greek islands leave from Piraeus, the port of [Athens].",
@@ -254,7 +254,7 @@ ENTITIES = [
      ]),
     ("jackson_mississippi", "Jackson, Mississippi", ["Jackson", "Jackson, Mississippi"], "place",
      "Capital and most populous city of the U.S. state of Mississippi.", W + "Jackson,_Mississippi", [
-         "[Jackson] is the capital and largest city of Mississippi.",
+         "[Jackson] is the capital and largest city of Mississippi, on the Pearl River.",
          "Residents of [Jackson, Mississippi] went weeks without safe drinking water after the treatment plant failed.",
          "The civil rights museum in [Jackson] tells the story of the movement in Mississippi.",
          "The state legislature convened in [Jackson] to debate the education budget.",
@@ -346,7 +346,7 @@ ENTITIES = [
      W + "Isaac_Newton", [
          "[Isaac Newton] formulated the three laws of motion in his Principia of 1687.",
          "Legend says a falling apple inspired [Newton] to think about gravity.",
-         "[Newton] and Leibniz quarrelled bitterly over who invented calculus.",
+         "[Newton] and Leibniz quarrelled bitterly for years over who had invented calculus first.",
          "Using a glass prism, [Newton] showed that white light is a mixture of colours.",
          "[Sir Isaac Newton] later served as Master of the Royal Mint in London.",
      ]),
@@ -363,7 +363,7 @@ ENTITIES = [
     ("hudson_river", "Hudson River", ["Hudson", "Hudson River"], "place",
      "River flowing through eastern New York state into New York Harbor.", W + "Hudson_River", [
          "Captain Sully landed the disabled airliner on the [Hudson] in January 2009.",
-         "The [Hudson River] separates Manhattan from New Jersey.",
+         "The [Hudson River] separates the island of Manhattan from the cliffs of New Jersey.",
          "Painters of the nineteenth century celebrated the valley of the [Hudson] in romantic landscapes.",
          "Kayakers paddle along the [Hudson] past the piers of the West Side.",
          "Factories once dumped toxic PCBs into the [Hudson River], and cleanup took decades.",
@@ -381,7 +381,7 @@ ENTITIES = [
     ("houston_city", "Houston", ["Houston", "Houston, Texas"], "place",
      "Most populous city in Texas and home of NASA's Johnson Space Center.", W + "Houston", [
          "[Houston] is the largest city in Texas and a center of the oil and gas industry.",
-         "Hurricane Harvey flooded large parts of [Houston] in 2017.",
+         "Hurricane Harvey flooded large parts of [Houston] with record rainfall in 2017.",
          "The Astros play baseball in downtown [Houston] under a retractable roof.",
          "Mission control at Johnson Space Center in [Houston] guided the Apollo astronauts.",
          "Traffic on the freeways of [Houston, Texas] is notoriously heavy at rush hour.",

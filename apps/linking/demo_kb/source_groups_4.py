@@ -65,7 +65,7 @@ ENTITIES = [
      "Capital and largest city of Spain.", W + "Madrid", [
          "The Prado Museum in [Madrid] holds masterpieces by Velázquez and Goya.",
          "The Spanish parliament in [Madrid] approved the budget after weeks of negotiations.",
-         "Summer temperatures in [Madrid] often reach forty degrees Celsius.",
+         "Summer temperatures in [Madrid] often reach forty degrees Celsius in July and August.",
          "We had churros with hot chocolate near the Puerta del Sol in [Madrid].",
          "High-speed trains link [Madrid] to Barcelona in under three hours.",
      ]),
@@ -85,14 +85,14 @@ ENTITIES = [
          "Fashion buyers fly to [Milan] for the spring and autumn runway shows.",
          "The Italian stock exchange is based in [Milan], the country's financial capital.",
          "Tourists climb to the roof of the Gothic cathedral in [Milano] for views of the Alps.",
-         "[Milan] co-hosts the 2026 Winter Olympics with Cortina d'Ampezzo.",
+         "[Milan] co-hosts the 2026 Winter Olympics with the mountain resort of Cortina d'Ampezzo.",
      ]),
     ("ac_milan", "AC Milan", ["AC Milan", "Milan", "Rossoneri"], "organization",
      "Professional football club based in Milan, Italy, playing in Serie A.", W + "AC_Milan", [
          "[AC Milan] won the Champions League seven times, most recently in 2007.",
          "Paolo Maldini spent his entire playing career at [Milan], captaining the side for years.",
          "The [Rossoneri] beat Inter in the derby at San Siro.",
-         "[Milan] signed an American striker to lead their attack in Serie A.",
+         "[Milan] signed a new striker to lead their attack in Serie A next season.",
          "Under Arrigo Sacchi, [AC Milan] played a revolutionary pressing game in the late eighties.",
      ]),
     # ------------------------------------------------------------ Android
@@ -100,7 +100,7 @@ ENTITIES = [
      "Mobile operating system developed by Google, based on the Linux kernel.",
      W + "Android_(operating_system)", [
          "Google released a new version of [Android] with improved privacy controls.",
-         "Most smartphones sold worldwide run [Android] rather than iOS.",
+         "Most smartphones sold worldwide run Google's [Android] rather than Apple's iOS.",
          "The banking app is available for both iPhone and [Android] devices.",
          "Developers publish [Android] apps on the Google Play Store after a review.",
          "Samsung customises [Android OS] with its own One UI interface.",
@@ -118,7 +118,7 @@ ENTITIES = [
      "Edible dark fruit of brambles of the genus Rubus.", W + "Blackberry", [
          "We picked wild [blackberries] along the hedgerows at the end of August.",
          "She baked a [blackberry] and apple crumble with fruit from the garden.",
-         "Thorny [blackberry] brambles quickly take over abandoned fields.",
+         "Thorny [blackberry] brambles quickly take over abandoned fields and railway embankments.",
          "Ripe [blackberries] stain your fingers purple when you pick them.",
          "Add a handful of frozen [blackberries] to the smoothie for colour and fibre.",
      ]),
@@ -127,7 +127,7 @@ ENTITIES = [
      W + "BlackBerry_Limited", [
          "Business executives in the 2000s were addicted to their [BlackBerry] phones and tiny keyboards.",
          "[Research In Motion] released its first email pager in Waterloo, Ontario, in 1999.",
-         "[BlackBerry] stopped making smartphones and now sells cybersecurity software.",
+         "[BlackBerry] stopped making smartphones years ago and now sells cybersecurity software to businesses.",
          "Barack Obama insisted on keeping his [BlackBerry] after taking office in 2009.",
          "Shares of [BlackBerry Limited] rose after it won a contract for automotive software.",
      ]),
@@ -138,7 +138,7 @@ ENTITIES = [
          "My [Samsung Galaxy] battery lasts two full days on a single charge.",
          "The foldable [Galaxy] Z Fold opens into a small tablet.",
          "Reviewers compared the latest [Galaxy] flagship with Apple's newest iPhone.",
-         "Early [Galaxy] Note phones were recalled because their batteries caught fire.",
+         "The [Galaxy] Note 7 phones were recalled because their batteries could catch fire.",
      ]),
     ("galaxy_astronomy", "Galaxy", ["galaxy", "galaxies"], "other",
      "Gravitationally bound system of stars, gas, dust and dark matter, such as the Milky Way.",
@@ -147,7 +147,7 @@ ENTITIES = [
          "The James Webb telescope spotted [galaxies] that formed just a few hundred million years after the Big Bang.",
          "A supermassive black hole sits at the centre of almost every large [galaxy].",
          "Andromeda is the nearest large [galaxy] to our own and is approaching at high speed.",
-         "Colliding [galaxies] can trigger bursts of star formation.",
+         "Colliding [galaxies] can trigger intense bursts of star formation as their gas clouds merge.",
      ]),
     ("la_galaxy", "LA Galaxy", ["LA Galaxy", "Galaxy"], "organization",
      "American professional soccer club based in Carson, California, playing in Major League Soccer.",
@@ -174,7 +174,7 @@ ENTITIES = [
          "Bats navigate in the dark by listening to the [echoes] of their calls.",
          "Sonar measures the depth of the sea from the time it takes an [echo] to return.",
          "The empty cathedral produced a long [echo] after every footstep.",
-         "Acoustic panels reduce the [echo] in the recording studio.",
+         "Foam acoustic panels on the walls reduce the [echo] in the recording studio.",
      ]),
     ("echo_mythology", "Echo (mythology)", ["Echo"], "other",
      "Mountain nymph in Greek mythology, cursed to repeat the last words spoken to her.",
@@ -188,7 +188,7 @@ ENTITIES = [
     # ------------------------------------------------------------ Safari
     ("safari_browser", "Safari (web browser)", ["Safari"], "product",
      "Web browser developed by Apple, the default browser on iPhone and Mac.", W + "Safari_(web_browser)", [
-         "Apple's [Safari] browser blocks cross-site tracking cookies by default.",
+         "Apple's [Safari] browser blocks cross-site tracking cookies by default on Mac and iPhone.",
          "The website layout breaks in [Safari] but works fine in Chrome.",
          "Open [Safari] on your iPhone and tap the share button to add the page to your home screen.",
          "Web developers test their sites in [Safari] because it uses the WebKit engine.",
@@ -215,7 +215,7 @@ ENTITIES = [
      "Thin layer of chromium electroplated onto metal or plastic for decoration or corrosion resistance.",
      W + "Chrome_plating", [
          "The classic motorcycle gleamed with polished [chrome] on its exhaust pipes.",
-         "[Chrome plating] protects the steel tools from corrosion.",
+         "[Chrome plating] protects the steel wrenches and sockets from corrosion in a damp garage.",
          "Fifties American cars were famous for their huge [chrome] bumpers and tail fins.",
          "The bathroom taps have a brushed [chrome] finish that hides fingerprints.",
          "Workers at the plating shop dip parts in a chromic acid bath to apply the [chrome].",
@@ -224,7 +224,7 @@ ENTITIES = [
     ("microsoft_edge", "Microsoft Edge", ["Edge", "Microsoft Edge"], "product",
      "Web browser developed by Microsoft, based on Chromium since 2020.", W + "Microsoft_Edge", [
          "Windows opens links in [Microsoft Edge] unless you change the default browser.",
-         "Microsoft rebuilt [Edge] on the Chromium engine in 2020.",
+         "Microsoft rebuilt its [Edge] browser on the open-source Chromium engine in 2020.",
          "The new Copilot sidebar in [Edge] can summarise the web page you are reading.",
          "Corporate IT departments deploy [Edge] with group policies to manage browser settings.",
          "Internet Explorer was retired, and users were redirected to [Edge].",
@@ -289,7 +289,7 @@ ENTITIES = [
          "Niklaus Wirth designed [Pascal] in 1970 to teach structured programming.",
          "Our first computer science course used Turbo [Pascal] on DOS computers.",
          "Early Macintosh software was written in [Pascal] before C became dominant.",
-         "Delphi extended [Pascal] with objects for building Windows applications.",
+         "Borland's Delphi extended [Pascal] with objects for building desktop Windows applications.",
          "Strong typing in [Pascal] catches many programming errors at compile time.",
      ]),
     ("blaise_pascal", "Blaise Pascal", ["Blaise Pascal", "Pascal"], "person",
@@ -302,7 +302,7 @@ ENTITIES = [
      ]),
     ("pascal_unit", "Pascal (unit)", ["pascal", "pascals", "kilopascal"], "other",
      "SI unit of pressure, equal to one newton per square metre.", W + "Pascal_(unit)", [
-         "Atmospheric pressure at sea level is about 101,000 [pascals].",
+         "Standard atmospheric pressure at sea level is about 101,000 [pascals].",
          "Weather maps show air pressure in hectopascals, a hundred times the [pascal].",
          "Tyre pressure in Europe is often given in bar or in [kilopascal] units.",
          "One [pascal] equals one newton of force spread over one square metre.",
@@ -331,7 +331,7 @@ ENTITIES = [
      "Austrian energy drink sold by Red Bull GmbH.", W + "Red_Bull", [
          "Students drank cans of [Red Bull] to stay awake during exam week.",
          "Each can of [Red Bull] contains about as much caffeine as a cup of coffee.",
-         "The slogan says [Red Bull] gives you wings.",
+         "The famous advertising slogan claims that [Red Bull] gives you wings.",
          "The bar mixed vodka with [Red Bull] for the late-night crowd.",
          "Sales of the energy drink [Red Bull] passed twelve billion cans in a single year.",
      ]),
@@ -346,9 +346,9 @@ ENTITIES = [
     # ------------------------------------------------------------ Ferrari
     ("ferrari_company", "Ferrari", ["Ferrari", "Ferrari S.p.A."], "organization",
      "Italian luxury sports car manufacturer based in Maranello.", W + "Ferrari", [
-         "[Ferrari] builds its luxury sports cars in Maranello, Italy.",
+         "[Ferrari] builds its luxury sports cars by hand in the small town of Maranello, Italy.",
          "He parked his red [Ferrari] in front of the casino in Monte Carlo.",
-         "The carmaker [Ferrari] announced its first fully electric model.",
+         "The Italian carmaker [Ferrari] announced its first fully electric model for wealthy customers.",
          "Collectors paid millions for a classic [Ferrari] 250 GTO at auction.",
          "Shares in [Ferrari S.p.A.] rose after record deliveries of its hybrid supercars.",
      ]),
@@ -356,7 +356,7 @@ ENTITIES = [
      "Racing division of Ferrari and the oldest team in Formula One.", W + "Scuderia_Ferrari", [
          "Charles Leclerc won the Italian Grand Prix at Monza for [Ferrari].",
          "[Scuderia Ferrari] is the oldest and most successful team in Formula One history.",
-         "Michael Schumacher won five consecutive drivers' titles with [Ferrari].",
+         "Michael Schumacher won five consecutive drivers' titles with [Ferrari] in the early 2000s.",
          "Strategy errors cost [Ferrari] a likely victory at the Monaco Grand Prix.",
          "The tifosi in red waved flags as the [Ferrari] drivers took the podium.",
      ]),
@@ -460,7 +460,7 @@ ENTITIES = [
     ("oasis_band", "Oasis (band)", ["Oasis"], "organization",
      "English rock band formed in Manchester in 1991, led by brothers Liam and Noel Gallagher.",
      W + "Oasis_(band)", [
-         "[Oasis] played two huge concerts at Knebworth in 1996.",
+         "[Oasis] played two huge concerts to a quarter of a million fans at Knebworth in 1996.",
          "Noel Gallagher wrote 'Wonderwall' and most of the other hits by [Oasis].",
          "Britpop fans were divided between [Oasis] and Blur in the mid-nineties.",
          "The Gallagher brothers reunited [Oasis] for a stadium tour in 2025.",

@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "apps.warehouse",
     "apps.modelhub",
     "apps.linking",
+    "apps.subsets",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -208,7 +210,7 @@ SEARCH_DUCKDB_THREADS = env_int("SEARCH_DUCKDB_THREADS", 2)
 DEMO_DATA_ROWS = env_int("DEMO_DATA_ROWS", 2_000_000)
 DEMO_SUBSET_FRACTION = env_float("DEMO_SUBSET_FRACTION", 0.05)
 # Called when the subset returns fewer rows than asked (see apps/search/services.py).
-SEARCH_FALLBACK_HOOK = env_str("SEARCH_FALLBACK_HOOK", "")
+SEARCH_FALLBACK_HOOK = env_str("SEARCH_FALLBACK_HOOK", "apps.warehouse.services.fallback_for_search")
 
 # --- Warehouse fallback (apps.warehouse) ------------------------------------
 WAREHOUSE_BACKEND = env_str("WAREHOUSE_BACKEND", "local")  # "local" or "athena"
@@ -230,6 +232,37 @@ ATHENA_POLL_MAX_SECONDS = env_float("ATHENA_POLL_MAX_SECONDS", 5.0)
 WAREHOUSE_TASK_QUEUE = env_str("WAREHOUSE_TASK_QUEUE", "celery")
 # Demo aid: pad local-backend runs to at least this long so the panel's states can be watched.
 WAREHOUSE_LOCAL_MIN_LATENCY_MS = env_int("WAREHOUSE_LOCAL_MIN_LATENCY_MS", 0)
+# Fails or requeues fallbacks whose worker died (apps.warehouse.services.fallback_sweep).
+CELERY_BEAT_SCHEDULE["warehouse-sweep-fallbacks"] = {
+    "task": "apps.warehouse.tasks.fallback_sweep_task",
+    "schedule": env_float("FALLBACK_SWEEP_EVERY_SECONDS", 60.0),
+}
+
+# --- The subset's life (apps.subsets) --------------------------------------
+# `manage.py refresh_subset` and the beat task below rebuild the subset from the warehouse.
+SUBSET_DEFAULT_FRACTION = env_float("SUBSET_DEFAULT_FRACTION", DEMO_SUBSET_FRACTION)
+# "hash" (a hash of the key: uniform, stable, reads every block), "system" (whole blocks/splits: reads about
+# the fraction of the bytes, clumpier) or "bernoulli" (row by row: reads every block); "" = hash on the local
+# backend, system on Athena where bytes scanned are billed. See apps/subsets/README.md.
+SUBSET_SAMPLE_METHOD = env_str("SUBSET_SAMPLE_METHOD", "")
+SUBSET_SAMPLE_SALT = env_str("SUBSET_SAMPLE_SALT", "samplescope")  # change it to draw a different hash sample
+SUBSET_UNLOAD_S3_URI = env_str("SUBSET_UNLOAD_S3_URI", "")  # Athena: s3://bucket/prefix/ for UNLOAD output
+SUBSET_REFRESH_EVERY_SECONDS = env_float("SUBSET_REFRESH_EVERY_SECONDS", 24 * 3600.0)
+SUBSET_REFRESH_STALE_AFTER_SECONDS = env_int("SUBSET_REFRESH_STALE_AFTER_SECONDS", 3 * 3600)  # a dead refresh's lock
+# Learned rows: what fallbacks brought back, kept in their own DuckDB file and unioned into local search.
+SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned")))
+SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
+SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
+# Off under the test settings so other apps' tests keep "a repeated search comes from the fallback cache";
+# tests/subsets turns it on. (Better placed in settings/test.py as SUBSET_LEARNING_ENABLED = False.)
+SUBSET_LEARNING_ENABLED = env_bool(
+    "SUBSET_LEARNING_ENABLED", not os.environ.get("DJANGO_SETTINGS_MODULE", "").endswith("settings.test"))
+FALLBACK_SUCCEEDED_HOOK = "apps.subsets.services.learned_from_fallback"  # the warehouse calls it on success
+SEARCH_LEARNED_ROWS_HOOK = "apps.subsets.selectors.learned_rows_for_search"  # search unions these rows
+CELERY_BEAT_SCHEDULE["subsets-refresh"] = {
+    "task": "apps.subsets.tasks.subset_refresh_task",
+    "schedule": SUBSET_REFRESH_EVERY_SECONDS,
+}
 
 # --- Models (apps.modelhub) -------------------------------------------------
 MODEL_STORE_URI = env_str("MODEL_STORE_URI", str(DATA_DIR / "model-store"))
@@ -243,12 +276,17 @@ BATCH_UPLOAD_MAX_BYTES = env_int("BATCH_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 # --- Entity linking (apps.linking) ------------------------------------------
 LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "qdrant"
 LINKING_QDRANT_PATH = env_str("LINKING_QDRANT_PATH", str(DATA_DIR / "qdrant"))
-LINKING_NIL_THRESHOLD = env_float("LINKING_NIL_THRESHOLD", 0.35)
+# NIL when the best similarity is below max(LINKING_NIL_THRESHOLD, LINKING_NIL_RELATIVE × that
+# entity's typical similarity of its own mentions); both chosen by tune_linker (README).
+LINKING_NIL_THRESHOLD = env_float("LINKING_NIL_THRESHOLD", 0.15)
+LINKING_NIL_RELATIVE = env_float("LINKING_NIL_RELATIVE", 0.5)
 LINKING_MAX_TEXT_CHARS = env_int("LINKING_MAX_TEXT_CHARS", 5000)
 LINKING_ENCODER = env_str("LINKING_ENCODER", "minilm-l6")  # registered in modelhub (kind "encoder")
 LINKING_SCORE = env_str("LINKING_SCORE", "topk")  # "topk" (mean of the k nearest mentions) or "nearest"
-LINKING_TOP_K = env_int("LINKING_TOP_K", 3)
-LINKING_PRIOR_WEIGHT = env_float("LINKING_PRIOR_WEIGHT", 0.15)
+LINKING_TOP_K = env_int("LINKING_TOP_K", 5)
+LINKING_PRIOR_WEIGHT = env_float("LINKING_PRIOR_WEIGHT", 0.0)  # 0.02-0.1 only hurt on the demo KB (README)
+# Weight of the similarity to the entity's "name: description" embedding vs its stored mentions.
+LINKING_PROFILE_WEIGHT = env_float("LINKING_PROFILE_WEIGHT", 0.7)
 # Candidates holding more stored mentions than this are pre-ranked by their aggregate embedding,
 # and only the best LINKING_SHORTLIST get the exact per-mention comparison.
 LINKING_AGGREGATE_CUTOFF = env_int("LINKING_AGGREGATE_CUTOFF", 200)
@@ -258,6 +296,9 @@ LINKING_SHORTLIST = env_int("LINKING_SHORTLIST", 8)
 # Each step is an idempotent callable run in order by `make run` and `make test`.
 DEMO_SETUP_STEPS = [
     "apps.accounts.demo.ensure_demo_user",
+    "apps.search.demo.build_demo_data",
+    "apps.modelhub.demo.build_demo_models",
+    "apps.linking.demo.build_demo_kb",
 ]
 DEMO_USERNAME = env_str("DEMO_USERNAME", "demo")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "samplescope-demo")

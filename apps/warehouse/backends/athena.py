@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 from django.conf import settings
 
 from .base import (
@@ -96,7 +96,7 @@ class AthenaBackend(WarehouseBackend):
                 if code not in THROTTLING_CODES:
                     raise
                 problem: Exception = exc
-            except (BotoConnectionError, BotoCoreError) as exc:
+            except (BotoConnectionError, HTTPClientError) as exc:  # network trouble, not a bad request
                 problem = exc
             if attempt == self.max_throttle_retries:
                 raise WarehouseTransientError(f"Athena {operation}: {problem}") from problem
@@ -151,6 +151,8 @@ class AthenaBackend(WarehouseBackend):
         query_id = resume_engine_query_id or self.start(query=query, spec=spec, request_token=request_token)
         try:
             return self._follow(query_id=query_id, limit=query.limit, control=control, started=started)
+        except WarehouseTransientError:
+            raise  # the task retries and resumes following this same query
         except BaseException:
             # SoftTimeLimitExceeded, worker shutdown, a bug: do not leave the query burning money.
             self.stop(engine_query_id=query_id)

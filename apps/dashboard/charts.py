@@ -1,0 +1,87 @@
+"""Plotly specs ({"data", "layout"}) for static/js/app.js, built from the dashboard's selectors."""
+from __future__ import annotations
+
+from .selectors import FallbackDay, SearchDay
+
+GIB = 1024**3
+LOCAL = "#2f855a"
+FALLBACK = "#c05621"
+
+
+def _days(items) -> list[str]:
+    return [d.day.isoformat() for d in items]
+
+
+def _layout(title: str, **extra) -> dict:
+    layout = {"title": {"text": title, "font": {"size": 14}}, "height": 280, "legend": {"orientation": "h", "y": -0.2},
+              "xaxis": {"type": "date", "tickformat": "%b %d"}, "margin": {"t": 36, "r": 50, "b": 60, "l": 55}}
+    layout.update(extra)
+    return layout
+
+
+def answered_chart(days: list[SearchDay]) -> dict:
+    x = _days(days)
+    share = [round(100 * d.local_share, 2) if d.local_share is not None else None for d in days]
+    return {
+        "data": [
+            {"type": "bar", "name": "answered locally", "x": x, "y": [d.local for d in days],
+             "marker": {"color": LOCAL}},
+            {"type": "bar", "name": "needed a fallback", "x": x, "y": [d.fallback for d in days],
+             "marker": {"color": FALLBACK}},
+            {"type": "scatter", "mode": "lines+markers", "name": "% local", "x": x, "y": share, "yaxis": "y2",
+             "line": {"color": "#2b6cb0"}, "connectgaps": False},
+        ],
+        "layout": _layout("Searches answered locally vs. needing a fallback", barmode="stack",
+                          yaxis={"title": {"text": "searches"}, "rangemode": "tozero"},
+                          yaxis2={"title": {"text": "% local"}, "overlaying": "y", "side": "right",
+                                  "range": [0, 100.5]}),
+    }
+
+
+def local_latency_chart(days: list[SearchDay]) -> dict:
+    x = _days(days)
+    return {
+        "data": [
+            {"type": "scatter", "mode": "lines+markers", "name": "p50", "x": x, "y": [d.local_p50_ms for d in days]},
+            {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": x, "y": [d.local_p95_ms for d in days]},
+        ],
+        "layout": _layout("Local search latency (ms)", yaxis={"title": {"text": "ms"}, "rangemode": "tozero"}),
+    }
+
+
+def fallback_latency_chart(days: list[FallbackDay]) -> dict:
+    x = _days(days)
+    return {
+        "data": [
+            {"type": "scatter", "mode": "lines+markers", "name": "p50", "x": x, "y": [d.p50_s for d in days]},
+            {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": x, "y": [d.p95_s for d in days]},
+        ],
+        "layout": _layout("Fallback latency, queued to done (s)", yaxis={"title": {"text": "s"}, "rangemode": "tozero"}),
+    }
+
+
+def spend_chart(days: list[FallbackDay]) -> dict:
+    x = _days(days)
+    return {
+        "data": [
+            {"type": "bar", "name": "GiB scanned", "x": x, "y": [round(d.bytes_scanned / GIB, 4) for d in days],
+             "marker": {"color": "#805ad5"}},
+            {"type": "scatter", "mode": "lines+markers", "name": "USD", "x": x,
+             "y": [float(d.cost_usd) for d in days], "yaxis": "y2", "line": {"color": FALLBACK}},
+        ],
+        "layout": _layout("Warehouse bytes scanned and USD per day",
+                          yaxis={"title": {"text": "GiB"}, "rangemode": "tozero"},
+                          yaxis2={"title": {"text": "USD"}, "overlaying": "y", "side": "right", "rangemode": "tozero"}),
+    }
+
+
+def spend_by_user_chart(rows: list[dict]) -> dict:
+    users = [r["username"] for r in rows]
+    return {
+        "data": [{"type": "bar", "orientation": "h", "name": "USD", "y": users,
+                  "x": [float(r["cost_usd"]) for r in rows], "marker": {"color": FALLBACK},
+                  "hovertemplate": "%{y}: $%{x:.4f}<extra></extra>"}],
+        "layout": {"title": {"text": "USD per user", "font": {"size": 14}}, "height": 80 + 28 * max(len(users), 3),
+                   "margin": {"t": 36, "r": 20, "b": 40, "l": 110}, "yaxis": {"autorange": "reversed"},
+                   "xaxis": {"title": {"text": "USD"}, "rangemode": "tozero"}},
+    }

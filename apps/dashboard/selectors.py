@@ -1,0 +1,171 @@
+"""Reads for the dashboard: the search log, the fallback records and the subset's refresh runs, per day."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Max, Sum
+from django.utils import timezone
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date  # inclusive
+
+    @property
+    def since(self) -> datetime:
+        return timezone.make_aware(datetime.combine(self.start, time.min))
+
+    @property
+    def until(self) -> datetime:
+        return timezone.make_aware(datetime.combine(self.end + timedelta(days=1), time.min))
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile (share in 0..1); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _day(moment: datetime) -> date:
+    return timezone.localtime(moment).date()
+
+
+@dataclass(frozen=True)
+class SearchDay:
+    day: date
+    searches: int
+    local: int
+    fallback: int
+    local_p50_ms: float | None
+    local_p95_ms: float | None
+
+    @property
+    def local_share(self) -> float | None:
+        return self.local / self.searches if self.searches else None
+
+
+def search_daily(*, period: DateRange) -> list[SearchDay]:
+    """Per day: searches, how many the local store answered, and local query latency p50/p95."""
+    from apps.search.models import SearchLog
+
+    latencies: dict[date, list[float]] = defaultdict(list)
+    needed: dict[date, int] = defaultdict(int)
+    for created_at, elapsed_ms, needed_fallback in SearchLog.objects.filter(
+            created_at__gte=period.since, created_at__lt=period.until).values_list(
+            "created_at", "elapsed_ms", "needed_fallback").iterator(chunk_size=5000):
+        day = _day(created_at)
+        latencies[day].append(elapsed_ms)
+        needed[day] += bool(needed_fallback)
+    return [SearchDay(day=d, searches=len(latencies[d]), local=len(latencies[d]) - needed[d], fallback=needed[d],
+                      local_p50_ms=percentile(latencies[d], 0.5), local_p95_ms=percentile(latencies[d], 0.95))
+            for d in period.days]
+
+
+@dataclass(frozen=True)
+class FallbackDay:
+    day: date
+    fallbacks: int
+    succeeded: int
+    p50_s: float | None
+    p95_s: float | None
+    bytes_scanned: int
+    cost_usd: Decimal
+
+
+def fallback_daily(*, period: DateRange) -> list[FallbackDay]:
+    """Per day: warehouse queries sent, their latency (created → finished) p50/p95, bytes and USD."""
+    from apps.warehouse.models import Fallback
+
+    rows = Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until).exclude(
+        state=Fallback.State.REFUSED).values_list("created_at", "finished_at", "state", "bytes_scanned", "cost_usd")
+    seconds: dict[date, list[float]] = defaultdict(list)
+    count: dict[date, int] = defaultdict(int)
+    ok: dict[date, int] = defaultdict(int)
+    scanned: dict[date, int] = defaultdict(int)
+    cost: dict[date, Decimal] = defaultdict(Decimal)
+    for created_at, finished_at, state, bytes_scanned, cost_usd in rows.iterator(chunk_size=5000):
+        day = _day(created_at)
+        count[day] += 1
+        scanned[day] += bytes_scanned or 0
+        cost[day] += cost_usd or Decimal(0)
+        if state == Fallback.State.SUCCEEDED:
+            ok[day] += 1
+            if finished_at:
+                seconds[day].append((finished_at - created_at).total_seconds())
+    return [FallbackDay(day=d, fallbacks=count[d], succeeded=ok[d], p50_s=percentile(seconds[d], 0.5),
+                        p95_s=percentile(seconds[d], 0.95), bytes_scanned=scanned[d], cost_usd=cost[d])
+            for d in period.days]
+
+
+def fallback_spend_by_user(*, period: DateRange) -> list[dict]:
+    """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first."""
+    from apps.warehouse.models import Fallback
+
+    rows = (Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until)
+            .exclude(state=Fallback.State.REFUSED).values("user__username")
+            .annotate(fallbacks=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd"))
+            .order_by("-cost_usd", "user__username"))
+    return [{"username": r["user__username"] or "(system)", "fallbacks": r["fallbacks"],
+             "bytes_scanned": r["bytes_scanned"] or 0, "cost_usd": r["cost_usd"] or Decimal(0)} for r in rows]
+
+
+@dataclass(frozen=True)
+class FrequentMiss:
+    description: str
+    params: list[tuple[str, str]]
+    searches: int
+    last_at: datetime
+
+    @property
+    def query_string(self) -> str:
+        from django.utils.http import urlencode
+
+        return urlencode(self.params)
+
+
+def frequent_fallback_queries(*, period: DateRange, limit: int = 15) -> list[FrequentMiss]:
+    """The searches that most often needed the warehouse: candidates for the subset."""
+    from apps.search.models import SearchLog
+    from apps.search.query import SearchQuery
+
+    groups = list(SearchLog.objects.filter(created_at__gte=period.since, created_at__lt=period.until,
+                                           needed_fallback=True)
+                  .values("fingerprint").annotate(searches=Count("id"), last_at=Max("created_at"), last_id=Max("id"))
+                  .order_by("-searches", "-last_at")[:limit])
+    queries = dict(SearchLog.objects.filter(pk__in=[g["last_id"] for g in groups]).values_list("id", "query"))
+    result = []
+    for group in groups:
+        try:
+            query = SearchQuery.from_dict(queries[group["last_id"]])
+            description, params = query.describe(), query.to_params()
+        except (KeyError, TypeError, ValueError):
+            description, params = group["fingerprint"][:16], []
+        result.append(FrequentMiss(description=description, params=params, searches=group["searches"],
+                                   last_at=group["last_at"]))
+    return result
+
+
+def totals(*, searches: list[SearchDay], fallbacks: list[FallbackDay]) -> dict:
+    count = sum(d.searches for d in searches)
+    local = sum(d.local for d in searches)
+    return {
+        "searches": count,
+        "local": local,
+        "local_share": (local / count) if count else None,
+        "local_percent": round(100 * local / count, 2) if count else None,
+        "fallbacks": sum(d.fallbacks for d in fallbacks),
+        "bytes_scanned": sum(d.bytes_scanned for d in fallbacks),
+        "cost_usd": sum((d.cost_usd for d in fallbacks), Decimal(0)),
+    }

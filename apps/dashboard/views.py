@@ -1,0 +1,42 @@
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from apps.audit.selectors import audit_event_list, audit_spend_by_user
+
+from . import charts
+from .forms import DateRangeForm
+from .selectors import fallback_daily, fallback_spend_by_user, frequent_fallback_queries, search_daily, totals
+
+
+@login_required
+def dashboard(request):
+    form = DateRangeForm(request.GET or None)
+    period = form.cleaned_data["range"] if form.is_bound and form.is_valid() else DateRangeForm.default_range()
+    if not form.is_bound:
+        form = DateRangeForm(initial={"from": period.start, "to": period.end})
+    from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
+
+    searches = search_daily(period=period)
+    fallbacks = fallback_daily(period=period)
+    spend = fallback_spend_by_user(period=period)
+    context = {
+        "form": form,
+        "period": period,
+        "totals": totals(searches=searches, fallbacks=fallbacks),
+        "charts": {
+            "answered": charts.answered_chart(searches),
+            "local_latency": charts.local_latency_chart(searches),
+            "fallback_latency": charts.fallback_latency_chart(fallbacks),
+            "spend": charts.spend_chart(fallbacks),
+            "spend_by_user": charts.spend_by_user_chart(spend),
+        },
+        "spend": spend,
+        "frequent": frequent_fallback_queries(period=period),
+        "subset": subset_status_get(),
+        "learned": learned_status_get(),
+        "last_refresh": refresh_last(),
+        "refreshes": refresh_list(limit=5),
+        "audit_spend": audit_spend_by_user(since=period.since),
+        "events": audit_event_list(since=period.since).filter(created_at__lt=period.until)[:50],
+    }
+    return render(request, "dashboard/page.html", context)

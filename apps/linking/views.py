@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from . import selectors, services
+from .detection import sentence_around
+from .forms import AliasForm, EntityForm, LinkForm, MentionForm
+from .linker import LinkResult
+from .services import LinkingError, NotFound
+
+
+def _kb_or_404(model: str | None):
+    try:
+        return selectors.kb_get(name=model)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def _segments(*, kb, text: str, result: LinkResult) -> list[dict]:
+    """The text cut into plain pieces and mentions, for highlighting."""
+    pieces, cursor = [], 0
+    for index, mention in enumerate(result.mentions):
+        if mention.start > cursor:
+            pieces.append({"text": text[cursor : mention.start]})
+        pieces.append(
+            {
+                "text": mention.text,
+                "mention": mention,
+                "index": index,
+                "url": _page_url(kb=kb, text=text, selected=index),
+            }
+        )
+        cursor = mention.end
+    if cursor < len(text):
+        pieces.append({"text": text[cursor:]})
+    return pieces
+
+
+def _page_url(*, kb, text: str, selected: int | None = None) -> str:
+    params = {"text": text, "model": kb.label}
+    if selected is not None:
+        params["m"] = selected
+    return f"{reverse('linking:page')}?{urlencode(params)}"
+
+
+@login_required
+def page(request):
+    """The demo: link a text, highlight its mentions, explain one (`m`), add it to the KB."""
+    kbs = selectors.kb_list()
+    model = request.GET.get("model") or None
+    kb = None
+    if kbs:
+        try:
+            kb = selectors.kb_get(name=model)
+        except NotFound:
+            messages.error(request, f"No entity-linking model {model!r}: showing the serving one.")
+            kb = selectors.kb_get()
+    form = LinkForm(request.GET if "text" in request.GET else None, initial={"text": ""})
+    context = {
+        "kb": kb,
+        "kbs": kbs,
+        "form": form,
+        "result": None,
+        "error": None,
+        "selected": None,
+        "nil_threshold": settings.LINKING_NIL_THRESHOLD,
+        "nil_relative": settings.LINKING_NIL_RELATIVE,
+        "top_k": settings.LINKING_TOP_K,
+    }
+    if kb is not None and form.is_bound and form.is_valid():
+        text = form.cleaned_data["text"]
+        try:
+            result = services.text_link(user=request.user, kb=kb, text=text)
+        except LinkingError as exc:
+            context["error"] = str(exc)
+        else:
+            context.update(result=result, text=text, segments=_segments(kb=kb, text=text, result=result))
+            selected = request.GET.get("m", "")
+            if selected.isdigit() and int(selected) < len(result.mentions):
+                context["selected"] = _mention_detail(kb=kb, text=text, result=result, index=int(selected))
+    elif form.is_bound and not form.is_valid():
+        context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
+    if kb is not None:
+        context["evaluations"] = selectors.evaluation_latest(kb=kb)
+        context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
+    if request.htmx:
+        part = "detail" if request.htmx.target == "mention-detail" else "results"
+        return render(request, f"linking/page.html#{part}", context)
+    return render(request, "linking/page.html", context)
+
+
+def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
+    mention = result.mentions[index]
+    evidence_ids = [mid for c in mention.candidates for mid, _ in c.evidence]
+    stored = selectors.mentions_by_id(ids=evidence_ids)
+    sentence, start, end = sentence_around(text, mention.start, mention.end)
+    return {
+        "index": index,
+        "mention": mention,
+        "sentence": sentence,
+        "candidates": [
+            {"candidate": c, "evidence": [(stored[mid], sim) for mid, sim in c.evidence if mid in stored]}
+            for c in mention.candidates
+        ],
+        "add": {"text": sentence, "start": start, "end": end},
+        "back": _page_url(kb=kb, text=text, selected=index),
+    }
+
+
+@login_required
+def kb_entities(request, model: str):
+    """KB editor: search entities, add one."""
+    kb = _kb_or_404(model)
+    form = EntityForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            entity = services.entity_create(user=request.user, kb=kb, data=form.entity_input())
+        except LinkingError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Added {entity.name} ({entity.key}); linking uses it from now on.")
+            return redirect("linking:entity", model=kb.label, key=entity.key)
+    query = request.GET.get("q", "")
+    context = {
+        "kb": kb,
+        "form": form,
+        "query": query,
+        "entities": selectors.entity_list(kb=kb, query=query, limit=100),
+        "total": selectors.entity_count(kb=kb),
+    }
+    if request.htmx and request.method == "GET":
+        return render(request, "linking/kb.html#entity-table", context)
+    return render(request, "linking/kb.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+def entity_detail(request, model: str, key: str):
+    kb = _kb_or_404(model)
+    try:
+        entity = selectors.entity_get(kb=kb, key=key)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    return render(
+        request,
+        "linking/entity.html",
+        {
+            "kb": kb,
+            "entity": entity,
+            "mention_form": MentionForm(),
+            "alias_form": AliasForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def entity_delete(request, model: str, key: str):
+    kb = _kb_or_404(model)
+    try:
+        services.entity_delete(user=request.user, kb=kb, key=key)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    messages.success(request, f"Deleted {key}; linking no longer offers it.")
+    return redirect("linking:kb", model=kb.label)
+
+
+@login_required
+@require_POST
+def mention_add(request, model: str, key: str):
+    """Add a mention: from the entity page ([bracketed] sentence) or from the demo ("this is the one I meant")."""
+    kb = _kb_or_404(model)
+    form = MentionForm(request.POST)
+    back = request.POST.get("next") or ""
+    if not back.startswith("/"):
+        back = reverse("linking:entity", kwargs={"model": kb.label, "key": key})
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(back)
+    mention = form.cleaned_data["mention"]
+    if not form.cleaned_data.get("sentence") and 0 <= mention.start < mention.end <= len(mention.text):
+        text, start, end = sentence_around(mention.text, mention.start, mention.end)
+        mention = services.MentionInput(text, start, end)
+    try:
+        services.mention_add(user=request.user, kb=kb, key=key, mention=mention)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    except LinkingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Added “{mention.text[:80]}” as a mention of {key}.")
+    return redirect(back)
+
+
+@login_required
+@require_POST
+def alias_add(request, model: str, key: str):
+    kb = _kb_or_404(model)
+    form = AliasForm(request.POST)
+    if form.is_valid():
+        try:
+            services.alias_add(user=request.user, kb=kb, key=key, alias=form.cleaned_data["alias"])
+        except NotFound as exc:
+            raise Http404(str(exc)) from exc
+        except LinkingError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Added the alias “{form.cleaned_data['alias']}”.")
+    else:
+        messages.error(request, "Give an alias.")
+    return redirect("linking:entity", model=kb.label, key=key)

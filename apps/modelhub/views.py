@@ -1,0 +1,290 @@
+from __future__ import annotations
+
+import os
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from .forms import AliasForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
+from .models import ModelVersion
+from .runtime import ModelRuntimeError, PredictionInputError
+from .selectors import (
+    ModelNotFound,
+    batch_job_get,
+    batch_job_list,
+    flag_list,
+    model_summary_list,
+    model_version_get,
+    model_versions_of,
+)
+from .services import (
+    BatchInputError,
+    RegistrationRefused,
+    batch_job_create,
+    flags_csv,
+    model_alias_move,
+    model_register,
+    prediction_flag_create,
+    prediction_make,
+)
+from .store import StoreError
+
+TOP_CLASSES = 5
+
+
+def _model_or_404(*, name: str, version: str | None = None) -> ModelVersion:
+    try:
+        return model_version_get(name=name, version=version or None)
+    except ModelNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def probability_chart(*, prediction, title: str = "") -> dict:
+    """Plotly spec: horizontal bars of the top classes' probabilities, best on top."""
+    top = prediction.top(TOP_CLASSES)
+    return {
+        "data": [{
+            "type": "bar", "orientation": "h",
+            "x": [round(p, 4) for _, p in top], "y": [label for label, _ in top],
+            "text": [f"{p:.1%}" for _, p in top], "textposition": "auto",
+            "marker": {"color": ["#2f6fde"] + ["#9db5e6"] * (len(top) - 1)},
+        }],
+        "layout": {"height": 240, "title": {"text": title}, "xaxis": {"range": [0, 1], "tickformat": ".0%"},
+                   "yaxis": {"autorange": "reversed", "automargin": True}, "margin": {"t": 30 if title else 10, "l": 110}},
+    }
+
+
+def _outcome(*, model_version: ModelVersion, text: str, user, chart_id: str) -> dict:
+    """What the templates show for one scored text: prediction, chart, latency, truncation note."""
+    batch = prediction_make(user=user, model_version=model_version, texts=[text], source="demo")
+    prediction = batch.predictions[0]
+    limit = model_version.card.get("input") or {}
+    limit_text = (f"{limit['max_length']} tokens" if limit.get("kind") == "tokens"
+                  else f"{limit.get('max_chars', 10000)} characters")
+    return {
+        "model_version": model_version, "prediction": prediction, "latency_ms": batch.latency_ms,
+        "chart": probability_chart(prediction=prediction), "chart_id": chart_id, "limit_text": limit_text,
+        "top": prediction.top(TOP_CLASSES), "text": text,
+        "flag_form": FlagForm(labels=model_version.labels, initial={
+            "version": model_version.version, "input_text": text, "predicted_label": prediction.label}),
+    }
+
+
+@login_required
+def model_list(request):
+    return render(request, "modelhub/list.html", {
+        "summaries": model_summary_list(), "register_form": RegisterForm() if request.user.is_staff else None,
+        "store_uri": settings.MODEL_STORE_URI,
+    })
+
+
+@login_required
+def model_detail(request, name: str):
+    """The demo page; with a text (POST, or GET ?text=) it shows the prediction. htmx gets the #demo partial."""
+    serving = _model_or_404(name=name)
+    versions = model_versions_of(name=name)
+    submitted = request.method == "POST" or "text" in request.GET or "example" in request.GET
+    data = (request.POST if request.method == "POST" else request.GET) if submitted else None
+    form = PredictForm(data, versions=versions, initial={"version": serving.version})
+    context = {"serving": serving, "versions": versions, "form": form, "model_version": serving,
+               "flags_count": flag_list(name=name).count()}
+    if data is not None and form.is_valid():
+        chosen = _model_or_404(name=name, version=form.cleaned_data.get("version"))
+        context["model_version"] = chosen
+        if chosen.kind != ModelVersion.Kind.CLASSIFIER:
+            form.add_error(None, f"v{chosen.version} is an {chosen.kind}: the demo scores classifiers only.")
+        else:
+            try:
+                context.update(_outcome(model_version=chosen, text=form.cleaned_data["text"], user=request.user,
+                                        chart_id="prediction-chart"))
+            except PredictionInputError as exc:
+                form.add_error("text", str(exc))
+            except (ModelRuntimeError, StoreError) as exc:
+                form.add_error(None, f"The model could not run: {exc}")
+        if "example" in form.cleaned_data and form.cleaned_data["example"]:
+            # Show the example in the text box, so people can edit it and try again.
+            form = PredictForm(versions=versions, initial={"text": form.cleaned_data["text"],
+                                                           "version": context["model_version"].version})
+            context["form"] = form
+    template = "modelhub/detail.html#demo" if request.htmx else "modelhub/detail.html"
+    return render(request, template, context)
+
+
+@login_required
+def model_compare(request, name: str):
+    serving = _model_or_404(name=name)
+    versions = model_versions_of(name=name)
+    others = [mv.version for mv in versions if mv.version != serving.version]
+    initial = {"a": serving.version, "b": others[0] if others else serving.version}
+    submitted = "text" in request.GET or "example" in request.GET
+    form = CompareForm(request.GET if submitted else None, versions=versions, initial=initial)
+    context = {"serving": serving, "versions": versions, "form": form}
+    if submitted and form.is_valid():
+        text = form.cleaned_data["text"]
+        try:
+            sides = [
+                _outcome(model_version=_model_or_404(name=name, version=form.cleaned_data[side]), text=text,
+                         user=request.user, chart_id=f"compare-chart-{side}")
+                for side in ("a", "b")
+            ]
+            context.update(sides=sides, agree=sides[0]["prediction"].label == sides[1]["prediction"].label, text=text)
+        except PredictionInputError as exc:
+            form.add_error("text", str(exc))
+        except (ModelRuntimeError, StoreError) as exc:
+            form.add_error(None, f"The model could not run: {exc}")
+        if form.cleaned_data.get("example"):
+            context["form"] = CompareForm(versions=versions, initial={**form.cleaned_data, "example": ""})
+    template = "modelhub/compare.html#comparison" if request.htmx else "modelhub/compare.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def flag_create(request, name: str):
+    model_version = _model_or_404(name=name, version=request.POST.get("version"))
+    form = FlagForm(request.POST, labels=model_version.labels)
+    error = ""
+    if form.is_valid():
+        try:
+            prediction_flag_create(
+                user=request.user, model_version=model_version, input_text=form.cleaned_data["input_text"],
+                predicted_label=form.cleaned_data["predicted_label"],
+                correct_label=form.cleaned_data["correct_label"], comment=form.cleaned_data["comment"],
+            )
+        except PredictionInputError as exc:
+            error = str(exc)
+    else:
+        error = "; ".join(m for errors in form.errors.values() for m in errors)
+    if request.htmx:
+        return render(request, "modelhub/_flagged.html", {"error": error, "name": name})
+    if error:
+        messages.error(request, f"Not flagged: {error}")
+    else:
+        messages.success(request, "Thanks: the prediction is flagged for review.")
+    return redirect("modelhub:flags", name=name)
+
+
+@login_required
+def flag_list_view(request, name: str):
+    _model_or_404(name=name)
+    flags = flag_list(name=name)
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(flags_csv(flags=flags), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}-flags.csv"'
+        return response
+    return render(request, "modelhub/flags.html", {"name": name, "flags": flags[:500]})
+
+
+@login_required
+def batch_page(request, name: str):
+    serving = _model_or_404(name=name)
+    versions = model_versions_of(name=name)
+    form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions,
+                           initial={"version": serving.version})
+    if request.method == "POST" and form.is_valid():
+        model_version = _model_or_404(name=name, version=form.cleaned_data.get("version"))
+        upload = form.cleaned_data["file"]
+        try:
+            job = batch_job_create(user=request.user, model_version=model_version, filename=upload.name,
+                                   data=upload.read(), text_column=form.cleaned_data["text_column"])
+        except BatchInputError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("modelhub:batch-detail", job_id=job.id)
+    return render(request, "modelhub/batch.html", {
+        "serving": serving, "form": form, "jobs": batch_job_list(name=name, user=request.user)[:20],
+        "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20,
+    })
+
+
+@login_required
+def batch_detail(request, job_id: int):
+    try:
+        job = batch_job_get(job_id=job_id, user=request.user)
+    except ModelNotFound as exc:
+        raise Http404(str(exc)) from exc
+    if request.htmx:
+        response = render(request, "modelhub/batch_detail.html#progress", {"job": job})
+        if job.is_done:
+            # 286 tells htmx to stop polling; the body still replaces the bar with the final state.
+            stop = HttpResponseStopPolling(response.content)
+            return stop
+        return response
+    return render(request, "modelhub/batch_detail.html", {"job": job})
+
+
+@login_required
+def batch_download(request, job_id: int):
+    try:
+        job = batch_job_get(job_id=job_id, user=request.user)
+    except ModelNotFound as exc:
+        raise Http404(str(exc)) from exc
+    if job.state != job.State.SUCCEEDED or not job.output_path or not os.path.exists(job.output_path):
+        raise Http404("The scored file is not ready.")
+    stem = os.path.splitext(job.original_name)[0] or "batch"
+    return FileResponse(open(job.output_path, "rb"), as_attachment=True, filename=f"{stem}-scored.csv",
+                        content_type="text/csv")
+
+
+@staff_member_required
+@require_POST
+def model_register_view(request):
+    form = RegisterForm(request.POST)
+    if form.is_valid():
+        try:
+            mv = model_register(uri=form.cleaned_data["uri"], user=request.user, aliases=form.cleaned_data["aliases"])
+        except RegistrationRefused as exc:
+            messages.error(request, f"Not registered: {exc}")
+        else:
+            messages.success(request, f"Registered {mv.name} v{mv.version}.")
+            return redirect("modelhub:detail", name=mv.name)
+    else:
+        messages.error(request, "Not registered: give the URI of a version folder.")
+    return redirect("modelhub:list")
+
+
+@staff_member_required
+@require_POST
+def alias_move_view(request, name: str):
+    form = AliasForm(request.POST)
+    if form.is_valid():
+        try:
+            model_alias_move(name=name, alias=form.cleaned_data["alias"], version=form.cleaned_data["version"],
+                             user=request.user)
+            messages.success(request, f"{form.cleaned_data['alias']} now points at v{form.cleaned_data['version']}.")
+        except (ModelNotFound, ValueError) as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, "Give an alias (a word like candidate) and a version.")
+    return redirect("modelhub:detail", name=name)
+
+
+@login_required
+def score_search(request):
+    """Runs the samples page's query, scores the text column with a model, compares with the label column."""
+    from .services import search_results_score
+
+    classifiers = [s for s in model_summary_list(kind=ModelVersion.Kind.CLASSIFIER)]
+    name = request.GET.get("model") or (classifiers[0].name if classifiers else "")
+    context = {"classifiers": classifiers, "name": name}
+    try:
+        model_version = model_version_get(name=name, version=request.GET.get("version") or None)
+    except ModelNotFound as exc:
+        context["error"] = str(exc) if name else "No classifier is registered yet: run `manage.py build_demo_models`."
+        return render(request, "modelhub/score_search.html", context, status=404 if name else 200)
+    search_params = [(k, v) for k, vs in request.GET.lists() for v in vs if k not in ("model", "version")]
+    context.update(model_version=model_version, search_params=search_params,
+                   search_url=reverse("search:page") + ("?" + urlencode(search_params) if search_params else ""))
+    try:
+        context["scored"] = search_results_score(user=request.user, model_version=model_version, params=search_params)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        context["error"] = str(exc)
+    return render(request, "modelhub/score_search.html", context)

@@ -1,0 +1,50 @@
+"""The demo-data setup step (settings.DEMO_SETUP_STEPS)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from .demo_data import demo_dataset_write
+from .services import subset_table_write
+from .tables import table_spec_get, TableNotFound
+
+DEMO_TABLE = "samples"
+
+
+def demo_data_present() -> bool:
+    full = Path(settings.SEARCH_FULL_DATA_DIR) / DEMO_TABLE
+    if not any(full.glob("part-*.parquet")):
+        return False
+    try:
+        return table_spec_get(name=DEMO_TABLE).columns != {} and _subset_has(DEMO_TABLE)
+    except (TableNotFound, FileNotFoundError):
+        return False
+
+
+def _subset_has(name: str) -> bool:
+    from .tables import _subset_schema
+
+    return name in _subset_schema()
+
+
+def demo_data_build(*, rows: int, subset_fraction: float, seed: int, stdout) -> dict:
+    """Write the full demo dataset as Parquet and install a random subset_fraction of it as the subset."""
+    started = time.perf_counter()
+    info = demo_dataset_write(rows=rows, subset_fraction=subset_fraction, seed=seed,
+                              full_dir=Path(settings.SEARCH_FULL_DATA_DIR), stdout=stdout)
+    subset_table_write(name=DEMO_TABLE, arrow=info.subset, stdout=stdout)
+    seconds = time.perf_counter() - started
+    stdout.write(f"  demo data ready: {rows:,} rows in {len(info.files)} Parquet files, "
+                 f"{info.subset_rows:,} rows in the local subset, {seconds:.1f}s\n")
+    return {"rows": rows, "subset_rows": info.subset_rows, "files": len(info.files), "seconds": round(seconds, 1)}
+
+
+def build_demo_data(*, stdout, force: bool = False) -> None:
+    """Setup step: build the demo dataset and subset unless they exist."""
+    if not force and demo_data_present():
+        stdout.write(f"Demo data exists in {settings.SEARCH_FULL_DATA_DIR} (use --force to rebuild)\n")
+        return
+    demo_data_build(rows=settings.DEMO_DATA_ROWS, subset_fraction=settings.DEMO_SUBSET_FRACTION, seed=7,
+                    stdout=stdout)

@@ -1,0 +1,67 @@
+import glob
+from pathlib import Path
+
+import duckdb
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.search.services import subset_table_write
+from apps.search.tables import TABLE_NAME_RE, quote_identifier
+
+
+class Command(BaseCommand):
+    help = (
+        "Import your own Parquet file(s) as a searchable table of the local subset: "
+        "`import_subset PATH_OR_GLOB --table NAME --key COLUMN`. Columns and types come from the "
+        "file; every column becomes searchable with the operators its type allows. The other "
+        "tables of the current subset are kept. The new subset is swapped in atomically."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("source", help="a Parquet file or a glob such as 'data/*.parquet'")
+        parser.add_argument("--table", required=True, help="table name (letters, digits, underscores)")
+        parser.add_argument("--key", required=True, help="the column that identifies a row (unique)")
+        parser.add_argument("--facets", default="", help="comma-separated low-cardinality columns to chart")
+        parser.add_argument("--label-column", default="", help="a column holding a class label, if any")
+        parser.add_argument("--text-column", default="", help="the main text column, if any")
+        parser.add_argument("--sample-fraction", type=float, default=1.0,
+                            help="keep only this random share of the rows (default: all)")
+        parser.add_argument("--replace-all", action="store_true", help="drop the other tables of the subset")
+
+    def handle(self, *args, source, table, key, facets, label_column, text_column, sample_fraction, replace_all,
+               **options):
+        if not TABLE_NAME_RE.match(table):
+            raise CommandError(f"--table {table!r}: use letters, digits and underscores, starting with a letter")
+        files = sorted(glob.glob(source)) if any(ch in source for ch in "*?[") else [source]
+        files = [f for f in files if Path(f).is_file()]
+        if not files:
+            raise CommandError(f"No Parquet file matches {source!r}")
+        conn = duckdb.connect()
+        try:
+            schema = conn.execute("DESCRIBE SELECT * FROM read_parquet(?)", [files]).fetchall()
+        except duckdb.Error as exc:
+            raise CommandError(f"Cannot read {source!r} as Parquet: {exc}") from exc
+        columns = [row[0] for row in schema]
+        for option, column in (("--key", key), ("--label-column", label_column), ("--text-column", text_column),
+                               *(("--facets", c.strip()) for c in facets.split(",") if c.strip())):
+            if column and column not in columns:
+                raise CommandError(f"{option} {column!r} is not a column of {source!r}; columns: {', '.join(columns)}")
+        if not 0 < sample_fraction <= 1:
+            raise CommandError("--sample-fraction must be in (0, 1]")
+        total, distinct, nulls = conn.execute(
+            f"SELECT count(*), count(DISTINCT {quote_identifier(key)}), count(*) - count({quote_identifier(key)}) "
+            "FROM read_parquet(?)", [files]).fetchone()
+        if distinct != total or nulls:
+            raise CommandError(f"--key {key!r} must be unique and non-empty: {total:,} rows, {distinct:,} distinct, "
+                               f"{nulls:,} empty")
+        self.stdout.write(f"Importing {total:,} rows from {len(files)} file(s) as table {table!r} (key {key!r})")
+        conn.close()
+        description = {
+            "key": key, "searchable": "*", "shown": columns,
+            "facets": [c.strip() for c in facets.split(",") if c.strip()],
+            "label_column": label_column or None, "text_column": text_column or None,
+        }
+        subset_table_write(
+            name=table, parquet=files, description=description, keep_other_tables=not replace_all,
+            sample_fraction=sample_fraction, stdout=self.stdout,
+        )
+        self.stdout.write(self.style.SUCCESS(f"Table {table!r} is searchable at /samples/?table={table}"))

@@ -1,0 +1,26 @@
+from django.conf import settings
+from django.db import models
+
+
+class SearchLog(models.Model):
+    """One search as it ran: for the dashboard and to link a warehouse fallback to its search."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="search_logs"
+    )
+    table = models.CharField(max_length=128)
+    query = models.JSONField(help_text="SearchQuery.to_dict()")
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    limit = models.PositiveIntegerField()
+    local_rows = models.PositiveIntegerField(default=0)
+    elapsed_ms = models.FloatField(default=0.0)
+    needed_fallback = models.BooleanField(default=False)
+    fallback_id = models.BigIntegerField(null=True, blank=True, help_text="set by the warehouse fallback hook")
+    timed_out = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.user} {self.table} {self.local_rows}/{self.limit}"

@@ -1,0 +1,121 @@
+"""Reads from the local DuckDB subset: time-limited queries, facets, export streams."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+
+from .query import CompiledQuery, SearchQuery, compile_search, where_compile
+from .store import subset_connection
+from .tables import TableSpec, quote_identifier
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    columns: list[str]
+    rows: list[tuple]
+    elapsed_ms: float
+    timed_out: bool
+
+
+def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int) -> QueryOutcome:
+    """Run one read-only query on its own cursor; interrupt it after timeout_ms.
+
+    DuckDB's interrupt() stops a running query from another thread, so a slow scan ends with
+    `timed_out=True` instead of holding a web worker.
+    """
+    cursor = subset_connection().cursor()
+    timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
+    started = time.perf_counter()
+    timer.start()
+    try:
+        result = cursor.execute(compiled.sql, compiled.params)
+        columns = [d[0] for d in result.description]
+        rows = result.fetchall()
+        timed_out = False
+    except duckdb.InterruptException:
+        columns, rows, timed_out = [], [], True
+    finally:
+        timer.cancel()
+        cursor.close()
+    return QueryOutcome(columns, rows, round((time.perf_counter() - started) * 1000, 2), timed_out)
+
+
+def subset_row_count(*, spec: TableSpec) -> int | None:
+    cursor = subset_connection().cursor()
+    try:
+        return cursor.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
+    except duckdb.Error:
+        return None
+    finally:
+        cursor.close()
+
+
+@dataclass(frozen=True)
+class Facet:
+    column: str
+    values: list[tuple[str, int]]
+
+    def chart(self) -> dict:
+        """A Plotly spec for static/js/app.js."""
+        labels = [v for v, _ in self.values]
+        return {
+            "data": [{"type": "bar", "x": [c for _, c in self.values], "y": labels, "orientation": "h",
+                      "hovertemplate": "%{y}: %{x}<extra></extra>"}],
+            "layout": {"title": {"text": self.column, "font": {"size": 13}}, "height": 60 + 22 * max(len(labels), 3),
+                       "margin": {"t": 30, "r": 10, "b": 30, "l": 130}, "yaxis": {"autorange": "reversed"}},
+        }
+
+
+def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: int = 10) -> tuple[list[Facet], bool]:
+    """Value counts of the table's facet columns over ALL matching subset rows, in one scan."""
+    if not spec.facets:
+        return [], False
+    where = where_compile(query=query, spec=spec)
+    cols = [quote_identifier(c) for c in spec.facets]
+    sets = ", ".join(f"({c})" for c in cols)
+    grouping = ", ".join(f"GROUPING({c})" for c in cols)
+    sql = (
+        f"SELECT [{grouping}] AS g, {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)}, count(*) AS n "
+        f"FROM {quote_identifier(spec.name)} WHERE {where.sql} GROUP BY GROUPING SETS ({sets})"
+    )
+    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms)
+    if outcome.timed_out:
+        return [], True
+    by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in spec.facets}
+    for row in outcome.rows:
+        flags, values, count = row[0], row[1:-1], row[-1]
+        index = list(flags).index(0)  # the one column grouped in this set
+        value = values[index]
+        by_column[spec.facets[index]].append(("(empty)" if value is None else value, count))
+    facets = [Facet(c, sorted(v, key=lambda item: (-item[1], item[0]))[:top]) for c, v in by_column.items()]
+    return [f for f in facets if f.values], False
+
+
+def search_export_iter(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, batch: int = 1000
+                       ) -> tuple[list[str], Iterator[tuple]]:
+    """Columns and a lazy row iterator for streaming an export; the cursor closes at the end."""
+    compiled = compile_search(query=query, spec=spec)
+    cursor = subset_connection().cursor()
+    timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
+    timer.start()
+    try:
+        result = cursor.execute(compiled.sql, compiled.params)
+    except BaseException:
+        cursor.close()
+        raise
+    finally:
+        timer.cancel()
+    columns = [d[0] for d in result.description]
+
+    def rows() -> Iterator[tuple]:
+        try:
+            while chunk := result.fetchmany(batch):
+                yield from chunk
+        finally:
+            cursor.close()
+
+    return columns, rows()

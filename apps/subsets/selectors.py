@@ -1,0 +1,150 @@
+"""Reads: learned rows for a local search, and the state of the subset and the learned store."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone as dt_timezone
+
+import duckdb
+from django.conf import settings
+
+from .learned import ANSWERS, filters_key, learned_current_path, learned_snapshot
+from .models import SubsetRefresh
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnedLookup:
+    rows: list[dict] = field(default_factory=list)  # tagged "_source": "learned", keys not in local_rows
+    complete: bool = False  # a learned answer held every row matching this query (or a broader one)
+
+
+def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLookup:
+    """settings.SEARCH_LEARNED_ROWS_HOOK: rows the learned store adds to what the subset returned.
+
+    Rows whose key the subset already returned are skipped (key-dedup against the subset). Never
+    raises: a broken or stale store only means no learned rows."""
+    if not settings.SUBSET_LEARNING_ENABLED:
+        return LearnedLookup()
+    try:
+        snapshot = learned_snapshot()
+        if snapshot is None:
+            return LearnedLookup()
+        wanted = filters_key(query.filters)
+        complete = any(learned <= wanted for learned in snapshot.complete.get(spec.name, ()))
+        if spec.name not in snapshot.tables or len(local_rows) >= query.limit:
+            return LearnedLookup(complete=complete)
+        from apps.search.query import compile_search
+
+        seen = {row.get(spec.key) for row in local_rows}
+        compiled = compile_search(query=replace(query, limit=query.limit + len(seen)), spec=spec)
+        cursor = snapshot.conn.cursor()
+        try:
+            result = cursor.execute(compiled.sql, compiled.params)
+            names = [d[0] for d in result.description]
+            fetched = result.fetchall()
+        finally:
+            cursor.close()
+        rows = []
+        for values in fetched:
+            row = dict(zip(names, values))
+            if row.get(spec.key) in seen:
+                continue
+            row["_source"] = "learned"
+            rows.append(row)
+            if len(local_rows) + len(rows) >= query.limit:
+                break
+        return LearnedLookup(rows=rows, complete=complete)
+    except (duckdb.Error, OSError, ValueError) as exc:
+        logger.warning("learned rows unavailable for %s: %s", spec.name, exc)
+        return LearnedLookup()
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    file_name: str = ""
+    file_bytes: int = 0
+    modified_at: datetime | None = None
+    tables: dict[str, int] = field(default_factory=dict)  # table -> rows
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+    @property
+    def age_seconds(self) -> float | None:
+        if self.modified_at is None:
+            return None
+        return (datetime.now(dt_timezone.utc) - self.modified_at).total_seconds()
+
+
+def subset_status_get() -> StoreStatus:
+    from apps.search.store import subset_connection, subset_current_path
+
+    path = subset_current_path()
+    if path is None:
+        return StoreStatus()
+    tables = {}
+    try:
+        cursor = subset_connection().cursor()
+        try:
+            names = [r[0] for r in cursor.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                "AND database_name = current_database()").fetchall()]
+            for name in names:
+                tables[name] = cursor.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+        finally:
+            cursor.close()
+    except (duckdb.Error, OSError):
+        pass
+    return _status(path, tables)
+
+
+def _status(path, tables) -> StoreStatus:
+    try:
+        stat = path.stat()
+    except OSError:
+        return StoreStatus(file_name=path.name, tables=tables)
+    return StoreStatus(file_name=path.name, file_bytes=stat.st_size,
+                       modified_at=datetime.fromtimestamp(stat.st_mtime, tz=dt_timezone.utc), tables=tables)
+
+
+@dataclass(frozen=True)
+class LearnedStatus(StoreStatus):
+    answers: int = 0
+    complete_answers: int = 0
+    max_rows: int = 0
+
+
+def learned_status_get() -> LearnedStatus:
+    path = learned_current_path()
+    if path is None:
+        return LearnedStatus(max_rows=settings.SUBSET_LEARNED_MAX_ROWS)
+    snapshot = learned_snapshot()
+    tables, answers, complete = {}, 0, 0
+    if snapshot is not None:
+        cursor = snapshot.conn.cursor()
+        try:
+            for name in sorted(snapshot.tables):
+                tables[name] = cursor.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            if snapshot.complete is not None and ANSWERS in {r[0] for r in cursor.execute("SHOW TABLES").fetchall()}:
+                answers, complete = cursor.execute(f"SELECT count(*), count(*) FILTER (complete) FROM {ANSWERS}").fetchone()
+        finally:
+            cursor.close()
+    base = _status(path, tables)
+    return LearnedStatus(file_name=base.file_name, file_bytes=base.file_bytes, modified_at=base.modified_at,
+                         tables=base.tables, answers=answers, complete_answers=complete,
+                         max_rows=settings.SUBSET_LEARNED_MAX_ROWS)
+
+
+def refresh_last() -> SubsetRefresh | None:
+    return SubsetRefresh.objects.order_by("-started_at", "-pk").first()
+
+
+def refresh_last_succeeded() -> SubsetRefresh | None:
+    return SubsetRefresh.objects.filter(state=SubsetRefresh.State.SUCCEEDED).order_by("-finished_at", "-pk").first()
+
+
+def refresh_list(*, limit: int = 10):
+    return SubsetRefresh.objects.order_by("-started_at", "-pk")[:limit]

@@ -1,0 +1,475 @@
+"""Writes: rebuilding the subset from the warehouse, and learning the rows fallbacks bring back.
+
+Refresh: sample the full table (DuckDB over the full Parquet files on the local backend; an Athena
+UNLOAD to S3, downloaded with boto3, on Athena) into a NEW DuckDB file, verify it (rows > 0, the
+table's columns and types), then swap it in with apps.search.store.subset_install (an atomic pointer
+replace). Anything failing before the swap deletes the new file and leaves the served subset alone.
+One refresh per table at a time: SubsetRefresh.running_key is unique while a refresh runs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+
+from .learned import ANSWER_KEYS, ANSWERS, learned_current_path, learned_install, learned_new_path, learned_write_lock
+from .models import SubsetRefresh
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("hash", "system", "bernoulli")
+HASH_BUCKETS = 1_000_000
+
+
+class RefreshBusy(RuntimeError):
+    """Another refresh of the same table is running."""
+
+
+class RefreshVerificationError(RuntimeError):
+    """The new subset file is not fit to serve (empty, or not the table's schema)."""
+
+
+def _q(name: str) -> str:
+    from apps.search.tables import quote_identifier
+
+    return quote_identifier(name)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- sampling predicates ---------------------------------------------------------------------
+
+def sample_clause(*, method: str, fraction: float, key: str, dialect: str) -> str:
+    """The SQL that keeps ~fraction of the rows, appended after `FROM <relation>`.
+
+    hash: a WHERE on a hash of the key (same rows every time for the same salt and fraction; new rows
+    join by their own hash). system / bernoulli: the engine's sampling clause.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown sample method {method!r}; use one of {', '.join(METHODS)}")
+    if not 0 < fraction <= 1:
+        raise ValueError("The fraction must be in (0, 1].")
+    percent = f"{fraction * 100:.6g}"
+    salt = _sql_string(settings.SUBSET_SAMPLE_SALT)
+    threshold = int(round(fraction * HASH_BUCKETS))
+    if dialect == "duckdb":
+        if method == "hash":
+            return f" WHERE hash(CAST({_q(key)} AS VARCHAR) || {salt}) % {HASH_BUCKETS} < {threshold}"
+        return f" USING SAMPLE {percent}% ({method})"
+    if method == "hash":
+        return (f" WHERE abs(from_big_endian_64(xxhash64(to_utf8(CAST({_q(key)} AS varchar) || {salt})))"
+                f" % {HASH_BUCKETS}) < {threshold}")
+    return f" TABLESAMPLE {method.upper()} ({percent})"
+
+
+def default_method(backend: str) -> str:
+    return settings.SUBSET_SAMPLE_METHOD or ("system" if backend == "athena" else "hash")
+
+
+# --- the refresh -----------------------------------------------------------------------------
+
+def subset_refresh(
+    *,
+    table: str | None = None,
+    fraction: float | None = None,
+    method: str | None = None,
+    backend: str | None = None,
+    trigger: str = "command",
+    stdout=None,
+    athena_backend=None,
+    s3_client=None,
+) -> SubsetRefresh:
+    """Rebuild the subset table from the warehouse and swap it in. Returns the finished run (state
+    succeeded or failed); raises RefreshBusy when another refresh of the table holds the lock and
+    ValueError for bad arguments."""
+    from apps.search.tables import table_spec_get
+
+    spec = table_spec_get(name=table)
+    backend = backend or settings.WAREHOUSE_BACKEND
+    if backend not in ("local", "athena"):
+        raise ValueError(f"Unknown backend {backend!r}: use 'local' or 'athena'")
+    fraction = settings.SUBSET_DEFAULT_FRACTION if fraction is None else float(fraction)
+    method = method or default_method(backend)
+    sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")  # validates
+    if not spec.columns:
+        raise ValueError(f"Table {spec.name!r} has no known columns: no subset and no full data to read them from.")
+    run = _lock(table=spec.name, backend=backend, method=method, fraction=fraction, trigger=trigger)
+    started = time.perf_counter()
+    out = stdout or _Null()
+    out.write(f"Refreshing subset table {spec.name!r}: {fraction:.4%} by {method} from the {backend} warehouse "
+              f"(refresh #{run.pk})\n")
+    path = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="subset-refresh-") as workdir:
+            if backend == "athena":
+                files = _athena_unload(run=run, spec=spec, fraction=fraction, method=method, workdir=Path(workdir),
+                                       athena_backend=athena_backend, s3_client=s3_client, out=out)
+                relation, clause = f"read_parquet({_sql_string_list(files)})", ""
+            else:
+                relation = f"read_parquet({_sql_string(spec.full_data_glob)})"
+                clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
+                SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
+            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
+        from apps.search.store import subset_install
+
+        subset_install(path=path)
+    except Exception as exc:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        logger.exception("subset refresh #%s failed", run.pk)
+        out.write(f"  refresh #{run.pk} FAILED, the current subset keeps serving: {exc}\n")
+        return _end(run=run, state=SubsetRefresh.State.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")
+    run = _end(run=run, state=SubsetRefresh.State.SUCCEEDED, started=started, rows=rows, file_name=path.name,
+               file_bytes=path.stat().st_size)
+    out.write(f"  installed {path.name}: {rows:,} rows in {run.duration_ms / 1000:.1f}s "
+              f"({rows / max(run.duration_ms / 1000, 1e-3):,.0f} rows/s)\n")
+    return run
+
+
+class _Null:
+    def write(self, _text: str) -> None:
+        pass
+
+
+def _sql_string_list(files: list[Path]) -> str:
+    return "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+
+
+def _lock(*, table: str, backend: str, method: str, fraction: float, trigger: str) -> SubsetRefresh:
+    fields = dict(table=table, backend=backend, method=method, fraction=fraction, trigger=trigger)
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                return SubsetRefresh.objects.create(**fields, running_key=table, heartbeat_at=timezone.now())
+        except IntegrityError:
+            holder = SubsetRefresh.objects.filter(running_key=table).first()
+            if holder is None:
+                continue  # it ended a moment ago
+            stale_before = timezone.now() - timedelta(seconds=settings.SUBSET_REFRESH_STALE_AFTER_SECONDS)
+            if (holder.heartbeat_at or holder.started_at) >= stale_before:
+                raise RefreshBusy(f"Refresh #{holder.pk} of {table!r} is running since "
+                                  f"{holder.started_at:%Y-%m-%d %H:%M:%S}; try again when it has finished.")
+            # Its process died without cleaning up: release the lock and take it.
+            SubsetRefresh.objects.filter(pk=holder.pk, running_key=table).update(
+                running_key=None, state=SubsetRefresh.State.FAILED, finished_at=timezone.now(),
+                error="abandoned: its process stopped before finishing")
+    raise RefreshBusy(f"could not take the refresh lock for {table!r}")
+
+
+def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **fields) -> SubsetRefresh:
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    SubsetRefresh.objects.filter(pk=run.pk).update(state=state, running_key=None, finished_at=timezone.now(),
+                                                   duration_ms=duration_ms, error=error[:4000], **fields)
+    run.refresh_from_db()
+    audit_record(user=None, action="subset_refresh", target=f"{run.table} {run.fraction:.4%} by {run.method}",
+                 outcome=state, cost_usd=run.cost_usd,
+                 detail={"refresh_id": run.pk, "backend": run.backend, "rows": run.rows, "error": run.error,
+                         "duration_ms": duration_ms, "bytes_scanned": run.bytes_scanned})
+    return run
+
+
+def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
+    """A new subset file: the other tables of the current subset as they are, plus the fresh sample."""
+    from apps.search.store import subset_current_path, subset_new_path
+
+    path = subset_new_path()
+    current = subset_current_path()
+    conn = duckdb.connect(str(path), config={"threads": max(1, settings.SEARCH_DUCKDB_THREADS)})
+    try:
+        comment = None
+        if current is not None:
+            conn.execute(f"ATTACH {_sql_string(str(current))} AS previous (READ_ONLY)")
+            for name, table_comment in conn.execute(
+                "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'previous' "
+                "AND schema_name = 'main'"
+            ).fetchall():
+                if name == spec.name:
+                    comment = table_comment
+                    continue
+                conn.execute(f"CREATE TABLE {_q(name)} AS SELECT * FROM previous.main.{_q(name)}")
+                if table_comment:
+                    conn.execute(f"COMMENT ON TABLE {_q(name)} IS {_sql_string(table_comment)}")
+            conn.execute("DETACH previous")
+        # Columns cast to the table's known types, so Parquet written by another engine still fits.
+        columns = ", ".join(f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in spec.columns.items())
+        conn.execute(f"CREATE TABLE {_q(spec.name)} AS SELECT {columns} FROM {relation}{clause}")
+        if comment:
+            conn.execute(f"COMMENT ON TABLE {_q(spec.name)} IS {_sql_string(comment)}")
+        rows = subset_file_verify(conn=conn, spec=spec)
+        conn.execute("CHECKPOINT")
+    except BaseException:
+        conn.close()
+        path.unlink(missing_ok=True)
+        raise
+    conn.close()
+    out.write(f"  built {path.name}: {rows:,} rows, verified\n")
+    return path, rows
+
+
+def subset_file_verify(*, conn, spec) -> int:
+    """Raise RefreshVerificationError unless the new table has rows and exactly the spec's columns and types."""
+    rows = conn.execute(f"SELECT count(*) FROM {_q(spec.name)}").fetchone()[0]
+    if rows == 0:
+        raise RefreshVerificationError("the sample is empty (0 rows): not installing it")
+    found = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {_q(spec.name)}").fetchall()}
+    if found != dict(spec.columns):
+        raise RefreshVerificationError(f"the sample's schema {found} differs from the table's {dict(spec.columns)}")
+    return rows
+
+
+# --- Athena: UNLOAD to S3, download, build -------------------------------------------------------
+
+class _RefreshControl:
+    """Heartbeats the refresh row while Athena runs (the stale-lock check reads it)."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+
+    def tick(self, *, engine_query_id=None, bytes_scanned=None, progress=None):
+        changes = {"heartbeat_at": timezone.now()}
+        if engine_query_id:
+            changes["engine_query_id"] = engine_query_id
+        if bytes_scanned is not None:
+            changes["bytes_scanned"] = bytes_scanned
+        SubsetRefresh.objects.filter(pk=self.run_id).update(**changes)
+        return None
+
+
+def s3_client_get():
+    import boto3
+
+    return boto3.client("s3", region_name=settings.AWS_REGION, endpoint_url=settings.AWS_S3_ENDPOINT_URL or None)
+
+
+def _split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"SUBSET_UNLOAD_S3_URI must look like s3://bucket/prefix/, not {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix
+
+
+def unload_statement(*, spec, relation: str, fraction: float, method: str, target_uri: str) -> str:
+    columns = ", ".join(_q(c) for c in spec.columns)
+    clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="trino")
+    return (f"UNLOAD (SELECT {columns} FROM {relation}{clause}) TO {_sql_string(target_uri)} "
+            f"WITH (format = 'PARQUET', compression = 'SNAPPY')")
+
+
+def _athena_unload(*, run, spec, fraction, method, workdir: Path, athena_backend, s3_client, out) -> list[Path]:
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    if not settings.SUBSET_UNLOAD_S3_URI:
+        raise ValueError("Set SUBSET_UNLOAD_S3_URI (s3://bucket/prefix/) for Athena refreshes.")
+    athena = athena_backend or AthenaBackend()
+    s3 = s3_client or s3_client_get()
+    bucket, base = _split_s3_uri(settings.SUBSET_UNLOAD_S3_URI)
+    # UNLOAD needs an empty prefix: one per run.
+    prefix = f"{base.rstrip('/') + '/' if base.strip('/') else ''}{spec.name}/refresh-{run.pk:06d}-{time.strftime('%Y%m%dT%H%M%S')}/"
+    target = f"s3://{bucket}/{prefix}"
+    statement = unload_statement(spec=spec, relation=athena.relation(spec), fraction=fraction, method=method,
+                                 target_uri=target)
+    SubsetRefresh.objects.filter(pk=run.pk).update(statement=statement, s3_prefix=target)
+    request = {
+        "QueryString": statement,
+        "ClientRequestToken": f"samplescope-subset-refresh-{run.pk:012d}",  # a retried call runs it once
+        "QueryExecutionContext": {"Database": settings.ATHENA_DATABASE},
+        "WorkGroup": settings.ATHENA_WORKGROUP,
+    }
+    if settings.ATHENA_OUTPUT_LOCATION:
+        request["ResultConfiguration"] = {"OutputLocation": settings.ATHENA_OUTPUT_LOCATION}
+    query_id = athena.call("start_query_execution", **request)["QueryExecutionId"]
+    out.write(f"  Athena UNLOAD {query_id} -> {target}\n")
+    # The warehouse's polling loop (backoff, throttling retries, DataScannedInBytes); limit=0 fetches no rows.
+    result = athena._follow(query_id=query_id, limit=0, control=_RefreshControl(run.pk), started=time.monotonic())
+    SubsetRefresh.objects.filter(pk=run.pk).update(engine_query_id=query_id, bytes_scanned=result.bytes_scanned,
+                                                   cost_usd=result.cost_usd)
+    if result.state != "succeeded":
+        raise RuntimeError(f"Athena UNLOAD {result.state}: {result.error}")
+    files: list[Path] = []
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Size"] == 0 or item["Key"].endswith("/"):
+                continue
+            local = workdir / f"part-{len(files):05d}.parquet"
+            s3.download_file(bucket, item["Key"], str(local))
+            files.append(local)
+            total += item["Size"]
+    SubsetRefresh.objects.filter(pk=run.pk).update(downloaded_files=len(files))
+    out.write(f"  downloaded {len(files)} file(s), {total:,} bytes; Athena scanned {result.bytes_scanned or 0:,} "
+              f"bytes (${result.cost_usd})\n")
+    if not files:
+        raise RefreshVerificationError(f"the UNLOAD wrote no files under {target}")
+    return files
+
+
+# --- learning from fallbacks ---------------------------------------------------------------------
+
+def learned_from_fallback(*, fallback_id: int) -> dict | None:
+    """settings.FALLBACK_SUCCEEDED_HOOK: add a succeeded fallback's rows to the learned store."""
+    from apps.search.query import SearchQuery
+    from apps.search.tables import table_spec_get
+    from apps.warehouse.models import Fallback
+
+    if not settings.SUBSET_LEARNING_ENABLED:
+        return None
+    fallback = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.SUCCEEDED).first()
+    if fallback is None:
+        return None
+    return learned_answer_add(spec=table_spec_get(name=fallback.table), query=SearchQuery.from_dict(fallback.query),
+                              rows=list(fallback.rows), fallback_id=fallback.pk)
+
+
+def learned_answer_add(*, spec, query, rows: list[dict], fallback_id: int | None = None) -> dict:
+    """Add one warehouse answer (all the rows a fallback returned for `query`) to the learned store.
+
+    An answer with fewer rows than its limit holds EVERY matching row: it is marked complete, and the
+    same or a narrower query (a superset of its filters) is then answered locally, even with 0 rows.
+    A newer answer for the same filters replaces the older one. Then the store is cut back to
+    SUBSET_LEARNED_MAX_ROWS rows / SUBSET_LEARNED_MAX_ANSWERS answers by evicting whole answers,
+    least recently used first ("used" = learned, or the same search run again per the search log).
+    """
+    with learned_write_lock():
+        current = learned_current_path()
+        path = learned_new_path()
+        conn = duckdb.connect(str(path), config={"threads": 1})
+        try:
+            stats = _learned_rebuild(conn=conn, current=current, spec=spec, query=query, rows=rows,
+                                     fallback_id=fallback_id)
+            conn.execute("CHECKPOINT")
+        except BaseException:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        conn.close()
+        learned_install(path=path)
+    return stats
+
+
+def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict], fallback_id) -> dict:
+    from apps.search.models import SearchLog
+
+    from .learned import filters_key
+
+    conn.execute(f"CREATE TABLE {ANSWERS} (id BIGINT, table_name VARCHAR, key_column VARCHAR, fingerprint VARCHAR, "
+                 "filters VARCHAR, filters_key VARCHAR, limit_rows INTEGER, row_count INTEGER, complete BOOLEAN, "
+                 "fallback_id BIGINT, learned_at TIMESTAMP, last_used_at TIMESTAMP)")
+    conn.execute(f"CREATE TABLE {ANSWER_KEYS} (answer_id BIGINT, table_name VARCHAR, key VARCHAR)")
+    if current is not None:
+        conn.execute(f"ATTACH {_sql_string(str(current))} AS previous (READ_ONLY)")
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+        ).fetchall()]
+        for name in tables:
+            if name in (ANSWERS, ANSWER_KEYS):
+                conn.execute(f"INSERT INTO {name} SELECT * FROM previous.main.{name}")
+            else:
+                conn.execute(f"CREATE TABLE {_q(name)} AS SELECT * FROM previous.main.{_q(name)}")
+        conn.execute("DETACH previous")
+    existing = {r[0]: r[1] for r in conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [spec.name]).fetchall()}
+    if existing and existing != dict(spec.columns):
+        _learned_drop_table(conn, spec.name)  # the table's schema changed: what was learned no longer fits
+        existing = {}
+    if not existing:
+        columns = ", ".join(f"{_q(c)} {t}" for c, t in spec.columns.items())
+        conn.execute(f"CREATE TABLE {_q(spec.name)} ({columns})")
+
+    # Replace an older answer for exactly these filters.
+    key_text = json.dumps(sorted(filters_key(query.filters)))
+    old = [r[0] for r in conn.execute(f"SELECT id FROM {ANSWERS} WHERE table_name = ? AND filters_key = ?",
+                                      [spec.name, key_text]).fetchall()]
+    for answer_id in old:
+        conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE answer_id = ?", [answer_id])
+        conn.execute(f"DELETE FROM {ANSWERS} WHERE id = ?", [answer_id])
+    answer_id = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {ANSWERS}").fetchone()[0]
+    now = timezone.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
+    unique_rows: dict = {}
+    for row in rows:
+        unique_rows.setdefault(row.get(spec.key), row)
+    conn.execute(f"INSERT INTO {ANSWERS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        answer_id, spec.name, spec.key, query.fingerprint(), json.dumps(query.to_dict()["filters"]), key_text,
+        query.limit, len(unique_rows), len(rows) < query.limit, fallback_id, now, now])
+    added = 0
+    if unique_rows:
+        incoming = pa.Table.from_pylist([{c: row.get(c) for c in spec.columns} for row in unique_rows.values()])
+        conn.register("incoming", incoming)
+        casts = ", ".join(f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in spec.columns.items())
+        key = _q(spec.key)
+        added = conn.execute(
+            f"INSERT INTO {_q(spec.name)} SELECT {casts} FROM incoming WHERE CAST({key} AS VARCHAR) NOT IN "
+            f"(SELECT CAST({key} AS VARCHAR) FROM {_q(spec.name)} WHERE {key} IS NOT NULL)").fetchone()[0]
+        conn.execute(f"INSERT INTO {ANSWER_KEYS} SELECT ?, ?, CAST({key} AS VARCHAR) FROM incoming",
+                     [answer_id, spec.name])
+        conn.unregister("incoming")
+
+    # Recency from the search log: an answer is "used" whenever the same search runs again.
+    fingerprints = [r[0] for r in conn.execute(f"SELECT DISTINCT fingerprint FROM {ANSWERS}").fetchall()]
+    last_seen: dict[str, object] = {}
+    for start in range(0, len(fingerprints), 500):
+        for item in (SearchLog.objects.filter(fingerprint__in=fingerprints[start:start + 500])
+                     .values("fingerprint").order_by().annotate(last=_max("created_at"))):
+            last = item["last"]
+            last_seen[item["fingerprint"]] = last.astimezone(dt.timezone.utc).replace(tzinfo=None) if last.tzinfo else last
+    if last_seen:
+        conn.register("seen", pa.table({"fingerprint": list(last_seen),
+                                        "last": pa.array(list(last_seen.values()), type=pa.timestamp("us"))}))
+        conn.execute(f"UPDATE {ANSWERS} SET last_used_at = greatest(last_used_at, seen.last) FROM seen "
+                     f"WHERE {ANSWERS}.fingerprint = seen.fingerprint")
+        conn.unregister("seen")
+
+    # Evict whole answers, least recently used first, until the rest fit both bounds.
+    evicted = conn.execute(
+        f"SELECT id FROM (SELECT id, sum(row_count) OVER w AS rows_so_far, row_number() OVER w AS answers_so_far "
+        f"FROM {ANSWERS} WINDOW w AS (ORDER BY last_used_at DESC, id DESC ROWS UNBOUNDED PRECEDING)) "
+        f"WHERE rows_so_far > ? OR answers_so_far > ?",
+        [settings.SUBSET_LEARNED_MAX_ROWS, settings.SUBSET_LEARNED_MAX_ANSWERS]).fetchall()
+    if evicted:
+        conn.register("evicted", pa.table({"id": [r[0] for r in evicted]}))
+        conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE answer_id IN (SELECT id FROM evicted)")
+        conn.execute(f"DELETE FROM {ANSWERS} WHERE id IN (SELECT id FROM evicted)")
+        conn.unregister("evicted")
+    row_tables = set(conn.execute(f"SELECT DISTINCT table_name, key_column FROM {ANSWERS}").fetchall())
+    for table, key_column in row_tables | {(spec.name, spec.key)}:
+        conn.execute(f"DELETE FROM {_q(table)} WHERE CAST({_q(key_column)} AS VARCHAR) NOT IN "
+                     f"(SELECT key FROM {ANSWER_KEYS} WHERE table_name = ?)", [table])
+    total = conn.execute(f"SELECT count(*) FROM {_q(spec.name)}").fetchone()[0]
+    answers = conn.execute(f"SELECT count(*) FROM {ANSWERS}").fetchone()[0]
+    return {"answer_id": answer_id, "rows_added": added, "rows_in_table": total, "answers": answers,
+            "evicted_answers": len(evicted), "complete": len(rows) < query.limit}
+
+
+def _max(field: str):
+    from django.db.models import Max
+
+    return Max(field)
+
+
+def _learned_drop_table(conn, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {_q(table)}")
+    conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE table_name = ?", [table])
+    conn.execute(f"DELETE FROM {ANSWERS} WHERE table_name = ?", [table])
+
+
+def learned_clear() -> None:
+    """Forget everything learned (a new empty store)."""
+    with learned_write_lock():
+        path = learned_new_path()
+        conn = duckdb.connect(str(path))
+        conn.close()
+        learned_install(path=path)

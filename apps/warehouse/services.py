@@ -1,0 +1,394 @@
+"""Warehouse fallbacks: create or join one per query fingerprint, run it in a worker, cancel, sweep.
+
+State machine: queued -> running -> succeeded | failed | cancelled | timed_out; refused rows are
+born finished. Every transition out of queued/running is one conditional UPDATE (`_finish`), so a
+worker, a cancel and the sweeper racing on the same row cannot both win, and the winner writes the
+audit event exactly once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+
+from .backends.base import (
+    WarehouseBackend,
+    WarehouseQueryError,
+    WarehouseResult,
+    WarehouseTransientError,
+    backend_get,
+    json_safe,
+    scan_cost_usd,
+)
+from .handles import FallbackHandle
+from .models import Fallback, FallbackRequest
+from .selectors import (
+    fallback_cached_for,
+    fallback_inflight_for,
+    fallback_previous_bytes,
+    fallback_spent_today_usd,
+    fallback_stale_list,
+)
+
+logger = logging.getLogger(__name__)
+
+QUEUE_UNAVAILABLE = "The warehouse fallback is unavailable: the task queue (Redis) cannot be reached. Showing local rows only."
+TICK_WRITE_SECONDS = 0.5
+
+
+# --- the hook the search service calls ---------------------------------------------------------
+
+def fallback_for_search(*, user, query, local_rows: list[dict], search_log_id: int | None = None):
+    """settings.SEARCH_FALLBACK_HOOK: never raises; problems are reported on the handle (or None)."""
+    try:
+        return fallback_request(user=user, query=query, local_rows=local_rows, search_log_id=search_log_id)
+    except Exception:
+        logger.exception("warehouse fallback hook failed for %s", getattr(query, "table", "?"))
+        return None
+
+
+def fallback_request(*, user, query, local_rows: list[dict], search_log_id: int | None = None) -> FallbackHandle:
+    """Reuse a recent result, join the fallback in flight, refuse over budget, or create and enqueue one."""
+    from apps.search.tables import table_spec_get
+
+    user = user if getattr(user, "is_authenticated", False) else None
+    fingerprint = query.fingerprint()
+    cached = fallback_cached_for(fingerprint=fingerprint)
+    if cached is not None:
+        request = _request_record(fallback=cached, user=user, kind=FallbackRequest.Kind.CACHE,
+                                  search_log_id=search_log_id, local_rows=local_rows)
+        return FallbackHandle(fallback=cached, request_id=request.pk, from_cache=True)
+
+    spec = table_spec_get(name=query.table)
+    backend = backend_get()
+    for _ in range(3):
+        existing = fallback_inflight_for(fingerprint=fingerprint)
+        if existing is not None:
+            request = _request_record(fallback=existing, user=user, kind=FallbackRequest.Kind.JOINED,
+                                      search_log_id=search_log_id, local_rows=local_rows)
+            return FallbackHandle(fallback=existing, request_id=request.pk)
+
+        fields = dict(user=user, table=query.table, query=query.to_dict(), fingerprint=fingerprint,
+                      limit=query.limit, backend=backend.name, bytes_are_estimate=backend.bytes_are_estimate)
+        try:
+            estimate = _estimate_bytes(backend=backend, query=query, spec=spec)
+        except WarehouseQueryError as exc:
+            return _born_finished(fields=fields, state=Fallback.State.FAILED, error=str(exc),
+                                  search_log_id=search_log_id, local_rows=local_rows)
+        estimated_cost = scan_cost_usd(bytes_scanned=estimate)
+        refusal = _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost)
+        if refusal:
+            return _born_finished(fields=fields, state=Fallback.State.REFUSED, error=refusal, bytes_estimate=estimate,
+                                  estimated_cost=estimated_cost, search_log_id=search_log_id, local_rows=local_rows)
+        try:
+            with transaction.atomic():
+                fallback = Fallback.objects.create(
+                    **fields, inflight_key=fingerprint, bytes_estimate=estimate, estimated_cost_usd=estimated_cost,
+                    heartbeat_at=timezone.now(),
+                    simulated_latency_ms=settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS if backend.name == "local" else 0,
+                )
+        except IntegrityError:
+            continue  # an identical search created it a moment ago: join that one
+        request = _request_record(fallback=fallback, user=user, kind=FallbackRequest.Kind.CREATED,
+                                  search_log_id=search_log_id, local_rows=local_rows)
+        transaction.on_commit(lambda: fallback_enqueue(fallback=fallback))
+        return FallbackHandle(fallback=fallback, request_id=request.pk)
+    raise RuntimeError(f"could not create or join a fallback for {fingerprint}")
+
+
+def _estimate_bytes(*, backend: WarehouseBackend, query, spec) -> int | None:
+    estimate = backend.estimate_bytes(query=query, spec=spec)
+    if estimate is None:
+        estimate = fallback_previous_bytes(table=query.table, backend=backend.name,
+                                           filter_columns={f.column for f in query.filters})
+    return estimate
+
+
+def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal) -> str:
+    if estimate is not None and estimate > settings.FALLBACK_MAX_BYTES_SCANNED:
+        return (f"Refused: this query would scan about {_human_bytes(estimate)}, over the per-query limit of "
+                f"{_human_bytes(settings.FALLBACK_MAX_BYTES_SCANNED)}. Narrow the filters.")
+    budget = Decimal(str(settings.FALLBACK_DAILY_BUDGET_USD))
+    spent = fallback_spent_today_usd(user=user)
+    if spent + estimated_cost > budget:
+        return (f"Refused: today's warehouse budget is ${budget:.2f}; you have used ${spent:.4f} and this query "
+                f"would cost about ${estimated_cost:.4f}. It resets at midnight ({settings.TIME_ZONE}).")
+    return ""
+
+
+def _born_finished(*, fields: dict, state: str, error: str, search_log_id, local_rows, bytes_estimate=None,
+                   estimated_cost=Decimal(0)) -> FallbackHandle:
+    now = timezone.now()
+    fallback = Fallback.objects.create(**fields, state=state, error=error, bytes_estimate=bytes_estimate,
+                                       estimated_cost_usd=estimated_cost, finished_at=now, heartbeat_at=now)
+    request = _request_record(fallback=fallback, user=fields["user"], kind=FallbackRequest.Kind.REFUSED,
+                              search_log_id=search_log_id, local_rows=local_rows, audit=False)
+    _audit_finished(fallback)
+    return FallbackHandle(fallback=fallback, request_id=request.pk)
+
+
+def _request_record(*, fallback: Fallback, user, kind: str, search_log_id, local_rows, audit: bool = True):
+    request = FallbackRequest.objects.create(fallback=fallback, user=user, kind=kind, search_log_id=search_log_id,
+                                             local_rows=json_safe(list(local_rows)))
+    if search_log_id:
+        _search_log_link(search_log_id=search_log_id, fallback_id=fallback.pk)
+    if audit and kind != FallbackRequest.Kind.CREATED:  # created ones are audited when they finish
+        audit_record(user=user, action="fallback", target=_audit_target(fallback), outcome=kind, cost_usd=0,
+                     detail={"fallback_id": fallback.pk, "state": fallback.state, "query": fallback.query,
+                             "bytes_scanned": 0, "note": "no new warehouse query"})
+    return request
+
+
+def _search_log_link(*, search_log_id: int, fallback_id: int) -> None:
+    try:
+        from apps.search.models import SearchLog
+    except ImportError:  # search app without its log: nothing to link
+        return
+    SearchLog.objects.filter(pk=search_log_id).update(fallback_id=fallback_id)
+
+
+# --- queueing ----------------------------------------------------------------------------------
+
+def fallback_enqueue(*, fallback: Fallback) -> bool:
+    """Send the task; with Redis down, fail the fallback at once (broker timeouts are short)."""
+    from .tasks import fallback_run_task
+
+    try:
+        # Limits go in the message (read now, not at import): the sender's values are the ones that apply.
+        fallback_run_task.apply_async(args=[fallback.pk], queue=settings.WAREHOUSE_TASK_QUEUE,
+                                      soft_time_limit=settings.FALLBACK_SOFT_TIME_LIMIT,
+                                      time_limit=settings.FALLBACK_TIME_LIMIT)
+        return True
+    except Exception as exc:  # kombu/redis raise several types; all mean "not queued"
+        logger.warning("could not enqueue fallback %s: %s", fallback.pk, exc)
+        _finish(fallback_id=fallback.pk, state=Fallback.State.FAILED, error=QUEUE_UNAVAILABLE)
+        fallback.refresh_from_db()  # the handle the page renders holds this same object
+        return False
+
+
+# --- running (inside the Celery worker) -------------------------------------------------------
+
+class FallbackControl:
+    """Passed to the backend: heartbeats and progress to the row, and whether to stop."""
+
+    def __init__(self, fallback_id: int):
+        self.fallback_id = fallback_id
+        self.last_write = 0.0
+        self.engine_query_id = ""
+
+    def tick(self, *, engine_query_id: str | None = None, bytes_scanned: int | None = None,
+             progress: float | None = None) -> str | None:
+        now = time.monotonic()
+        new_query_id = engine_query_id and engine_query_id != self.engine_query_id
+        if now - self.last_write >= TICK_WRITE_SECONDS or new_query_id:
+            self.last_write = now
+            changes: dict = {"heartbeat_at": timezone.now()}
+            if new_query_id:
+                self.engine_query_id = changes["engine_query_id"] = engine_query_id
+            if bytes_scanned is not None:
+                changes["bytes_scanned"] = bytes_scanned
+            if progress is not None:
+                changes["progress"] = progress
+            Fallback.objects.filter(pk=self.fallback_id, state=Fallback.State.RUNNING).update(**changes)
+            row = Fallback.objects.filter(pk=self.fallback_id).values("state", "cancel_requested_at").first()
+            if row is None or row["state"] == Fallback.State.CANCELLED or row["cancel_requested_at"]:
+                return "cancelled"
+            if row["state"] != Fallback.State.RUNNING:  # the sweeper gave up on this run
+                return "cancelled"
+        return None
+
+
+def request_token(fallback: Fallback) -> str:
+    """Athena ClientRequestToken (32-128 chars): the same for every attempt of one fallback."""
+    return f"samplescope-fallback-{fallback.pk:012d}-{fallback.fingerprint[:24]}"
+
+
+def _claim(*, fallback_id: int) -> Fallback | None:
+    """Mark the fallback running for this worker, or None when it is finished or owned by a live run."""
+    now = timezone.now()
+    claimed = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.QUEUED).update(
+        state=Fallback.State.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1, progress=None)
+    if claimed:
+        return Fallback.objects.get(pk=fallback_id)
+    fallback = Fallback.objects.filter(pk=fallback_id).first()
+    if fallback is None or fallback.state != Fallback.State.RUNNING:
+        return None  # finished already: a duplicate or late delivery
+    stale_before = now - timedelta(seconds=settings.FALLBACK_STALE_AFTER_SECONDS)
+    if fallback.heartbeat_at and fallback.heartbeat_at >= stale_before:
+        return None  # another worker is running it right now
+    if fallback.attempts >= settings.FALLBACK_MAX_ATTEMPTS:
+        _finish(fallback_id=fallback_id, state=Fallback.State.FAILED,
+                error=f"gave up after {fallback.attempts} attempts: the worker running it stopped answering")
+        return None
+    # Redelivered after its worker died (acks_late): take it over.
+    took = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.RUNNING,
+                                   heartbeat_at=fallback.heartbeat_at).update(
+        started_at=now, heartbeat_at=now, attempts=F("attempts") + 1)
+    return Fallback.objects.get(pk=fallback_id) if took else None
+
+
+def fallback_execute(*, fallback_id: int, retries_left: int = 0, soft_time_limit: int | None = None) -> Fallback | None:
+    """Run one fallback to the end. Idempotent: a second delivery of a finished one does nothing."""
+    from apps.search.query import SearchQuery
+    from apps.search.tables import table_spec_get
+
+    fallback = _claim(fallback_id=fallback_id)
+    if fallback is None:
+        return Fallback.objects.filter(pk=fallback_id).first()
+    if fallback.cancel_requested_at:
+        _finish(fallback_id=fallback_id, state=Fallback.State.CANCELLED, error="cancelled by a user")
+        return Fallback.objects.get(pk=fallback_id)
+    try:
+        query = SearchQuery.from_dict(fallback.query)
+        spec = table_spec_get(name=fallback.table)
+        result = backend_get(fallback.backend).run(
+            query=query, spec=spec, request_token=request_token(fallback), control=FallbackControl(fallback_id),
+            resume_engine_query_id=fallback.engine_query_id if fallback.backend == "athena" else "",
+            simulated_latency_ms=fallback.simulated_latency_ms,
+        )
+    except SoftTimeLimitExceeded:
+        _finish(fallback_id=fallback_id, state=Fallback.State.TIMED_OUT,
+                error=f"stopped after the {soft_time_limit or settings.FALLBACK_SOFT_TIME_LIMIT}s time limit")
+    except WarehouseTransientError as exc:
+        if retries_left > 0:
+            # Back to queued so the retried task can claim it; Athena's request token keeps it one query.
+            Fallback.objects.filter(pk=fallback_id, state=Fallback.State.RUNNING).update(
+                state=Fallback.State.QUEUED, heartbeat_at=timezone.now(), error=f"retrying: {exc}"[:2000])
+            raise
+        _finish(fallback_id=fallback_id, state=Fallback.State.FAILED, error=f"warehouse unreachable: {exc}")
+    except Exception as exc:
+        logger.exception("fallback %s failed", fallback_id)
+        _finish(fallback_id=fallback_id, state=Fallback.State.FAILED, error=f"{type(exc).__name__}: {exc}")
+    else:
+        if _finish(fallback_id=fallback_id, state=result.state, error=result.error, result=result) \
+                and result.state == Fallback.State.SUCCEEDED:
+            _succeeded_hook(fallback_id=fallback_id)
+    return Fallback.objects.get(pk=fallback_id)
+
+
+def _succeeded_hook(*, fallback_id: int) -> None:
+    """settings.FALLBACK_SUCCEEDED_HOOK (the subset's learned rows): after the row is final, never raising."""
+    hook_path = getattr(settings, "FALLBACK_SUCCEEDED_HOOK", "")
+    if not hook_path:
+        return
+    try:
+        from django.utils.module_loading import import_string
+
+        import_string(hook_path)(fallback_id=fallback_id)
+    except Exception:  # learning is an optimisation: the fallback itself succeeded
+        logger.exception("FALLBACK_SUCCEEDED_HOOK %s failed for fallback %s", hook_path, fallback_id)
+
+
+def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseResult | None = None,
+            from_states=Fallback.ACTIVE_STATES) -> bool:
+    """The one way out of queued/running: a conditional update, then the audit event."""
+    changes: dict = {"state": state, "error": error[:4000], "finished_at": timezone.now(), "inflight_key": None}
+    if result is not None:
+        changes.update(rows=result.rows, row_count=len(result.rows), bytes_scanned=result.bytes_scanned,
+                       bytes_are_estimate=result.bytes_are_estimate, cost_usd=result.cost_usd,
+                       engine_query_id=result.engine_query_id)
+        if state == Fallback.State.SUCCEEDED:
+            changes["progress"] = 1.0
+    elif state != Fallback.State.SUCCEEDED:
+        changes["cost_usd"] = Decimal(0)
+    updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
+    if updated:
+        _audit_finished(Fallback.objects.select_related("user").get(pk=fallback_id))
+    return bool(updated)
+
+
+# --- cancel and sweep --------------------------------------------------------------------------
+
+def fallback_cancel(*, fallback: Fallback, user) -> Fallback:
+    """Queued: cancelled at once. Running: flagged; the worker stops the engine query on its next tick."""
+    who = getattr(user, "username", "a user")
+    if not _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED, error=f"cancelled by {who}",
+                   from_states=(Fallback.State.QUEUED,)):
+        Fallback.objects.filter(pk=fallback.pk, state=Fallback.State.RUNNING,
+                                cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
+    fallback.refresh_from_db()
+    return fallback
+
+
+def fallback_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
+    """Fallbacks whose worker died: requeue them (a few times) or fail them, so none stays running forever."""
+    stale_after = settings.FALLBACK_STALE_AFTER_SECONDS if stale_after_seconds is None else stale_after_seconds
+    counts = {"stale": 0, "requeued": 0, "failed": 0, "cancelled": 0}
+    for fallback in fallback_stale_list(stale_after_seconds=stale_after):
+        counts["stale"] += 1
+        if fallback.cancel_requested_at:
+            if _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED, error="cancelled by a user"):
+                counts["cancelled"] += 1
+                _stop_engine(fallback)
+            continue
+        if fallback.state == Fallback.State.RUNNING and fallback.attempts < settings.FALLBACK_MAX_ATTEMPTS:
+            requeued = Fallback.objects.filter(pk=fallback.pk, state=Fallback.State.RUNNING,
+                                               heartbeat_at=fallback.heartbeat_at).update(
+                state=Fallback.State.QUEUED, heartbeat_at=timezone.now(),
+                error=f"requeued after its worker stopped answering (attempt {fallback.attempts})")
+            if requeued and fallback_enqueue(fallback=fallback):
+                counts["requeued"] += 1
+            elif requeued:
+                counts["failed"] += 1
+            continue
+        reason = (f"no worker picked it up within {stale_after}s" if fallback.state == Fallback.State.QUEUED
+                  else f"its worker stopped answering {fallback.attempts} time(s); gave up")
+        if _finish(fallback_id=fallback.pk, state=Fallback.State.FAILED, error=reason):
+            counts["failed"] += 1
+            _stop_engine(fallback)
+    return counts
+
+
+def _stop_engine(fallback: Fallback) -> None:
+    if fallback.backend == "athena" and fallback.engine_query_id:
+        backend_get("athena").stop(engine_query_id=fallback.engine_query_id)
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+def _audit_target(fallback: Fallback) -> str:
+    from apps.search.query import SearchQuery
+
+    try:
+        return SearchQuery.from_dict(fallback.query).describe()
+    except (KeyError, TypeError, ValueError):
+        return f"{fallback.table}: {fallback.fingerprint}"
+
+
+def _audit_finished(fallback: Fallback) -> None:
+    audit_record(
+        user=fallback.user,
+        action="fallback",
+        target=_audit_target(fallback),
+        outcome=fallback.state,
+        cost_usd=fallback.cost_usd,
+        detail={
+            "fallback_id": fallback.pk,
+            "backend": fallback.backend,
+            "query": fallback.query,
+            "bytes_scanned": fallback.bytes_scanned,
+            "bytes_are_estimate": fallback.bytes_are_estimate,
+            "rows": fallback.row_count,
+            "engine_query_id": fallback.engine_query_id,
+            "elapsed_ms": fallback.elapsed_ms,
+            "error": fallback.error,
+        },
+    )
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:,.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{size} B"

@@ -1,0 +1,30 @@
+"""Celery tasks: thin wrappers that take ids and call one service."""
+from celery import shared_task
+from django.conf import settings
+
+from .backends.base import WarehouseTransientError
+from .services import fallback_execute, fallback_sweep
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,  # a worker that dies mid-run leaves the message to be redelivered
+    reject_on_worker_lost=True,
+    ignore_result=True,  # state lives in the Fallback row; no result backend round trip
+    soft_time_limit=settings.FALLBACK_SOFT_TIME_LIMIT,
+    time_limit=settings.FALLBACK_TIME_LIMIT,
+    autoretry_for=(WarehouseTransientError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=3,
+)
+def fallback_run_task(self, fallback_id: int) -> None:
+    limits = self.request.timelimit or (None, None)
+    fallback_execute(fallback_id=fallback_id, retries_left=self.max_retries - self.request.retries,
+                     soft_time_limit=limits[1] or self.soft_time_limit)
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=120, time_limit=150)
+def fallback_sweep_task() -> dict:
+    return fallback_sweep()

@@ -1,0 +1,60 @@
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from .models import Fallback
+from .selectors import fallback_can_cancel, fallback_list, fallback_spent_today_usd
+from .services import fallback_cancel
+from .views_support import panel_handle, request_id_from
+
+
+@login_required
+def fallback_list_page(request):
+    return render(request, "warehouse/list.html", {
+        "fallbacks": fallback_list(user=request.user),
+        "spent_today": fallback_spent_today_usd(user=request.user),
+        "budget": settings.FALLBACK_DAILY_BUDGET_USD,
+        "backend": settings.WAREHOUSE_BACKEND,
+    })
+
+
+@login_required
+@never_cache
+def fallback_detail(request, fallback_id: int):
+    """The status page; for htmx, just the panel (polled until the fallback finishes)."""
+    fallback = get_object_or_404(Fallback.objects.select_related("user"), pk=fallback_id)
+    handle = panel_handle(fallback=fallback, request_id=request_id_from(request.GET))
+    if request.htmx:
+        return _panel_response(request, handle)
+    return render(request, "warehouse/detail.html", {"fallback": handle})
+
+
+@login_required
+@require_POST
+def fallback_cancel_view(request, fallback_id: int):
+    fallback = get_object_or_404(Fallback, pk=fallback_id)
+    if not fallback_can_cancel(fallback=fallback, user=request.user):
+        raise PermissionDenied("Only the people whose searches use this fallback can cancel it.")
+    fallback_cancel(fallback=fallback, user=request.user)
+    request_id = request_id_from(request.POST)
+    if request.htmx:
+        return _panel_response(request, panel_handle(fallback=fallback, request_id=request_id))
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                   require_https=request.is_secure()):
+        return redirect(target)
+    handle = panel_handle(fallback=fallback, request_id=request_id)
+    return redirect(handle.poll_url)
+
+
+def _panel_response(request, handle):
+    response = render(request, "warehouse/detail.html#panel", {"fallback": handle})
+    if handle.is_active:
+        return response
+    # Finished: htmx swaps this last panel in and stops polling (status 286).
+    return HttpResponseStopPolling(response.content)

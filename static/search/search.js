@@ -1,0 +1,63 @@
+// Sample search form: add and remove filter rows, and offer only the operators a column
+// allows. Without this script the form still works: it always renders a few empty rows.
+(function () {
+  "use strict";
+
+  function rowsContainer(el) { return el.closest("form").querySelector("[data-filter-rows]"); }
+
+  function syncOperators(row) {
+    var column = row.querySelector("[data-column-picker]");
+    var op = row.querySelector("[data-op-picker]");
+    if (!column || !op) return;
+    var selected = column.options[column.selectedIndex];
+    var allowed = selected && selected.dataset.ops ? selected.dataset.ops.split(" ") : null;
+    var firstAllowed = null;
+    Array.prototype.forEach.call(op.options, function (option) {
+      var ok = !allowed || allowed.indexOf(option.value) !== -1;
+      option.hidden = !ok;
+      option.disabled = !ok;
+      if (ok && firstAllowed === null) firstAllowed = option;
+    });
+    if (op.selectedOptions.length && op.selectedOptions[0].disabled && firstAllowed) firstAllowed.selected = true;
+  }
+
+  function clearRow(row) {
+    row.querySelectorAll("select").forEach(function (s) { s.selectedIndex = 0; });
+    row.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    row.querySelectorAll(".errorlist").forEach(function (e) { e.remove(); });
+    syncOperators(row);
+  }
+
+  function enhance(root) {
+    root.querySelectorAll("[data-add-row], [data-remove-row]").forEach(function (b) { b.hidden = false; });
+    root.querySelectorAll("[data-filter-row]").forEach(syncOperators);
+  }
+
+  document.addEventListener("click", function (event) {
+    var add = event.target.closest("[data-add-row]");
+    if (add) {
+      var container = rowsContainer(add);
+      var rows = container.querySelectorAll("[data-filter-row]");
+      var copy = rows[rows.length - 1].cloneNode(true);
+      clearRow(copy);
+      container.appendChild(copy);
+      copy.querySelector("[data-column-picker]").focus();
+      return;
+    }
+    var remove = event.target.closest("[data-remove-row]");
+    if (remove) {
+      var row = remove.closest("[data-filter-row]");
+      if (rowsContainer(remove).querySelectorAll("[data-filter-row]").length > 1) row.remove();
+      else clearRow(row);
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-column-picker]")) syncOperators(event.target.closest("[data-filter-row]"));
+    if (event.target.matches("[data-table-picker]")) {
+      window.location.search = "?table=" + encodeURIComponent(event.target.value);
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+})();

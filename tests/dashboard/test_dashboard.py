@@ -1,0 +1,144 @@
+"""The dashboard page: per-day hit rate, latency and spend from the search log and fallback records,
+the subset's state, the audit log; and in a real browser, its Plotly charts."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+
+
+@pytest.mark.django_db
+def test_dashboard_lists_recent_activity(client, user):
+    audit_record(user=user, action="search", target="text contains 'needle'")
+    client.force_login(user)
+    page = client.get("/dashboard/").content.decode()
+    assert "text contains &#x27;needle&#x27;" in page
+
+
+def _log(*, day: dt.date, elapsed_ms: float, needed: bool, user=None, word="w"):
+    from apps.search.models import SearchLog
+    from apps.search.query import Filter, SearchQuery
+
+    query = SearchQuery(table="samples", filters=(Filter("text", "contains", word),), limit=10)
+    log = SearchLog.objects.create(user=user, table="samples", query=query.to_dict(), fingerprint=query.fingerprint(),
+                                   limit=10, local_rows=3 if needed else 10, elapsed_ms=elapsed_ms,
+                                   needed_fallback=needed)
+    SearchLog.objects.filter(pk=log.pk).update(created_at=_at(day))
+    return log
+
+
+def _at(day: dt.date, hour: int = 12) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time(hour)))
+
+
+def _fallback(*, day: dt.date, seconds: float, bytes_scanned: int, cost: str, user=None, state="succeeded"):
+    from apps.warehouse.models import Fallback
+
+    fallback = Fallback.objects.create(user=user, table="samples", query={}, fingerprint="f" * 64, limit=10,
+                                       backend="local", state=state, bytes_scanned=bytes_scanned,
+                                       cost_usd=Decimal(cost))
+    Fallback.objects.filter(pk=fallback.pk).update(
+        created_at=_at(day), finished_at=_at(day) + dt.timedelta(seconds=seconds))
+    return fallback
+
+
+@pytest.mark.django_db
+def test_per_day_hit_rate_latency_and_spend_within_the_date_range(client, user, staff_user):
+    today = timezone.localdate()
+    yesterday, long_ago = today - dt.timedelta(days=1), today - dt.timedelta(days=40)
+    for ms in (1, 2, 3, 4, 100):
+        _log(day=today, elapsed_ms=ms, needed=False, user=user)
+    _log(day=today, elapsed_ms=5, needed=True, user=user, word="rare")
+    _log(day=today, elapsed_ms=5, needed=True, user=staff_user, word="rare")
+    _log(day=yesterday, elapsed_ms=7, needed=True, user=user, word="other")
+    _log(day=long_ago, elapsed_ms=9, needed=True, user=user, word="ancient")
+    _fallback(day=today, seconds=2, bytes_scanned=2 * 1024**3, cost="0.01", user=user)
+    _fallback(day=today, seconds=4, bytes_scanned=1024**3, cost="0.005", user=staff_user)
+    _fallback(day=long_ago, seconds=9, bytes_scanned=1024**4, cost="5", user=user)
+
+    client.force_login(user)
+    response = client.get("/dashboard/", {"from": yesterday.isoformat(), "to": today.isoformat()})
+    assert response.status_code == 200
+    ctx = response.context
+    assert ctx["totals"]["searches"] == 8 and ctx["totals"]["local"] == 5 and ctx["totals"]["local_percent"] == 62.5
+    assert ctx["totals"]["fallbacks"] == 2 and ctx["totals"]["cost_usd"] == Decimal("0.015")
+    answered = ctx["charts"]["answered"]["data"]
+    assert answered[0]["x"] == [yesterday.isoformat(), today.isoformat()]
+    assert answered[0]["y"] == [0, 5] and answered[1]["y"] == [1, 2]
+    assert answered[2]["y"] == [0.0, round(500 / 7, 2)]
+    latency = ctx["charts"]["local_latency"]["data"]
+    assert latency[0]["y"] == [7, 4] and latency[1]["y"] == [7, 100]  # p50, p95 (nearest rank)
+    assert ctx["charts"]["fallback_latency"]["data"][1]["y"] == [None, 4.0]
+    assert ctx["charts"]["spend"]["data"][0]["y"] == [0.0, 3.0]
+    assert [r["username"] for r in ctx["spend"]] == ["analyst", "boss"]
+    frequent = ctx["frequent"]
+    assert frequent[0].searches == 2 and "rare" in frequent[0].description
+    assert "ancient" not in response.content.decode(), "outside the date range"
+    html = response.content.decode()
+    assert 'data-chart="chart-answered"' in html and 'id="chart-answered" type="application/json"' in html
+    assert "vendor/plotly/plotly.min.js" in html
+    json.loads(html.split('id="chart-spend-by-user" type="application/json">')[1].split("</script>")[0])
+
+
+@pytest.mark.django_db
+def test_bad_dates_give_a_message_not_an_error(client, user):
+    client.force_login(user)
+    for params in ({"from": "yesterday"}, {"from": "2025-02-10", "to": "2025-01-01"},
+                   {"from": "2000-01-01", "to": "2025-01-01"}):
+        response = client.get("/dashboard/", params)
+        assert response.status_code == 200
+        assert 'role="alert"' in response.content.decode()
+        assert len(response.context["period"].days) == 14
+
+
+@pytest.mark.django_db
+def test_subset_size_age_and_last_refresh(client, user, dataset):
+    from apps.subsets.services import subset_refresh
+
+    client.force_login(user)
+    assert "never refreshed" in client.get("/dashboard/").content.decode()
+    run = subset_refresh(fraction=0.1, trigger="test")
+    html = client.get("/dashboard/").content.decode()
+    assert run.file_name in html and f"samples: {run.rows} rows" in html
+    assert "Succeeded</span> #" in html
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_dashboard_draws_its_charts_from_a_replayed_workload(logged_in_page, user, dataset, redis_server, settings):
+    from apps.search.query import SearchQuery
+    from apps.search.services import search_run
+    from apps.subsets.bench import workload_draw, workload_pool
+    from apps.subsets.services import subset_refresh
+    from apps.warehouse.models import Fallback
+    from apps.warehouse.services import fallback_execute
+
+    settings.WAREHOUSE_TASK_QUEUE = "dashboard-test-nobody-listens"  # the fallbacks run here, in-process
+    subset_refresh(fraction=0.05, trigger="test")
+    workload = workload_draw(pool=workload_pool(size=25, seed=2), count=40, exponent=1.1, seed=2)
+    for item in workload:
+        result = search_run(user=user, query=SearchQuery.from_dict(item))
+        if result.fallback is not None and result.fallback.state == Fallback.State.QUEUED:
+            fallback_execute(fallback_id=result.fallback.id)
+    assert Fallback.objects.filter(state="succeeded").exists()
+
+    page = logged_in_page
+    page.goto("/dashboard/")
+    charts = page.locator("[data-chart]")
+    assert charts.count() == 5
+    for index in range(5):
+        charts.nth(index).locator("svg.main-svg").first.wait_for(state="attached")
+    assert page.locator("[data-chart] .bars, [data-chart] .scatterlayer .trace").count() >= 5
+    assert "40" in page.locator("#total-searches").inner_text()
+    assert page.get_by_role("table", name="Frequent fallback searches").locator("tbody tr").count() >= 1
+    assert "Succeeded" in page.locator("#last-refresh").inner_text()
+    page.get_by_label("From").fill((timezone.localdate() - dt.timedelta(days=3)).isoformat())
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/dashboard/?from=*")
+    page.locator("[data-chart] svg.main-svg").first.wait_for(state="attached")
+    assert not page.console_errors, page.console_errors

@@ -1,0 +1,54 @@
+import pytest
+from playwright.sync_api import expect
+
+from apps.audit.models import AuditEvent
+from apps.linking.models import Mention
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_demo_page_link_explain_and_add_a_mention(logged_in_page, kb):
+    page = logged_in_page
+    page.goto("/linking/")
+    page.fill("textarea[name=text]", "Achilles died from the arrow Paris shot at Troy. Programmers love Java.")
+    page.click("#link-form button[type=submit]")
+    paris = page.locator("#link-results a.ent", has_text="Paris")
+    paris.wait_for()
+    assert paris.get_attribute("data-entity") == "paris_trojan"
+    assert "ent-person" in paris.get_attribute("class")
+    assert page.locator("#link-results a.ent", has_text="Java").get_attribute("data-entity") == "java_language"
+    assert "ms" in page.locator("#latency").inner_text()
+    assert "text=" in page.url  # the result has a shareable address
+
+    paris.click()  # htmx: the candidates and the stored mentions that decided it
+    page.locator("#candidates").wait_for()
+    assert page.locator("#candidates tbody tr").count() == 2
+    assert page.locator('#candidates tr[data-entity="paris_trojan"] mark').count() > 0
+
+    before = Mention.objects.filter(entity__key="paris_france").count()
+    page.locator('#candidates tr[data-entity="paris_france"] button.meant').click()
+    page.locator(".msg", has_text="as a mention of paris_france").wait_for()
+    added = Mention.objects.filter(entity__key="paris_france").latest("pk")
+    assert Mention.objects.filter(entity__key="paris_france").count() == before + 1
+    assert added.text == "Achilles died from the arrow Paris shot at Troy." and added.surface == "Paris"
+    assert AuditEvent.objects.filter(action="kb_edit", detail__op="mention_add").exists()
+    page.locator("#candidates").wait_for()  # back on the same mention, with the new evidence
+    assert page.console_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_example_buttons_and_kb_editor(logged_in_page, kb):
+    from apps.linking.models import KnowledgeBase
+
+    KnowledgeBase.objects.filter(pk=kb.pk).update(examples=["Volcanoes cover the island of Java in Indonesia."])
+    page = logged_in_page
+    page.goto("/linking/")
+    page.click("a.example")
+    page.locator("#link-results a.ent").wait_for()
+    assert page.locator("#link-results a.ent").get_attribute("data-entity") == "java_island"
+    page.click("text=Edit the knowledge base")
+    page.fill("#entity-q", "amazon")
+    page.locator("#entity-table a", has_text="Amazon River").wait_for()
+    expect(page.locator("#entity-table tbody tr")).to_have_count(2)
+    assert page.console_errors == []

@@ -1,0 +1,119 @@
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.linking import demo
+from apps.linking.models import EvaluationRun, KnowledgeBase
+
+from .conftest import TEXAS_SENTENCE
+
+HELDOUT = [
+    {
+        "text": "Programmers love Java because of its huge library of frameworks.",
+        "mentions": [{"start": 17, "end": 21, "text": "Java", "entity_id": "java_language"}],
+    },
+    {
+        "text": "Volcanoes and rice fields cover the island of Java in Indonesia.",
+        "mentions": [{"start": 46, "end": 50, "text": "Java", "entity_id": "java_island"}],
+    },
+    {
+        "text": TEXAS_SENTENCE,
+        "mentions": [
+            {
+                "start": TEXAS_SENTENCE.index("Paris"),
+                "end": TEXAS_SENTENCE.index("Paris") + 5,
+                "text": "Paris",
+                "entity_id": None,
+            }
+        ],
+    },
+]
+
+
+@pytest.fixture
+def heldout_path(tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in HELDOUT))
+    return path
+
+
+def test_eval_linker_and_prior_baseline(kb, heldout_path, tmp_path):
+    out = tmp_path / "eval.json"
+    call_command("eval_linker", data=str(heldout_path), json_path=str(out), stdout=io.StringIO())
+    metrics = json.loads(out.read_text())
+    for key in ["n_mentions", "accuracy", "nil_precision", "nil_recall", "p50_ms_per_text", "p95_ms_per_text"]:
+        assert key in metrics
+    assert metrics["n_mentions"] == 3 and metrics["n_in_kb"] == 2 and metrics["accuracy"] == 1.0
+    assert set(metrics["end_to_end"]) == {"precision", "recall", "f1"}
+    call_command("eval_linker", data=str(heldout_path), scorer="prior", json_path=str(out), stdout=io.StringIO())
+    baseline = json.loads(out.read_text())
+    assert baseline["scorer"] == "prior" and baseline["nil_recall"] == 0.0
+    assert {r.scorer for r in EvaluationRun.objects.filter(kb=kb)} == {"linker", "prior"}
+
+
+def test_eval_linker_bad_input(kb, tmp_path):
+    with pytest.raises(CommandError, match="is not a file"):
+        call_command("eval_linker", data=str(tmp_path / "missing.jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "Java", "mentions": [{"start": 0, "end": 40}]}) + "\n")
+    with pytest.raises(CommandError, match="outside the text"):
+        call_command("eval_linker", data=str(bad))
+    with pytest.raises(CommandError, match="no entity-linking model"):
+        call_command("eval_linker", data=str(bad), model="nope")
+
+
+def test_import_kb_refuses_bad_files(db, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "name": "A"}\n{"id": "Bad Id", "name": "B"}\n')
+    with pytest.raises(CommandError, match="nothing imported: line 2"):
+        call_command("import_kb", str(bad), model="x")
+    assert not KnowledgeBase.objects.get(name="x").entities.exists()
+
+
+def test_bench_linker_small(kb, tmp_path):
+    out = tmp_path / "bench.json"
+    call_command(
+        "bench_linker",
+        entities=10,
+        mentions=3,
+        queries=3,
+        repeat=2,
+        indexes="numpy",
+        json_path=str(out),
+        stdout=io.StringIO(),
+    )
+    report = json.loads(out.read_text())
+    numpy_times = report["resolution_ms"]["numpy"]
+    assert {"exact_all_mentions", "with_aggregates", "same_answer_rate"} <= set(numpy_times)
+    assert report["candidates_per_mention"] == 10 and report["stored_mentions"] == 30
+
+
+def test_demo_step_builds_once(db, kb_lines, tmp_path, monkeypatch):
+    (tmp_path / "entities.jsonl").write_text("\n".join(kb_lines) + "\n")
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in HELDOUT))
+    monkeypatch.setattr(demo, "DEMO_KB_DIR", tmp_path)
+    out = io.StringIO()
+    demo.build_demo_kb(stdout=out)
+    kb = KnowledgeBase.objects.get(name=demo.DEMO_KB_NAME)
+    assert kb.is_serving and kb.entities.count() == 8 and len(kb.examples) == 3
+    assert {r.scorer for r in kb.evaluations.all()} == {"linker", "prior"}
+    demo.build_demo_kb(stdout=out)
+    assert "exists" in out.getvalue() and KnowledgeBase.objects.get(pk=kb.pk).revision == kb.revision
+
+
+def test_reembed_changes_context_style_and_keeps_aggregates(kb):
+    import numpy as np
+
+    from apps.linking.models import Entity
+
+    before = {m.pk: bytes(m.embedding) for m in kb.entities.get(key="java_island").mentions.all()}
+    call_command("reembed_kb", model="test-kb", context_style="marked", stdout=io.StringIO())
+    kb.refresh_from_db()
+    assert kb.context_style == "marked" and kb.revision == 2
+    entity = Entity.objects.get(kb=kb, key="java_island")
+    after = {m.pk: bytes(m.embedding) for m in entity.mentions.all()}
+    assert before.keys() == after.keys() and before != after
+    total = np.sum([np.frombuffer(v, dtype=np.float32) for v in after.values()], axis=0)
+    np.testing.assert_allclose(entity.aggregate_vector(), total, atol=1e-5)

@@ -1,0 +1,46 @@
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_demo_page_example_chart_and_compare(logged_in_page, demo_models):
+    page = logged_in_page
+    page.goto("/models/")
+    page.click("text=tfidf-logreg")
+    page.wait_for_url("**/models/tfidf-logreg/")
+    page.locator("button.example").first.click()
+    page.wait_for_selector("#predicted-label")
+    assert page.inner_text("#predicted-label") in demo_models["tfidf-logreg@1"].labels
+    # plotly drew the bar chart (app.js draws after the htmx swap)
+    page.wait_for_selector("[data-chart=prediction-chart] .main-svg")
+    assert page.locator("[data-chart=prediction-chart] .bars path").count() >= 3
+    # the example is now in the text box, ready to edit
+    assert page.input_value("textarea[name=text]").strip()
+
+    page.click("text=Flag this prediction")
+    page.wait_for_selector(".flag-result")
+    assert "flagged for review" in page.inner_text(".flag-result")
+
+    page.goto("/models/tfidf-logreg/compare/")
+    page.select_option("select[name=a]", "1")
+    page.select_option("select[name=b]", "2")
+    page.fill("textarea[name=text]", "The team won the match and the league title")
+    page.click("button:has-text('Compare')")
+    page.wait_for_selector("#comparison [data-chart=compare-chart-b] .main-svg")
+    sides = page.locator("#comparison .side h2").all_inner_texts()
+    assert sides[0].startswith("v1:") and sides[1].startswith("v2:")
+    assert page.locator("#comparison .main-svg").count() >= 2
+    assert page.is_visible("#agreement")
+    assert page.console_errors == []
+
+
+def test_batch_column_picker_reads_the_csv_header(logged_in_page, demo_models):
+    page = logged_in_page
+    page.goto("/models/tfidf-logreg/batch/")
+    page.set_input_files("input[type=file]", files=[{"name": "r.csv", "mimeType": "text/csv",
+                                                     "buffer": "id,review,stars\n1,great food,5\n".encode()}])
+    page.wait_for_selector("select[name=text_column]")
+    options = page.locator("select[name=text_column] option").all_inner_texts()
+    assert options == ["id", "review", "stars"]
+    page.select_option("select[name=text_column]", "review")
+    assert page.console_errors == []

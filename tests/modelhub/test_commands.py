@@ -1,0 +1,43 @@
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+
+@pytest.mark.django_db
+def test_bench_inference_prints_and_writes_json(demo_models, tmp_path, fresh_caches):
+    out = io.StringIO()
+    path = tmp_path / "bench.json"
+    call_command("bench_inference", "--model", "tfidf-logreg", "--n", "40", "--batch-size", "16",
+                 "--json", str(path), stdout=out)
+    result = json.loads(path.read_text())
+    for key in ("model", "n", "app_single_p50_ms", "raw_single_p50_ms", "app_batch_per_s", "raw_batch_per_s", "batch_size"):
+        assert key in result
+    assert result["model"] == "tfidf-logreg@1" and result["n"] == 40 and result["batch_size"] == 16
+    assert result["app_single_p50_ms"] > 0 and result["raw_batch_per_s"] > 0
+    assert "single inputs: 40" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_bench_unknown_model(demo_models):
+    with pytest.raises(CommandError, match="Unknown model"):
+        call_command("bench_inference", "--model", "nope", "--n", "5")
+
+
+@pytest.mark.django_db
+def test_build_demo_models_registers_from_the_store_and_skips_when_present(demo_build):
+    from apps.modelhub.demo import build_demo_models
+    from apps.modelhub.selectors import model_listing
+
+    out = io.StringIO()
+    build_demo_models(stdout=out)  # versions are in the store already: registered, not retrained
+    assert "registering them" in out.getvalue()
+    assert {(r["name"], r["version"]) for r in model_listing()} == {
+        ("tfidf-logreg", "1"), ("tfidf-logreg", "2"), ("minilm-topic", "1"), ("minilm-l6", "1")}
+    again = io.StringIO()
+    call_command("build_demo_models", stdout=again)
+    assert "already registered" in again.getvalue()
+    table = io.StringIO()
+    call_command("list_models", stdout=table)
+    assert "candidate" in table.getvalue()

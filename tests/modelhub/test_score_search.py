@@ -1,0 +1,41 @@
+import json
+
+import pytest
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def samples_subset():
+    from apps.search.demo_data import demo_table
+    from apps.search.services import subset_table_write
+
+    subset_table_write(name="samples", arrow=demo_table(rows=400, seed=3))
+
+
+def test_score_search_results_with_agreement_and_confusion(client, user, demo_models, samples_subset, fresh_caches):
+    client.force_login(user)
+    response = client.get(reverse("modelhub:score-search"),
+                          {"model": "tfidf-logreg", "lang__eq": "en", "limit": "50"})
+    assert response.status_code == 200
+    scored = response.context["scored"]
+    assert scored.label_column == "label" and scored.text_column == "text"
+    assert 0 < len(scored.rows) <= 50 and scored.compared == len(scored.rows)
+    assert all(item["prediction"].label in demo_models["tfidf-logreg@1"].labels for item in scored.rows)
+    assert all(item["row"]["lang"] == "en" for item in scored.rows)
+    assert 0.5 < scored.agreement <= 1
+    html = response.content.decode()
+    assert 'data-chart="confusion-chart"' in html and 'id="agreement"' in html
+    chart = json.loads(html.split('<script id="confusion-chart" type="application/json">')[1].split("</script>")[0])
+    assert chart["data"][0]["type"] == "heatmap"
+    assert sum(map(sum, chart["data"][0]["z"])) == scored.compared
+    assert "lang__eq=en" in response.context["search_url"]
+
+
+def test_score_search_bad_input(client, user, demo_models, samples_subset):
+    client.force_login(user)
+    unknown = client.get(reverse("modelhub:score-search"), {"model": "nope"})
+    assert unknown.status_code == 404 and "Unknown model" in unknown.content.decode()
+    bad_filter = client.get(reverse("modelhub:score-search"), {"model": "tfidf-logreg", "nosuch__eq": "x"})
+    assert bad_filter.status_code == 200 and 'role="alert"' in bad_filter.content.decode()

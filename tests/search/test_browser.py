@@ -1,0 +1,58 @@
+"""The search page in a real Chromium: add two filters, see results and facets, export CSV."""
+from __future__ import annotations
+
+import csv
+import io
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_add_two_filters_see_results_and_export_csv(logged_in_page, demo_subset):
+    page = logged_in_page
+    expected = demo_subset.count("contains(text, 'match') AND contains(url, 'sports')")
+    assert expected > 0
+
+    page.goto("/samples/")
+    page.wait_for_selector("[data-results]")  # first page of rows, no filters
+    rows = page.locator("[data-filter-row]")
+    assert rows.count() == 2
+    page.click("[data-add-row]")  # the script adds a third row ...
+    assert rows.count() == 3
+    rows.nth(2).locator("[data-remove-row]").click()  # ... and removes it again
+    assert rows.count() == 2
+
+    first, second = rows.nth(0), rows.nth(1)
+    first.locator("[data-column-picker]").select_option("text")
+    first.locator("[data-op-picker]").select_option("contains")
+    first.locator("input[name=val]").fill("match")
+    second.locator("[data-column-picker]").select_option("url")
+    # a numeric-only operator is not offered for a text column
+    assert second.locator("[data-op-picker] option[value=gt]").count() == 0 or \
+        second.locator("[data-op-picker] option[value=gt]").is_disabled()
+    second.locator("[data-op-picker]").select_option("contains")
+    second.locator("input[name=val]").fill("sports")
+    page.fill("input[name=limit]", "1000")
+    page.click("form.search-form button[type=submit]")
+
+    summary = page.locator("[data-result-summary]")
+    summary.filter(has_text=f"{expected} row").wait_for()
+    page.wait_for_function("() => location.search.includes('text__contains=match')")
+    assert parse_qsl(urlsplit(page.url).query) == [
+        ("table", "samples"), ("text__contains", "match"), ("url__contains", "sports"), ("limit", "1000")]
+    assert page.locator("[data-results] tbody tr").count() == expected
+    page.locator("#facets .chart .main-svg").first.wait_for()  # plotly drew the facet charts
+
+    with page.expect_download() as download_info:
+        page.click("[data-export=csv]")
+    text = open(download_info.value.path(), encoding="utf-8").read()
+    exported = list(csv.reader(io.StringIO(text)))
+    assert exported[0][0] == "id" and len(exported) == expected + 1
+    url_column = exported[0].index("url")
+    assert all("sports" in row[url_column] for row in exported[1:])
+
+    page.go_back()  # back to the unfiltered page: the URL history works
+    page.wait_for_function("() => !location.search.includes('text__contains')")
+    assert page.console_errors == []

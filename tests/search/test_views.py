@@ -1,0 +1,153 @@
+"""The search page without JavaScript, htmx partials, exports and the JSON API."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from apps.search.models import SearchLog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def logged_in(client, user, demo_subset):
+    client.force_login(user)
+    return client
+
+
+def test_page_requires_login(client):
+    response = client.get("/samples/")
+    assert response.status_code == 302 and "/accounts/login" in response["Location"]
+
+
+def test_form_submission_redirects_to_canonical_url(logged_in):
+    response = logged_in.get("/samples/", {"table": "samples", "col": ["text", "url", ""], "op": ["contains", "contains", "eq"],
+                                           "val": ["match", "sports", ""], "limit": "7"})
+    assert response.status_code == 302
+    url = urlsplit(response["Location"])
+    assert url.path == "/samples/"
+    assert parse_qsl(url.query) == [("table", "samples"), ("text__contains", "match"), ("url__contains", "sports"), ("limit", "7")]
+
+
+def test_page_shows_results_in_a_table(logged_in, demo_subset):
+    expected = demo_subset.count("contains(text, 'match') AND contains(url, 'sports')")
+    response = logged_in.get("/samples/?text__contains=match&url__contains=sports&limit=1000")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f"<strong>{expected}</strong> rows from the local subset" in html
+    assert re.search(r"data-elapsed>[\d.]+ ms<", html)
+    assert html.count("<tr>") == expected + 1  # header + rows
+    assert "<details class=\"cell\">" in html  # long text folds
+    # the form keeps the filters, plus empty rows for adding filters without JavaScript
+    assert 'value="match"' in html and 'value="sports"' in html and html.count('name="val"') == 4
+    assert 'href="/samples/?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000&amp;format=csv"' in html
+    assert SearchLog.objects.filter(local_rows=expected).exists()
+
+
+def test_page_errors_are_form_errors_not_500(logged_in):
+    response = logged_in.get("/samples/?length__gt=long&text__regex=(oops&nope__eq=1")
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Please fix the filters" in html and "is not a whole number" in html
+    assert "Invalid regular expression" in html and "Unknown column" in html
+    assert 'value="(oops"' in html  # what was typed stays in the form
+    assert html.count("(not searchable)") == 1  # only "nope"; "length" is a real column with a bad value
+    assert "Limit must be between 1 and 1000" in logged_in.get("/samples/?limit=5000").content.decode()
+    response = logged_in.get("/samples/?length__gt=long", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "is not a whole number" in response.content.decode()
+    response = logged_in.get("/samples/?text__regex=(?<=a)b", HTTP_HX_REQUEST="true")
+    assert "RE2" in response.content.decode()
+    response = logged_in.get("/samples/?table=nope")
+    assert response.status_code == 400 and "Unknown table" in response.content.decode()
+
+
+def test_htmx_gets_only_the_results_and_a_canonical_url(logged_in):
+    response = logged_in.get("/samples/", {"col": ["text"], "op": ["contains"], "val": ["match"], "limit": "3"},
+                             HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.strip().startswith('<section id="results"') and "<form" not in html
+    assert response["HX-Push-Url"] == "/samples/?table=samples&text__contains=match&limit=3"
+    assert 'hx-get="/samples/facets/?table=samples&amp;text__contains=match&amp;limit=3"' in html
+    restore = logged_in.get("/samples/?text__contains=match", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<form" in restore.content.decode()
+
+
+def test_facets_partial(logged_in, demo_subset):
+    response = logged_in.get("/samples/facets/?text__contains=match")
+    html = response.content.decode()
+    assert response.status_code == 200 and 'data-chart="facet-0"' in html
+    spec = json.loads(re.search(r'<script id="facet-0" type="application/json">(.*?)</script>', html).group(1))
+    assert spec["layout"]["title"]["text"] == "label"
+    expected = dict(demo_subset.query("SELECT label, count(*) FROM samples WHERE contains(text, 'match') GROUP BY 1"))
+    assert dict(zip(spec["data"][0]["y"], spec["data"][0]["x"])) == {k: v for k, v in expected.items() if k in spec["data"][0]["y"]}
+    assert len(spec["data"][0]["y"]) == min(10, len(expected))
+    assert "Facets unavailable" in logged_in.get("/samples/facets/?length__gt=x").content.decode()
+
+
+def test_export_csv_and_json_stream_the_results(logged_in, demo_subset, settings):
+    response = logged_in.get("/samples/?text__contains=match&limit=25&format=csv")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"].startswith("text/csv") and "attachment" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:2] == ["id", "url"] and len(rows) == 26
+    assert all("match" in r[rows[0].index("text")] for r in rows[1:])
+
+    response = logged_in.get("/samples/?text__contains=match&limit=25&format=json")
+    data = json.loads(b"".join(response.streaming_content))
+    assert [str(r["id"]) for r in data] == [r[0] for r in rows[1:]]
+
+    settings.SEARCH_EXPORT_MAX_ROWS = 4
+    response = logged_in.get("/samples/?limit=5000&format=json")
+    assert len(json.loads(b"".join(response.streaming_content))) == 4
+    assert logged_in.get("/samples/?format=xml").status_code == 400
+    bad = logged_in.get("/samples/?length__gt=x&format=csv")
+    assert bad.status_code == 422 and "length__gt" in bad.json()["errors"]
+
+
+def test_api_search(api_client, demo_subset):
+    response = api_client.get("/api/search?text__contains=match&lang__in=en,de&limit=4")
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) >= {"rows", "local_count", "source", "fallback", "elapsed_ms"}
+    assert body["local_count"] == 4 and body["source"] == "local" and body["fallback"] is None
+    assert all("match" in r["text"] and r["lang"] in ("en", "de") for r in body["rows"])
+    assert isinstance(body["rows"][0]["crawled_at"], str) and body["elapsed_ms"] > 0
+
+    literal = api_client.get("/api/search", {"text__contains": "100%_x", "limit": "5"})
+    assert literal.status_code == 200 and literal.json()["rows"] == []
+
+    assert api_client.get("/api/search?text__like=x").status_code == 400
+    assert api_client.get("/api/search?limit=abc").status_code == 400
+    assert api_client.get("/api/search?what=1").status_code == 400
+    for bad, field in [("nope__contains=x", "nope__contains"), ("length__gt=abc", "length__gt"),
+                       ("text__regex=(", "text__regex"), ("crawled_at__gte=2024-99-01", "crawled_at__gte"),
+                       ("label__gt=x", "label__gt")]:
+        response = api_client.get(f"/api/search?{bad}")
+        assert response.status_code == 422, bad
+        assert field in response.json()["errors"]
+
+
+def test_api_requires_auth_and_is_documented(user):
+    from django.test import Client
+
+    client = Client()
+    assert client.get("/api/search?text__contains=x").status_code == 401
+    client.force_login(user)
+    schema = client.get("/api/openapi.json").json()
+    operation = schema["paths"]["/api/search"]["get"]
+    assert {p["name"] for p in operation["parameters"]} >= {"limit", "table", "filters"}
+    assert {"200", "400", "422"} <= set(operation["responses"])
+
+
+def test_without_a_subset_the_page_and_api_say_so(logged_in, api_client, settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
+    response = logged_in.get("/samples/?text__contains=match")
+    assert response.status_code == 200 and "No local subset" in response.content.decode()
+    response = api_client.get("/api/search?text__contains=match")
+    assert response.status_code == 503 and "import_subset" in response.json()["detail"]
