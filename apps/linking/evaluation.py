@@ -96,7 +96,11 @@ def linker_evaluate(
         "p50_ms_per_text": round(float(np.percentile(times_ms, 50)), 2) if times_ms else None,
         "p95_ms_per_text": round(float(np.percentile(times_ms, 95)), 2) if times_ms else None,
         "mean_words_per_text": round(float(np.mean(words)), 1) if words else None,
-        "params": {
+        # The prior-only baseline uses none of the similarity settings: argmax P(entity | alias), never NIL
+        # unless no alias fits the span.
+        "params": {"scorer": "prior"}
+        if params.scorer == "prior"
+        else {
             "score": params.score,
             "top_k": params.top_k,
             "prior_weight": params.prior_weight,

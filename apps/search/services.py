@@ -38,8 +38,14 @@ class SearchResult:
     extra: dict = field(default_factory=dict)
 
     @property
+    def learned_count(self) -> int:
+        """Rows from the learned store (apps.subsets), counted in local_count."""
+        return sum(1 for r in self.rows if r.get("_source") == "learned")
+
+    @property
     def source(self) -> str:
-        return "local" if all(r.get("_source", "local") == "local" for r in self.rows) else "mixed"
+        local = ("local", "subset", "learned")  # learned rows are local too (apps.subsets)
+        return "local" if all(r.get("_source", "local") in local for r in self.rows) else "mixed"
 
 
 def search_run(*, user, query: SearchQuery, timeout_ms: int | None = None) -> SearchResult:
@@ -51,7 +57,21 @@ def search_run(*, user, query: SearchQuery, timeout_ms: int | None = None) -> Se
     compiled = compile_search(query=query, spec=spec)
     outcome = subset_query_run(compiled=compiled, timeout_ms=timeout_ms or settings.SEARCH_TIMEOUT_MS)
     rows = [dict(zip(outcome.columns, row)) for row in outcome.rows]
-    needs_more = len(rows) < query.limit
+    elapsed_ms = outcome.elapsed_ms
+    complete = False
+    if len(rows) < query.limit and settings.SEARCH_LEARNED_ROWS_HOOK and not outcome.timed_out:
+        # Rows earlier fallbacks brought back (apps.subsets): unioned after the subset's, key-deduped.
+        began = time.perf_counter()
+        try:
+            learned = import_string(settings.SEARCH_LEARNED_ROWS_HOOK)(query=query, spec=spec, local_rows=rows)
+        except Exception:  # learned rows are an optimisation: the subset's rows must still show
+            logger.exception("learned rows hook %s failed", settings.SEARCH_LEARNED_ROWS_HOOK)
+        else:
+            complete = learned.complete
+            if learned.rows:
+                rows = [{**row, "_source": "subset"} for row in rows] + list(learned.rows)
+        elapsed_ms = round(elapsed_ms + (time.perf_counter() - began) * 1000, 2)
+    needs_more = len(rows) < query.limit and not complete  # complete: every matching row is known locally
     log = SearchLog.objects.create(
         user=user if getattr(user, "is_authenticated", False) else None,
         table=spec.name,
@@ -59,13 +79,13 @@ def search_run(*, user, query: SearchQuery, timeout_ms: int | None = None) -> Se
         fingerprint=query.fingerprint(),
         limit=query.limit,
         local_rows=len(rows),
-        elapsed_ms=outcome.elapsed_ms,
+        elapsed_ms=elapsed_ms,
         needed_fallback=needs_more,
         timed_out=outcome.timed_out,
     )
     audit_record(
         user=user, action="search", target=query.describe(), outcome="timeout" if outcome.timed_out else "ok",
-        detail={"search_log_id": log.id, "local_rows": len(rows), "elapsed_ms": outcome.elapsed_ms},
+        detail={"search_log_id": log.id, "local_rows": len(rows), "elapsed_ms": elapsed_ms},
     )
     fallback = None
     if needs_more and settings.SEARCH_FALLBACK_HOOK:
@@ -80,7 +100,7 @@ def search_run(*, user, query: SearchQuery, timeout_ms: int | None = None) -> Se
         merged = rows_merge(local=rows, remote=list(fallback.rows), key=spec.key, limit=query.limit)
     return SearchResult(
         query=query, spec=spec, columns=list(outcome.columns) or list(spec.selected), rows=merged,
-        local_count=len(rows), elapsed_ms=outcome.elapsed_ms, timed_out=outcome.timed_out, log_id=log.id,
+        local_count=len(rows), elapsed_ms=elapsed_ms, timed_out=outcome.timed_out, log_id=log.id,
         fallback=fallback, sql=compiled.sql,
     )
 

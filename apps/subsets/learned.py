@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import duckdb
@@ -100,7 +101,17 @@ class LearnedSnapshot:
     path: Path
     conn: duckdb.DuckDBPyConnection
     tables: frozenset[str]
-    complete: dict[str, list[frozenset]]  # table -> filter sets whose answers hold every matching row
+    complete: dict[str, set[frozenset]]  # table -> filter sets whose answers hold every matching row
+
+    def is_complete(self, *, table: str, wanted: frozenset) -> bool:
+        """Does a complete answer exist for these filters or a subset of them (a broader query)?"""
+        known = self.complete.get(table)
+        if not known:
+            return False
+        if len(wanted) <= 10:  # look up each subset of the query's filters: 2^n set probes
+            items = list(wanted)
+            return any(frozenset(c) in known for r in range(len(items) + 1) for c in combinations(items, r))
+        return any(answer <= wanted for answer in known)
 
 
 def learned_snapshot() -> LearnedSnapshot | None:
@@ -117,10 +128,10 @@ def learned_snapshot() -> LearnedSnapshot | None:
     tables = frozenset(r[0] for r in conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database()"
     ).fetchall())
-    complete: dict[str, list[frozenset]] = {}
+    complete: dict[str, set[frozenset]] = {}
     if ANSWERS in tables:
         for table, filters in conn.execute(f"SELECT table_name, filters FROM {ANSWERS} WHERE complete").fetchall():
-            complete.setdefault(table, []).append(filters_key(json.loads(filters)))
+            complete.setdefault(table, set()).add(filters_key(json.loads(filters)))
     snapshot = LearnedSnapshot(path=path, conn=conn, tables=tables - {ANSWERS, ANSWER_KEYS}, complete=complete)
     _local.snapshot = snapshot
     return snapshot

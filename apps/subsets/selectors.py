@@ -32,7 +32,7 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLo
         if snapshot is None:
             return LearnedLookup()
         wanted = filters_key(query.filters)
-        complete = any(learned <= wanted for learned in snapshot.complete.get(spec.name, ()))
+        complete = snapshot.is_complete(table=spec.name, wanted=wanted)
         if spec.name not in snapshot.tables or len(local_rows) >= query.limit:
             return LearnedLookup(complete=complete)
         from apps.search.query import compile_search
@@ -128,7 +128,7 @@ def learned_status_get() -> LearnedStatus:
         try:
             for name in sorted(snapshot.tables):
                 tables[name] = cursor.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-            if snapshot.complete is not None and ANSWERS in {r[0] for r in cursor.execute("SHOW TABLES").fetchall()}:
+            if ANSWERS in {r[0] for r in cursor.execute("SHOW TABLES").fetchall()}:
                 answers, complete = cursor.execute(f"SELECT count(*), count(*) FILTER (complete) FROM {ANSWERS}").fetchone()
         finally:
             cursor.close()

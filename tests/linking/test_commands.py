@@ -66,7 +66,7 @@ def test_eval_linker_bad_input(kb, tmp_path):
 
 def test_import_kb_refuses_bad_files(db, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "name": "A"}\n{"id": "Bad Id", "name": "B"}\n')
+    bad.write_text('{"id": "alpha", "name": "Alpha"}\n{"id": "Bad Id", "name": "Beta"}\n')
     with pytest.raises(CommandError, match="nothing imported: line 2"):
         call_command("import_kb", str(bad), model="x")
     assert not KnowledgeBase.objects.get(name="x").entities.exists()

@@ -39,3 +39,13 @@ def test_score_search_bad_input(client, user, demo_models, samples_subset):
     assert unknown.status_code == 404 and "Unknown model" in unknown.content.decode()
     bad_filter = client.get(reverse("modelhub:score-search"), {"model": "tfidf-logreg", "nosuch__eq": "x"})
     assert bad_filter.status_code == 200 and 'role="alert"' in bad_filter.content.decode()
+
+
+def test_the_samples_page_links_to_scoring_its_results(client, user, demo_models, samples_subset, settings):
+    settings.SEARCH_FALLBACK_HOOK = ""  # local rows only: this test is about the link
+    client.force_login(user)
+    page = client.get(reverse("search:page"), {"lang__eq": "en", "limit": "20"}).content.decode()
+    link = page.split("data-score-link")[0].rsplit('<a href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    assert link.startswith(reverse("modelhub:score-search") + "?") and "lang__eq=en" in link
+    scored = client.get(link).context["scored"]
+    assert len(scored.rows) == 20 and all(item["row"]["lang"] == "en" for item in scored.rows)

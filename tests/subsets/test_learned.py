@@ -138,3 +138,47 @@ def test_a_succeeded_fallback_feeds_the_store_through_the_warehouse_hook(dataset
     fallback_execute(fallback_id=fallback_request(user=user, query=other, local_rows=[]).id)
     settings.SUBSET_LEARNING_ENABLED = True
     assert learned_status_get().answers == 1
+
+
+@pytest.mark.django_db
+def test_a_repeated_search_is_answered_locally_after_its_fallback(dataset, user, client):
+    from apps.search.models import SearchLog
+    from apps.search.services import search_run
+    from apps.warehouse.models import Fallback
+    from apps.warehouse.services import fallback_execute
+
+    word = "Lindqvist"
+    query = _query(("text", "contains", word), limit=5)
+    first = search_run(user=user, query=query)
+    assert first.local_count < 5 and first.fallback is not None
+    done = fallback_execute(fallback_id=first.fallback.id)  # what the Celery worker does
+    assert done.state == "succeeded" and done.row_count == 5
+
+    again = search_run(user=user, query=query)
+    assert again.local_count == 5 and again.fallback is None
+    assert Fallback.objects.count() == 1
+    assert SearchLog.objects.get(pk=again.log_id).needed_fallback is False
+    sources = [r["_source"] for r in again.rows]
+    assert sources == ["subset"] * first.local_count + ["learned"] * (5 - first.local_count)
+    assert again.learned_count == 5 - first.local_count and again.source == "local"
+
+    # The page shows which rows came from where.
+    client.force_login(user)
+    html = client.get("/samples/", {"text__contains": word, "limit": 5}).content.decode()
+    assert "<th scope=\"col\">_source</th>" in html and ">learned</td>" in html
+    assert f"{5 - first.local_count} learned</span>" in html
+
+
+@pytest.mark.django_db
+def test_a_search_with_no_match_anywhere_is_sent_to_the_warehouse_only_once(dataset, user):
+    from apps.search.services import search_run
+    from apps.warehouse.models import Fallback
+    from apps.warehouse.services import fallback_execute
+
+    query = _query(("text", "contains", "xqnowherezv"), limit=10)
+    first = search_run(user=user, query=query)
+    fallback_execute(fallback_id=first.fallback.id)
+    narrower = search_run(user=user, query=_query(("text", "contains", "xqnowherezv"), ("lang", "eq", "de"), limit=3))
+    again = search_run(user=user, query=query)
+    assert again.fallback is None and narrower.fallback is None and again.rows == []
+    assert Fallback.objects.count() == 1

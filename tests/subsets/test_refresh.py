@@ -140,9 +140,9 @@ def test_command_and_beat_task(dataset, settings):
     from apps.subsets.tasks import subset_refresh_task
 
     out = io.StringIO()
-    call_command("refresh_subset", "--fraction", "0.1", "--method", "system", stdout=out)
+    call_command("refresh_subset", "--fraction", "0.1", "--method", "bernoulli", stdout=out)
     assert "succeeded" in out.getvalue()
-    assert SubsetRefresh.objects.get().method == "system"
+    assert SubsetRefresh.objects.get().method == "bernoulli"
     with pytest.raises(CommandError, match="fraction"):
         call_command("refresh_subset", "--fraction", "1.5", stdout=io.StringIO())
 
