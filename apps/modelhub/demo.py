@@ -419,4 +419,5 @@ def build_demo_models(*, stdout, force: bool = False) -> None:
     if demo_models_present() and not force:
         stdout.write("Demo models: already registered (use --force to rebuild)")
         return
-    demo_models_build(stdout=stdout, force=force)
+    demo_models_build(stdout=stdout, force=force, tfidf_rows=settings.DEMO_TFIDF_TRAIN_ROWS,
+                      minilm_rows=settings.DEMO_MINILM_TRAIN_ROWS)

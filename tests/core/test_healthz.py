@@ -29,7 +29,8 @@ def test_healthz_all_ok_with_redis_worker_and_subset(client, celery_worker, tiny
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_path, tiny_subset):
+def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_path, tiny_subset, settings):
+    previous = settings.CELERY_BROKER_URL
     own = RedisServer(tmp_path)
     own.start()
     _point_app_at(own.url)
@@ -52,7 +53,7 @@ def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_pat
         assert "Redis (queue)" in banner.content.decode()
         assert "Local search and model demos still work" in banner.content.decode()
     finally:
-        _point_app_at("redis://127.0.0.1:1/0")
+        _point_app_at(previous)
 
 
 @pytest.mark.django_db

@@ -121,12 +121,9 @@ def queue_worker_factory(redis_server, warehouse_data, tmp_path, settings):
 @pytest.fixture
 def broker_down(settings):
     """Point Celery at a port where nothing listens, as when Redis is down; restore afterwards."""
-    from apps.samplescope.celery import app
-
     from tests.conftest import _point_app_at, free_port
 
     previous = settings.CELERY_BROKER_URL
     _point_app_at(f"redis://127.0.0.1:{free_port()}/0")
     yield
     _point_app_at(previous)
-    app.pool.force_close_all()

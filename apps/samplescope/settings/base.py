@@ -253,10 +253,8 @@ SUBSET_REFRESH_STALE_AFTER_SECONDS = env_int("SUBSET_REFRESH_STALE_AFTER_SECONDS
 SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned")))
 SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
-# Off under the test settings so other apps' tests keep "a repeated search comes from the fallback cache";
-# tests/subsets turns it on. (Better placed in settings/test.py as SUBSET_LEARNING_ENABLED = False.)
-SUBSET_LEARNING_ENABLED = env_bool(
-    "SUBSET_LEARNING_ENABLED", not os.environ.get("DJANGO_SETTINGS_MODULE", "").endswith("settings.test"))
+# Rows brought back by fallbacks are kept and searched locally (apps/subsets/README.md).
+SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", True)
 FALLBACK_SUCCEEDED_HOOK = "apps.subsets.services.learned_from_fallback"  # the warehouse calls it on success
 SEARCH_LEARNED_ROWS_HOOK = "apps.subsets.selectors.learned_rows_for_search"  # search unions these rows
 CELERY_BEAT_SCHEDULE["subsets-refresh"] = {
@@ -300,5 +298,8 @@ DEMO_SETUP_STEPS = [
     "apps.modelhub.demo.build_demo_models",
     "apps.linking.demo.build_demo_kb",
 ]
+# Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).
+DEMO_TFIDF_TRAIN_ROWS = env_int("DEMO_TFIDF_TRAIN_ROWS", 15_000)
+DEMO_MINILM_TRAIN_ROWS = env_int("DEMO_MINILM_TRAIN_ROWS", 1_000)
 DEMO_USERNAME = env_str("DEMO_USERNAME", "demo")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "samplescope-demo")
