@@ -1,7 +1,6 @@
 """Reads for the dashboard: the search log, the fallback records and the subset's refresh runs, per day."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -9,6 +8,8 @@ from decimal import Decimal
 
 from django.db.models import Count, Max, Sum
 from django.utils import timezone
+
+from apps.core.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,6 @@ class DateRange:
     @property
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    """Nearest-rank percentile (share in 0..1); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _day(moment: datetime) -> date:

@@ -19,7 +19,7 @@ from django.db.models import F
 from apps.audit.services import audit_record
 
 from .detection import fold, mention_context
-from .linker import LinkResult, LinkerParams, embed, kb_state, link
+from .linker import LinkerParams, LinkResult, embed, kb_state, link
 from .models import Alias, Entity, KnowledgeBase, Mention
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")

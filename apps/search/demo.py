@@ -8,7 +8,7 @@ from django.conf import settings
 
 from .demo_data import demo_dataset_write
 from .services import subset_table_write
-from .tables import table_spec_get, TableNotFound
+from .tables import TableNotFound, table_spec_get
 
 DEMO_TABLE = "samples"
 

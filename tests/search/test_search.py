@@ -87,7 +87,7 @@ def test_search_run_rejects_bad_filters_without_logging(demo_subset, user):
 
 @dataclass
 class FakeFallback:
-    """What the warehouse hook returns (contract in /work/briefs/contracts.md)."""
+    """What the warehouse hook returns (the contract in apps/search/services.py)."""
 
     id: int
     rows: list = field(default_factory=list)

@@ -17,7 +17,15 @@ import duckdb
 import pyarrow.parquet as pq
 from django.conf import settings
 
-from .base import RunControl, WarehouseBackend, WarehouseQueryError, WarehouseResult, json_safe, query_columns, scan_cost_usd
+from .base import (
+    RunControl,
+    WarehouseBackend,
+    WarehouseQueryError,
+    WarehouseResult,
+    json_safe,
+    query_columns,
+    scan_cost_usd,
+)
 
 TICK_SECONDS = 0.2
 

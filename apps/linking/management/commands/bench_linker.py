@@ -15,6 +15,7 @@ import numpy as np
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from apps.core.stats import latency_summary
 from apps.linking.detection import mention_context
 from apps.linking.linker import LinkerParams, candidates_score, encoder_get, kb_state, link
 from apps.linking.models import KnowledgeBase
@@ -87,12 +88,8 @@ FRAMES = [
 ]
 
 
-def _percentiles(values: list[float]) -> dict:
-    return {
-        "p50": round(float(np.percentile(values, 50)), 3),
-        "p95": round(float(np.percentile(values, 95)), 3),
-        "mean": round(float(np.mean(values)), 3),
-    }
+def _summary(values: list[float]) -> dict:
+    return latency_summary(values, digits=3, suffix="")
 
 
 class Command(BaseCommand):
@@ -182,7 +179,7 @@ class Command(BaseCommand):
                     top.append(ranked[0].entity.key)
                 answers[use_aggregates] = top
                 label = "with_aggregates" if use_aggregates else "exact_all_mentions"
-                report["resolution_ms"].setdefault(kind, {"index_build_ms": round(build_ms, 1)})[label] = _percentiles(
+                report["resolution_ms"].setdefault(kind, {"index_build_ms": round(build_ms, 1)})[label] = _summary(
                     timings
                 )
                 self.stdout.write(f"  {kind:6} {label:20} p50 {np.percentile(timings, 50):.3f} ms")
@@ -217,10 +214,10 @@ class Command(BaseCommand):
             "kb": kb.label,
             "words": 50,
             "mentions": len(result.mentions),
-            "latency_ms": _percentiles(timings),
+            "latency_ms": _summary(timings),
             # CPU time of this process (onnxruntime runs on 1 thread): what the wall time is on an idle
             # core; wall time grows when other processes compete for the 2 cores (see load_average_1m).
-            "cpu_ms": _percentiles(cpu),
+            "cpu_ms": _summary(cpu),
             "load_average_1m": round(load, 2) if load is not None else None,
             "cpu_count": os.cpu_count(),
         }

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import sqlite3
-import statistics
 import time
 from pathlib import Path
 
@@ -14,19 +13,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
+from apps.core.stats import latency_summary
 from apps.search.demo_data import demo_table, demo_vocabulary
 
 TABLE = "samples"
 CLASSES = (("frequent", 0.4), ("rare", 0.3), ("absent", 0.3))
-
-
-def _percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"p50_ms": None, "p95_ms": None, "max_ms": None, "mean_ms": None}
-    p95_index = max(0, min(len(ordered) - 1, int(round(0.95 * len(ordered) + 0.5)) - 1))
-    return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(ordered[p95_index], 2),
-            "max_ms": round(ordered[-1], 2), "mean_ms": round(statistics.fmean(ordered), 2)}
 
 
 class Command(BaseCommand):
@@ -212,9 +203,9 @@ class Command(BaseCommand):
             lite.close()
         SearchLog.objects.filter(id__gt=first_log, user=user).delete()  # benchmark noise, not real searches
         AuditEvent.objects.filter(id__gt=first_audit, action="search", user=user).delete()
-        result = {name: _percentiles(values) for name, values in timings.items()}
+        result = {name: latency_summary(values) for name, values in timings.items()}
         result["by_term_class_p50_ms"] = {
-            name: {c: _percentiles(v)["p50_ms"] for c, v in classes.items()} for name, classes in by_class.items()
+            name: {c: latency_summary(v)["p50_ms"] for c, v in classes.items()} for name, classes in by_class.items()
         }
         result["row_count_mismatches"] = mismatches
         return result

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.stats import percentile
+
 # Kinds of searches an analyst runs, with their share of the generated workload.
 WORKLOAD_MIX = (
     ("frequent_word", 0.30),   # text contains a common word
@@ -20,13 +22,6 @@ WORKLOAD_MIX = (
     ("id_lookup", 0.05),       # a list of sample ids
 )
 LIMITS = (10, 10, 10, 20, 50, 100)
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 class Command(BaseCommand):
