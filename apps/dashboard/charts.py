@@ -38,26 +38,24 @@ def answered_chart(days: list[SearchDay]) -> dict:
     }
 
 
-def local_latency_chart(days: list[SearchDay]) -> dict:
-    x = _days(days)
+def _p50_p95_chart(*, title: str, unit: str, x: list, p50: list, p95: list) -> dict:
     return {
         "data": [
-            {"type": "scatter", "mode": "lines+markers", "name": "p50", "x": x, "y": [d.local_p50_ms for d in days]},
-            {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": x, "y": [d.local_p95_ms for d in days]},
+            {"type": "scatter", "mode": "lines+markers", "name": "p50", "x": x, "y": p50},
+            {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": x, "y": p95},
         ],
-        "layout": _layout("Local search latency (ms)", yaxis={"title": {"text": "ms"}, "rangemode": "tozero"}),
+        "layout": _layout(title, yaxis={"title": {"text": unit}, "rangemode": "tozero"}),
     }
+
+
+def local_latency_chart(days: list[SearchDay]) -> dict:
+    return _p50_p95_chart(title="Local search latency (ms)", unit="ms", x=_days(days),
+                          p50=[d.local_p50_ms for d in days], p95=[d.local_p95_ms for d in days])
 
 
 def fallback_latency_chart(days: list[FallbackDay]) -> dict:
-    x = _days(days)
-    return {
-        "data": [
-            {"type": "scatter", "mode": "lines+markers", "name": "p50", "x": x, "y": [d.p50_s for d in days]},
-            {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": x, "y": [d.p95_s for d in days]},
-        ],
-        "layout": _layout("Fallback latency, queued to done (s)", yaxis={"title": {"text": "s"}, "rangemode": "tozero"}),
-    }
+    return _p50_p95_chart(title="Fallback latency, queued to done (s)", unit="s", x=_days(days),
+                          p50=[d.p50_s for d in days], p95=[d.p95_s for d in days])
 
 
 def spend_chart(days: list[FallbackDay]) -> dict:

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -17,8 +16,8 @@ from apps.audit.services import audit_record
 from .models import SearchLog
 from .query import SearchQuery, compile_search, rows_merge
 from .selectors import subset_query_run
-from .store import subset_connection, subset_current_path, subset_install, subset_new_path
-from .tables import TABLE_NAME_RE, TableSpec, quote_identifier, table_spec_get
+from .store import SUBSET, subset_connection, subset_current_path, subset_install, subset_tables_copy
+from .tables import TABLE_NAME_RE, TableSpec, quote_identifier, quote_string, table_spec_get
 
 logger = logging.getLogger(__name__)
 
@@ -128,23 +127,10 @@ def subset_table_write(
     if (arrow is None) == (parquet is None):
         raise ValueError("Give exactly one of arrow= or parquet=.")
     started = time.perf_counter()
-    path = subset_new_path()
     current = subset_current_path()
-    conn = duckdb.connect(str(path), config={"threads": max(1, settings.SEARCH_DUCKDB_THREADS)})
-    try:
+    with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
         if keep_other_tables and current is not None:
-            conn.execute(f"ATTACH '{_sql_string(str(current))}' AS previous (READ_ONLY)")
-            others = conn.execute(
-                "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'previous' "
-                "AND schema_name = 'main'"
-            ).fetchall()
-            for table, comment in others:
-                if table == name:
-                    continue
-                conn.execute(f"CREATE TABLE {quote_identifier(table)} AS SELECT * FROM previous.main.{quote_identifier(table)}")
-                if comment:
-                    conn.execute(f"COMMENT ON TABLE {quote_identifier(table)} IS '{_sql_string(comment)}'")
-            conn.execute("DETACH previous")
+            subset_tables_copy(conn=conn, source=current, skip=name)
         target = quote_identifier(name)
         if arrow is not None:
             conn.register("incoming", arrow)
@@ -155,14 +141,8 @@ def subset_table_write(
             sample = f" USING SAMPLE {float(sample_fraction) * 100:.6f}% (bernoulli)" if sample_fraction < 1 else ""
             conn.execute(f"CREATE TABLE {target} AS SELECT * FROM read_parquet(?){sample}", [files])
         if description:
-            conn.execute(f"COMMENT ON TABLE {target} IS '{_sql_string(json.dumps(description))}'")
+            conn.execute(f"COMMENT ON TABLE {target} IS {quote_string(json.dumps(description))}")
         rows = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-        conn.execute("CHECKPOINT")
-    except BaseException:
-        conn.close()
-        path.unlink(missing_ok=True)
-        raise
-    conn.close()
     subset_install(path=path)
     if stdout is not None:
         stdout.write(f"  subset: table {name!r} with {rows:,} rows installed as {path.name} "
@@ -170,6 +150,3 @@ def subset_table_write(
     return path
 
 
-def _sql_string(text: str) -> str:
-    """Body of a single-quoted SQL literal (DDL like COMMENT ON takes no parameters)."""
-    return text.replace("'", "''")

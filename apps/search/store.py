@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -20,33 +22,95 @@ POINTER = "CURRENT"
 _local = threading.local()
 
 
+class SwappedFiles:
+    """Immutable DuckDB files `<prefix>-<stamp>.duckdb` in the folder a setting names, and a CURRENT
+    pointer naming the one being served. Used for the subset and for the learned rows (apps.subsets)."""
+
+    def __init__(self, *, dir_setting: str, prefix: str):
+        self.dir_setting = dir_setting
+        self.prefix = prefix
+
+    def directory(self) -> Path:
+        return Path(getattr(settings, self.dir_setting))
+
+    def current_path(self) -> Path | None:
+        try:
+            name = (self.directory() / POINTER).read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self.directory() / name
+        return path if path.exists() else None
+
+    def new_path(self) -> Path:
+        self.directory().mkdir(parents=True, exist_ok=True)
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
+        return self.directory() / f"{self.prefix}-{stamp}.duckdb"
+
+    def install(self, *, path: Path, keep: int = 2) -> Path:
+        """Make `path` (a complete, closed file in the folder) the served one."""
+        tmp_pointer = self.directory() / f".{POINTER}.{os.getpid()}.tmp"
+        tmp_pointer.write_text(path.name)
+        os.replace(tmp_pointer, self.directory() / POINTER)
+        old = sorted(p for p in self.directory().glob(f"{self.prefix}-*.duckdb") if p != path)
+        for stale in old[: max(0, len(old) - (keep - 1))]:
+            stale.unlink(missing_ok=True)  # open readers keep their handle; new ones see CURRENT
+        return path
+
+    @contextmanager
+    def build(self, *, threads: int | None = None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+        """A new file open for writing; checkpointed and closed on success, deleted on any failure.
+        The caller installs it (or not) afterwards."""
+        path = self.new_path()
+        conn = duckdb.connect(str(path), config={"threads": threads} if threads else {})
+        try:
+            yield path, conn
+            conn.execute("CHECKPOINT")
+        except BaseException:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        conn.close()
+
+
+SUBSET = SwappedFiles(dir_setting="SEARCH_SUBSET_DIR", prefix="subset")
+
+
 def subset_dir() -> Path:
-    return Path(settings.SEARCH_SUBSET_DIR)
+    return SUBSET.directory()
 
 
 def subset_current_path() -> Path | None:
-    try:
-        name = (subset_dir() / POINTER).read_text().strip()
-    except FileNotFoundError:
-        return None
-    path = subset_dir() / name
-    return path if path.exists() else None
+    return SUBSET.current_path()
 
 
 def subset_new_path() -> Path:
-    subset_dir().mkdir(parents=True, exist_ok=True)
-    return subset_dir() / f"subset-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}.duckdb"
+    return SUBSET.new_path()
 
 
 def subset_install(*, path: Path, keep: int = 2) -> Path:
     """Make `path` (a complete, closed DuckDB file in subset_dir) the served subset."""
-    tmp_pointer = subset_dir() / f".{POINTER}.{os.getpid()}.tmp"
-    tmp_pointer.write_text(path.name)
-    os.replace(tmp_pointer, subset_dir() / POINTER)
-    old = sorted(p for p in subset_dir().glob("subset-*.duckdb") if p != path)
-    for stale in old[: max(0, len(old) - (keep - 1))]:
-        stale.unlink(missing_ok=True)  # open readers keep their handle; new ones see CURRENT
-    return path
+    return SUBSET.install(path=path, keep=keep)
+
+
+def subset_tables_copy(*, conn: duckdb.DuckDBPyConnection, source: Path, skip: str) -> str | None:
+    """Copy every table of the subset file `source` except `skip` into `conn` (a file being built),
+    with their comments; return `skip`'s comment (its self-description), if it had one."""
+    from .tables import quote_identifier, quote_string
+
+    skipped_comment = None
+    conn.execute(f"ATTACH {quote_string(str(source))} AS previous (READ_ONLY)")
+    tables = conn.execute(
+        "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+    ).fetchall()
+    for table, comment in tables:
+        if table == skip:
+            skipped_comment = comment
+            continue
+        conn.execute(f"CREATE TABLE {quote_identifier(table)} AS SELECT * FROM previous.main.{quote_identifier(table)}")
+        if comment:
+            conn.execute(f"COMMENT ON TABLE {quote_identifier(table)} IS {quote_string(comment)}")
+    conn.execute("DETACH previous")
+    return skipped_comment
 
 
 def subset_connection() -> duckdb.DuckDBPyConnection:

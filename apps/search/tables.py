@@ -72,6 +72,11 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_string(text: str) -> str:
+    """Single-quoted SQL literal, for DDL that takes no parameters (ATTACH, COMMENT ON)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str

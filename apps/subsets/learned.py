@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,39 +27,27 @@ from itertools import combinations
 from pathlib import Path
 
 import duckdb
-from django.conf import settings
 
-POINTER = "CURRENT"
+from apps.search.store import SwappedFiles
+
 ANSWERS = "_answers"
 ANSWER_KEYS = "_answer_keys"
 _local = threading.local()
 
 
+LEARNED = SwappedFiles(dir_setting="SUBSET_LEARNED_DIR", prefix="learned")
+
+
 def learned_dir() -> Path:
-    return Path(settings.SUBSET_LEARNED_DIR)
+    return LEARNED.directory()
 
 
 def learned_current_path() -> Path | None:
-    try:
-        name = (learned_dir() / POINTER).read_text().strip()
-    except FileNotFoundError:
-        return None
-    path = learned_dir() / name
-    return path if path.exists() else None
-
-
-def learned_new_path() -> Path:
-    learned_dir().mkdir(parents=True, exist_ok=True)
-    return learned_dir() / f"learned-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}.duckdb"
+    return LEARNED.current_path()
 
 
 def learned_install(*, path: Path, keep: int = 2) -> None:
-    tmp_pointer = learned_dir() / f".{POINTER}.{os.getpid()}.tmp"
-    tmp_pointer.write_text(path.name)
-    os.replace(tmp_pointer, learned_dir() / POINTER)
-    old = sorted(p for p in learned_dir().glob("learned-*.duckdb") if p != path)
-    for stale in old[: max(0, len(old) - (keep - 1))]:
-        stale.unlink(missing_ok=True)  # open readers keep their handle
+    LEARNED.install(path=path, keep=keep)
 
 
 @contextmanager

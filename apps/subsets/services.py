@@ -16,15 +16,15 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.search.tables import quote_identifier, quote_string
 
-from .learned import ANSWER_KEYS, ANSWERS, learned_current_path, learned_install, learned_new_path, learned_write_lock
+from .learned import ANSWER_KEYS, ANSWERS, LEARNED, learned_current_path, learned_install, learned_write_lock
 from .models import SubsetRefresh
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,6 @@ class RefreshVerificationError(RuntimeError):
     """The new subset file is not fit to serve (empty, or not the table's schema)."""
 
 
-def _q(name: str) -> str:
-    from apps.search.tables import quote_identifier
-
-    return quote_identifier(name)
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # --- sampling predicates ---------------------------------------------------------------------
@@ -64,14 +56,14 @@ def sample_clause(*, method: str, fraction: float, key: str, dialect: str) -> st
     if not 0 < fraction <= 1:
         raise ValueError("The fraction must be in (0, 1].")
     percent = f"{fraction * 100:.6g}"
-    salt = _sql_string(settings.SUBSET_SAMPLE_SALT)
+    salt = quote_string(settings.SUBSET_SAMPLE_SALT)
     threshold = int(round(fraction * HASH_BUCKETS))
     if dialect == "duckdb":
         if method == "hash":
-            return f" WHERE hash(CAST({_q(key)} AS VARCHAR) || {salt}) % {HASH_BUCKETS} < {threshold}"
+            return f" WHERE hash(CAST({quote_identifier(key)} AS VARCHAR) || {salt}) % {HASH_BUCKETS} < {threshold}"
         return f" USING SAMPLE {percent}% ({method})"
     if method == "hash":
-        return (f" WHERE abs(from_big_endian_64(xxhash64(to_utf8(CAST({_q(key)} AS varchar) || {salt})))"
+        return (f" WHERE abs(from_big_endian_64(xxhash64(to_utf8(CAST({quote_identifier(key)} AS varchar) || {salt})))"
                 f" % {HASH_BUCKETS}) < {threshold}")
     return f" TABLESAMPLE {method.upper()} ({percent})"
 
@@ -120,7 +112,7 @@ def subset_refresh(
                                        athena_backend=athena_backend, s3_client=s3_client, out=out)
                 relation, clause = f"read_parquet({_sql_string_list(files)})", ""
             else:
-                relation = f"read_parquet({_sql_string(spec.full_data_glob)})"
+                relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
             path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
@@ -146,7 +138,7 @@ class _Null:
 
 
 def _sql_string_list(files: list[Path]) -> str:
-    return "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+    return "[" + ", ".join(quote_string(str(f)) for f in files) + "]"
 
 
 def _lock(*, table: str, backend: str, method: str, fraction: float, trigger: str) -> SubsetRefresh:
@@ -184,48 +176,27 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
 
 def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
     """A new subset file: the other tables of the current subset as they are, plus the fresh sample."""
-    from apps.search.store import subset_current_path, subset_new_path
+    from apps.search.store import SUBSET, subset_current_path, subset_tables_copy
 
-    path = subset_new_path()
     current = subset_current_path()
-    conn = duckdb.connect(str(path), config={"threads": max(1, settings.SEARCH_DUCKDB_THREADS)})
-    try:
-        comment = None
-        if current is not None:
-            conn.execute(f"ATTACH {_sql_string(str(current))} AS previous (READ_ONLY)")
-            for name, table_comment in conn.execute(
-                "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'previous' "
-                "AND schema_name = 'main'"
-            ).fetchall():
-                if name == spec.name:
-                    comment = table_comment
-                    continue
-                conn.execute(f"CREATE TABLE {_q(name)} AS SELECT * FROM previous.main.{_q(name)}")
-                if table_comment:
-                    conn.execute(f"COMMENT ON TABLE {_q(name)} IS {_sql_string(table_comment)}")
-            conn.execute("DETACH previous")
+    with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
+        comment = subset_tables_copy(conn=conn, source=current, skip=spec.name) if current is not None else None
         # Columns cast to the table's known types, so Parquet written by another engine still fits.
-        columns = ", ".join(f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in spec.columns.items())
-        conn.execute(f"CREATE TABLE {_q(spec.name)} AS SELECT {columns} FROM {relation}{clause}")
+        columns = ", ".join(f"CAST({quote_identifier(c)} AS {t}) AS {quote_identifier(c)}" for c, t in spec.columns.items())
+        conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} AS SELECT {columns} FROM {relation}{clause}")
         if comment:
-            conn.execute(f"COMMENT ON TABLE {_q(spec.name)} IS {_sql_string(comment)}")
+            conn.execute(f"COMMENT ON TABLE {quote_identifier(spec.name)} IS {quote_string(comment)}")
         rows = subset_file_verify(conn=conn, spec=spec)
-        conn.execute("CHECKPOINT")
-    except BaseException:
-        conn.close()
-        path.unlink(missing_ok=True)
-        raise
-    conn.close()
     out.write(f"  built {path.name}: {rows:,} rows, verified\n")
     return path, rows
 
 
 def subset_file_verify(*, conn, spec) -> int:
     """Raise RefreshVerificationError unless the new table has rows and exactly the spec's columns and types."""
-    rows = conn.execute(f"SELECT count(*) FROM {_q(spec.name)}").fetchone()[0]
+    rows = conn.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
     if rows == 0:
         raise RefreshVerificationError("the sample is empty (0 rows): not installing it")
-    found = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {_q(spec.name)}").fetchall()}
+    found = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {quote_identifier(spec.name)}").fetchall()}
     if found != dict(spec.columns):
         raise RefreshVerificationError(f"the sample's schema {found} differs from the table's {dict(spec.columns)}")
     return rows
@@ -263,9 +234,9 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def unload_statement(*, spec, relation: str, fraction: float, method: str, target_uri: str) -> str:
-    columns = ", ".join(_q(c) for c in spec.columns)
+    columns = ", ".join(quote_identifier(c) for c in spec.columns)
     clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="trino")
-    return (f"UNLOAD (SELECT {columns} FROM {relation}{clause}) TO {_sql_string(target_uri)} "
+    return (f"UNLOAD (SELECT {columns} FROM {relation}{clause}) TO {quote_string(target_uri)} "
             f"WITH (format = 'PARQUET', compression = 'SNAPPY')")
 
 
@@ -345,17 +316,9 @@ def learned_answer_add(*, spec, query, rows: list[dict], fallback_id: int | None
     """
     with learned_write_lock():
         current = learned_current_path()
-        path = learned_new_path()
-        conn = duckdb.connect(str(path), config={"threads": 1})
-        try:
+        with LEARNED.build(threads=1) as (path, conn):
             stats = _learned_rebuild(conn=conn, current=current, spec=spec, query=query, rows=rows,
                                      fallback_id=fallback_id)
-            conn.execute("CHECKPOINT")
-        except BaseException:
-            conn.close()
-            path.unlink(missing_ok=True)
-            raise
-        conn.close()
         learned_install(path=path)
     return stats
 
@@ -370,7 +333,7 @@ def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict
                  "fallback_id BIGINT, learned_at TIMESTAMP, last_used_at TIMESTAMP)")
     conn.execute(f"CREATE TABLE {ANSWER_KEYS} (answer_id BIGINT, table_name VARCHAR, key VARCHAR)")
     if current is not None:
-        conn.execute(f"ATTACH {_sql_string(str(current))} AS previous (READ_ONLY)")
+        conn.execute(f"ATTACH {quote_string(str(current))} AS previous (READ_ONLY)")
         tables = [r[0] for r in conn.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
         ).fetchall()]
@@ -378,7 +341,7 @@ def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict
             if name in (ANSWERS, ANSWER_KEYS):
                 conn.execute(f"INSERT INTO {name} SELECT * FROM previous.main.{name}")
             else:
-                conn.execute(f"CREATE TABLE {_q(name)} AS SELECT * FROM previous.main.{_q(name)}")
+                conn.execute(f"CREATE TABLE {quote_identifier(name)} AS SELECT * FROM previous.main.{quote_identifier(name)}")
         conn.execute("DETACH previous")
     existing = {r[0]: r[1] for r in conn.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
@@ -387,8 +350,8 @@ def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict
         _learned_drop_table(conn, spec.name)  # the table's schema changed: what was learned no longer fits
         existing = {}
     if not existing:
-        columns = ", ".join(f"{_q(c)} {t}" for c, t in spec.columns.items())
-        conn.execute(f"CREATE TABLE {_q(spec.name)} ({columns})")
+        columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in spec.columns.items())
+        conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} ({columns})")
 
     # Replace an older answer for exactly these filters.
     key_text = json.dumps(sorted(filters_key(query.filters)))
@@ -409,11 +372,11 @@ def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict
     if unique_rows:
         incoming = pa.Table.from_pylist([{c: row.get(c) for c in spec.columns} for row in unique_rows.values()])
         conn.register("incoming", incoming)
-        casts = ", ".join(f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in spec.columns.items())
-        key = _q(spec.key)
+        casts = ", ".join(f"CAST({quote_identifier(c)} AS {t}) AS {quote_identifier(c)}" for c, t in spec.columns.items())
+        key = quote_identifier(spec.key)
         added = conn.execute(
-            f"INSERT INTO {_q(spec.name)} SELECT {casts} FROM incoming WHERE CAST({key} AS VARCHAR) NOT IN "
-            f"(SELECT CAST({key} AS VARCHAR) FROM {_q(spec.name)} WHERE {key} IS NOT NULL)").fetchone()[0]
+            f"INSERT INTO {quote_identifier(spec.name)} SELECT {casts} FROM incoming WHERE CAST({key} AS VARCHAR) NOT IN "
+            f"(SELECT CAST({key} AS VARCHAR) FROM {quote_identifier(spec.name)} WHERE {key} IS NOT NULL)").fetchone()[0]
         conn.execute(f"INSERT INTO {ANSWER_KEYS} SELECT ?, ?, CAST({key} AS VARCHAR) FROM incoming",
                      [answer_id, spec.name])
         conn.unregister("incoming")
@@ -446,9 +409,9 @@ def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict
         conn.unregister("evicted")
     row_tables = set(conn.execute(f"SELECT DISTINCT table_name, key_column FROM {ANSWERS}").fetchall())
     for table, key_column in row_tables | {(spec.name, spec.key)}:
-        conn.execute(f"DELETE FROM {_q(table)} WHERE CAST({_q(key_column)} AS VARCHAR) NOT IN "
+        conn.execute(f"DELETE FROM {quote_identifier(table)} WHERE CAST({quote_identifier(key_column)} AS VARCHAR) NOT IN "
                      f"(SELECT key FROM {ANSWER_KEYS} WHERE table_name = ?)", [table])
-    total = conn.execute(f"SELECT count(*) FROM {_q(spec.name)}").fetchone()[0]
+    total = conn.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
     answers = conn.execute(f"SELECT count(*) FROM {ANSWERS}").fetchone()[0]
     return {"answer_id": answer_id, "rows_added": added, "rows_in_table": total, "answers": answers,
             "evicted_answers": len(evicted), "complete": len(rows) < query.limit}
@@ -461,7 +424,7 @@ def _max(field: str):
 
 
 def _learned_drop_table(conn, table: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {_q(table)}")
+    conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
     conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE table_name = ?", [table])
     conn.execute(f"DELETE FROM {ANSWERS} WHERE table_name = ?", [table])
 
@@ -469,7 +432,6 @@ def _learned_drop_table(conn, table: str) -> None:
 def learned_clear() -> None:
     """Forget everything learned (a new empty store)."""
     with learned_write_lock():
-        path = learned_new_path()
-        conn = duckdb.connect(str(path))
-        conn.close()
+        with LEARNED.build() as (path, _conn):
+            pass
         learned_install(path=path)

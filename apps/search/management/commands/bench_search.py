@@ -68,30 +68,27 @@ class Command(BaseCommand):
     # --- data ---------------------------------------------------------------------------
 
     def _duckdb_build(self, bench_dir, rows, seed, chunk_rows, rebuild, build) -> Path:
-        from apps.search.store import subset_current_path, subset_install, subset_new_path
+        from apps.search.store import SUBSET, subset_current_path, subset_install
 
         current = subset_current_path()
         if current is not None and not rebuild:
             self.stdout.write(f"Reusing the benchmark subset {current}")
             return current
         started = time.perf_counter()
-        path = subset_new_path()
-        conn = duckdb.connect(str(path))
-        done = 0
-        while done < rows:
-            n = min(chunk_rows, rows - done)
-            chunk = demo_table(rows=n, seed=seed, start_id=done)
-            conn.register("chunk", chunk)
-            if done == 0:
-                conn.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM chunk")
-            else:
-                conn.execute(f"INSERT INTO {TABLE} SELECT * FROM chunk")
-            conn.unregister("chunk")
-            done += n
-            elapsed = time.perf_counter() - started
-            self.stdout.write(f"  duckdb subset: {done:,}/{rows:,} rows, {elapsed:.1f}s ({done / elapsed:,.0f} rows/s)")
-        conn.execute("CHECKPOINT")
-        conn.close()
+        with SUBSET.build() as (path, conn):  # an interrupted build leaves no half-written file
+            done = 0
+            while done < rows:
+                n = min(chunk_rows, rows - done)
+                chunk = demo_table(rows=n, seed=seed, start_id=done)
+                conn.register("chunk", chunk)
+                if done == 0:
+                    conn.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM chunk")
+                else:
+                    conn.execute(f"INSERT INTO {TABLE} SELECT * FROM chunk")
+                conn.unregister("chunk")
+                done += n
+                elapsed = time.perf_counter() - started
+                self.stdout.write(f"  duckdb subset: {done:,}/{rows:,} rows, {elapsed:.1f}s ({done / elapsed:,.0f} rows/s)")
         subset_install(path=path)
         build["duckdb"] = round(time.perf_counter() - started, 1)
         return path
