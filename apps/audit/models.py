@@ -7,6 +7,7 @@ class AuditEvent(models.Model):
 
     class Action(models.TextChoices):
         SEARCH = "search", "Search"
+        EXPORT = "export", "Search export"
         FALLBACK = "fallback", "Warehouse fallback"
         PREDICTION = "prediction", "Prediction"
         MODEL_REGISTRATION = "model_registration", "Model registration"

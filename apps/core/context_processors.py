@@ -1,7 +1,7 @@
 from django.urls import reverse
 
 NAVIGATION = [
-    ("Samples", "search:page"),
+    ("Samples", "samples:page"),
     ("Models", "modelhub:list"),
     ("Entity linking", "linking:page"),
     ("Dashboard", "dashboard"),

@@ -10,6 +10,9 @@ from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from apps.core.stats import percentile
+from apps.search.models import SearchLog
+from apps.search.query import SearchQuery
+from apps.warehouse.models import Fallback
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,6 @@ class SearchDay:
 
 def search_daily(*, period: DateRange) -> list[SearchDay]:
     """Per day: searches, how many the local store answered, and local query latency p50/p95."""
-    from apps.search.models import SearchLog
-
     latencies: dict[date, list[float]] = defaultdict(list)
     needed: dict[date, int] = defaultdict(int)
     for created_at, elapsed_ms, needed_fallback in SearchLog.objects.filter(
@@ -78,8 +79,6 @@ class FallbackDay:
 
 def fallback_daily(*, period: DateRange) -> list[FallbackDay]:
     """Per day: warehouse queries sent, their latency (created → finished) p50/p95, bytes and USD."""
-    from apps.warehouse.models import Fallback
-
     rows = Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until).exclude(
         state=Fallback.State.REFUSED).values_list("created_at", "finished_at", "state", "bytes_scanned", "cost_usd")
     seconds: dict[date, list[float]] = defaultdict(list)
@@ -103,8 +102,6 @@ def fallback_daily(*, period: DateRange) -> list[FallbackDay]:
 
 def fallback_spend_by_user(*, period: DateRange) -> list[dict]:
     """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first."""
-    from apps.warehouse.models import Fallback
-
     rows = (Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until)
             .exclude(state=Fallback.State.REFUSED).values("user__username")
             .annotate(fallbacks=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd"))
@@ -129,9 +126,6 @@ class FrequentMiss:
 
 def frequent_fallback_queries(*, period: DateRange, limit: int = 15) -> list[FrequentMiss]:
     """The searches that most often needed the warehouse: candidates for the subset."""
-    from apps.search.models import SearchLog
-    from apps.search.query import SearchQuery
-
     groups = list(SearchLog.objects.filter(created_at__gte=period.since, created_at__lt=period.until,
                                            needed_fallback=True)
                   .values("fingerprint").annotate(searches=Count("id"), last_at=Max("created_at"), last_id=Max("id"))

@@ -2,6 +2,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from apps.audit.selectors import audit_event_list, audit_spend_by_user
+from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
 
 from . import charts
 from .forms import DateRangeForm
@@ -14,8 +15,6 @@ def dashboard(request):
     period = form.cleaned_data["range"] if form.is_bound and form.is_valid() else DateRangeForm.default_range()
     if not form.is_bound:
         form = DateRangeForm(initial={"from": period.start, "to": period.end})
-    from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
-
     searches = search_daily(period=period)
     fallbacks = fallback_daily(period=period)
     spend = fallback_spend_by_user(period=period)

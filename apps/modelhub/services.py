@@ -345,13 +345,15 @@ def confusion_chart_spec(*, truth: list[str], predicted: list[str], labels: list
 
 
 def search_results_score(*, user, model_version: ModelVersion, params: list[tuple[str, str]]) -> ScoredSearch:
-    """Runs the samples page's query (same URL parameters) and scores its text column as one batch.
+    """Runs the samples page's query (same URL parameters, same pipeline) and scores its text column as one
+    batch. Never starts a warehouse fallback: it scores the rows known now (subset, learned rows, and the
+    rows of a finished fallback the URL names with `fallback=<id>`).
 
-    Raises SearchValidationError (a ValueError) for bad filters, TableNotFound (LookupError),
-    FileNotFoundError when no subset is installed, PredictionInputError when nothing can be scored.
+    Raises apps.search.errors.SearchError for bad filters, an unknown table or no subset, and
+    PredictionInputError when nothing can be scored.
     """
+    from apps.samples.pipeline import search_answer
     from apps.search.query import query_from_params
-    from apps.search.services import search_run
     from apps.search.tables import default_table_name
 
     if model_version.kind != ModelVersion.Kind.CLASSIFIER:
@@ -359,12 +361,15 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
     query = query_from_params(params=params, default_table=default_table_name(),
                               default_limit=settings.SEARCH_DEFAULT_LIMIT, max_limit=settings.SEARCH_MAX_LIMIT,
                               skip_blank=True, strict=False)
-    result = search_run(user=user, query=query)
-    spec = result.spec
+    fallback = dict(params).get("fallback", "")
+    answer = search_answer(user=user, query=query, allow_fallback=False, log=False,
+                           fallback_id=int(fallback) if fallback.isdigit() else None)
+    result_rows = [row.values for row in answer.rows]
+    spec = answer.spec
     text_column = spec.text_column
     if not text_column:
         raise PredictionInputError(f"Table {spec.name!r} has no text column to score.")
-    texts = [str(row.get(text_column) or "") for row in result.rows]
+    texts = [str(row.get(text_column) or "") for row in result_rows]
     scorable = [i for i, text in enumerate(texts) if text.strip()]
     batch = None
     predictions: dict[int, object] = {}
@@ -372,12 +377,12 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
         batch = prediction_make(user=user, model_version=model_version, texts=[texts[i] for i in scorable],
                                 source="search")
         predictions = dict(zip(scorable, batch.predictions))
-    label_column = spec.label_column if spec.label_column in result.columns else None
+    label_column = spec.label_column if spec.label_column in answer.columns else None
     # A few short identifying columns beside the text; the full row is on the samples page.
-    columns = [spec.key] + [c for c in result.columns
+    columns = [spec.key] + [c for c in answer.columns
                             if c not in (spec.key, text_column, label_column, "url")][:2]
     rows, truth, predicted = [], [], []
-    for index, row in enumerate(result.rows):
+    for index, row in enumerate(result_rows):
         prediction = predictions.get(index)
         label = row.get(label_column) if label_column else None
         agrees = None

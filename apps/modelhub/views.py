@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from apps.search.errors import SearchError
+
 from .forms import AliasForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
 from .models import ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
@@ -282,9 +284,9 @@ def score_search(request):
         return render(request, "modelhub/score_search.html", context, status=404 if name else 200)
     search_params = [(k, v) for k, vs in request.GET.lists() for v in vs if k not in ("model", "version")]
     context.update(model_version=model_version, search_params=search_params,
-                   search_url=reverse("search:page") + ("?" + urlencode(search_params) if search_params else ""))
+                   search_url=reverse("samples:page") + ("?" + urlencode(search_params) if search_params else ""))
     try:
         context["scored"] = search_results_score(user=request.user, model_version=model_version, params=search_params)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
+    except (SearchError, ValueError) as exc:  # bad filters, no subset, nothing to score
         context["error"] = str(exc)
     return render(request, "modelhub/score_search.html", context)

@@ -8,6 +8,7 @@ from ninja import NinjaAPI
 from ninja.security import HttpBearer, django_auth
 
 from apps.accounts.selectors import api_token_authenticate
+from apps.search.errors import SearchError
 
 
 class BearerToken(HttpBearer):
@@ -30,8 +31,16 @@ api = NinjaAPI(
     docs_decorator=login_required,
 )
 
+
+
+@api.exception_handler(SearchError)
+def search_error(request, exc: SearchError):
+    """The one mapping of search errors to HTTP: 400 malformed, 422 does not fit the table, 503 no subset."""
+    return api.create_response(request, {"detail": str(exc), "errors": exc.errors}, status=exc.status)
+
+
 api.add_router("/", "apps.core.api.router")
-api.add_router("/", "apps.search.api.router")
+api.add_router("/", "apps.samples.api.router")
 api.add_router("/", "apps.warehouse.api.router")
 api.add_router("/", "apps.modelhub.api.router")
 api.add_router("/", "apps.linking.api.router")

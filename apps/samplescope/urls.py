@@ -26,7 +26,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", _api_urls()),
-    path("samples/", include("apps.search.urls")),
+    path("samples/", include("apps.samples.urls")),
     path("fallbacks/", include("apps.warehouse.urls")),
     path("models/", include("apps.modelhub.urls")),
     path("linking/", include("apps.linking.urls")),

@@ -7,8 +7,9 @@ from pathlib import Path
 from django.conf import settings
 
 from .demo_data import demo_dataset_write
+from .errors import SubsetMissing, TableNotFound
 from .services import subset_table_write
-from .tables import TableNotFound, table_spec_get
+from .tables import _subset_schema, table_spec_get
 
 DEMO_TABLE = "samples"
 
@@ -19,13 +20,11 @@ def demo_data_present() -> bool:
         return False
     try:
         return table_spec_get(name=DEMO_TABLE).columns != {} and _subset_has(DEMO_TABLE)
-    except (TableNotFound, FileNotFoundError):
+    except (TableNotFound, SubsetMissing):
         return False
 
 
 def _subset_has(name: str) -> bool:
-    from .tables import _subset_schema
-
     return name in _subset_schema()
 
 

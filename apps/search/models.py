@@ -3,7 +3,7 @@ from django.db import models
 
 
 class SearchLog(models.Model):
-    """One search as it ran: for the dashboard and to link a warehouse fallback to its search."""
+    """One search as it ran: for the dashboard; a warehouse fallback request points at the search that made it."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="search_logs"
@@ -12,10 +12,10 @@ class SearchLog(models.Model):
     query = models.JSONField(help_text="SearchQuery.to_dict()")
     fingerprint = models.CharField(max_length=64, db_index=True)
     limit = models.PositiveIntegerField()
-    local_rows = models.PositiveIntegerField(default=0)
+    local_rows = models.PositiveIntegerField(default=0, help_text="rows answered locally: subset + learned")
+    source_counts = models.JSONField(default=dict, blank=True, help_text="rows per source when the page rendered")
     elapsed_ms = models.FloatField(default=0.0)
     needed_fallback = models.BooleanField(default=False)
-    fallback_id = models.BigIntegerField(null=True, blank=True, help_text="set by the warehouse fallback hook")
     timed_out = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -12,29 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-import duckdb
-
-from .tables import OPERATORS, TableSpec, quote_identifier
+from .errors import SearchParamsError, SearchValidationError
+from .operators import LIKE_ESCAPE, OPERATORS, like_escape, operator_get, regex_problem  # noqa: F401
+from .tables import TableSpec, quote_identifier
 
 DIALECTS = ("duckdb", "trino")
-RESERVED_PARAMS = ("limit", "table", "format")
+RESERVED_PARAMS = ("limit", "table", "format", "fallback")
 MAX_VALUE_LENGTH = 1000
 MAX_IN_VALUES = 200
 MAX_FILTERS = 20
-LIKE_ESCAPE = "\\"
-
-
-class SearchValidationError(ValueError):
-    """Bad input, with messages per field (a URL parameter name such as "text__contains")."""
-
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items()))
 
 
 @dataclass(frozen=True)
@@ -85,8 +74,8 @@ class SearchQuery:
 
     def describe(self) -> str:
         """Short human text, e.g. for the audit log: `text contains 'foo' AND lang = 'en'`."""
-        parts = [f"{f.column} {f.op} {f.value!r}" if f.op != "isnull" else f"{f.column} isnull {f.value or 'true'}"
-                 for f in self.filters]
+        parts = [operator_get(f.op).human.format(col=f.column, value=repr(f.value or "") if f.op != "isnull"
+                                                 else (f.value or "true")) for f in self.filters]
         return f"{self.table}: " + (" AND ".join(parts) or "(no filters)") + f" LIMIT {self.limit}"
 
 
@@ -156,7 +145,7 @@ def query_from_params(
     if len(filters) > MAX_FILTERS:
         errors.setdefault("filters", []).append(f"At most {MAX_FILTERS} filters.")
     if errors:
-        raise SearchValidationError(errors)
+        raise SearchParamsError(errors)
     return SearchQuery(table=table, filters=tuple(filters), limit=limit)
 
 
@@ -164,24 +153,6 @@ def query_from_params(
 
 _TRUE = {"", "1", "true", "yes", "y", "t", "on"}
 _FALSE = {"0", "false", "no", "n", "f", "off"}
-_regex_check = threading.local()
-
-
-def regex_problem(pattern: str) -> str | None:
-    """Why `pattern` is not a usable regex (Python's parser and DuckDB's RE2), else None."""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"Invalid regular expression: {exc}."
-    conn = getattr(_regex_check, "conn", None)
-    if conn is None:
-        conn = _regex_check.conn = duckdb.connect()
-    try:
-        conn.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
-    except duckdb.Error as exc:
-        message = str(exc).split("Error:", 1)[-1].strip()
-        return f"Invalid regular expression (RE2): {message}."
-    return None
 
 
 def _typed(kind: str, raw: str) -> object:
@@ -246,13 +217,14 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
             errors.setdefault(field, []).append(f"Value is longer than {MAX_VALUE_LENGTH} characters.")
             continue
         kind = spec.kind(flt.column)
+        operator = operator_get(flt.op)
         try:
-            if flt.op == "isnull":
+            if operator.value == "bool":
                 lowered = raw.strip().lower()
                 if lowered not in _TRUE | _FALSE:
                     raise ValueError(f"{raw!r} is not true or false.")
                 value: object = lowered in _TRUE
-            elif flt.op == "in":
+            elif operator.value == "list":
                 parts = [p.strip() for p in raw.split(",")]
                 parts = [p for p in parts if p != ""]
                 if not parts:
@@ -264,10 +236,9 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
                 if raw == "":
                     raise ValueError("Enter a value.")
                 value = _typed(kind, raw)
-                if flt.op == "regex":
-                    problem = regex_problem(raw)
-                    if problem:
-                        raise ValueError(problem)
+                problem = operator.check(raw) if operator.check else None
+                if problem:
+                    raise ValueError(problem)
         except ValueError as exc:
             errors.setdefault(field, []).append(str(exc))
             continue
@@ -279,14 +250,6 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
 
 # --- Compiling ------------------------------------------------------------------------------
 
-def like_escape(value: str) -> str:
-    """Make `%`, `_` and the escape character itself match literally in a LIKE pattern."""
-    return value.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
-
-
-_ESCAPE_CLAUSE = f"ESCAPE '{LIKE_ESCAPE}'"  # standard SQL strings: one backslash, no escaping
-
-
 def _placeholder(kind: str) -> str:
     # Dates travel as ISO strings: the cast reads the same in DuckDB and Trino.
     if kind == "date":
@@ -297,36 +260,10 @@ def _placeholder(kind: str) -> str:
 
 
 def _condition(flt: Filter, value: object, kind: str, dialect: str, params: list) -> str:
-    col = quote_identifier(flt.column)
-    op = flt.op
-    if op == "isnull":
-        return f"{col} IS NULL" if value else f"{col} IS NOT NULL"
-    if op in ("contains", "not_contains", "startswith"):
-        if dialect == "duckdb":
-            params.append(value)
-            match = f"starts_with({col}, ?)" if op == "startswith" else f"contains({col}, ?)"
-        else:
-            params.append(like_escape(value) + "%" if op == "startswith" else "%" + like_escape(value) + "%")
-            match = f"{col} LIKE ? {_ESCAPE_CLAUSE}"
-        return f"({col} IS NULL OR NOT {match})" if op == "not_contains" else match
-    if op == "icontains":
-        params.append("%" + like_escape(value) + "%")
-        if dialect == "duckdb":
-            return f"{col} ILIKE ? {_ESCAPE_CLAUSE}"
-        return f"lower({col}) LIKE lower(?) {_ESCAPE_CLAUSE}"
-    if op == "regex":
-        params.append(value)
-        return f"regexp_matches({col}, ?)" if dialect == "duckdb" else f"regexp_like({col}, ?)"
-    if op == "in":
-        params.extend(value)
-        return f"{col} IN ({', '.join(_placeholder(kind) for _ in value)})"
-    params.append(value)
-    sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}.get(op)
-    if sql_op:
-        return f"{col} {sql_op} {_placeholder(kind)}"
-    if op == "ne":  # a NULL differs from every value, so it matches "≠"
-        return f"{col} IS DISTINCT FROM {_placeholder(kind)}"
-    raise SearchValidationError({flt.param: [f"Unknown operator {op!r}."]})
+    sql, values = operator_get(flt.op).sql(
+        dialect=dialect, column=quote_identifier(flt.column), value=value, placeholder=_placeholder(kind))
+    params.extend(values)
+    return sql
 
 
 def where_compile(*, query: SearchQuery, spec: TableSpec, dialect: str = "duckdb") -> CompiledQuery:

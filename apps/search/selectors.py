@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -19,6 +18,16 @@ class QueryOutcome:
     rows: list[tuple]
     elapsed_ms: float
     timed_out: bool
+
+    def rows_as_dicts(self) -> list[dict]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
+                  timeout_ms: int) -> QueryOutcome:
+    """The subset's rows for a search: at most query.limit rows matching every filter."""
+    compiled = compiled or compile_search(query=query, spec=spec)
+    return subset_query_run(compiled=compiled, timeout_ms=timeout_ms)
 
 
 def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int) -> QueryOutcome:
@@ -93,29 +102,3 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
         by_column[spec.facets[index]].append(("(empty)" if value is None else value, count))
     facets = [Facet(c, sorted(v, key=lambda item: (-item[1], item[0]))[:top]) for c, v in by_column.items()]
     return [f for f in facets if f.values], False
-
-
-def search_export_iter(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, batch: int = 1000
-                       ) -> tuple[list[str], Iterator[tuple]]:
-    """Columns and a lazy row iterator for streaming an export; the cursor closes at the end."""
-    compiled = compile_search(query=query, spec=spec)
-    cursor = subset_connection().cursor()
-    timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
-    timer.start()
-    try:
-        result = cursor.execute(compiled.sql, compiled.params)
-    except BaseException:
-        cursor.close()
-        raise
-    finally:
-        timer.cancel()
-    columns = [d[0] for d in result.description]
-
-    def rows() -> Iterator[tuple]:
-        try:
-            while chunk := result.fetchmany(batch):
-                yield from chunk
-        finally:
-            cursor.close()
-
-    return columns, rows()

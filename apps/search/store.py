@@ -18,6 +18,9 @@ from pathlib import Path
 import duckdb
 from django.conf import settings
 
+from .errors import SubsetMissing
+from .sql import quote_identifier, quote_string
+
 POINTER = "CURRENT"
 _local = threading.local()
 
@@ -95,8 +98,6 @@ def subset_install(*, path: Path, keep: int = 2) -> Path:
 def subset_tables_copy(*, conn: duckdb.DuckDBPyConnection, source: Path, skip: str) -> str | None:
     """Copy every table of the subset file `source` except `skip` into `conn` (a file being built),
     with their comments; return `skip`'s comment (its self-description), if it had one."""
-    from .tables import quote_identifier, quote_string
-
     skipped_comment = None
     conn.execute(f"ATTACH {quote_string(str(source))} AS previous (READ_ONLY)")
     tables = conn.execute(
@@ -117,7 +118,7 @@ def subset_connection() -> duckdb.DuckDBPyConnection:
     """A read-only connection to the current subset, one per thread, reopened after a swap."""
     path = subset_current_path()
     if path is None:
-        raise FileNotFoundError(
+        raise SubsetMissing(
             f"No local subset in {subset_dir()}. Build one with `python manage.py make_demo_data` "
             "or `python manage.py import_subset`."
         )

@@ -18,35 +18,15 @@ from pathlib import Path
 import duckdb
 from django.conf import settings
 
+from .errors import TableNotFound
+from .operators import OPERATORS_BY_KIND
+from .sql import quote_identifier, quote_string  # noqa: F401  (used across the app as tables.quote_*)
 from .store import subset_connection, subset_current_path
 
-OPERATORS: tuple[str, ...] = (
-    "contains", "icontains", "not_contains", "startswith", "eq", "ne", "in",
-    "gt", "gte", "lt", "lte", "regex", "isnull",
-)
-OPERATOR_LABELS = {
-    "contains": "contains", "icontains": "contains (any case)", "not_contains": "does not contain",
-    "startswith": "starts with", "eq": "=", "ne": "≠", "in": "is one of (a,b,c)", "gt": ">", "gte": "≥",
-    "lt": "<", "lte": "≤", "regex": "matches regex", "isnull": "is empty (true/false)",
-}
-# What each kind of column can be asked; a table's config can only narrow this.
-OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "text": ("contains", "icontains", "not_contains", "startswith", "eq", "ne", "in", "regex", "isnull"),
-    "integer": ("eq", "ne", "in", "gt", "gte", "lt", "lte", "isnull"),
-    "float": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
-    "date": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
-    "timestamp": ("eq", "ne", "gt", "gte", "lt", "lte", "isnull"),
-    "boolean": ("eq", "ne", "isnull"),
-    "other": ("isnull",),
-}
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                   "UBIGINT", "UHUGEINT", "INT1", "INT2", "INT4", "INT8"}
 _FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
-
-
-class TableNotFound(LookupError):
-    pass
 
 
 def column_kind(duckdb_type: str) -> str:
@@ -67,16 +47,6 @@ def column_kind(duckdb_type: str) -> str:
     return "other"
 
 
-def quote_identifier(name: str) -> str:
-    """Double-quoted SQL identifier; valid in DuckDB and Trino alike."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_string(text: str) -> str:
-    """Single-quoted SQL literal, for DDL that takes no parameters (ATTACH, COMMENT ON)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -87,9 +57,14 @@ class TableSpec:
     facets: tuple[str, ...] = ()
     label_column: str | None = None
     text_column: str | None = None
-    full_data_glob: str = ""
-    athena_table: str = ""
+    full_data_glob: str = ""  # where the full table lives for the local warehouse backend ("" = nowhere)
+    athena_table: str = ""  # ... and on Athena ("" = nowhere)
     origin: str = "config"  # "config" (tables.json) or "subset" (import_subset)
+
+    def has_warehouse(self, backend: str) -> bool:
+        """Can a fallback to the full table run on this backend? Tables imported without naming where
+        their full table lives have only the local copy."""
+        return bool(self.athena_table if backend == "athena" else self.full_data_glob)
 
     def kind(self, column: str) -> str:
         return column_kind(self.columns.get(column, ""))
@@ -183,6 +158,8 @@ def _full_data_glob(raw: str, name: str) -> str:
 
 
 def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
+    """tables.json entries default to the full data under SEARCH_FULL_DATA_DIR and an Athena table of the
+    same name; imported tables have a warehouse only when import_subset was told where it lives."""
     name = entry["name"]
     configured = entry.get("searchable", "*")
     searchable: dict[str, tuple[str, ...]] = {}
@@ -207,8 +184,9 @@ def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
         facets=tuple(c for c in entry.get("facets", ()) if c in columns),
         label_column=entry.get("label_column") if entry.get("label_column") in columns else None,
         text_column=entry.get("text_column") if entry.get("text_column") in columns else None,
-        full_data_glob=_full_data_glob(entry.get("full_data_glob", ""), name),
-        athena_table=entry.get("athena_table") or name,
+        full_data_glob=(_full_data_glob(entry.get("full_data_glob", ""), name) if origin == "config"
+                        else entry.get("full_data_glob") or ""),
+        athena_table=entry.get("athena_table") or (name if origin == "config" else ""),
         origin=origin,
     )
 

@@ -2,64 +2,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
 import duckdb
 from django.conf import settings
 
-from .learned import ANSWERS, filters_key, learned_current_path, learned_snapshot
+from apps.search.store import subset_connection, subset_current_path
+from apps.warehouse.learned import ANSWERS, learned_current_path, learned_snapshot
+
 from .models import SubsetRefresh
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LearnedLookup:
-    rows: list[dict] = field(default_factory=list)  # tagged "_source": "learned", keys not in local_rows
-    complete: bool = False  # a learned answer held every row matching this query (or a broader one)
-
-
-def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLookup:
-    """settings.SEARCH_LEARNED_ROWS_HOOK: rows the learned store adds to what the subset returned.
-
-    Rows whose key the subset already returned are skipped (key-dedup against the subset). Never
-    raises: a broken or stale store only means no learned rows."""
-    if not settings.SUBSET_LEARNING_ENABLED:
-        return LearnedLookup()
-    try:
-        snapshot = learned_snapshot()
-        if snapshot is None:
-            return LearnedLookup()
-        wanted = filters_key(query.filters)
-        complete = snapshot.is_complete(table=spec.name, wanted=wanted)
-        if spec.name not in snapshot.tables or len(local_rows) >= query.limit:
-            return LearnedLookup(complete=complete)
-        from apps.search.query import compile_search
-
-        seen = {row.get(spec.key) for row in local_rows}
-        compiled = compile_search(query=replace(query, limit=query.limit + len(seen)), spec=spec)
-        cursor = snapshot.conn.cursor()
-        try:
-            result = cursor.execute(compiled.sql, compiled.params)
-            names = [d[0] for d in result.description]
-            fetched = result.fetchall()
-        finally:
-            cursor.close()
-        rows = []
-        for values in fetched:
-            row = dict(zip(names, values))
-            if row.get(spec.key) in seen:
-                continue
-            row["_source"] = "learned"
-            rows.append(row)
-            if len(local_rows) + len(rows) >= query.limit:
-                break
-        return LearnedLookup(rows=rows, complete=complete)
-    except (duckdb.Error, OSError, ValueError) as exc:
-        logger.warning("learned rows unavailable for %s: %s", spec.name, exc)
-        return LearnedLookup()
 
 
 @dataclass(frozen=True)
@@ -81,8 +36,6 @@ class StoreStatus:
 
 
 def subset_status_get() -> StoreStatus:
-    from apps.search.store import subset_connection, subset_current_path
-
     path = subset_current_path()
     if path is None:
         return StoreStatus()

@@ -8,23 +8,21 @@ One refresh per table at a time: SubsetRefresh.running_key is unique while a ref
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import pyarrow as pa
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.search.tables import quote_identifier, quote_string
+from apps.search.store import SUBSET, subset_current_path, subset_install, subset_tables_copy
+from apps.search.tables import quote_identifier, quote_string, table_spec_get
+from apps.warehouse.backends.athena import AthenaBackend
 
-from .learned import ANSWER_KEYS, ANSWERS, LEARNED, learned_current_path, learned_install, learned_write_lock
 from .models import SubsetRefresh
 
 logger = logging.getLogger(__name__)
@@ -88,8 +86,6 @@ def subset_refresh(
     """Rebuild the subset table from the warehouse and swap it in. Returns the finished run (state
     succeeded or failed); raises RefreshBusy when another refresh of the table holds the lock and
     ValueError for bad arguments."""
-    from apps.search.tables import table_spec_get
-
     spec = table_spec_get(name=table)
     backend = backend or settings.WAREHOUSE_BACKEND
     if backend not in ("local", "athena"):
@@ -116,8 +112,6 @@ def subset_refresh(
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
             path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
-        from apps.search.store import subset_install
-
         subset_install(path=path)
     except Exception as exc:
         if path is not None:
@@ -176,8 +170,6 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
 
 def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
     """A new subset file: the other tables of the current subset as they are, plus the fresh sample."""
-    from apps.search.store import SUBSET, subset_current_path, subset_tables_copy
-
     current = subset_current_path()
     with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
         comment = subset_tables_copy(conn=conn, source=current, skip=spec.name) if current is not None else None
@@ -241,8 +233,6 @@ def unload_statement(*, spec, relation: str, fraction: float, method: str, targe
 
 
 def _athena_unload(*, run, spec, fraction, method, workdir: Path, athena_backend, s3_client, out) -> list[Path]:
-    from apps.warehouse.backends.athena import AthenaBackend
-
     if not settings.SUBSET_UNLOAD_S3_URI:
         raise ValueError("Set SUBSET_UNLOAD_S3_URI (s3://bucket/prefix/) for Athena refreshes.")
     athena = athena_backend or AthenaBackend()
@@ -286,152 +276,3 @@ def _athena_unload(*, run, spec, fraction, method, workdir: Path, athena_backend
     if not files:
         raise RefreshVerificationError(f"the UNLOAD wrote no files under {target}")
     return files
-
-
-# --- learning from fallbacks ---------------------------------------------------------------------
-
-def learned_from_fallback(*, fallback_id: int) -> dict | None:
-    """settings.FALLBACK_SUCCEEDED_HOOK: add a succeeded fallback's rows to the learned store."""
-    from apps.search.query import SearchQuery
-    from apps.search.tables import table_spec_get
-    from apps.warehouse.models import Fallback
-
-    if not settings.SUBSET_LEARNING_ENABLED:
-        return None
-    fallback = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.SUCCEEDED).first()
-    if fallback is None:
-        return None
-    return learned_answer_add(spec=table_spec_get(name=fallback.table), query=SearchQuery.from_dict(fallback.query),
-                              rows=list(fallback.rows), fallback_id=fallback.pk)
-
-
-def learned_answer_add(*, spec, query, rows: list[dict], fallback_id: int | None = None) -> dict:
-    """Add one warehouse answer (all the rows a fallback returned for `query`) to the learned store.
-
-    An answer with fewer rows than its limit holds EVERY matching row: it is marked complete, and the
-    same or a narrower query (a superset of its filters) is then answered locally, even with 0 rows.
-    A newer answer for the same filters replaces the older one. Then the store is cut back to
-    SUBSET_LEARNED_MAX_ROWS rows / SUBSET_LEARNED_MAX_ANSWERS answers by evicting whole answers,
-    least recently used first ("used" = learned, or the same search run again per the search log).
-    """
-    with learned_write_lock():
-        current = learned_current_path()
-        with LEARNED.build(threads=1) as (path, conn):
-            stats = _learned_rebuild(conn=conn, current=current, spec=spec, query=query, rows=rows,
-                                     fallback_id=fallback_id)
-        learned_install(path=path)
-    return stats
-
-
-def _learned_rebuild(*, conn, current: Path | None, spec, query, rows: list[dict], fallback_id) -> dict:
-    from apps.search.models import SearchLog
-
-    from .learned import filters_key
-
-    conn.execute(f"CREATE TABLE {ANSWERS} (id BIGINT, table_name VARCHAR, key_column VARCHAR, fingerprint VARCHAR, "
-                 "filters VARCHAR, filters_key VARCHAR, limit_rows INTEGER, row_count INTEGER, complete BOOLEAN, "
-                 "fallback_id BIGINT, learned_at TIMESTAMP, last_used_at TIMESTAMP)")
-    conn.execute(f"CREATE TABLE {ANSWER_KEYS} (answer_id BIGINT, table_name VARCHAR, key VARCHAR)")
-    if current is not None:
-        conn.execute(f"ATTACH {quote_string(str(current))} AS previous (READ_ONLY)")
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
-        ).fetchall()]
-        for name in tables:
-            if name in (ANSWERS, ANSWER_KEYS):
-                conn.execute(f"INSERT INTO {name} SELECT * FROM previous.main.{name}")
-            else:
-                conn.execute(f"CREATE TABLE {quote_identifier(name)} AS SELECT * FROM previous.main.{quote_identifier(name)}")
-        conn.execute("DETACH previous")
-    existing = {r[0]: r[1] for r in conn.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [spec.name]).fetchall()}
-    if existing and existing != dict(spec.columns):
-        _learned_drop_table(conn, spec.name)  # the table's schema changed: what was learned no longer fits
-        existing = {}
-    if not existing:
-        columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in spec.columns.items())
-        conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} ({columns})")
-
-    # Replace an older answer for exactly these filters.
-    key_text = json.dumps(sorted(filters_key(query.filters)))
-    old = [r[0] for r in conn.execute(f"SELECT id FROM {ANSWERS} WHERE table_name = ? AND filters_key = ?",
-                                      [spec.name, key_text]).fetchall()]
-    for answer_id in old:
-        conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE answer_id = ?", [answer_id])
-        conn.execute(f"DELETE FROM {ANSWERS} WHERE id = ?", [answer_id])
-    answer_id = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {ANSWERS}").fetchone()[0]
-    now = timezone.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
-    unique_rows: dict = {}
-    for row in rows:
-        unique_rows.setdefault(row.get(spec.key), row)
-    conn.execute(f"INSERT INTO {ANSWERS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        answer_id, spec.name, spec.key, query.fingerprint(), json.dumps(query.to_dict()["filters"]), key_text,
-        query.limit, len(unique_rows), len(rows) < query.limit, fallback_id, now, now])
-    added = 0
-    if unique_rows:
-        incoming = pa.Table.from_pylist([{c: row.get(c) for c in spec.columns} for row in unique_rows.values()])
-        conn.register("incoming", incoming)
-        casts = ", ".join(f"CAST({quote_identifier(c)} AS {t}) AS {quote_identifier(c)}" for c, t in spec.columns.items())
-        key = quote_identifier(spec.key)
-        added = conn.execute(
-            f"INSERT INTO {quote_identifier(spec.name)} SELECT {casts} FROM incoming WHERE CAST({key} AS VARCHAR) NOT IN "
-            f"(SELECT CAST({key} AS VARCHAR) FROM {quote_identifier(spec.name)} WHERE {key} IS NOT NULL)").fetchone()[0]
-        conn.execute(f"INSERT INTO {ANSWER_KEYS} SELECT ?, ?, CAST({key} AS VARCHAR) FROM incoming",
-                     [answer_id, spec.name])
-        conn.unregister("incoming")
-
-    # Recency from the search log: an answer is "used" whenever the same search runs again.
-    fingerprints = [r[0] for r in conn.execute(f"SELECT DISTINCT fingerprint FROM {ANSWERS}").fetchall()]
-    last_seen: dict[str, object] = {}
-    for start in range(0, len(fingerprints), 500):
-        for item in (SearchLog.objects.filter(fingerprint__in=fingerprints[start:start + 500])
-                     .values("fingerprint").order_by().annotate(last=_max("created_at"))):
-            last = item["last"]
-            last_seen[item["fingerprint"]] = last.astimezone(dt.timezone.utc).replace(tzinfo=None) if last.tzinfo else last
-    if last_seen:
-        conn.register("seen", pa.table({"fingerprint": list(last_seen),
-                                        "last": pa.array(list(last_seen.values()), type=pa.timestamp("us"))}))
-        conn.execute(f"UPDATE {ANSWERS} SET last_used_at = greatest(last_used_at, seen.last) FROM seen "
-                     f"WHERE {ANSWERS}.fingerprint = seen.fingerprint")
-        conn.unregister("seen")
-
-    # Evict whole answers, least recently used first, until the rest fit both bounds.
-    evicted = conn.execute(
-        f"SELECT id FROM (SELECT id, sum(row_count) OVER w AS rows_so_far, row_number() OVER w AS answers_so_far "
-        f"FROM {ANSWERS} WINDOW w AS (ORDER BY last_used_at DESC, id DESC ROWS UNBOUNDED PRECEDING)) "
-        f"WHERE rows_so_far > ? OR answers_so_far > ?",
-        [settings.SUBSET_LEARNED_MAX_ROWS, settings.SUBSET_LEARNED_MAX_ANSWERS]).fetchall()
-    if evicted:
-        conn.register("evicted", pa.table({"id": [r[0] for r in evicted]}))
-        conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE answer_id IN (SELECT id FROM evicted)")
-        conn.execute(f"DELETE FROM {ANSWERS} WHERE id IN (SELECT id FROM evicted)")
-        conn.unregister("evicted")
-    row_tables = set(conn.execute(f"SELECT DISTINCT table_name, key_column FROM {ANSWERS}").fetchall())
-    for table, key_column in row_tables | {(spec.name, spec.key)}:
-        conn.execute(f"DELETE FROM {quote_identifier(table)} WHERE CAST({quote_identifier(key_column)} AS VARCHAR) NOT IN "
-                     f"(SELECT key FROM {ANSWER_KEYS} WHERE table_name = ?)", [table])
-    total = conn.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
-    answers = conn.execute(f"SELECT count(*) FROM {ANSWERS}").fetchone()[0]
-    return {"answer_id": answer_id, "rows_added": added, "rows_in_table": total, "answers": answers,
-            "evicted_answers": len(evicted), "complete": len(rows) < query.limit}
-
-
-def _max(field: str):
-    from django.db.models import Max
-
-    return Max(field)
-
-
-def _learned_drop_table(conn, table: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
-    conn.execute(f"DELETE FROM {ANSWER_KEYS} WHERE table_name = ?", [table])
-    conn.execute(f"DELETE FROM {ANSWERS} WHERE table_name = ?", [table])
-
-
-def learned_clear() -> None:
-    """Forget everything learned (a new empty store)."""
-    with learned_write_lock():
-        with LEARNED.build() as (path, _conn):
-            pass
-        learned_install(path=path)

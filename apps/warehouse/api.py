@@ -1,7 +1,6 @@
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
-from .handles import warehouse_rows
 from .models import Fallback
 from .selectors import fallback_can_cancel
 from .services import fallback_cancel
@@ -12,7 +11,7 @@ router = Router(tags=["warehouse"])
 class FallbackOut(Schema):
     id: int
     state: str
-    rows: list[dict]
+    rows: list[dict]  # the warehouse's rows only; GET /api/search?...&fallback=<id> merges them with the local ones
     bytes_scanned: int | None
     bytes_are_estimate: bool
     cost_usd: float
@@ -30,7 +29,7 @@ def _out(fallback: Fallback) -> dict:
     return {
         "id": fallback.pk,
         "state": fallback.state,
-        "rows": warehouse_rows(fallback) if fallback.state == Fallback.State.SUCCEEDED else [],
+        "rows": list(fallback.rows) if fallback.state == Fallback.State.SUCCEEDED else [],
         "bytes_scanned": fallback.bytes_scanned,
         "bytes_are_estimate": fallback.bytes_are_estimate,
         "cost_usd": float(fallback.cost_usd),

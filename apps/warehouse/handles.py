@@ -1,19 +1,18 @@
-"""The "fallback handle" the search service gets back from the hook (see the contracts), also the
-object the panel template renders, so the search page and the panel's polls show the same thing."""
+"""The "fallback handle" apps.samples.pipeline gets back from `fallback_request`, also the object the
+panel template renders, so the search page and the panel's polls show the same thing."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.urls import reverse
 
+from apps.search.query import SearchQuery
+
 from .models import Fallback
 
 PANEL_TEMPLATE = "warehouse/_fallback_panel.html"
-
-
-def warehouse_rows(fallback: Fallback) -> list[dict]:
-    return [{**row, "_source": "warehouse"} for row in fallback.rows]
 
 
 @dataclass
@@ -21,9 +20,7 @@ class FallbackHandle:
     fallback: Fallback
     request_id: int | None = None
     from_cache: bool = False
-    merged_rows: list[dict] | None = None  # set by the panel view once the fallback has succeeded
-    columns: list[str] = field(default_factory=list)
-    local_count: int = 0
+    created: bool = False  # this search started a new warehouse query (not joined, reused or refused)
     panel_template: str = PANEL_TEMPLATE
 
     @property
@@ -50,7 +47,7 @@ class FallbackHandle:
 
     @property
     def rows(self) -> list[dict]:
-        return warehouse_rows(self.fallback) if self.fallback.state == Fallback.State.SUCCEEDED else []
+        return list(self.fallback.rows) if self.fallback.state == Fallback.State.SUCCEEDED else []
 
     @property
     def error_message(self) -> str:
@@ -91,12 +88,19 @@ class FallbackHandle:
 
     @property
     def query_text(self) -> str:
-        from apps.search.query import SearchQuery
-
         try:
             return SearchQuery.from_dict(self.fallback.query).describe()
         except (KeyError, TypeError, ValueError):
             return self.fallback.fingerprint
+
+    @property
+    def querystring(self) -> str:
+        """The search's URL parameters plus `fallback=<id>`: the search page merges this fallback's rows."""
+        try:
+            params = SearchQuery.from_dict(self.fallback.query).to_params()
+        except (KeyError, TypeError, ValueError):
+            return ""
+        return urlencode(params + [("fallback", str(self.id))])
 
     def as_api(self) -> dict:
         return {"id": self.id, "state": self.state, "url": self.url}

@@ -79,8 +79,8 @@ class Fallback(models.Model):
 class FallbackRequest(models.Model):
     """One search that asked for a fallback (created it, joined it or reused it from the cache).
 
-    Keeps the search's local rows so the panel can merge them with the warehouse rows later,
-    in another request, without running the local query again.
+    Keeps the keys of the rows the search already had locally; the page merges the warehouse rows by
+    running the same search again through apps.samples.pipeline, so no copy of a row is stored here.
     """
 
     class Kind(models.TextChoices):
@@ -92,8 +92,10 @@ class FallbackRequest(models.Model):
     fallback = models.ForeignKey(Fallback, on_delete=models.CASCADE, related_name="requests")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    search_log_id = models.BigIntegerField(null=True, blank=True)
-    local_rows = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+    search_log = models.ForeignKey("search.SearchLog", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="fallback_requests")
+    local_keys = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder,
+                                  help_text="keys of the rows the search already had locally (not copies of them)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,6 +14,11 @@ def fallback_get(*, fallback_id: int) -> Fallback:
     return Fallback.objects.select_related("user").get(pk=fallback_id)
 
 
+def fallback_for_query(*, fallback_id: int, fingerprint: str) -> Fallback | None:
+    """The fallback a page names (`?fallback=<id>`), only if it ran this very query."""
+    return Fallback.objects.select_related("user").filter(pk=fallback_id, fingerprint=fingerprint).first()
+
+
 def fallback_list(*, user, limit: int = 50) -> QuerySet[Fallback]:
     return Fallback.objects.filter(Q(user=user) | Q(requests__user=user)).distinct().order_by("-created_at")[:limit]
 

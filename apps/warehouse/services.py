@@ -19,6 +19,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.search.models import SearchLog
+from apps.search.query import SearchQuery
+from apps.search.tables import TableSpec, table_spec_get
 
 from .backends.base import (
     WarehouseBackend,
@@ -30,6 +33,7 @@ from .backends.base import (
     scan_cost_usd,
 )
 from .handles import FallbackHandle
+from .learned import learned_from_fallback
 from .models import Fallback, FallbackRequest
 from .selectors import (
     fallback_cached_for,
@@ -45,36 +49,28 @@ QUEUE_UNAVAILABLE = "The warehouse fallback is unavailable: the task queue (Redi
 TICK_WRITE_SECONDS = 0.5
 
 
-# --- the hook the search service calls ---------------------------------------------------------
+# --- creating or joining a fallback (apps.samples.pipeline asks) --------------------------------
 
-def fallback_for_search(*, user, query, local_rows: list[dict], search_log_id: int | None = None):
-    """settings.SEARCH_FALLBACK_HOOK: never raises; problems are reported on the handle (or None)."""
-    try:
-        return fallback_request(user=user, query=query, local_rows=local_rows, search_log_id=search_log_id)
-    except Exception:
-        logger.exception("warehouse fallback hook failed for %s", getattr(query, "table", "?"))
-        return None
+def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: list | None = None,
+                     search_log: SearchLog | None = None) -> FallbackHandle:
+    """Reuse a recent result, join the fallback in flight, refuse over budget, or create and enqueue one.
 
-
-def fallback_request(*, user, query, local_rows: list[dict], search_log_id: int | None = None) -> FallbackHandle:
-    """Reuse a recent result, join the fallback in flight, refuse over budget, or create and enqueue one."""
-    from apps.search.tables import table_spec_get
-
+    `local_keys` are the keys of the rows the search already had locally (kept, not the rows)."""
     user = user if getattr(user, "is_authenticated", False) else None
+    local_keys = list(local_keys or [])
     fingerprint = query.fingerprint()
     cached = fallback_cached_for(fingerprint=fingerprint)
     if cached is not None:
         request = _request_record(fallback=cached, user=user, kind=FallbackRequest.Kind.CACHE,
-                                  search_log_id=search_log_id, local_rows=local_rows)
+                                  search_log=search_log, local_keys=local_keys)
         return FallbackHandle(fallback=cached, request_id=request.pk, from_cache=True)
 
-    spec = table_spec_get(name=query.table)
     backend = backend_get()
     for _ in range(3):
         existing = fallback_inflight_for(fingerprint=fingerprint)
         if existing is not None:
             request = _request_record(fallback=existing, user=user, kind=FallbackRequest.Kind.JOINED,
-                                      search_log_id=search_log_id, local_rows=local_rows)
+                                      search_log=search_log, local_keys=local_keys)
             return FallbackHandle(fallback=existing, request_id=request.pk)
 
         fields = dict(user=user, table=query.table, query=query.to_dict(), fingerprint=fingerprint,
@@ -83,12 +79,12 @@ def fallback_request(*, user, query, local_rows: list[dict], search_log_id: int 
             estimate = _estimate_bytes(backend=backend, query=query, spec=spec)
         except WarehouseQueryError as exc:
             return _born_finished(fields=fields, state=Fallback.State.FAILED, error=str(exc),
-                                  search_log_id=search_log_id, local_rows=local_rows)
+                                  search_log=search_log, local_keys=local_keys)
         estimated_cost = scan_cost_usd(bytes_scanned=estimate)
         refusal = _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost)
         if refusal:
             return _born_finished(fields=fields, state=Fallback.State.REFUSED, error=refusal, bytes_estimate=estimate,
-                                  estimated_cost=estimated_cost, search_log_id=search_log_id, local_rows=local_rows)
+                                  estimated_cost=estimated_cost, search_log=search_log, local_keys=local_keys)
         try:
             with transaction.atomic():
                 fallback = Fallback.objects.create(
@@ -99,9 +95,9 @@ def fallback_request(*, user, query, local_rows: list[dict], search_log_id: int 
         except IntegrityError:
             continue  # an identical search created it a moment ago: join that one
         request = _request_record(fallback=fallback, user=user, kind=FallbackRequest.Kind.CREATED,
-                                  search_log_id=search_log_id, local_rows=local_rows)
+                                  search_log=search_log, local_keys=local_keys)
         transaction.on_commit(lambda: fallback_enqueue(fallback=fallback))
-        return FallbackHandle(fallback=fallback, request_id=request.pk)
+        return FallbackHandle(fallback=fallback, request_id=request.pk, created=True)
     raise RuntimeError(f"could not create or join a fallback for {fingerprint}")
 
 
@@ -125,35 +121,25 @@ def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal) -> s
     return ""
 
 
-def _born_finished(*, fields: dict, state: str, error: str, search_log_id, local_rows, bytes_estimate=None,
+def _born_finished(*, fields: dict, state: str, error: str, search_log, local_keys, bytes_estimate=None,
                    estimated_cost=Decimal(0)) -> FallbackHandle:
     now = timezone.now()
     fallback = Fallback.objects.create(**fields, state=state, error=error, bytes_estimate=bytes_estimate,
                                        estimated_cost_usd=estimated_cost, finished_at=now, heartbeat_at=now)
     request = _request_record(fallback=fallback, user=fields["user"], kind=FallbackRequest.Kind.REFUSED,
-                              search_log_id=search_log_id, local_rows=local_rows, audit=False)
+                              search_log=search_log, local_keys=local_keys, audit=False)
     _audit_finished(fallback)
     return FallbackHandle(fallback=fallback, request_id=request.pk)
 
 
-def _request_record(*, fallback: Fallback, user, kind: str, search_log_id, local_rows, audit: bool = True):
-    request = FallbackRequest.objects.create(fallback=fallback, user=user, kind=kind, search_log_id=search_log_id,
-                                             local_rows=json_safe(list(local_rows)))
-    if search_log_id:
-        _search_log_link(search_log_id=search_log_id, fallback_id=fallback.pk)
+def _request_record(*, fallback: Fallback, user, kind: str, search_log, local_keys, audit: bool = True):
+    request = FallbackRequest.objects.create(fallback=fallback, user=user, kind=kind, search_log=search_log,
+                                             local_keys=json_safe(list(local_keys)))
     if audit and kind != FallbackRequest.Kind.CREATED:  # created ones are audited when they finish
         audit_record(user=user, action="fallback", target=_audit_target(fallback), outcome=kind, cost_usd=0,
                      detail={"fallback_id": fallback.pk, "state": fallback.state, "query": fallback.query,
                              "bytes_scanned": 0, "note": "no new warehouse query"})
     return request
-
-
-def _search_log_link(*, search_log_id: int, fallback_id: int) -> None:
-    try:
-        from apps.search.models import SearchLog
-    except ImportError:  # search app without its log: nothing to link
-        return
-    SearchLog.objects.filter(pk=search_log_id).update(fallback_id=fallback_id)
 
 
 # --- queueing ----------------------------------------------------------------------------------
@@ -238,9 +224,6 @@ def _claim(*, fallback_id: int) -> Fallback | None:
 
 def fallback_execute(*, fallback_id: int, retries_left: int = 0, soft_time_limit: int | None = None) -> Fallback | None:
     """Run one fallback to the end. Idempotent: a second delivery of a finished one does nothing."""
-    from apps.search.query import SearchQuery
-    from apps.search.tables import table_spec_get
-
     fallback = _claim(fallback_id=fallback_id)
     if fallback is None:
         return Fallback.objects.filter(pk=fallback_id).first()
@@ -271,21 +254,16 @@ def fallback_execute(*, fallback_id: int, retries_left: int = 0, soft_time_limit
     else:
         if _finish(fallback_id=fallback_id, state=result.state, error=result.error, result=result) \
                 and result.state == Fallback.State.SUCCEEDED:
-            _succeeded_hook(fallback_id=fallback_id)
+            _learn(fallback_id=fallback_id)
     return Fallback.objects.get(pk=fallback_id)
 
 
-def _succeeded_hook(*, fallback_id: int) -> None:
-    """settings.FALLBACK_SUCCEEDED_HOOK (the subset's learned rows): after the row is final, never raising."""
-    hook_path = getattr(settings, "FALLBACK_SUCCEEDED_HOOK", "")
-    if not hook_path:
-        return
+def _learn(*, fallback_id: int) -> None:
+    """Keep a succeeded fallback's rows in the learned store, after the row is final; never raising."""
     try:
-        from django.utils.module_loading import import_string
-
-        import_string(hook_path)(fallback_id=fallback_id)
+        learned_from_fallback(fallback_id=fallback_id)
     except Exception:  # learning is an optimisation: the fallback itself succeeded
-        logger.exception("FALLBACK_SUCCEEDED_HOOK %s failed for fallback %s", hook_path, fallback_id)
+        logger.exception("learning the rows of fallback %s failed", fallback_id)
 
 
 def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseResult | None = None,
@@ -356,8 +334,6 @@ def _stop_engine(fallback: Fallback) -> None:
 # --- audit -------------------------------------------------------------------------------------
 
 def _audit_target(fallback: Fallback) -> str:
-    from apps.search.query import SearchQuery
-
     try:
         return SearchQuery.from_dict(fallback.query).describe()
     except (KeyError, TypeError, ValueError):

@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from .models import Fallback
 from .selectors import fallback_can_cancel, fallback_list, fallback_spent_today_usd
@@ -56,5 +56,7 @@ def _panel_response(request, handle):
     response = render(request, "warehouse/detail.html#panel", {"fallback": handle})
     if handle.is_active:
         return response
-    # Finished: htmx swaps this last panel in and stops polling (status 286).
-    return HttpResponseStopPolling(response.content)
+    # Finished: htmx swaps this last panel in and stops polling (status 286); the search page hears
+    # `fallback-finished` and reloads its results with the merged rows.
+    stopped = HttpResponseStopPolling(response.content)
+    return trigger_client_event(stopped, "fallback-finished", {"id": handle.id, "state": handle.state})

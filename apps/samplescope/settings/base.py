@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "apps.modelhub",
     "apps.linking",
     "apps.subsets",
+    "apps.samples",
     "apps.dashboard",
 ]
 
@@ -209,8 +210,6 @@ SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)
 SEARCH_DUCKDB_THREADS = env_int("SEARCH_DUCKDB_THREADS", 2)
 DEMO_DATA_ROWS = env_int("DEMO_DATA_ROWS", 2_000_000)
 DEMO_SUBSET_FRACTION = env_float("DEMO_SUBSET_FRACTION", 0.05)
-# Called when the subset returns fewer rows than asked (see apps/search/services.py).
-SEARCH_FALLBACK_HOOK = env_str("SEARCH_FALLBACK_HOOK", "apps.warehouse.services.fallback_for_search")
 
 # --- Warehouse fallback (apps.warehouse) ------------------------------------
 WAREHOUSE_BACKEND = env_str("WAREHOUSE_BACKEND", "local")  # "local" or "athena"
@@ -255,8 +254,6 @@ SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
 # Rows brought back by fallbacks are kept and searched locally (apps/subsets/README.md).
 SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", True)
-FALLBACK_SUCCEEDED_HOOK = "apps.subsets.services.learned_from_fallback"  # the warehouse calls it on success
-SEARCH_LEARNED_ROWS_HOOK = "apps.subsets.selectors.learned_rows_for_search"  # search unions these rows
 CELERY_BEAT_SCHEDULE["subsets-refresh"] = {
     "task": "apps.subsets.tasks.subset_refresh_task",
     "schedule": SUBSET_REFRESH_EVERY_SECONDS,

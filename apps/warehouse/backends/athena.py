@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
 
+from apps.search.query import compile_search
+
 from .base import (
     RunControl,
     WarehouseBackend,
@@ -115,8 +117,6 @@ class AthenaBackend(WarehouseBackend):
         return None
 
     def start(self, *, query, spec, request_token: str) -> str:
-        from apps.search.query import compile_search
-
         compiled = compile_search(query=query, spec=spec, dialect="trino", relation=self.relation(spec))
         request: dict[str, Any] = {
             "QueryString": compiled.sql,

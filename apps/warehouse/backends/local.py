@@ -17,6 +17,8 @@ import duckdb
 import pyarrow.parquet as pq
 from django.conf import settings
 
+from apps.search.query import compile_search
+
 from .base import (
     RunControl,
     WarehouseBackend,
@@ -69,8 +71,6 @@ class LocalBackend(WarehouseBackend):
 
     def run(self, *, query, spec, request_token: str, control: RunControl,
             resume_engine_query_id: str = "", simulated_latency_ms: int = 0) -> WarehouseResult:
-        from apps.search.query import compile_search
-
         started = time.monotonic()
         estimate = self.estimate_bytes(query=query, spec=spec)
         relation = f"read_parquet({duckdb_string(spec.full_data_glob)})"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .query import RESERVED_PARAMS
-from .tables import OPERATOR_LABELS, TableSpec
+from apps.search.operators import OPERATOR_LABELS
+from apps.search.query import RESERVED_PARAMS
+from apps.search.tables import TableSpec
 
 EMPTY_ROWS = 2  # always offered, so filters can be added without JavaScript
 

@@ -13,8 +13,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
+from apps.audit.models import AuditEvent
 from apps.core.stats import latency_summary
+from apps.samples.pipeline import search_answer
 from apps.search.demo_data import demo_table, demo_vocabulary
+from apps.search.models import SearchLog
+from apps.search.query import Filter, SearchQuery
+from apps.search.store import SUBSET, subset_current_path, subset_install
 
 TABLE = "samples"
 CLASSES = (("frequent", 0.4), ("rare", 0.3), ("absent", 0.3))
@@ -45,8 +50,7 @@ class Command(BaseCommand):
         bench_dir = Path(settings.DATA_DIR) / "bench" / f"rows-{subset_rows}-seed-{seed}"
         bench_dir.mkdir(parents=True, exist_ok=True)
         # The app reads this subset exactly as it reads the real one, through the same store.
-        with override_settings(SEARCH_SUBSET_DIR=bench_dir / "subset", SEARCH_FALLBACK_HOOK="",
-                               SEARCH_TIMEOUT_MS=600_000):
+        with override_settings(SEARCH_SUBSET_DIR=bench_dir / "subset", SEARCH_TIMEOUT_MS=600_000):
             result = self._bench(bench_dir, subset_rows, queries, seed, limit, rebuild, skip_sqlite, chunk_rows)
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
@@ -68,7 +72,6 @@ class Command(BaseCommand):
     # --- data ---------------------------------------------------------------------------
 
     def _duckdb_build(self, bench_dir, rows, seed, chunk_rows, rebuild, build) -> Path:
-        from apps.search.store import SUBSET, subset_current_path, subset_install
 
         current = subset_current_path()
         if current is not None and not rebuild:
@@ -148,10 +151,6 @@ class Command(BaseCommand):
     def _run(self, workload, duck_path, sqlite_path, limit) -> dict:
         from django.contrib.auth import get_user_model
 
-        from apps.audit.models import AuditEvent
-        from apps.search.models import SearchLog
-        from apps.search.query import Filter, SearchQuery
-        from apps.search.services import search_run
 
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = (SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0)
@@ -161,7 +160,7 @@ class Command(BaseCommand):
 
         def app(item):
             query = SearchQuery(TABLE, tuple(Filter(c, "contains", v) for c, v in item["filters"]), item["limit"])
-            return len(search_run(user=user, query=query).rows)
+            return len(search_answer(user=user, query=query, allow_fallback=False).rows)
 
         def duck(item):  # what an analyst types: literal LIKE patterns
             where = " AND ".join(f"{c} LIKE '%{v}%'" for c, v in item["filters"])

@@ -4,19 +4,22 @@ import csv
 import json
 from urllib.parse import urlencode
 
-import duckdb
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django_htmx.http import push_url
+
+from apps.audit.services import audit_record
+from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
+from apps.search.query import SearchQuery, query_from_params
+from apps.search.selectors import search_facets, subset_row_count
+from apps.search.tables import default_table_name, table_spec_get, table_spec_list
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
-from .query import SearchQuery, SearchValidationError, query_from_params
-from .selectors import search_export_iter, search_facets, subset_row_count
-from .services import search_run
-from .tables import TableNotFound, default_table_name, table_spec_get, table_spec_list
+from .pipeline import SOURCE_COLUMN, SearchAnswer, search_answer
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
@@ -29,20 +32,23 @@ def _parse(params, *, max_limit: int) -> SearchQuery:
     )
 
 
-def _cells(result) -> tuple[list[str], list[list[dict]]]:
-    columns = list(result.columns)
-    if any(row.get("_source", "local") != "local" for row in result.rows):
-        columns.append("_source")
+def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
+    """The table on screen: every row's cells, and where the row came from."""
     rows = []
-    for row in result.rows:
+    for row in answer.rows:
         cells = []
-        for column in columns:
-            value = row.get(column)
+        for column in answer.columns:
+            value = row.values.get(column)
             text = "" if value is None else str(value)
             cells.append({"value": value, "text": text, "long": len(text) > LONG_TEXT, "short": text[:LONG_TEXT],
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
-        rows.append(cells)
-    return columns, rows
+        rows.append({"source": row.source.value, "cells": cells})
+    return answer.columns, rows
+
+
+def _fallback_id(params) -> int | None:
+    raw = (params.get("fallback") or "").strip()
+    return int(raw) if raw.isdigit() else None
 
 
 @login_required
@@ -52,7 +58,7 @@ def search_page(request):
     if form_submitted(params):
         canonical = form_to_params(params)
         if not request.htmx:
-            return redirect(f"{reverse('search:page')}?{urlencode(canonical)}")
+            return redirect(f"{reverse('samples:page')}?{urlencode(canonical)}")
         params = QueryDict(urlencode(canonical))
     export_format = params.get("format", "")
     if export_format:
@@ -60,31 +66,35 @@ def search_page(request):
 
     errors: dict[str, list[str]] = {}
     problem = ""
-    result = None
+    answer = None
     spec = None
     query = None
+    fallback_id = _fallback_id(params)
     try:
         query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
         spec = table_spec_get(name=query.table)
-        result = search_run(user=request.user, query=query)
+        # Asked again with ?fallback=<id> when that fallback finished: merge it, log nothing new.
+        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None)
     except SearchValidationError as exc:
         errors = exc.errors
     except TableNotFound as exc:
-        errors = {"table": [str(exc)]}
-    except FileNotFoundError as exc:
+        errors = exc.errors
+    except SubsetMissing as exc:
         problem = str(exc)
     if spec is None:
         try:
             spec = table_spec_get(name=params.get("table") or None)
-        except (TableNotFound, FileNotFoundError):
+        except SearchError:
             spec = None
     querystring = urlencode(query.to_params()) if query is not None and not errors else urlencode(list(_pairs(params)))
-    columns, rows = _cells(result) if result is not None else ([], [])
+    # Export and re-render URLs name the fallback whose rows are on screen, so they show the same rows.
+    shown_fallback = answer.fallback.id if answer is not None and answer.fallback is not None else None
+    rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
+    columns, rows = _cells(answer) if answer is not None else ([], [])
     context = {
         "spec": spec,
         "tables": _safe_table_list(),
         "column_choices": column_choices(spec) if spec else [],
-        "column_choices_json": [{"name": c["name"], "ops": c["ops"]} for c in column_choices(spec)] if spec else [],
         "operator_choices": operator_choices(spec) if spec else [],
         "filter_rows": filter_rows(params, errors, known_columns=spec.searchable if spec else ()),
         "limit": params.get("limit") or settings.SEARCH_DEFAULT_LIMIT,
@@ -92,20 +102,22 @@ def search_page(request):
         "errors": errors,
         "general_errors": {k: v for k, v in errors.items() if "__" not in k},
         "problem": problem,
-        "result": result,
+        "answer": answer,
         "columns": columns,
         "rows": rows,
         "querystring": querystring,
-        "warehouse_rows": len(result.rows) - result.local_count if result is not None else 0,
-        "subset_rows": subset_row_count(spec=spec) if result is not None else None,
+        "rows_querystring": rows_querystring,
+        "api_url": f"{reverse('api:search')}?{querystring}",
+        "subset_rows": subset_row_count(spec=spec) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,
     }
     status = 400 if errors and not request.htmx else 200
     if request.htmx and not request.htmx.history_restore_request:
-        response = render(request, "search/page.html#results", context, status=status)
-        response["HX-Push-Url"] = f"{reverse('search:page')}?{querystring}"
-        return response
-    return render(request, "search/page.html", context, status=status)
+        response = render(request, "samples/page.html#results", context, status=status)
+        if fallback_id is not None:  # the results reloading themselves: not a new place in history
+            return response
+        return push_url(response, f"{reverse('samples:page')}?{querystring}")
+    return render(request, "samples/page.html", context, status=status)
 
 
 def _pairs(params):
@@ -117,7 +129,7 @@ def _pairs(params):
 def _safe_table_list():
     try:
         return table_spec_list()
-    except FileNotFoundError:
+    except SubsetMissing:
         return []
 
 
@@ -130,10 +142,10 @@ def search_facets_view(request):
         spec = table_spec_get(name=query.table)
         context["facets"], context["facets_timed_out"] = search_facets(
             query=query, spec=spec, timeout_ms=settings.SEARCH_FACET_TIMEOUT_MS)
-    except (SearchValidationError, TableNotFound, FileNotFoundError) as exc:
+    except SearchError as exc:
         context["facet_error"] = str(exc)
     context["charts"] = [{"facet": f, "chart": f.chart(), "id": f"facet-{i}"} for i, f in enumerate(context["facets"])]
-    return render(request, "search/page.html#facets", context)
+    return render(request, "samples/page.html#facets", context)
 
 
 class _Echo:
@@ -142,29 +154,31 @@ class _Echo:
 
 
 def _export(request, params, export_format: str):
+    """The rows on screen (same pipeline, same `fallback`), as CSV or JSON, with their source column."""
     if export_format not in EXPORT_FORMATS:
         return HttpResponse(f"Unknown format {export_format!r}; use csv or json.", status=400, content_type="text/plain")
     try:
         query = _parse(params, max_limit=10**9)
         query = SearchQuery(query.table, query.filters, min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
-        spec = table_spec_get(name=query.table)
-        columns, rows = search_export_iter(query=query, spec=spec, timeout_ms=settings.SEARCH_TIMEOUT_MS)
-    except SearchValidationError as exc:
-        return HttpResponse(json.dumps({"errors": exc.errors}), status=422, content_type="application/json")
-    except TableNotFound as exc:
-        return HttpResponse(json.dumps({"errors": {"table": [str(exc)]}}), status=422, content_type="application/json")
-    except FileNotFoundError as exc:
-        return HttpResponse(str(exc), status=503, content_type="text/plain")
-    except duckdb.InterruptException:
+        answer = search_answer(user=request.user, query=query, allow_fallback=False,
+                               fallback_id=_fallback_id(params), log=False)
+    except SearchError as exc:
+        return HttpResponse(json.dumps({"detail": str(exc), "errors": exc.errors}), status=exc.status,
+                            content_type="application/json")
+    if answer.timed_out:
         return HttpResponse(f"The export query ran past {settings.SEARCH_TIMEOUT_MS / 1000:g}s and was stopped; "
                             "narrow the filters.", status=503, content_type="text/plain")
-    filename = f"{spec.name}-{query.fingerprint()[:10]}.{export_format}"
+    audit_record(user=request.user, action="export", target=query.describe(), outcome=export_format,
+                 detail={"rows": answer.counts, "fallback_id": answer.fallback.id if answer.fallback else None})
+    columns = answer.columns + [SOURCE_COLUMN]
+    rows = answer.as_dicts()
+    filename = f"{answer.spec.name}-{query.fingerprint()[:10]}.{export_format}"
     if export_format == "csv":
         writer = csv.writer(_Echo())
-        body = (writer.writerow(r) for r in _with_header(columns, rows))
+        body = (writer.writerow([csv_safe(row.get(c)) for c in columns]) for row in [dict(zip(columns, columns))] + rows)
         content_type = "text/csv; charset=utf-8"
     else:
-        body = _json_rows(columns, rows)
+        body = _json_rows(rows)
         content_type = "application/json"
     response = StreamingHttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -172,15 +186,20 @@ def _export(request, params, export_format: str):
     return response
 
 
-def _with_header(columns, rows):
-    yield columns
-    yield from rows
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): prefix a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _json_rows(columns, rows):
+def csv_safe(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _json_rows(rows):
     yield "["
     first = True
     for row in rows:
-        yield ("\n" if first else ",\n") + json.dumps(dict(zip(columns, row)), cls=DjangoJSONEncoder, ensure_ascii=False)
+        yield ("\n" if first else ",\n") + json.dumps(row, cls=DjangoJSONEncoder, ensure_ascii=False)
         first = False
     yield "\n]\n"

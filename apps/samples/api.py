@@ -1,0 +1,104 @@
+"""GET /api/search: the sample search as JSON (documented in the OpenAPI schema at /api/docs).
+
+Errors (apps.search.errors.SearchError) are turned into responses by the one handler in
+apps/samplescope/api.py: 400 malformed parameters, 422 filters the table cannot take, 503 no subset.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from ninja import Router, Schema
+
+from apps.search.operators import OPERATORS
+from apps.search.query import query_from_params
+from apps.search.tables import default_table_name
+
+from .pipeline import RowSource, search_answer
+
+router = Router(tags=["search"])
+
+
+class SearchOut(Schema):
+    rows: list[dict]
+    columns: list[str]
+    counts: dict[str, int]
+    local_count: int
+    source: str
+    complete: bool
+    has_warehouse: bool
+    summary: str
+    notice: str
+    fallback: dict | None
+    elapsed_ms: float
+    timed_out: bool
+    table: str
+    limit: int
+    search_log_id: int | None
+
+
+class SearchErrorOut(Schema):
+    detail: str
+    errors: dict[str, list[str]] = {}
+
+
+_FILTER_DOC = (
+    "Filters are query parameters named `<column>__<operator>=<value>`, all of which must match, e.g. "
+    "`?text__contains=foo&url__contains=bar&limit=10`. Operators: " + ", ".join(f"`{op}`" for op in OPERATORS)
+    + ". Substring operators match the value literally (`%` and `_` are plain characters); `in` takes "
+    "comma-separated values; `isnull` takes true/false; dates are ISO (YYYY-MM-DD). Which columns accept which "
+    "operators depends on the table (see the search page)."
+)
+
+
+@router.get(
+    "/search",
+    response={200: SearchOut, 400: SearchErrorOut, 422: SearchErrorOut, 503: SearchErrorOut},
+    url_name="search",
+    summary="Search samples",
+    description=(
+        "Answers from the local DuckDB subset (time-limited), then rows learned from earlier warehouse "
+        "fallbacks, and returns up to `limit` rows, each with a `_source` column (`subset`, `learned` or "
+        "`warehouse`); `counts` gives rows per source. `complete` is true when the full dataset is known to "
+        "have no more matching rows. When rows are still short and the table has a warehouse, `fallback` "
+        "describes the warehouse query (`{id, state, url}`): poll its `url`, and when it has succeeded ask "
+        "again with `&fallback=<id>` to get the merged rows. Tables without a warehouse say so in `notice`. "
+        + _FILTER_DOC
+    ),
+    openapi_extra={
+        "parameters": [
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
+            {"name": "table", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "table name (default: the default table)"},
+            {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
+             "description": "merge the rows of this finished fallback of the same query"},
+            {"name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
+             "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+             "description": "any number of `<column>__<operator>=<value>` parameters", "example": {"text__contains": "goal"}},
+        ]
+    },
+)
+def search(request):
+    query = query_from_params(
+        params=request.GET, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
+        max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
+    )
+    raw_fallback = (request.GET.get("fallback") or "").strip()
+    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None)
+    counts = answer.counts
+    return {
+        "rows": answer.as_dicts(),
+        "columns": answer.columns,
+        "counts": counts,
+        "local_count": answer.local_count,
+        "source": "mixed" if counts[RowSource.WAREHOUSE] else "local",
+        "complete": answer.complete,
+        "has_warehouse": answer.has_warehouse,
+        "summary": answer.summary(),
+        "notice": answer.notice,
+        "fallback": answer.fallback.as_api() if answer.fallback is not None else None,
+        "elapsed_ms": answer.elapsed_ms,
+        "timed_out": answer.timed_out,
+        "table": answer.spec.name,
+        "limit": query.limit,
+        "search_log_id": answer.log_id,
+    }
