@@ -291,19 +291,3 @@ def compile_search(
     target = relation or quote_identifier(spec.name)
     sql = f"SELECT {columns} FROM {target} WHERE {where.sql} LIMIT {int(query.limit)}"
     return CompiledQuery(sql=sql, params=where.params)
-
-
-def rows_merge(*, local: list[dict], remote: list[dict], key: str, limit: int) -> list[dict]:
-    """Local rows first, then warehouse rows whose key is new; each row says where it came from."""
-    merged: list[dict] = []
-    seen: set = set()
-    for rows, source in ((local, "local"), (remote, "warehouse")):
-        for row in rows:
-            row_key = row.get(key)
-            if row_key in seen:
-                continue
-            seen.add(row_key)
-            merged.append(row if "_source" in row else {**row, "_source": source})
-            if len(merged) >= limit:
-                return merged
-    return merged

@@ -111,9 +111,9 @@ def test_subset_size_age_and_last_refresh(client, user, dataset):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_dashboard_draws_its_charts_from_a_replayed_workload(logged_in_page, user, dataset, redis_server, settings):
+    from apps.samples.bench.workload import workload_draw, workload_pool
+    from apps.samples.pipeline import search_answer
     from apps.search.query import SearchQuery
-    from apps.search.services import search_run
-    from apps.subsets.bench import workload_draw, workload_pool
     from apps.subsets.services import subset_refresh
     from apps.warehouse.models import Fallback
     from apps.warehouse.services import fallback_execute
@@ -122,7 +122,7 @@ def test_dashboard_draws_its_charts_from_a_replayed_workload(logged_in_page, use
     subset_refresh(fraction=0.05, trigger="test")
     workload = workload_draw(pool=workload_pool(size=25, seed=2), count=40, exponent=1.1, seed=2)
     for item in workload:
-        result = search_run(user=user, query=SearchQuery.from_dict(item))
+        result = search_answer(user=user, query=SearchQuery.from_dict(item))
         if result.fallback is not None and result.fallback.state == Fallback.State.QUEUED:
             fallback_execute(fallback_id=result.fallback.id)
     assert Fallback.objects.filter(state="succeeded").exists()

@@ -42,10 +42,19 @@ def test_score_search_bad_input(client, user, demo_models, samples_subset):
 
 
 def test_the_samples_page_links_to_scoring_its_results(client, user, demo_models, samples_subset, settings):
-    settings.SEARCH_FALLBACK_HOOK = ""  # local rows only: this test is about the link
     client.force_login(user)
-    page = client.get(reverse("search:page"), {"lang__eq": "en", "limit": "20"}).content.decode()
+    page = client.get(reverse("samples:page"), {"lang__eq": "en", "limit": "20"}).content.decode()
     link = page.split("data-score-link")[0].rsplit('<a href="', 1)[1].split('"')[0].replace("&amp;", "&")
     assert link.startswith(reverse("modelhub:score-search") + "?") and "lang__eq=en" in link
     scored = client.get(link).context["scored"]
     assert len(scored.rows) == 20 and all(item["row"]["lang"] == "en" for item in scored.rows)
+
+
+def test_scoring_a_short_search_never_starts_a_fallback(client, user, demo_models, samples_subset):
+    from apps.warehouse.models import Fallback
+
+    client.force_login(user)
+    response = client.get(reverse("modelhub:score-search"),
+                          {"model": "tfidf-logreg", "text__contains": "xqnothingzv", "limit": "10"})
+    assert response.status_code == 200 and response.context["scored"].rows == []
+    assert not Fallback.objects.exists()

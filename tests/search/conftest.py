@@ -39,7 +39,3 @@ class SubsetProbe:
         return settings.SEARCH_FULL_DATA_DIR
 
 
-@pytest.fixture(autouse=True)
-def local_search_only(settings):
-    """These tests are about the local subset; the warehouse app tests its own fallback hook."""
-    settings.SEARCH_FALLBACK_HOOK = ""

@@ -7,6 +7,7 @@ import duckdb
 import pytest
 import sqlglot
 
+from apps.search.operators import OPERATORS
 from apps.search.query import (
     CompiledQuery,
     Filter,
@@ -15,9 +16,8 @@ from apps.search.query import (
     compile_search,
     like_escape,
     query_from_params,
-    rows_merge,
 )
-from apps.search.tables import OPERATORS, TableSpec
+from apps.search.tables import TableSpec
 
 SPEC = TableSpec(
     name="docs",
@@ -239,12 +239,3 @@ def test_query_from_params_errors():
     blank = query_from_params(params=[("text__contains", ""), ("n__isnull", "")], default_table="t",
                               default_limit=10, max_limit=1000, skip_blank=True)
     assert blank.filters == (Filter("n", "isnull", ""),)
-
-
-def test_rows_merge():
-    local = [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
-    remote = [{"id": 2, "v": "B"}, {"id": 3, "v": "c"}, {"id": 4, "v": "d", "_source": "learned"}]
-    merged = rows_merge(local=local, remote=remote, key="id", limit=10)
-    assert [(r["id"], r["_source"]) for r in merged] == [(1, "local"), (2, "local"), (3, "warehouse"), (4, "learned")]
-    assert merged[1]["v"] == "b"
-    assert [r["id"] for r in rows_merge(local=local, remote=remote, key="id", limit=3)] == [1, 2, 3]

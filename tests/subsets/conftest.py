@@ -41,7 +41,6 @@ def dataset(built_dataset, tmp_path, settings) -> Dataset:
     settings.SUBSET_LEARNING_ENABLED = True
     settings.WAREHOUSE_BACKEND = "local"
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 0
-    settings.SEARCH_FALLBACK_HOOK = "apps.warehouse.services.fallback_for_search"
     return Dataset(full_dir=built_dataset / "full", subset_dir=subset_dir, learned_dir=tmp_path / "learned")
 
 

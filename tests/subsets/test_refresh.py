@@ -31,9 +31,9 @@ def _common_word_query(limit: int = 10):
 
 @pytest.mark.django_db
 def test_local_refresh_swaps_in_a_new_sample_while_searches_keep_working(dataset):
+    from apps.samples.pipeline import search_answer
     from apps.search.query import compile_search
     from apps.search.selectors import subset_query_run
-    from apps.search.services import search_run
     from apps.search.tables import table_spec_get
     from apps.subsets.models import SubsetRefresh
     from apps.subsets.services import subset_refresh
@@ -83,7 +83,7 @@ def test_local_refresh_swaps_in_a_new_sample_while_searches_keep_working(dataset
     assert run.duration_ms is not None and run.running_key is None
     # The web side: a search through the service in this thread sees the new subset too.
     assert subset_count() == run.rows
-    assert search_run(user=None, query=_common_word_query(limit=5)).local_count == 5
+    assert search_answer(user=None, query=_common_word_query(limit=5)).local_count == 5
 
 
 @pytest.mark.django_db

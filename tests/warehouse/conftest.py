@@ -55,6 +55,17 @@ def warehouse_data() -> WarehouseData:
     return WarehouseData(rows=len(full_ids), subset_ids=frozenset(subset_ids), missing_ids=missing)
 
 
+def fallback_for_search(*, user, query, local_rows=None, **kwargs):
+    """Ask for a fallback the way the search pipeline does (apps.warehouse.services.fallback_request),
+    passing the keys of the rows the search already had."""
+    from apps.search.tables import table_spec_get
+    from apps.warehouse.services import fallback_request
+
+    spec = table_spec_get(name=query.table)
+    return fallback_request(user=user, query=query, spec=spec,
+                            local_keys=[row[spec.key] for row in local_rows or []], **kwargs)
+
+
 def local_rows_for(query) -> list[dict]:
     """What the search service's local query returns for `query` (the subset only)."""
     from apps.search.query import compile_search

@@ -8,9 +8,10 @@ import pytest
 from django.db import connection
 
 from apps.audit.models import AuditEvent
+from apps.samples.pipeline import search_answer as search_run
+from apps.search.models import SearchLog
 from apps.warehouse.models import Fallback, FallbackRequest
 from apps.warehouse.services import fallback_sweep
-from apps.warehouse.views_support import panel_handle
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -18,7 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def hooked(settings, warehouse_data):
-    settings.SEARCH_FALLBACK_HOOK = "apps.warehouse.services.fallback_for_search"
     settings.WAREHOUSE_BACKEND = "local"
     settings.WAREHOUSE_TASK_QUEUE = "celery"
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 0
@@ -37,36 +37,31 @@ def wait_for_state(fallback_id: int, *states: str, timeout: float = 30) -> Fallb
 
 
 def test_missing_rows_come_from_the_full_data(celery_worker, user, warehouse_data):
-    from apps.search.services import search_run
-
     query, local, remote = warehouse_data.id_query(in_subset=3, missing=5, offset=100)
     result = search_run(user=user, query=query)
-    assert {row["id"] for row in result.rows} == local  # local rows at once
+    assert {row.values["id"] for row in result.rows} == local  # local rows at once
     assert result.fallback is not None and result.fallback.state in ("queued", "running")
     assert result.fallback.as_api()["url"] == f"/api/fallbacks/{result.fallback.id}"
 
     done = wait_for_state(result.fallback.id, "succeeded", "failed")
     assert done.state == "succeeded", done.error
     assert {row["id"] for row in done.rows} == local | remote
-    merged = panel_handle(fallback=done, request_id=result.fallback.request_id).merged_rows
-    assert [row["_source"] for row in merged] == ["local"] * 3 + ["warehouse"] * 5
-    assert {row["id"] for row in merged} == local | remote
-    from apps.search.models import SearchLog
-
-    assert SearchLog.objects.get(pk=result.log_id).fallback_id == done.pk
+    merged = search_run(user=user, query=query, fallback_id=done.pk, log=False)  # what the page asks when told
+    assert [row.source.value for row in merged.rows] == ["subset"] * 3 + ["warehouse"] * 5
+    assert {row.values["id"] for row in merged.rows} == local | remote
+    assert not merged.complete  # 8 rows for a limit of 8: the full data might hold more
+    assert SearchLog.objects.get(pk=result.log_id).fallback_requests.get().fallback_id == done.pk
     event = AuditEvent.objects.get(action="fallback", outcome="succeeded")
     assert event.user == user and event.detail["bytes_scanned"] == done.bytes_scanned and event.cost_usd > 0
 
     again = search_run(user=user, query=query)  # the same search: the cached result, merged at once
     assert again.fallback.from_cache and again.fallback.id == done.pk
-    assert len(again.rows) == 8 and {row["id"] for row in again.rows} == local | remote
+    assert len(again.rows) == 8 and {row.values["id"] for row in again.rows} == local | remote
     assert Fallback.objects.count() == 1
 
 
 def test_two_identical_concurrent_searches_make_one_fallback(celery_worker, user, staff_user, warehouse_data,
                                                             settings):
-    from apps.search.services import search_run
-
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 1500  # still in flight when the second search asks
     query, local, remote = warehouse_data.id_query(in_subset=2, missing=4, offset=200)
     barrier = threading.Barrier(2)
@@ -96,8 +91,6 @@ def test_two_identical_concurrent_searches_make_one_fallback(celery_worker, user
 
 
 def test_cancel_stops_a_running_fallback(celery_worker, api_client, user, warehouse_data, settings):
-    from apps.search.services import search_run
-
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 60_000
     query, _, _ = warehouse_data.id_query(in_subset=1, missing=3, offset=300)
     result = search_run(user=user, query=query)
@@ -112,8 +105,6 @@ def test_cancel_stops_a_running_fallback(celery_worker, api_client, user, wareho
 
 
 def test_a_killed_worker_does_not_leave_a_stuck_fallback(queue_worker_factory, user, warehouse_data, settings):
-    from apps.search.services import search_run
-
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 4000
     doomed = queue_worker_factory(queue="warehouse-kill")
     query, local, remote = warehouse_data.id_query(in_subset=2, missing=3, offset=400)
@@ -133,8 +124,6 @@ def test_a_killed_worker_does_not_leave_a_stuck_fallback(queue_worker_factory, u
 
 
 def test_soft_time_limit_marks_the_fallback_timed_out(queue_worker_factory, user, warehouse_data, settings):
-    from apps.search.services import search_run
-
     settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 30_000
     settings.FALLBACK_SOFT_TIME_LIMIT, settings.FALLBACK_TIME_LIMIT = 2, 10  # sent with the task
     queue_worker_factory(queue="warehouse-limits")

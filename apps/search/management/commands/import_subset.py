@@ -26,9 +26,14 @@ class Command(BaseCommand):
         parser.add_argument("--sample-fraction", type=float, default=1.0,
                             help="keep only this random share of the rows (default: all)")
         parser.add_argument("--replace-all", action="store_true", help="drop the other tables of the subset")
+        parser.add_argument("--full-data-glob", default="",
+                            help="where the FULL table lives for the local warehouse backend (a Parquet glob); "
+                                 "without it (or --athena-table) searches on this table never start a fallback")
+        parser.add_argument("--athena-table", default="",
+                            help="the full table in Athena (WAREHOUSE_BACKEND=athena), e.g. crawl_samples")
 
     def handle(self, *args, source, table, key, facets, label_column, text_column, sample_fraction, replace_all,
-               **options):
+               full_data_glob, athena_table, **options):
         if not TABLE_NAME_RE.match(table):
             raise CommandError(f"--table {table!r}: use letters, digits and underscores, starting with a letter")
         files = sorted(glob.glob(source)) if any(ch in source for ch in "*?[") else [source]
@@ -45,6 +50,8 @@ class Command(BaseCommand):
                                *(("--facets", c.strip()) for c in facets.split(",") if c.strip())):
             if column and column not in columns:
                 raise CommandError(f"{option} {column!r} is not a column of {source!r}; columns: {', '.join(columns)}")
+        if athena_table and not TABLE_NAME_RE.match(athena_table.replace(".", "_")):
+            raise CommandError(f"--athena-table {athena_table!r}: use letters, digits, underscores (and one dot)")
         if not 0 < sample_fraction <= 1:
             raise CommandError("--sample-fraction must be in (0, 1]")
         total, distinct, nulls = conn.execute(
@@ -59,9 +66,13 @@ class Command(BaseCommand):
             "key": key, "searchable": "*", "shown": columns,
             "facets": [c.strip() for c in facets.split(",") if c.strip()],
             "label_column": label_column or None, "text_column": text_column or None,
+            "full_data_glob": full_data_glob, "athena_table": athena_table,
         }
         subset_table_write(
             name=table, parquet=files, description=description, keep_other_tables=not replace_all,
             sample_fraction=sample_fraction, stdout=self.stdout,
         )
         self.stdout.write(self.style.SUCCESS(f"Table {table!r} is searchable at /samples/?table={table}"))
+        if not (full_data_glob or athena_table):
+            self.stdout.write("It has no warehouse: searches answer from this local copy only (give --full-data-glob "
+                              "or --athena-table to allow fallbacks).")

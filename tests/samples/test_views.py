@@ -39,13 +39,16 @@ def test_page_shows_results_in_a_table(logged_in, demo_subset):
     response = logged_in.get("/samples/?text__contains=match&url__contains=sports&limit=1000")
     html = response.content.decode()
     assert response.status_code == 200
-    assert f"<strong>{expected}</strong> rows from the local subset" in html
-    assert re.search(r"data-elapsed>[\d.]+ ms<", html)
-    assert html.count("<tr>") == expected + 1  # header + rows
+    assert f"<strong>{expected} rows from the subset; the warehouse is being asked for more</strong>" in html
+    assert re.search(r"data-elapsed[^>]*>[\d.]+ ms<", html)
+    assert html.count('<tr data-source="subset">') == expected and html.count("<table") == 1  # one results table
     assert "<details class=\"cell\">" in html  # long text folds
     # the form keeps the filters, plus empty rows for adding filters without JavaScript
     assert 'value="match"' in html and 'value="sports"' in html and html.count('name="val"') == 4
-    assert 'href="/samples/?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000&amp;format=csv"' in html
+    fallback = SearchLog.objects.get().fallback_requests.get().fallback_id  # the export names the fallback on screen
+    assert (f'href="/samples/?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000'
+            f'&amp;fallback={fallback}&amp;format=csv"') in html
+    assert 'href="/api/search?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000"' in html
     assert SearchLog.objects.filter(local_rows=expected).exists()
 
 

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from tests.subsets.conftest import subset_count
+from tests.subsets.conftest import built_dataset, dataset, subset_count  # noqa: F401  (fixtures)
 
 
 def _query(*filters, limit=10):
@@ -48,8 +48,7 @@ def _ids_missing_from_subset(count: int, start: int = 0) -> list[int]:
 
 @pytest.mark.django_db
 def test_a_fallback_answer_with_fewer_rows_than_asked_is_complete_for_the_same_and_narrower_queries(dataset):
-    from apps.subsets.selectors import learned_rows_for_search
-    from apps.subsets.services import learned_answer_add
+    from apps.warehouse.learned import learned_answer_add, learned_rows_for_search
 
     word = "Okafor"  # a surname: in a few rows of the full data, few or none in the subset
     query = _query(("text", "contains", word), limit=200)
@@ -66,7 +65,6 @@ def test_a_fallback_answer_with_fewer_rows_than_asked_is_complete_for_the_same_a
     assert lookup.complete
     local_ids = {r["id"] for r in local}
     assert {r["id"] for r in lookup.rows} == {r["id"] for r in full} - local_ids, "key-dedup against the subset"
-    assert all(r["_source"] == "learned" for r in lookup.rows)
     assert all(isinstance(r["crawled_at"], dt.datetime) for r in lookup.rows), "typed like the subset's rows"
 
     narrower = _query(("text", "contains", word), ("lang", "eq", "en"), limit=50)
@@ -82,8 +80,8 @@ def test_a_fallback_answer_with_fewer_rows_than_asked_is_complete_for_the_same_a
 @pytest.mark.django_db
 def test_eviction_drops_the_least_recently_used_answers_first(dataset, settings):
     from apps.search.models import SearchLog
-    from apps.subsets.selectors import learned_rows_for_search, learned_status_get
-    from apps.subsets.services import learned_answer_add
+    from apps.subsets.selectors import learned_status_get
+    from apps.warehouse.learned import learned_answer_add, learned_rows_for_search
 
     settings.SUBSET_LEARNED_MAX_ROWS = 12
     ids = _ids_missing_from_subset(18)
@@ -109,7 +107,7 @@ def test_eviction_drops_the_least_recently_used_answers_first(dataset, settings)
 @pytest.mark.django_db
 def test_a_newer_answer_for_the_same_filters_replaces_the_older_one(dataset):
     from apps.subsets.selectors import learned_status_get
-    from apps.subsets.services import learned_answer_add
+    from apps.warehouse.learned import learned_answer_add
 
     ids = _ids_missing_from_subset(8)
     small = _query(("id", "in", ",".join(map(str, ids))), limit=3)
@@ -121,13 +119,14 @@ def test_a_newer_answer_for_the_same_filters_replaces_the_older_one(dataset):
 
 
 @pytest.mark.django_db
-def test_a_succeeded_fallback_feeds_the_store_through_the_warehouse_hook(dataset, user, settings):
-    from apps.subsets.selectors import learned_rows_for_search, learned_status_get
+def test_a_succeeded_fallback_feeds_the_learned_store(dataset, user, settings):
+    from apps.subsets.selectors import learned_status_get
+    from apps.warehouse.learned import learned_rows_for_search
     from apps.warehouse.services import fallback_execute, fallback_request
 
     ids = _ids_missing_from_subset(5, start=1000)
     query = _query(("id", "in", ",".join(map(str, ids))), limit=5)
-    handle = fallback_request(user=user, query=query, local_rows=[])
+    handle = fallback_request(user=user, query=query, spec=_spec())
     done = fallback_execute(fallback_id=handle.id)
     assert done.state == "succeeded" and done.row_count == 5
     assert {r["id"] for r in learned_rows_for_search(query=query, spec=_spec(), local_rows=[]).rows} == set(ids)
@@ -135,50 +134,50 @@ def test_a_succeeded_fallback_feeds_the_store_through_the_warehouse_hook(dataset
 
     settings.SUBSET_LEARNING_ENABLED = False  # off: nothing learned, nothing unioned
     other = _query(("id", "in", ",".join(map(str, _ids_missing_from_subset(3, start=3000)))), limit=3)
-    fallback_execute(fallback_id=fallback_request(user=user, query=other, local_rows=[]).id)
+    fallback_execute(fallback_id=fallback_request(user=user, query=other, spec=_spec()).id)
     settings.SUBSET_LEARNING_ENABLED = True
     assert learned_status_get().answers == 1
 
 
 @pytest.mark.django_db
 def test_a_repeated_search_is_answered_locally_after_its_fallback(dataset, user, client):
+    from apps.samples.pipeline import search_answer
     from apps.search.models import SearchLog
-    from apps.search.services import search_run
     from apps.warehouse.models import Fallback
     from apps.warehouse.services import fallback_execute
 
     word = "Lindqvist"
     query = _query(("text", "contains", word), limit=5)
-    first = search_run(user=user, query=query)
+    first = search_answer(user=user, query=query)
     assert first.local_count < 5 and first.fallback is not None
     done = fallback_execute(fallback_id=first.fallback.id)  # what the Celery worker does
     assert done.state == "succeeded" and done.row_count == 5
 
-    again = search_run(user=user, query=query)
+    again = search_answer(user=user, query=query)
     assert again.local_count == 5 and again.fallback is None
     assert Fallback.objects.count() == 1
     assert SearchLog.objects.get(pk=again.log_id).needed_fallback is False
-    sources = [r["_source"] for r in again.rows]
+    sources = [r.source.value for r in again.rows]
     assert sources == ["subset"] * first.local_count + ["learned"] * (5 - first.local_count)
-    assert again.learned_count == 5 - first.local_count and again.source == "local"
+    assert again.counts == {"subset": first.local_count, "learned": 5 - first.local_count, "warehouse": 0}
 
     # The page shows which rows came from where.
     client.force_login(user)
     html = client.get("/samples/", {"text__contains": word, "limit": 5}).content.decode()
-    assert "<th scope=\"col\">_source</th>" in html and ">learned</td>" in html
-    assert f"{5 - first.local_count} learned</span>" in html
+    assert html.count('<tr data-source="learned">') == 5 - first.local_count
+    assert f"{5 - first.local_count} learned from earlier fallbacks" in html
 
 
 @pytest.mark.django_db
 def test_a_search_with_no_match_anywhere_is_sent_to_the_warehouse_only_once(dataset, user):
-    from apps.search.services import search_run
+    from apps.samples.pipeline import search_answer
     from apps.warehouse.models import Fallback
     from apps.warehouse.services import fallback_execute
 
     query = _query(("text", "contains", "xqnowherezv"), limit=10)
-    first = search_run(user=user, query=query)
+    first = search_answer(user=user, query=query)
     fallback_execute(fallback_id=first.fallback.id)
-    narrower = search_run(user=user, query=_query(("text", "contains", "xqnowherezv"), ("lang", "eq", "de"), limit=3))
-    again = search_run(user=user, query=query)
+    narrower = search_answer(user=user, query=_query(("text", "contains", "xqnowherezv"), ("lang", "eq", "de"), limit=3))
+    again = search_answer(user=user, query=query)
     assert again.fallback is None and narrower.fallback is None and again.rows == []
     assert Fallback.objects.count() == 1
