@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from tests.conftest import ROOT, CeleryWorker, wait_until, worker_env
+from tests.subsets.conftest import built_dataset, dataset  # noqa: F401  (the learned-rows tests use them)
 
 WAREHOUSE_ROWS = 40_000
 

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from tests.subsets.conftest import built_dataset, dataset, subset_count  # noqa: F401  (fixtures)
+from tests.subsets.conftest import subset_count
 
 
 def _query(*filters, limit=10):
