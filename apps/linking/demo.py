@@ -1,4 +1,4 @@
-"""Setup step (settings.DEMO_SETUP_STEPS): the demo knowledge base `demo-kb`, serving.
+"""Setup step (`manage.py setup_demo`): the demo knowledge base `demo-kb`, serving.
 
 Imports apps/linking/demo_kb/entities.jsonl (written by demo_kb/source.py) and embeds every
 mention once; the embeddings live in the database, so later starts do not embed again.

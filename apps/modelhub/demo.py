@@ -415,7 +415,7 @@ def demo_models_build(*, stdout, force: bool = False, **options) -> dict[str, st
 
 
 def build_demo_models(*, stdout, force: bool = False) -> None:
-    """Setup step (settings.DEMO_SETUP_STEPS): builds and registers the demo models unless present."""
+    """Setup step (`manage.py setup_demo`): builds and registers the demo models unless present."""
     if demo_models_present() and not force:
         stdout.write("Demo models: already registered (use --force to rebuild)")
         return

@@ -146,7 +146,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
         counts = rows.counts()
         log_row = search_log_create(user=user, query=query, rows=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
                                     elapsed_ms=elapsed_ms,
-                                    needed_fallback=needs_more, timed_out=outcome.timed_out,
+                                    needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
                                     source_counts=counts)
         audit_record(user=user, action="search", target=query.describe(),
                      outcome="timeout" if outcome.timed_out else "ok",

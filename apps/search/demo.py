@@ -1,4 +1,4 @@
-"""The demo-data setup step (settings.DEMO_SETUP_STEPS)."""
+"""The demo-data setup step (`manage.py setup_demo`)."""
 from __future__ import annotations
 
 import time

@@ -144,6 +144,7 @@ def test_a_table_without_a_warehouse_never_starts_a_fallback(demo_subset, tmp_pa
     answer = search_answer(user=user, query=query)
     assert answer.counts == counts(subset=49) and answer.fallback is None and answer.notice == NO_WAREHOUSE
     assert not answer.has_warehouse and answer.summary() == "49 rows from the subset; this table has no warehouse"
+    assert not SearchLog.objects.get(pk=answer.log_id).needed_fallback  # not a "frequent fallback" on the dashboard
     body = api_client.get("/api/search", {"table": "localnotes", "body__contains": "wool", "limit": 100}).json()
     assert body["has_warehouse"] is False and body["notice"] == NO_WAREHOUSE and body["fallback"] is None
     assert not Fallback.objects.exists()

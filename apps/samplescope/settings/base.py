@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.subsets",
     "apps.samples",
     "apps.dashboard",
+    "apps.samplescope",  # the project: setup_demo, which builds every app's demo data
 ]
 
 MIDDLEWARE = [
@@ -287,14 +288,7 @@ LINKING_PROFILE_WEIGHT = env_float("LINKING_PROFILE_WEIGHT", 0.7)
 LINKING_AGGREGATE_CUTOFF = env_int("LINKING_AGGREGATE_CUTOFF", 200)
 LINKING_SHORTLIST = env_int("LINKING_SHORTLIST", 8)
 
-# --- Demo setup (`python manage.py setup_demo`) -----------------------------
-# Each step is an idempotent callable run in order by `make run` and `make test`.
-DEMO_SETUP_STEPS = [
-    "apps.accounts.demo.ensure_demo_user",
-    "apps.search.demo.build_demo_data",
-    "apps.modelhub.demo.build_demo_models",
-    "apps.linking.demo.build_demo_kb",
-]
+# --- Demo setup (`python manage.py setup_demo`, apps/samplescope/management/commands/setup_demo.py) ---
 # Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).
 DEMO_TFIDF_TRAIN_ROWS = env_int("DEMO_TFIDF_TRAIN_ROWS", 15_000)
 DEMO_MINILM_TRAIN_ROWS = env_int("DEMO_MINILM_TRAIN_ROWS", 1_000)
