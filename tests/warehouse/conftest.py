@@ -18,9 +18,31 @@ WAREHOUSE_ROWS = 40_000
 
 @dataclass(frozen=True)
 class WarehouseData:
-    rows: int
-    subset_ids: frozenset[int]
-    missing_ids: tuple[int, ...]  # ids in the full data but not in the subset
+    """The demo dataset as it is on disk *now* (read at each call, so a test never works from a stale
+    picture of the subset)."""
+
+    @property
+    def subset_ids(self) -> frozenset[int]:
+        from apps.search.store import subset_connection
+
+        cursor = subset_connection().cursor()
+        try:
+            return frozenset(r[0] for r in cursor.execute("SELECT id FROM samples").fetchall())
+        finally:
+            cursor.close()
+
+    @property
+    def missing_ids(self) -> tuple[int, ...]:  # ids in the full data but not in the subset
+        from apps.search.tables import table_spec_get
+
+        conn = duckdb.connect()
+        try:
+            full_ids = [r[0] for r in conn.execute("SELECT id FROM read_parquet(?) ORDER BY id",
+                                                   [table_spec_get(name="samples").full_data_glob]).fetchall()]
+        finally:
+            conn.close()
+        subset = self.subset_ids
+        return tuple(i for i in full_ids if i not in subset)
 
     def id_query(self, *, in_subset: int, missing: int, limit: int | None = None, offset: int = 0):
         """A query on `id in (...)` that the subset can only partly answer: exact expectations."""
@@ -39,21 +61,12 @@ def warehouse_data() -> WarehouseData:
     workers started by the tests share. Built small here unless another app's tests built it
     already; every expectation is read back from the data, so either works."""
     from apps.search.demo import demo_data_build, demo_data_present
-    from apps.search.store import subset_connection
-    from apps.search.tables import table_spec_get
 
     if not demo_data_present():
         demo_data_build(rows=WAREHOUSE_ROWS, subset_fraction=0.05, seed=11, stdout=io.StringIO())
-    cursor = subset_connection().cursor()
-    subset_ids = frozenset(r[0] for r in cursor.execute("SELECT id FROM samples").fetchall())
-    cursor.close()
-    conn = duckdb.connect()
-    full_ids = [r[0] for r in conn.execute("SELECT id FROM read_parquet(?) ORDER BY id",
-                                           [table_spec_get(name="samples").full_data_glob]).fetchall()]
-    conn.close()
-    missing = tuple(i for i in full_ids if i not in subset_ids)
-    assert len(subset_ids) >= 100 and len(missing) >= 700, "the demo data is too small for these tests"
-    return WarehouseData(rows=len(full_ids), subset_ids=frozenset(subset_ids), missing_ids=missing)
+    data = WarehouseData()
+    assert len(data.subset_ids) >= 100 and len(data.missing_ids) >= 700, "the demo data is too small for these tests"
+    return data
 
 
 def fallback_for_search(*, user, query, local_rows=None, **kwargs):
