@@ -14,6 +14,7 @@ from django_htmx.http import push_url
 
 from apps.audit.services import audit_record
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
+from apps.search.operators import operator_get
 from apps.search.query import SearchQuery, query_from_params
 from apps.search.selectors import search_facets, subset_row_count
 from apps.search.tables import default_table_name, table_spec_get, table_spec_list
@@ -32,15 +33,81 @@ def _parse(params, *, max_limit: int) -> SearchQuery:
     )
 
 
+SNIPPET_BEFORE = 40  # characters shown before the first match in a long cell's snippet
+
+
+def _needles(answer: SearchAnswer) -> dict[str, list[tuple[str, bool]]]:
+    """column -> (text to mark, ignore case) for every substring filter of the search."""
+    needles: dict[str, list[tuple[str, bool]]] = {}
+    for flt in answer.query.filters:
+        if operator_get(flt.op).substring and flt.value:
+            needles.setdefault(flt.column, []).append((flt.value, flt.op == "icontains"))
+    return needles
+
+
+def _marked(text: str, needles: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """`text` cut into (part, is_match) pieces; the template escapes each part and wraps matches in <mark>."""
+    spans: list[tuple[int, int]] = []
+    folded = text.casefold() if any(ignore for _, ignore in needles) else text
+    for needle, ignore in needles:
+        haystack, wanted = (folded, needle.casefold()) if ignore else (text, needle)
+        if ignore and len(folded) != len(text):  # case folding changed lengths: match exactly instead
+            haystack, wanted = text, needle
+        start = haystack.find(wanted)
+        while start != -1 and wanted:
+            spans.append((start, start + len(wanted)))
+            start = haystack.find(wanted, start + len(wanted))
+    parts, cursor = [], 0
+    for start, end in sorted(spans):
+        if start < cursor:
+            start = cursor
+        if start >= end:
+            continue
+        parts += [(text[cursor:start], False)] if start > cursor else []
+        parts.append((text[start:end], True))
+        cursor = end
+    if cursor < len(text):
+        parts.append((text[cursor:], False))
+    return parts
+
+
+def _snippet(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The pieces around the first match, about LONG_TEXT characters, with … where text was cut."""
+    offset, first = 0, None
+    for text, is_match in parts:
+        if is_match:
+            first = offset
+            break
+        offset += len(text)
+    start = max(0, (first or 0) - SNIPPET_BEFORE)
+    end = start + LONG_TEXT
+    out, offset = [], 0
+    for text, is_match in parts:
+        piece = text[max(0, start - offset):max(0, end - offset)]
+        if piece:
+            out.append((piece, is_match))
+        offset += len(text)
+    if start > 0:
+        out.insert(0, ("…", False))
+    if end < offset:
+        out.append(("…", False))
+    return out
+
+
 def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
-    """The table on screen: every row's cells, and where the row came from."""
+    """The table on screen: every row's cells (matches marked, long text as a snippet around the first
+    match), and where the row came from."""
+    needles = _needles(answer)
     rows = []
     for row in answer.rows:
         cells = []
         for column in answer.columns:
             value = row.values.get(column)
             text = "" if value is None else str(value)
-            cells.append({"value": value, "text": text, "long": len(text) > LONG_TEXT, "short": text[:LONG_TEXT],
+            parts = _marked(text, needles[column]) if column in needles else [(text, False)]
+            long = len(text) > LONG_TEXT
+            cells.append({"value": value, "text": text, "parts": parts, "long": long,
+                          "snippet": _snippet(parts) if long else parts,
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
         rows.append({"source": row.source.value, "cells": cells})
     return answer.columns, rows
@@ -133,19 +200,45 @@ def _safe_table_list():
         return []
 
 
+FACET_TOP, FACET_MORE = 10, 50
+
+
 @login_required
 def search_facets_view(request):
-    """Facet charts, loaded by htmx after the results so they never delay them."""
+    """Facets, loaded by htmx after the results so they never delay them: for each facet column, its
+    values among every matching subset row, each a link that adds `column = value` to the search."""
     context = {"facets": [], "facets_timed_out": False, "facet_error": ""}
+    expanded = request.GET.get("_facet_more", "")
+    params = [(k, v) for k, v in _pairs(request.GET) if k != "_facet_more"]
     try:
-        query = _parse(request.GET, max_limit=settings.SEARCH_MAX_LIMIT)
+        query = _parse(QueryDict(urlencode(params)), max_limit=settings.SEARCH_MAX_LIMIT)
         spec = table_spec_get(name=query.table)
-        context["facets"], context["facets_timed_out"] = search_facets(
-            query=query, spec=spec, timeout_ms=settings.SEARCH_FACET_TIMEOUT_MS)
+        facets, context["facets_timed_out"] = search_facets(
+            query=query, spec=spec, timeout_ms=settings.SEARCH_FACET_TIMEOUT_MS,
+            top=FACET_MORE if expanded else FACET_TOP)
     except SearchError as exc:
         context["facet_error"] = str(exc)
-    context["charts"] = [{"facet": f, "chart": f.chart(), "id": f"facet-{i}"} for i, f in enumerate(context["facets"])]
+    else:
+        base = query.to_params()
+        chosen = {(f.column, f.value) for f in query.filters if f.op == "eq"}
+        context["facets"] = [{
+            "column": facet.column,
+            "more_url": (f"{reverse('samples:facets')}?{urlencode(base + [('_facet_more', facet.column)])}"
+                         if facet.more and facet.column != expanded else ""),
+            "values": [_facet_value(facet.column, value, count, base, chosen)
+                       for value, count in (facet.values if facet.column == expanded or not expanded
+                                            else facet.values[:FACET_TOP])],
+        } for facet in facets]
     return render(request, "samples/page.html#facets", context)
+
+
+def _facet_value(column: str, value, count: int, base: list[tuple[str, str]], chosen: set) -> dict:
+    """One facet value: its count and the search with (or, once chosen, without) `column = value`."""
+    pair = (f"{column}__isnull", "true") if value == "(empty)" else (f"{column}__eq", str(value))
+    selected = (column, str(value)) in chosen
+    params = [p for p in base if p != pair] if selected else base[:-1] + [pair] + base[-1:]  # limit stays last
+    return {"value": value, "count": count, "selected": selected,
+            "url": f"{reverse('samples:page')}?{urlencode(params)}"}
 
 
 class _Echo:

@@ -1,4 +1,4 @@
-"""Reads from the local DuckDB subset: time-limited queries, facets, export streams."""
+"""Reads from the local DuckDB subset: time-limited queries and facets."""
 from __future__ import annotations
 
 import threading
@@ -66,17 +66,8 @@ def subset_row_count(*, spec: TableSpec) -> int | None:
 @dataclass(frozen=True)
 class Facet:
     column: str
-    values: list[tuple[str, int]]
-
-    def chart(self) -> dict:
-        """A Plotly spec for static/js/app.js."""
-        labels = [v for v, _ in self.values]
-        return {
-            "data": [{"type": "bar", "x": [c for _, c in self.values], "y": labels, "orientation": "h",
-                      "hovertemplate": "%{y}: %{x}<extra></extra>"}],
-            "layout": {"title": {"text": self.column, "font": {"size": 13}}, "height": 60 + 22 * max(len(labels), 3),
-                       "margin": {"t": 30, "r": 10, "b": 30, "l": 130}, "yaxis": {"autorange": "reversed"}},
-        }
+    values: list[tuple[str, int]]  # (value, matching rows), most frequent first
+    more: bool = False  # the column has more values than shown
 
 
 def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: int = 10) -> tuple[list[Facet], bool]:
@@ -100,5 +91,6 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
         index = list(flags).index(0)  # the one column grouped in this set
         value = values[index]
         by_column[spec.facets[index]].append(("(empty)" if value is None else value, count))
-    facets = [Facet(c, sorted(v, key=lambda item: (-item[1], item[0]))[:top]) for c, v in by_column.items()]
+    ranked = {c: sorted(v, key=lambda item: (-item[1], str(item[0]))) for c, v in by_column.items()}
+    facets = [Facet(c, v[:top], more=len(v) > top) for c, v in ranked.items()]
     return [f for f in facets if f.values], False

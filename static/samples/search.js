@@ -59,5 +59,44 @@
     }
   });
 
+  // Back and Forward: htmx restores the results from its history cache, but a form's typed values are
+  // not part of that snapshot. Rebuild the filter rows, limit and table from the URL every time.
+  var RESERVED = ["limit", "table", "format", "fallback"];
+
+  function fillFormFromUrl() {
+    var form = document.querySelector("form.search-form");
+    if (!form) return;
+    var params = new URLSearchParams(window.location.search);
+    var filters = [];
+    params.forEach(function (value, name) {
+      var cut = name.lastIndexOf("__");
+      if (RESERVED.indexOf(name) === -1 && cut > 0) filters.push([name.slice(0, cut), name.slice(cut + 2), value]);
+    });
+    var container = form.querySelector("[data-filter-rows]");
+    var rows = container.querySelectorAll("[data-filter-row]");
+    while (rows.length < filters.length + 1) {
+      var copy = rows[rows.length - 1].cloneNode(true);
+      container.appendChild(copy);
+      rows = container.querySelectorAll("[data-filter-row]");
+    }
+    rows.forEach(function (row, index) {
+      clearRow(row);
+      var wanted = filters[index];
+      if (!wanted) return;
+      row.querySelector("[data-column-picker]").value = wanted[0];
+      syncOperators(row);
+      row.querySelector("[data-op-picker]").value = wanted[1];
+      row.querySelector("input[name=val]").value = wanted[2];
+    });
+    var limit = form.querySelector("input[name=limit]");
+    if (limit) limit.value = params.get("limit") || limit.defaultValue;
+    var table = form.querySelector("[name=table]");
+    if (table && params.get("table")) table.value = params.get("table");
+  }
+
+  document.addEventListener("htmx:historyRestore", fillFormFromUrl);
+  window.addEventListener("popstate", function () { window.setTimeout(fillFormFromUrl, 0); });
+  window.addEventListener("pageshow", fillFormFromUrl);  // also when the browser's back-forward cache shows the page
+
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
 })();

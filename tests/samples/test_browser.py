@@ -43,7 +43,7 @@ def test_add_two_filters_see_results_and_export_csv(logged_in_page, demo_subset)
     assert parse_qsl(urlsplit(page.url).query) == [
         ("table", "samples"), ("text__contains", "match"), ("url__contains", "sports"), ("limit", "1000")]
     assert page.locator("[data-results] tbody tr").count() == expected
-    page.locator("#facets .chart .main-svg").first.wait_for()  # plotly drew the facet charts
+    page.locator("#facets [data-facet=label] a").first.wait_for()  # the facets came after the results
 
     with page.expect_download() as download_info:
         page.click("[data-export=csv]")
@@ -53,6 +53,27 @@ def test_add_two_filters_see_results_and_export_csv(logged_in_page, demo_subset)
     url_column = exported[0].index("url")
     assert all("sports" in row[url_column] for row in exported[1:])
 
+    # A facet value is a link that adds its filter.
+    label = page.locator("#facets [data-facet=label] a").first
+    value = label.get_attribute("data-facet-value")
+    label.click()
+    page.wait_for_function(f"() => location.search.includes('label__eq={value}')")
+    summary.filter(has_text="row").wait_for()
+    column = [th.inner_text() for th in page.locator("[data-results] thead th").all()].index("label") + 1
+    assert {td.inner_text() for td in page.locator(f"[data-results] tbody tr td:nth-child({column})").all()} == {value}
+    assert page.locator("input[name=val]").nth(2).input_value() == value  # the form shows the new filter
+
+    # Back and Forward rebuild the form from the URL.
+    page.go_back()
+    page.wait_for_function("() => !location.search.includes('label__eq')")
+    page.wait_for_function("() => document.querySelectorAll('input[name=val]')[0].value === 'match'")
+    values = [page.locator("input[name=val]").nth(i).input_value() for i in range(3)]
+    assert values == ["match", "sports", ""]
+    page.go_forward()
+    page.wait_for_function(f"() => document.querySelectorAll('input[name=val]')[2].value === '{value}'")
+
+    page.go_back()
     page.go_back()  # back to the unfiltered page: the URL history works
     page.wait_for_function("() => !location.search.includes('text__contains')")
+    page.wait_for_function("() => document.querySelectorAll('input[name=val]')[0].value === ''")
     assert page.console_errors == []

@@ -81,16 +81,32 @@ def test_htmx_gets_only_the_results_and_a_canonical_url(logged_in):
     assert "<form" in restore.content.decode()
 
 
-def test_facets_partial(logged_in, demo_subset):
-    response = logged_in.get("/samples/facets/?text__contains=match")
+def test_facets_are_links_that_add_a_filter(logged_in, demo_subset):
+    response = logged_in.get("/samples/facets/?text__contains=match&limit=10")
     html = response.content.decode()
-    assert response.status_code == 200 and 'data-chart="facet-0"' in html
-    spec = json.loads(re.search(r'<script id="facet-0" type="application/json">(.*?)</script>', html).group(1))
-    assert spec["layout"]["title"]["text"] == "label"
+    assert response.status_code == 200 and 'data-facet="label"' in html
     expected = dict(demo_subset.query("SELECT label, count(*) FROM samples WHERE contains(text, 'match') GROUP BY 1"))
-    assert dict(zip(spec["data"][0]["y"], spec["data"][0]["x"])) == {k: v for k, v in expected.items() if k in spec["data"][0]["y"]}
-    assert len(spec["data"][0]["y"]) == min(10, len(expected))
+    label_block = html.split('data-facet="label"')[1].split("</section>")[0]
+    shown = {value: int(count) for value, _, count in
+             re.findall(r'data-facet-value="([^"]+)">([^<]+)</a> <span class="muted num">(\d+)<', label_block)}
+    assert shown == {k: v for k, v in expected.items() if k in shown}
+    assert len(shown) == min(10, len(expected))
+    top = max(expected, key=lambda k: (expected[k], k))
+    assert f'href="/samples/?table=samples&amp;text__contains=match&amp;label__eq={top}&amp;limit=10"' in label_block
+    # Chosen already: the link removes it again.
+    chosen = logged_in.get(f"/samples/facets/?text__contains=match&label__eq={top}&limit=10").content.decode()
+    block = chosen.split('data-facet="label"')[1].split("</section>")[0]
+    assert 'class="selected"' in block and 'href="/samples/?table=samples&amp;text__contains=match&amp;limit=10"' in block
     assert "Facets unavailable" in logged_in.get("/samples/facets/?length__gt=x").content.decode()
+
+
+def test_a_long_facet_offers_more(logged_in, demo_subset):
+    html = logged_in.get("/samples/facets/?limit=10").content.decode()
+    domains = html.split('data-facet="domain"')[1].split("</section>")[0]
+    assert demo_subset.query("SELECT count(DISTINCT domain) FROM samples")[0][0] > 10
+    assert domains.count("<li") == 10 and "data-facet-more" in domains
+    more = logged_in.get("/samples/facets/?limit=10&_facet_more=domain").content.decode()
+    assert more.split('data-facet="domain"')[1].split("</section>")[0].count("<li") > 10
 
 
 def test_export_csv_and_json_stream_the_results(logged_in, demo_subset, settings):
@@ -154,3 +170,24 @@ def test_without_a_subset_the_page_and_api_say_so(logged_in, api_client, setting
     assert response.status_code == 200 and "No local subset" in response.content.decode()
     response = api_client.get("/api/search?text__contains=match")
     assert response.status_code == 503 and "import_subset" in response.json()["detail"]
+
+
+def test_matches_are_marked_and_escaped_and_long_cells_show_the_match(logged_in, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from django.core.management import call_command
+
+    long_text = "filler " * 60 + "the Needle is here " + "tail " * 40
+    pq.write_table(pa.table({"k": [1, 2], "body": ["<script>alert(1)</script> wool", long_text]}),
+                   tmp_path / "marks.parquet")
+    call_command("import_subset", str(tmp_path / "marks.parquet"), table="marks", key="k", stdout=io.StringIO())
+
+    html = logged_in.get("/samples/", {"table": "marks", "body__contains": "<script>"}).content.decode()
+    assert "<mark>&lt;script&gt;</mark>alert(1)&lt;/script&gt; wool" in html
+    assert "<script>alert" not in html
+
+    html = logged_in.get("/samples/", {"table": "marks", "body__icontains": "needle"}).content.decode()
+    summary = html.split('<details class="cell"><summary>')[1].split("</summary>")[0]
+    assert summary.startswith("…") and "the <mark>Needle</mark> is here" in summary  # a snippet around the match
+    assert len(re.sub(r"<[^>]+>", "", summary)) < 200
+    assert html.count("<mark>Needle</mark>") == 2  # in the snippet and in the full text
