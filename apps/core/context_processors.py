@@ -2,6 +2,7 @@ from django.urls import reverse
 
 NAVIGATION = [
     ("Samples", "samples:page"),
+    ("Fallbacks", "warehouse:list"),
     ("Models", "modelhub:list"),
     ("Entity linking", "linking:page"),
     ("Dashboard", "dashboard"),

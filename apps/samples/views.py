@@ -21,6 +21,7 @@ from apps.search.tables import default_table_name, table_spec_get, table_spec_li
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
 from .pipeline import SOURCE_COLUMN, SearchAnswer, search_answer
+from .selectors import search_recent_list
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
@@ -177,6 +178,7 @@ def search_page(request):
         "api_url": f"{reverse('api:search')}?{querystring}",
         "subset_rows": subset_row_count(spec=spec) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,
+        "recent_searches": search_recent_list(user=request.user) if not request.htmx else [],
     }
     status = 400 if errors and not request.htmx else 200
     if request.htmx and not request.htmx.history_restore_request:

@@ -191,3 +191,20 @@ def test_matches_are_marked_and_escaped_and_long_cells_show_the_match(logged_in,
     assert summary.startswith("…") and "the <mark>Needle</mark> is here" in summary  # a snippet around the match
     assert len(re.sub(r"<[^>]+>", "", summary)) < 200
     assert html.count("<mark>Needle</mark>") == 2  # in the snippet and in the full text
+
+
+def test_my_recent_searches_rerun_and_link_their_fallback(logged_in, user, warehouse_data, django_user_model):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=700)
+    logged_in.get(f"/samples/?id__in={query.filters[0].value}&limit={query.limit}")
+    logged_in.get("/samples/?text__contains=match&limit=5")
+    logged_in.get("/samples/?text__contains=match&limit=5")  # the same search twice is listed once
+    other = django_user_model.objects.create_user(username="someone", password="someone-pass-1")
+    SearchLog.objects.create(user=other, table="samples", query={"table": "samples", "filters": [], "limit": 77},
+                             fingerprint="x" * 64, limit=77)
+    html = logged_in.get("/samples/").content.decode()
+    recent = html.split("data-recent-searches")[1].split("</details>")[0]
+    assert recent.count("data-rerun") == 3  # the two distinct searches above, then the page itself
+    assert 'href="/samples/?table=samples&amp;text__contains=match&amp;limit=5" data-rerun>text contains' in recent
+    fallback = SearchLog.objects.filter(fallback_requests__isnull=False).get().fallback_requests.get().fallback_id
+    assert f'href="/fallbacks/{fallback}/">fallback #{fallback}</a>' in recent
+    assert "LIMIT 77" not in recent and recent.count("fallback #") == 1  # nobody else's searches
