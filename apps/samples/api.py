@@ -27,6 +27,7 @@ class SearchOut(Schema):
     has_warehouse: bool
     summary: str
     notice: str
+    unknown_values: dict[str, str]
     fallback: dict | None
     elapsed_ms: float
     timed_out: bool
@@ -60,7 +61,8 @@ _FILTER_DOC = (
         "`warehouse`); `counts` gives rows per source. `complete` is true when the full dataset is known to "
         "have no more matching rows. When rows are still short and the table has a warehouse, `fallback` "
         "describes the warehouse query (`{id, state, url}`): poll its `url`, and when it has succeeded ask "
-        "again with `&fallback=<id>` to get the merged rows. Tables without a warehouse say so in `notice`. "
+        "again with `&fallback=<id>` to get the merged rows. Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
+        "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
         + _FILTER_DOC
     ),
     openapi_extra={
@@ -69,6 +71,8 @@ _FILTER_DOC = (
              "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
             {"name": "table", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "table name (default: the default table)"},
+            {"name": "confirm", "in": "query", "required": False, "schema": {"type": "integer", "enum": [1]},
+             "description": "query the warehouse even for a value the subset has never seen (`unknown_values`)"},
             {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
              "description": "merge the rows of this finished fallback of the same query"},
             {"name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
@@ -83,7 +87,8 @@ def search(request):
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
     raw_fallback = (request.GET.get("fallback") or "").strip()
-    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None)
+    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
+                           confirmed=request.GET.get("confirm") == "1")
     counts = answer.counts
     return {
         "rows": answer.as_dicts(),
@@ -95,6 +100,7 @@ def search(request):
         "has_warehouse": answer.has_warehouse,
         "summary": answer.summary(),
         "notice": answer.notice,
+        "unknown_values": answer.unknown_values,
         "fallback": answer.fallback.as_api() if answer.fallback is not None else None,
         "elapsed_ms": answer.elapsed_ms,
         "timed_out": answer.timed_out,

@@ -27,7 +27,7 @@ from django.conf import settings
 
 from apps.audit.services import audit_record
 from apps.search.query import SearchQuery, compile_search
-from apps.search.selectors import subset_search
+from apps.search.selectors import facet_values_known, subset_search
 from apps.search.services import search_log_create
 from apps.search.tables import TableSpec, table_spec_get
 from apps.warehouse.handles import FallbackHandle
@@ -74,6 +74,7 @@ class SearchAnswer:
     log_id: int | None = None
     notice: str = ""  # why no fallback runs although rows are short, or what went wrong asking for one
     sql: str = ""
+    unknown_values: dict[str, str] = field(default_factory=dict)  # column -> a value the subset never saw
 
     @property
     def columns(self) -> list[str]:
@@ -116,10 +117,13 @@ class SearchAnswer:
 
 
 def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,
-                  log: bool = True, timeout_ms: int | None = None) -> SearchAnswer:
+                  log: bool = True, timeout_ms: int | None = None, confirmed: bool = False) -> SearchAnswer:
     """Answer `query` (see the module docstring). Raises SearchValidationError, TableNotFound or
     SubsetMissing (apps.search.errors); a problem with the warehouse never raises: it is on `notice`
-    or on the fallback handle, and the local rows still come back."""
+    or on the fallback handle, and the local rows still come back.
+
+    A search for a value of a low-cardinality column that the subset has never seen (`label = cooking`)
+    does not start a paid fallback unless `confirmed`: `unknown_values` says which, and `notice` asks."""
     spec = table_spec_get(name=query.table)
     compiled = compile_search(query=query, spec=spec)
     outcome = subset_search(query=query, spec=spec, compiled=compiled,
@@ -154,8 +158,12 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
 
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
+    unknown = _unknown_values(query=query, spec=spec) if needs_more and has_warehouse and allow_fallback else {}
     if needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
+    elif unknown and not confirmed:
+        notice = "; ".join(f"{value!r} is not a known {column}" for column, value in unknown.items()) + \
+            ": search the warehouse anyway?"
     elif needs_more and allow_fallback:
         try:
             handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row)
@@ -171,7 +179,21 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
                     log_row.save(update_fields=["source_counts"])
     return SearchAnswer(query=query, spec=spec, rows=rows.rows, complete=complete, has_warehouse=has_warehouse,
                         timed_out=outcome.timed_out, elapsed_ms=elapsed_ms, fallback=handle,
-                        log_id=log_row.pk if log_row else None, notice=notice, sql=compiled.sql)
+                        log_id=log_row.pk if log_row else None, notice=notice, sql=compiled.sql,
+                        unknown_values=unknown if not confirmed else {})
+
+
+def _unknown_values(*, query: SearchQuery, spec: TableSpec) -> dict[str, str]:
+    """column -> the first `eq`/`in` value the subset has never seen in that low-cardinality column."""
+    known = facet_values_known(spec=spec)
+    unknown: dict[str, str] = {}
+    for flt in query.filters:
+        if flt.column in known and flt.op in ("eq", "in") and flt.value:
+            values = [v.strip() for v in flt.value.split(",")] if flt.op == "in" else [flt.value]
+            missing = [v for v in values if v and v not in known[flt.column]]
+            if missing:
+                unknown.setdefault(flt.column, missing[0])
+    return unknown
 
 
 def _source_counts(rows: list[SearchRow]) -> dict[str, int]:

@@ -16,7 +16,7 @@ from apps.audit.services import audit_record
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
 from apps.search.operators import operator_get
 from apps.search.query import SearchQuery, query_from_params
-from apps.search.selectors import search_facets, subset_row_count
+from apps.search.selectors import facet_values_known, search_facets, subset_row_count
 from apps.search.tables import default_table_name, table_spec_get, table_spec_list
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
@@ -142,7 +142,8 @@ def search_page(request):
         query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
         spec = table_spec_get(name=query.table)
         # Asked again with ?fallback=<id> when that fallback finished: merge it, log nothing new.
-        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None)
+        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None,
+                               confirmed=params.get("confirm") == "1")
     except SearchValidationError as exc:
         errors = exc.errors
     except TableNotFound as exc:
@@ -179,6 +180,7 @@ def search_page(request):
         "subset_rows": subset_row_count(spec=spec) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,
         "recent_searches": search_recent_list(user=request.user) if not request.htmx else [],
+        "known_values": _known_values(spec),
     }
     status = 400 if errors and not request.htmx else 200
     if request.htmx and not request.htmx.history_restore_request:
@@ -187,6 +189,14 @@ def search_page(request):
             return response
         return push_url(response, f"{reverse('samples:page')}?{querystring}")
     return render(request, "samples/page.html", context, status=status)
+
+
+def _known_values(spec) -> dict[str, tuple[str, ...]]:
+    """Suggestions for the value box of low-cardinality columns (a <datalist> per column)."""
+    try:
+        return facet_values_known(spec=spec) if spec is not None else {}
+    except SearchError:
+        return {}
 
 
 def _pairs(params):

@@ -20,7 +20,7 @@ from .operators import LIKE_ESCAPE, OPERATORS, like_escape, operator_get, regex_
 from .tables import TableSpec, quote_identifier
 
 DIALECTS = ("duckdb", "trino")
-RESERVED_PARAMS = ("limit", "table", "format", "fallback")
+RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm")
 MAX_VALUE_LENGTH = 1000
 MAX_IN_VALUES = 200
 MAX_FILTERS = 20

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import duckdb
 
 from .query import CompiledQuery, SearchQuery, compile_search, where_compile
-from .store import subset_connection
+from .store import subset_connection, subset_current_path
 from .tables import TableSpec, quote_identifier
 
 
@@ -94,3 +94,35 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
     ranked = {c: sorted(v, key=lambda item: (-item[1], str(item[0]))) for c, v in by_column.items()}
     facets = [Facet(c, v[:top], more=len(v) > top) for c, v in ranked.items()]
     return [f for f in facets if f.values], False
+
+
+KNOWN_VALUES_MAX = 1000  # a facet column with more distinct values than this is not checked
+_known_lock = threading.Lock()
+_known_cache: dict[tuple, dict[str, tuple[str, ...]]] = {}
+
+
+def facet_values_known(*, spec: TableSpec) -> dict[str, tuple[str, ...]]:
+    """Every value each low-cardinality (facet) column takes in the subset, sorted; read once per subset
+    file. For suggestions in the form, and to warn before a paid warehouse search for a value the
+    subset has never seen (a typo, usually)."""
+    path = subset_current_path()
+    key = (str(path), spec.name, spec.facets)
+    with _known_lock:
+        if key in _known_cache:
+            return _known_cache[key]
+    known: dict[str, tuple[str, ...]] = {}
+    cursor = subset_connection().cursor()
+    try:
+        for column in spec.facets:
+            col = quote_identifier(column)
+            values = cursor.execute(f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {quote_identifier(spec.name)} "
+                                    f"WHERE {col} IS NOT NULL LIMIT {KNOWN_VALUES_MAX + 1}").fetchall()
+            if len(values) <= KNOWN_VALUES_MAX:
+                known[column] = tuple(sorted(v[0] for v in values))
+    except duckdb.Error:
+        known = {}
+    finally:
+        cursor.close()
+    with _known_lock:
+        _known_cache[key] = known
+    return known

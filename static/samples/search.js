@@ -5,7 +5,16 @@
 
   function rowsContainer(el) { return el.closest("form").querySelector("[data-filter-rows]"); }
 
+  function syncValueList(row) {  // suggestions for low-cardinality columns (a <datalist> per column)
+    var column = row.querySelector("[data-column-picker]");
+    var input = row.querySelector("input[name=val]");
+    if (!column || !input) return;
+    if (document.getElementById("values-" + column.value)) input.setAttribute("list", "values-" + column.value);
+    else input.removeAttribute("list");
+  }
+
   function syncOperators(row) {
+    syncValueList(row);
     var column = row.querySelector("[data-column-picker]");
     var op = row.querySelector("[data-op-picker]");
     if (!column || !op) return;

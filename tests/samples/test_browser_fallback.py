@@ -77,3 +77,25 @@ def test_a_table_without_a_warehouse_says_so(logged_in_page, warehouse_data, tmp
     expect(page.locator(".fallback-panel")).to_have_count(0)
     assert not Fallback.objects.exists()
     assert page.console_errors == []
+
+
+def test_an_unknown_value_is_questioned_before_the_warehouse_is_paid(celery_worker, logged_in_page, warehouse_data,
+                                                                      settings):
+    settings.WAREHOUSE_BACKEND = "local"
+    settings.WAREHOUSE_TASK_QUEUE = "celery"
+    page = logged_in_page
+    page.goto("/samples/")
+    row = page.locator("[data-filter-row]").first
+    row.locator("[data-column-picker]").select_option("label")
+    assert row.locator("input[name=val]").get_attribute("list") == "values-label"  # the known labels are offered
+    assert page.locator("#values-label option").count() >= 5
+    row.locator("[data-op-picker]").select_option("eq")
+    row.locator("input[name=val]").fill("cooking")
+    page.click("form.search-form button[type=submit]")
+    expect(page.locator("[data-notice]")).to_contain_text("'cooking' is not a known label: search the warehouse anyway?")
+    expect(page.locator(".fallback-panel")).to_have_count(0)
+    assert not Fallback.objects.exists()
+    page.locator("[data-confirm-fallback]").click()
+    expect(page.locator(".fallback-panel")).to_have_count(1)
+    assert Fallback.objects.filter(query__filters__0__value="cooking").count() == 1
+    assert page.console_errors == []

@@ -236,3 +236,19 @@ def test_the_benchmark_replay_gets_the_answer_the_page_shows(warehouse_data, cli
             api = client.get("/api/search", params).json()
             assert [(r["id"], r["_source"]) for r in api["rows"]] == report.answers[query.fingerprint()]
             assert shown == [(k, s) for k, s in report.answers[query.fingerprint()] if s == "subset"]
+
+
+def test_an_unknown_value_asks_before_a_paid_search(demo_subset, user, api_client):
+    typo = SearchQuery("samples", (Filter("label", "eq", "cooking"),), 10)
+    answer = search_answer(user=user, query=typo)
+    assert answer.fallback is None and answer.unknown_values == {"label": "cooking"}
+    assert answer.notice == "'cooking' is not a known label: search the warehouse anyway?"
+    assert not Fallback.objects.exists()
+    body = api_client.get("/api/search", {"label__eq": "cooking"}).json()
+    assert body["unknown_values"] == {"label": "cooking"} and body["fallback"] is None
+    # A known value, or a confirmed unknown one, goes to the warehouse as usual.
+    confirmed = api_client.get("/api/search", {"label__eq": "cooking", "confirm": "1"}).json()
+    assert confirmed["fallback"]["state"] == "queued" and confirmed["unknown_values"] == {}
+    known = sorted(v for (v,) in demo_subset.query("SELECT DISTINCT label FROM samples"))[0]
+    rare = SearchQuery("samples", (Filter("label", "in", f"{known},cookery"), Filter("text", "contains", "xqzzv")), 10)
+    assert search_answer(user=user, query=rare).unknown_values == {"label": "cookery"}
