@@ -30,6 +30,7 @@ migrate: deps
 	$(PY) manage.py migrate --noinput
 
 demo: migrate
+	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py setup_demo
 
 setup: system-deps demo
