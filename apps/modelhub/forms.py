@@ -68,7 +68,9 @@ class FlagForm(forms.Form):
 
 class BatchUploadForm(forms.Form):
     file = forms.FileField(label="CSV file (UTF-8, with a header row)")
-    text_column = forms.CharField(max_length=200, initial="text", label="Text column")
+    text_column = forms.CharField(max_length=200, required=False, label="Text column",
+                                  widget=forms.TextInput(attrs={"placeholder": "blank: the longest text column"}))
+    allow_numeric = forms.BooleanField(required=False, label="Score a numbers-only column anyway")
     version = forms.ChoiceField(required=False)
 
     def __init__(self, *args, versions=(), **kwargs):
@@ -96,3 +98,11 @@ class RegisterForm(forms.Form):
 class AliasForm(forms.Form):
     alias = forms.SlugField(max_length=50)
     version = forms.CharField(max_length=50)
+
+
+class BatchPreviewForm(forms.Form):
+    """The start of the chosen CSV (the browser sends at most PREVIEW_MAX_BYTES) and the column wanted."""
+
+    file = forms.FileField()
+    text_column = forms.CharField(max_length=200, required=False)
+    partial = forms.BooleanField(required=False)

@@ -102,10 +102,30 @@ class BatchJob(models.Model):
     total = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="when a worker began scoring (for the ETA)")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+
+    @property
+    def rows_per_second(self) -> float | None:
+        """Scoring speed so far (None before the first batch is done)."""
+        from django.utils import timezone
+
+        if not self.started_at or not self.processed:
+            return None
+        end = self.finished_at or timezone.now()
+        elapsed = max((end - self.started_at).total_seconds(), 1e-3)
+        return self.processed / elapsed
+
+    @property
+    def eta_seconds(self) -> int | None:
+        """Seconds left at the speed so far; None when unknown or done."""
+        rate = self.rows_per_second
+        if self.is_done or rate is None or self.total <= self.processed:
+            return None
+        return int(round((self.total - self.processed) / rate))
 
     @property
     def percent(self) -> int:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from .forms import AliasForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
+from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
 from .models import ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
 from .selectors import (
@@ -28,6 +28,7 @@ from .selectors import (
 from .services import (
     BatchInputError,
     RegistrationRefused,
+    batch_csv_preview,
     batch_job_create,
     flags_csv,
     model_alias_move,
@@ -194,15 +195,42 @@ def batch_page(request, name: str):
         upload = form.cleaned_data["file"]
         try:
             job = batch_job_create(user=request.user, model_version=model_version, filename=upload.name,
-                                   data=upload.read(), text_column=form.cleaned_data["text_column"])
+                                   data=upload.read(), text_column=form.cleaned_data["text_column"],
+                                   allow_numeric=form.cleaned_data["allow_numeric"])
         except BatchInputError as exc:
             form.add_error(None, str(exc))
         else:
             return redirect("modelhub:batch-detail", job_id=job.id)
     return render(request, "modelhub/batch.html", {
         "serving": serving, "form": form, "jobs": batch_job_list(name=name, user=request.user)[:20],
-        "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20,
+        "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20, "preview_max_bytes": PREVIEW_MAX_BYTES,
     })
+
+
+PREVIEW_MAX_BYTES = 64 * 1024
+
+
+@login_required
+@require_POST
+def batch_preview(request, name: str):
+    """htmx/fetch partial: the column picker and the first rows exactly as the job will score them."""
+    serving = _model_or_404(name=name)
+    form = BatchPreviewForm(request.POST, request.FILES)
+    context = {"serving": serving}
+    if not form.is_valid():
+        context["error"] = "Choose a CSV file first."
+    else:
+        upload = form.cleaned_data["file"]
+        data = upload.read(PREVIEW_MAX_BYTES + 1)
+        partial = form.cleaned_data["partial"] or len(data) > PREVIEW_MAX_BYTES
+        try:
+            context["preview"] = batch_csv_preview(data=data[:PREVIEW_MAX_BYTES], partial=partial,
+                                                   text_column=form.cleaned_data["text_column"])
+        except BatchInputError as exc:
+            context["error"] = str(exc)
+        limit = serving.card.get("input") or {}
+        context["max_chars"] = limit.get("max_chars") if limit.get("kind") == "text" else None
+    return render(request, "modelhub/_batch_preview.html", context)
 
 
 @login_required

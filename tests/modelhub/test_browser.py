@@ -44,3 +44,31 @@ def test_batch_column_picker_reads_the_csv_header(logged_in_page, demo_models):
     assert options == ["id", "review", "stars"]
     page.select_option("select[name=text_column]", "review")
     assert page.console_errors == []
+
+
+def test_batch_preview_chooses_body_over_id_and_submits_it(logged_in_page, demo_models, redis_server):
+    from apps.modelhub.models import BatchJob
+
+    page = logged_in_page
+    page.goto("/models/tfidf-logreg/batch/")
+    csv_text = ("id,body\n1,The striker scored twice and the club won the league title\n"
+                "2,Shares fell after the bank cut its profit forecast\n")
+    page.set_input_files("input[type=file]", files=[{"name": "reviews.csv", "mimeType": "text/csv",
+                                                     "buffer": csv_text.encode()}])
+    page.wait_for_selector("#batch-preview-rows li")
+    assert page.input_value("select[name=text_column]") == "body"
+    rows = page.locator("#batch-preview-rows li").all_inner_texts()
+    assert rows == ["The striker scored twice and the club won the league title",
+                    "Shares fell after the bank cut its profit forecast"]
+    # choosing the id column previews the ids and warns that they are numbers
+    page.select_option("select[name=text_column]", "id")
+    page.wait_for_selector("#batch-numeric-warning")
+    assert page.locator("#batch-preview-rows li").all_inner_texts() == ["1", "2"]
+    page.select_option("select[name=text_column]", "body")
+    page.wait_for_selector("#batch-preview[data-text-column=body]")
+    assert not page.is_visible("#batch-numeric-warning")
+    page.click("button:has-text('Score it')")
+    page.wait_for_selector("#batch-progress")
+    assert "text column body" in page.inner_text("main")
+    assert BatchJob.objects.get().text_column == "body"
+    assert page.console_errors == []
