@@ -20,10 +20,10 @@ from apps.audit.services import audit_record
 
 from .detection import fold, mention_context
 from .linker import LinkerParams, LinkResult, embed, kb_state, link
+from .markup import MarkupError, bracketed_one
 from .models import Alias, Entity, KnowledgeBase, Mention
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-BRACKETED = re.compile(r"\[([^\[\]]+)\]")
 
 
 class LinkingError(ValueError):
@@ -53,13 +53,15 @@ class EntityInput:
 
 
 def mention_from_bracketed(sentence: str) -> MentionInput:
-    """ "The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury."""
-    matches = list(BRACKETED.finditer(sentence))
-    if len(matches) != 1:
-        raise LinkingError(f"mark exactly one mention with [brackets] in: {sentence!r}")
-    match = matches[0]
-    text = sentence[: match.start()] + match.group(1) + sentence[match.end() :]
-    return MentionInput(text=text, start=match.start(), end=match.start() + len(match.group(1)))
+    """ "The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury
+    (`markup.bracketed_one`, which the demo KB's generator uses too)."""
+    try:
+        text, span = bracketed_one(sentence)
+    except MarkupError as exc:
+        raise LinkingError(str(exc)) from exc
+    if span.label is not None:
+        raise LinkingError(f"write the mention as [surface], without '|', in: {sentence!r}")
+    return MentionInput(text=text, start=span.start, end=span.end)
 
 
 def _mention_validate(*, mention: MentionInput, aliases: Iterable[str], entity_label: str) -> MentionInput:
