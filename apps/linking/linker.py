@@ -94,12 +94,45 @@ class LinkerParams:
 # --- In-memory state per KB -------------------------------------------------------------------
 
 
+# The scoring, as small functions: the linker, `typical_similarity` and the leave-one-out tuning
+# (evaluation.loo_evaluate, used by `tune_linker`) all call these, so they cannot drift apart.
+
+
+def neighbours_k(*, params: LinkerParams) -> int:
+    return 1 if params.score == "nearest" else params.top_k
+
+
+def mention_similarity(*, sims, params: LinkerParams) -> float | None:
+    """Mean cosine of the k most similar stored mentions (`sims` sorted best first); None when there are none."""
+    best = list(sims)[: neighbours_k(params=params)]
+    return float(np.mean(best)) if best else None
+
+
 def combined_similarity(*, mention_sim: float | None, profile_sim: float | None, params: LinkerParams) -> float:
+    """(1 − w)·mentions + w·profile ("name: description"); whichever exists when one is missing."""
     if mention_sim is not None and profile_sim is not None:
         return (1 - params.profile_weight) * mention_sim + params.profile_weight * profile_sim
     if mention_sim is not None:
         return mention_sim
     return profile_sim if profile_sim is not None else 0.0
+
+
+def candidate_score(*, similarity: float, prior: float, params: LinkerParams) -> float:
+    """score = (1 − w)·similarity + w·prior."""
+    return (1 - params.prior_weight) * similarity + params.prior_weight * prior
+
+
+def alias_prior(*, counts: dict[int, float], candidates) -> dict[int, float]:
+    """P(entity | alias) = (1 + stored mentions of the entity with that surface) / sum over the candidates."""
+    raw = {c: 1.0 + counts.get(c, 0) for c in candidates}
+    total = sum(raw.values()) or 1.0
+    return {c: v / total for c, v in raw.items()}
+
+
+def nil_bar_for(*, typical: float | None, params: LinkerParams) -> float:
+    """Below this similarity the best candidate is not trusted: max(absolute floor, relative × typical)."""
+    relative = params.nil_relative * typical if typical is not None else 0.0
+    return max(params.nil_threshold, relative)
 
 
 def typical_similarity(
@@ -112,7 +145,6 @@ def typical_similarity(
     same in-KB accuracy). Computed at every rebuild, so it follows each edit.
     """
     typical: dict[int, float] = {}
-    k = 1 if params.score == "nearest" else params.top_k
     for entity in np.unique(entity_ids):
         own = vectors[entity_ids == entity]
         sims = own @ own.T
@@ -120,7 +152,7 @@ def typical_similarity(
         values = []
         for i in range(len(own)):
             others = np.delete(sims[i], i)
-            mention_sim = float(np.sort(others)[::-1][:k].mean()) if len(others) else None
+            mention_sim = mention_similarity(sims=np.sort(others)[::-1], params=params)
             profile_sim = float(profile @ own[i]) if profile is not None else None
             if mention_sim is None and profile_sim is None:
                 continue
@@ -132,9 +164,7 @@ def typical_similarity(
 
 def nil_bar(*, state: KBState, entity_id: int, params: LinkerParams) -> float:
     """Below this similarity the best candidate is not trusted: max(absolute floor, relative × typical)."""
-    typical = state.typical.get(entity_id)
-    relative = params.nil_relative * typical if typical is not None else 0.0
-    return max(params.nil_threshold, relative)
+    return nil_bar_for(typical=state.typical.get(entity_id), params=params)
 
 
 @dataclass(frozen=True)
@@ -197,11 +227,10 @@ class KBState:
         matcher = AliasMatcher.build(aliases)
         # P(entity | alias) from how often each surface names each entity in the stored
         # mentions, plus one for being listed as an alias at all (so new entities get a share).
-        priors: dict[str, dict[int, float]] = {}
-        for norm, entries in matcher.entries.items():
-            raw = {entity_id: 1.0 + surface_counts[norm].get(entity_id, 0) for _, entity_id in entries}
-            total = sum(raw.values())
-            priors[norm] = {entity_id: value / total for entity_id, value in raw.items()}
+        priors: dict[str, dict[int, float]] = {
+            norm: alias_prior(counts=surface_counts[norm], candidates=dict.fromkeys(e for _, e in entries))
+            for norm, entries in matcher.entries.items()
+        }
         dim = 384
         if mentions:
             vectors = np.stack([np.frombuffer(bytes(m[2]), dtype=np.float32) for m in mentions])
@@ -346,23 +375,19 @@ def candidates_score(
         order = np.argsort(-sims)
         exact = [with_rows[i] for i in order[: params.shortlist]]
         approximate = {with_rows[i]: float(sims[i]) for i in order[params.shortlist :]}
-    k = 1 if params.score == "nearest" else params.top_k
-    hits = state.index.top_per_entity(query, entities=exact, k=k)
+    hits = state.index.top_per_entity(query, entities=exact, k=neighbours_k(params=params))
     ranked = []
-    w = params.prior_weight
     for c in candidates:
         evidence = hits.get(c, [])
         is_approx = c in approximate
         if is_approx:
             mention_sim = approximate[c]
-        elif evidence:
-            mention_sim = float(np.mean([s for _, s in evidence]))
-        else:
-            mention_sim = None  # no stored mentions: the profile (or the prior) decides
+        else:  # None without stored mentions: the profile (or the prior) decides
+            mention_sim = mention_similarity(sims=[s for _, s in evidence], params=params)
         profile = state.profiles.get(c)
         profile_sim = float(profile @ query) if profile is not None else None
         similarity = combined_similarity(mention_sim=mention_sim, profile_sim=profile_sim, params=params)
-        score = (1 - w) * similarity + w * prior[c]
+        score = candidate_score(similarity=similarity, prior=prior[c], params=params)
         ranked.append(Candidate(entities[c], score, similarity, prior[c], evidence, is_approx))
     return sorted(ranked, key=lambda c: -c.score)
 
