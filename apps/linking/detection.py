@@ -160,3 +160,63 @@ def mention_context(text: str, start: int, end: int, *, style: str = "sentence")
     elif style == "masked":
         mention = "[MASK]"
     return (sentence[lo:s_start] + mention + sentence[s_end:hi]).strip()
+
+
+def mention_contexts(
+    text: str, spans: list[DetectedSpan], *, style: str = "sentence", rival_window: int = 6,
+    replacement: str = "",
+) -> list[str]:
+    """One context per mention: `mention_context`, with the other mentions of its sentence that could name
+    the same entity taken out ("Michael Jordan visited Jordan": the country's "Jordan" is read as
+    "visited Jordan", not pulled towards the player by his full name). Mentions with nothing in common
+    keep each other as context (Apple next to "The Beatles" helps). A sentence with one mention gets
+    exactly the context it always had, the one stored mentions are embedded with.
+
+    rival_window: when rivals were taken out, keep at most this many words each side of the mention (0 = the
+    whole sentence): the words right around a name decide its sense ("write Java all day"). Chosen by
+    `tune_linker --rival-windows` on sentence pairs made from the KB's own mentions (evaluation.rival_pairs_evaluate).
+    """
+    bounds = sentence_bounds(text)
+
+    def sentence_of(position: int) -> int:
+        return next((i for i, (lo, hi) in enumerate(bounds) if lo <= position < hi), -1)
+
+    sentences = [sentence_of(span.start) for span in spans]
+    contexts = []
+    for i, span in enumerate(spans):
+        rivals = [
+            other
+            for j, other in enumerate(spans)
+            if j != i and sentences[j] == sentences[i] and set(other.entity_ids) & set(span.entity_ids)
+        ]
+        if not rivals:
+            contexts.append(mention_context(text, span.start, span.end, style=style))
+            continue
+        pieces, cursor, start = [], 0, span.start
+        for other in sorted(rivals, key=lambda o: o.start):
+            pieces.append(text[cursor : other.start])
+            pieces.append(replacement)
+            if other.end <= span.start:
+                start -= (other.end - other.start) - len(replacement)
+            cursor = other.end
+        pieces.append(text[cursor:])
+        masked = re.sub(r"[ \t]{2,}", " ", "".join(pieces))
+        # collapsing doubled spaces may shift the mention: find it again at (or just before) its old place
+        surface = span.text
+        places = [m.start() for m in re.finditer(re.escape(surface), masked)]
+        start = min(places, key=lambda c: abs(c - start)) if places else max(0, start)
+        context = mention_context(masked, start, start + len(surface), style=style)
+        if rival_window:
+            context = _words_around(masked, start, start + len(surface), width=rival_window)
+        contexts.append(context)
+    return contexts
+
+
+def _words_around(text: str, start: int, end: int, *, width: int) -> str:
+    """At most `width` words each side of text[start:end], inside its sentence."""
+    sent, s_start, s_end = sentence_around(text, start, end)
+    before = [m.start() for m in re.finditer(r"\S+", sent[:s_start])]
+    lo = before[-width] if len(before) >= width else 0
+    after = [m.end() for m in re.finditer(r"\S+", sent[s_end:])]
+    hi = s_end + after[width - 1] if len(after) >= width else len(sent)
+    return sent[lo:hi].strip()

@@ -17,11 +17,13 @@ from .linker import (
     alias_prior,
     candidate_score,
     combined_similarity,
+    embed as embed_texts,
     encoder_get,
     kb_state,
     link,
     mention_similarity,
     nil_bar_for,
+    typical_similarity,
 )
 from .models import Alias, Entity, EvaluationRun, KnowledgeBase, Mention
 from .services import LinkingError
@@ -243,3 +245,75 @@ def loo_evaluate(
         "n_in_kb": in_kb,
         "n_nil": nil_gold,
     }
+
+
+def rival_pairs_evaluate(
+    *, kb: KnowledgeBase, data: LooData, windows: list[int], params: LinkerParams, limit: int = 300
+) -> dict[int, dict]:
+    """Dev set for one context per mention, from the KB itself: two stored mentions of *different*
+    entities with the same surface, joined into one sentence ("…every year; The small town of Paris…").
+    Each mention is linked against the KB without both source mentions (and their prior counts), with
+    its context built by `mention_contexts` for every `rival_window` in `windows` (0 = whole sentence).
+    Returns {window: {"accuracy", "n"}}."""
+    from .detection import DetectedSpan, mention_contexts
+
+    matcher = AliasMatcher.build(Alias.objects.filter(kb=kb).values_list("text", "entity_id"))
+    by_surface: dict[str, list[int]] = defaultdict(list)
+    for row, (_, _, text, s, t) in enumerate(data.mentions):
+        by_surface[text[s:t]].append(row)
+    pairs = []
+    for rows in by_surface.values():
+        for i, a in enumerate(rows):
+            partner = next((b for b in rows[i + 1 :] if data.mentions[b][1] != data.mentions[a][1]), None)
+            if partner is not None:
+                pairs.append((a, partner))
+    pairs = pairs[:limit]
+    items = []  # (joined text, spans, [(row, gold)], excluded rows)
+    for a, b in pairs:
+        _, ea, ta, sa, xa = data.mentions[a]
+        _, eb, tb, sb, xb = data.mentions[b]
+        first = ta.rstrip().rstrip(".!?")
+        joined = f"{first}; {tb}"
+        offset = len(first) + 2
+        spans = [
+            DetectedSpan(sa, xa, ta[sa:xa], matcher.candidates(ta[sa:xa]), fold(ta[sa:xa])),
+            DetectedSpan(sb + offset, xb + offset, tb[sb:xb], matcher.candidates(tb[sb:xb]), fold(tb[sb:xb])),
+        ]
+        items.append((joined, spans, [(a, ea), (b, eb)]))
+    contexts = {w: [mention_contexts(j, spans, style=kb.context_style, rival_window=w) for j, spans, _ in items]
+                for w in windows}
+    distinct = list(dict.fromkeys(c for per in contexts.values() for pair in per for c in pair))
+    vectors = dict(zip(distinct, embed_texts(texts=distinct, encoder_name=kb.encoder_name)))
+    typical = typical_similarity(vectors=data.stored_vectors, entity_ids=data.entity_of, profiles=data.profiles,
+                                 params=params)
+    out = {}
+    for w in windows:
+        correct = total = 0
+        for (joined, spans, golds), pair_contexts in zip(items, contexts[w]):
+            excluded = {row for row, _ in golds}
+            for span, (row, gold), context in zip(spans, golds, pair_contexts):
+                q = vectors[context]
+                _, _, text, s, t = data.mentions[row]
+                counts = dict(data.surface_counts[fold(text[s:t])])
+                for other, entity in golds:
+                    if fold(data.mentions[other][2][data.mentions[other][3] : data.mentions[other][4]]) == fold(text[s:t]):
+                        counts[entity] = counts.get(entity, 0) - 1
+                prior = alias_prior(counts=counts, candidates=span.entity_ids)
+                best, best_score, best_sim = None, -9.0, 0.0
+                for c in span.entity_ids:
+                    rows = [r for r in data.rows_of.get(c, []) if r not in excluded]
+                    sims = np.sort(data.stored_vectors[rows] @ q)[::-1] if rows else []
+                    profile = data.profiles.get(c)
+                    similarity = combined_similarity(
+                        mention_sim=mention_similarity(sims=sims, params=params),
+                        profile_sim=float(profile @ q) if profile is not None else None,
+                        params=params,
+                    )
+                    score = candidate_score(similarity=similarity, prior=prior[c], params=params)
+                    if score > best_score:
+                        best, best_score, best_sim = c, score, similarity
+                predicted = None if best_sim < nil_bar_for(typical=typical.get(best), params=params) else best
+                correct += predicted == gold
+                total += 1
+        out[w] = {"accuracy": round(correct / max(total, 1), 4), "n": total}
+    return out

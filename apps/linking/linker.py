@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 
-from .detection import AliasMatcher, DetectedSpan, fold, mention_context
+from .detection import AliasMatcher, DetectedSpan, fold, mention_contexts
 from .index import MentionIndex, mention_index_build
 from .models import Alias, Entity, KnowledgeBase, Mention
 
@@ -74,6 +74,7 @@ class LinkerParams:
     shortlist: int = 8
     use_aggregates: bool = True
     scorer: str = "linker"  # "linker" or "prior" (the prior-only baseline)
+    rival_window: int = 6  # words each side of a mention whose sentence names a rival (detection.mention_contexts)
 
     @classmethod
     def from_settings(cls, **overrides) -> LinkerParams:
@@ -86,6 +87,7 @@ class LinkerParams:
             nil_relative=settings.LINKING_NIL_RELATIVE,
             aggregate_cutoff=settings.LINKING_AGGREGATE_CUTOFF,
             shortlist=settings.LINKING_SHORTLIST,
+            rival_window=getattr(settings, "LINKING_RIVAL_WINDOW", cls.rival_window),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -448,10 +450,9 @@ def link(
     encode_started = time.perf_counter()
     vectors: dict[int, np.ndarray] = {}
     if needs_vector:
-        contexts = {
-            i: mention_context(text, detected[i].start, detected[i].end, style=state.context_style)
-            for i in needs_vector
-        }
+        # One context per mention (other mentions that could name the same entity taken out), all in one batch.
+        per_mention = mention_contexts(text, detected, style=state.context_style, rival_window=params.rival_window)
+        contexts = {i: per_mention[i] for i in needs_vector}
         by_context = _contexts_embed(
             encoder=state.encoder, encoder_name=state.encoder_name, contexts=list(contexts.values()), cache=cache
         )

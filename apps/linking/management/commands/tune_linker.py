@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.linking.detection import mention_context
-from apps.linking.evaluation import loo_data, loo_evaluate, loo_similarities
+from apps.linking.evaluation import loo_data, loo_evaluate, loo_similarities, rival_pairs_evaluate
 from apps.linking.linker import LinkerParams, embed, typical_similarity
 from apps.linking.selectors import kb_get
 from apps.linking.services import LinkingError, NotFound
@@ -50,10 +50,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--relatives", default="0,0.5,0.55,0.6", help="NIL below this share of the entity's typical similarity"
         )
+        parser.add_argument(
+            "--rival-windows", default="", help="also score one-context-per-mention windows (e.g. 0,3,4,6,8) on "
+            "sentence pairs joined from the KB's own mentions of different entities with one name",
+        )
         parser.add_argument("--json", dest="json_path", default=None, help="also write the JSON here")
 
     def handle(
-        self, *args, model, contexts, k, prior_weights, profile_weights, thresholds, relatives, json_path, **options
+        self, *args, model, contexts, k, prior_weights, profile_weights, thresholds, relatives, json_path,
+        rival_windows="", **options
     ):
         try:
             kb = kb_get(name=model)
@@ -128,6 +133,11 @@ class Command(BaseCommand):
             "best_accuracy_per_context_and_nil_rule": list(by_threshold.values()),
             "top": results[:10],
         }
+        if rival_windows.strip():
+            windows = [int(x) for x in rival_windows.split(",") if x.strip()]
+            report["rival_windows"] = rival_pairs_evaluate(
+                kb=kb, data=data, windows=windows, params=LinkerParams.from_settings()
+            )
         text = json.dumps(report, indent=2)
         self.stdout.write(text)
         if json_path:
