@@ -137,35 +137,70 @@ def sentence_around(text: str, start: int, end: int) -> tuple[str, int, int]:
     return text, start, end
 
 
-def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
-    """The string embedded for a mention: its sentence, cut to CONTEXT_MAX_WORDS words each side.
+@dataclass(frozen=True)
+class PlainContext:
+    """The words a mention is read in (no marks) and the mention's span inside them."""
 
-    Mentions in the same sentence share one context, so a text costs one encoder row per sentence.
-    style "marked" puts brackets around the mention, "masked" replaces it with [MASK], "window"
-    takes CONTEXT_WINDOW_WORDS words each side ignoring sentence ends (measured by `tune_linker`).
-    """
-    width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
-    if style == "window":
-        sentence, s_start, s_end = text, start, end
-    else:
-        sentence, s_start, s_end = sentence_around(text, start, end)
+    text: str
+    start: int
+    end: int
+
+
+def _slice_words(sentence: str, s_start: int, s_end: int, *, width: int) -> PlainContext:
     # Slice the original string (no split/join) so the context reads exactly like the text.
     before_words = [m.start() for m in re.finditer(r"\S+", sentence[:s_start])]
     lo = before_words[-width] if len(before_words) >= width else 0
     after_words = [m.end() for m in re.finditer(r"\S+", sentence[s_end:])]
     hi = s_end + after_words[width - 1] if len(after_words) >= width else len(sentence)
-    mention = sentence[s_start:s_end]
+    piece = sentence[lo:hi]
+    lead = len(piece) - len(piece.lstrip())
+    return PlainContext(piece.strip(), s_start - lo - lead, s_end - lo - lead)
+
+
+def mention_context_plain(text: str, start: int, end: int, *, style: str = "sentence") -> PlainContext:
+    width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
+    if style == "window":
+        sentence, s_start, s_end = text, start, end
+    else:
+        sentence, s_start, s_end = sentence_around(text, start, end)
+    return _slice_words(sentence, s_start, s_end, width=width)
+
+
+def context_styled(context: PlainContext, *, style: str) -> str:
+    """The string the encoder reads: "marked" puts brackets around the mention, "masked" replaces it with [MASK]."""
+    mention = context.text[context.start : context.end]
     if style == "marked":
         mention = f"[{mention}]"
     elif style == "masked":
         mention = "[MASK]"
-    return (sentence[lo:s_start] + mention + sentence[s_end:hi]).strip()
+    return (context.text[: context.start] + mention + context.text[context.end :]).strip()
+
+
+def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
+    """The string embedded for a mention: its sentence, cut to CONTEXT_MAX_WORDS words each side.
+
+    style "marked" puts brackets around the mention, "masked" replaces it with [MASK], "window"
+    takes CONTEXT_WINDOW_WORDS words each side ignoring sentence ends (measured by `tune_linker`).
+    A stored mention whose sentence is exactly a query's plain context gets the same string, so a
+    correction stored from the linker's context (`LinkedMention.context`) reproduces its vector.
+    """
+    return context_styled(mention_context_plain(text, start, end, style=style), style=style)
 
 
 def mention_contexts(
     text: str, spans: list[DetectedSpan], *, style: str = "sentence", rival_window: int = 6,
     replacement: str = "",
 ) -> list[str]:
+    """One context per mention, as the encoder reads it (see `mention_contexts_plain`)."""
+    return [context_styled(c, style=style)
+            for c in mention_contexts_plain(text, spans, style=style, rival_window=rival_window,
+                                            replacement=replacement)]
+
+
+def mention_contexts_plain(
+    text: str, spans: list[DetectedSpan], *, style: str = "sentence", rival_window: int = 6,
+    replacement: str = "",
+) -> list[PlainContext]:
     """One context per mention: `mention_context`, with the other mentions of its sentence that could name
     the same entity taken out ("Michael Jordan visited Jordan": the country's "Jordan" is read as
     "visited Jordan", not pulled towards the player by his full name). Mentions with nothing in common
@@ -190,7 +225,7 @@ def mention_contexts(
             if j != i and sentences[j] == sentences[i] and set(other.entity_ids) & set(span.entity_ids)
         ]
         if not rivals:
-            contexts.append(mention_context(text, span.start, span.end, style=style))
+            contexts.append(mention_context_plain(text, span.start, span.end, style=style))
             continue
         pieces, cursor, start = [], 0, span.start
         for other in sorted(rivals, key=lambda o: o.start):
@@ -205,18 +240,9 @@ def mention_contexts(
         surface = span.text
         places = [m.start() for m in re.finditer(re.escape(surface), masked)]
         start = min(places, key=lambda c: abs(c - start)) if places else max(0, start)
-        context = mention_context(masked, start, start + len(surface), style=style)
         if rival_window:
-            context = _words_around(masked, start, start + len(surface), width=rival_window)
-        contexts.append(context)
+            sentence, s_start, s_end = sentence_around(masked, start, start + len(surface))
+            contexts.append(_slice_words(sentence, s_start, s_end, width=rival_window))
+        else:
+            contexts.append(mention_context_plain(masked, start, start + len(surface), style=style))
     return contexts
-
-
-def _words_around(text: str, start: int, end: int, *, width: int) -> str:
-    """At most `width` words each side of text[start:end], inside its sentence."""
-    sent, s_start, s_end = sentence_around(text, start, end)
-    before = [m.start() for m in re.finditer(r"\S+", sent[:s_start])]
-    lo = before[-width] if len(before) >= width else 0
-    after = [m.end() for m in re.finditer(r"\S+", sent[s_end:])]
-    hi = s_end + after[width - 1] if len(after) >= width else len(sent)
-    return sent[lo:hi].strip()

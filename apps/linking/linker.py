@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 
-from .detection import AliasMatcher, DetectedSpan, fold, mention_contexts
+from .detection import AliasMatcher, DetectedSpan, PlainContext, context_styled, fold, mention_contexts_plain
 from .index import MentionIndex, mention_index_build
 from .models import Alias, Entity, KnowledgeBase, Mention
 
@@ -195,6 +195,8 @@ class KBState:
     aggregate_rows: dict[int, int]
     profiles: dict[int, np.ndarray]
     typical: dict[int, float] = field(default_factory=dict)
+    pinned: np.ndarray | None = None  # (n pinned mentions, dim)
+    pinned_rows: list[tuple[int, int]] = field(default_factory=list)  # (mention id, entity id) per pinned row
     encoder: object = None  # resolved from the registry once per build, not on every request
     created_at: object = None
     built_ms: float = 0.0
@@ -215,11 +217,13 @@ class KBState:
         }
         aliases = list(Alias.objects.filter(kb=kb).values_list("text", "entity_id"))
         mentions = list(
-            Mention.objects.filter(entity__kb=kb).values_list("pk", "entity_id", "embedding", "text", "start", "end")
+            Mention.objects.filter(entity__kb=kb).values_list(
+                "pk", "entity_id", "embedding", "text", "start", "end", "pinned"
+            )
         )
         counts: dict[int, int] = defaultdict(int)
         surface_counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        for _, entity_id, _, text, start, end in mentions:
+        for _, entity_id, _, text, start, end, _ in mentions:
             counts[entity_id] += 1
             surface_counts[fold(text[start:end])][entity_id] += 1
         entities = {
@@ -252,6 +256,8 @@ class KBState:
             profiles=profiles,
             params=LinkerParams.from_settings(),
         )
+        pinned_rows = [(m[0], m[1]) for m in mentions if m[6]]
+        pinned = vectors[[i for i, m in enumerate(mentions) if m[6]]] if pinned_rows else None
         aggregate_rows, rows = {}, []
         for pk, *_, aggregate in entities_raw:
             if aggregate is not None and counts.get(pk):
@@ -273,6 +279,8 @@ class KBState:
             aggregate_rows=aggregate_rows,
             profiles=profiles,
             typical=typical,
+            pinned=pinned,
+            pinned_rows=pinned_rows,
             created_at=kb.created_at,
             encoder=encoder_get(name=kb.encoder_name),
             built_ms=(time.perf_counter() - started) * 1000,
@@ -343,6 +351,28 @@ class LinkedMention:
     score: float
     similarity: float | None
     candidates: list[Candidate]
+    context: PlainContext | None = None  # what the encoder read for this mention (a correction stores exactly this)
+    pinned_by: int | None = None  # id of the pinned stored mention that decided it
+    nil_bar: float | None = None  # the similarity the best candidate needed
+
+
+PIN_MATCH = 0.97  # cosine between a mention's context and a pinned mention's context that counts as "the same"
+
+
+def pinned_match(*, state: KBState, query: np.ndarray | None, candidates: tuple[int, ...]) -> tuple[int, int] | None:
+    """(mention id, entity id) of the pinned mention read in (nearly) this very context, among the candidates."""
+    if query is None or state.pinned is None:
+        return None
+    sims = state.pinned @ query
+    allowed = set(candidates)
+    best = None
+    for row in np.argsort(-sims):
+        if sims[row] < PIN_MATCH:
+            break
+        if state.pinned_rows[row][1] in allowed:
+            best = state.pinned_rows[row]
+            break
+    return best
 
 
 @dataclass
@@ -447,12 +477,12 @@ def link(
     started = time.perf_counter()
     detected = spans_detect(state=state, text=text, spans=spans)
     needs_vector = [i for i, d in enumerate(detected) if d.entity_ids and params.scorer != "prior"]
+    plain = mention_contexts_plain(text, detected, style=state.context_style, rival_window=params.rival_window)
     encode_started = time.perf_counter()
     vectors: dict[int, np.ndarray] = {}
     if needs_vector:
         # One context per mention (other mentions that could name the same entity taken out), all in one batch.
-        per_mention = mention_contexts(text, detected, style=state.context_style, rival_window=params.rival_window)
-        contexts = {i: per_mention[i] for i in needs_vector}
+        contexts = {i: context_styled(plain[i], style=state.context_style) for i in needs_vector}
         by_context = _contexts_embed(
             encoder=state.encoder, encoder_name=state.encoder_name, contexts=list(contexts.values()), cache=cache
         )
@@ -461,19 +491,23 @@ def link(
     mentions = []
     for i, span in enumerate(detected):
         if not span.entity_ids:
-            mentions.append(LinkedMention(span.start, span.end, span.text, None, 0.0, None, []))
+            mentions.append(LinkedMention(span.start, span.end, span.text, None, 0.0, None, [], plain[i]))
             continue
         prior = state.prior(span.text, span.entity_ids)
         ranked = candidates_score(
             state=state, query=vectors.get(i), candidates=span.entity_ids, prior=prior, params=params
         )
         best = ranked[0]
-        is_nil = params.scorer != "prior" and (best.similarity or 0.0) < nil_bar(
-            state=state, entity_id=best.entity.id, params=params
-        )
+        bar = nil_bar(state=state, entity_id=best.entity.id, params=params)
+        is_nil = params.scorer != "prior" and (best.similarity or 0.0) < bar
+        pin = pinned_match(state=state, query=vectors.get(i), candidates=span.entity_ids) if params.scorer != "prior" else None
+        if pin is not None:  # a correction pinned for this very context wins over the scores and the NIL bar
+            best = next(c for c in ranked if c.entity.id == pin[1])
+            is_nil = False
         mentions.append(
             LinkedMention(
-                span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked
+                span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked,
+                context=plain[i], pinned_by=pin[0] if pin else None, nil_bar=bar,
             )
         )
     return LinkResult(

@@ -18,7 +18,7 @@ from django.db.models import F
 
 from apps.audit.services import audit_record
 
-from .detection import fold, mention_context
+from .detection import fold, mention_context, mention_context_plain
 from .linker import LinkerParams, LinkResult, embed, kb_state, link
 from .markup import MarkupError, bracketed_one
 from .models import Alias, Entity, KnowledgeBase, Mention
@@ -229,7 +229,7 @@ def entity_delete(*, user, kb: KnowledgeBase, key: str) -> None:
         audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "entity_delete"})
 
 
-def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> Mention:
+def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput, pinned: bool = False) -> Mention:
     entity = Entity.objects.filter(kb=kb, key=key).first()
     if entity is None:
         raise NotFound(f"no entity {key!r} in {kb.label}")
@@ -241,7 +241,8 @@ def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> 
         if entity is None:
             raise NotFound(f"entity {key!r} was deleted meanwhile")
         created = Mention.objects.create(
-            entity=entity, text=mention.text, start=mention.start, end=mention.end, embedding=vector[0].tobytes()
+            entity=entity, text=mention.text, start=mention.start, end=mention.end, embedding=vector[0].tobytes(),
+            pinned=pinned,
         )
         _aggregate_add(entity, vector)
         _revision_bump(kb)
@@ -249,7 +250,7 @@ def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> 
             user=user,
             action="kb_edit",
             target=f"{kb.label}/{key}",
-            detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200]},
+            detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200], "pinned": pinned},
         )
     return created
 
@@ -414,3 +415,99 @@ def text_link(
             detail={"chars": len(text), "mentions": len(result.mentions), "latency_ms": round(result.latency_ms, 1)},
         )
     return result
+
+
+# --- Corrections ("this is the one I meant") --------------------------------------------------
+
+
+@dataclass
+class CorrectionOutcome:
+    """What linking says about one span after a correction, and why when it is still not the entity meant."""
+
+    meant_key: str
+    meant_name: str
+    mention: object | None  # LinkedMention at the span (None: the span is no longer detected)
+    index: int | None  # its position in result.mentions
+    result: LinkResult
+    fixed: bool
+    reasons: list[str]
+    can_pin: bool  # the entity meant is a candidate: pinning this context makes it win
+    needs_alias: bool  # the surface is not an alias of the entity meant
+
+
+def _mention_at(result: LinkResult, start: int, end: int):
+    for index, mention in enumerate(result.mentions):
+        if (mention.start, mention.end) == (start, end):
+            return index, mention
+    return None, None
+
+
+def correction_outcome(*, kb: KnowledgeBase, result: LinkResult, start: int, end: int, key: str) -> CorrectionOutcome:
+    """Is the span at start..end of the linked text now the entity `key`? If not, which stored mention, prior or
+    bar decided otherwise, and which stronger fix applies."""
+    from .selectors import mentions_by_id
+
+    meant = Entity.objects.filter(kb=kb, key=key).first()
+    if meant is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    index, mention = _mention_at(result, start, end)
+    if mention is None:
+        return CorrectionOutcome(key, meant.name, None, None, result, False,
+                                 ["the text no longer has a mention at that place"], False, False)
+    fixed = mention.entity is not None and mention.entity.key == key
+    by_key = {c.entity.key: c for c in mention.candidates}
+    mine = by_key.get(key)
+    reasons: list[str] = []
+    if fixed:
+        if mention.pinned_by:
+            reasons.append(f"a pinned correction (stored mention #{mention.pinned_by}) decides this context")
+        return CorrectionOutcome(key, meant.name, mention, index, result, True, reasons, False, False)
+    if mine is None:
+        reasons.append(f"“{mention.text}” is not an alias of {meant.name}, so {meant.name} is not even a candidate")
+        return CorrectionOutcome(key, meant.name, mention, index, result, False, reasons, False, True)
+    best = mention.candidates[0]
+    if best.entity.key != key:
+        reasons.append(
+            f"{best.entity.name} scored {best.score:.3f} against {mine.score:.3f} for {meant.name} "
+            f"(similarity {best.similarity or 0:.3f} vs {mine.similarity or 0:.3f}; prior {best.prior:.2f} vs {mine.prior:.2f})"
+        )
+        if best.evidence:
+            mid, sim = best.evidence[0]
+            stored = mentions_by_id(ids=[mid]).get(mid)
+            if stored is not None:
+                reasons.append(f"its closest stored mention won: “{stored.text[:160]}” (cosine {sim:.3f})")
+        if mine.evidence:
+            mid, sim = mine.evidence[0]
+            reasons.append(f"the closest stored mention of {meant.name} has cosine {sim:.3f}")
+    if mention.entity is None and mention.nil_bar is not None:
+        top = mention.candidates[0]
+        reasons.append(
+            f"NIL: {top.entity.name}'s similarity {top.similarity or 0:.3f} is below the bar {mention.nil_bar:.3f} "
+            f"(the larger of the floor and a share of its typical similarity)"
+        )
+    return CorrectionOutcome(key, meant.name, mention, index, result, False, reasons, True, False)
+
+
+def mention_correct(
+    *, user, kb: KnowledgeBase, text: str, start: int, end: int, key: str, pin: bool = False, add_alias: bool = False
+) -> CorrectionOutcome:
+    """"This is the one I meant": store the mention in exactly the context the linker read it in (so the new
+    stored mention is the nearest one there is), link the text again and say whether it now resolves to `key`.
+    `pin` stores it as a pinned correction (that context then always links to `key`); `add_alias` first adds
+    the surface as an alias of `key` (when it is not one, the entity cannot be a candidate)."""
+    if not isinstance(text, str) or not (0 <= start < end <= len(text)):
+        raise LinkingError("the mention's span is outside the text")
+    entity = Entity.objects.filter(kb=kb, key=key).first()
+    if entity is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    surface = text[start:end]
+    if add_alias and not entity.aliases.filter(norm=fold(surface)).exists():
+        alias_add(user=user, kb=kb, key=key, alias=surface)
+    before = text_link(user=user, kb=kb, text=text, audit=False)
+    _, mention = _mention_at(before, start, end)
+    if mention is None:  # a hand-marked span the detector does not find
+        mention = link(state=kb_state(kb), text=text, spans=[(start, end)], cache=True).mentions[0]
+    context = mention.context or mention_context_plain(text, start, end, style=kb.context_style)
+    mention_add(user=user, kb=kb, key=key, mention=MentionInput(context.text, context.start, context.end), pinned=pin)
+    after = text_link(user=user, kb=kb, text=text)
+    return correction_outcome(kb=kb, result=after, start=start, end=end, key=key)
