@@ -44,10 +44,12 @@ def _segments(*, kb, text: str, result: LinkResult) -> list[dict]:
     return pieces
 
 
-def _page_url(*, kb, text: str, selected: int | None = None) -> str:
+def _page_url(*, kb, text: str, selected: int | None = None, meant: str = "") -> str:
     params = {"text": text, "model": kb.label}
     if selected is not None:
         params["m"] = selected
+    if meant:
+        params["meant"] = meant
     return f"{reverse('linking:page')}?{urlencode(params)}"
 
 
@@ -86,6 +88,15 @@ def page(request):
             selected = request.GET.get("m", "")
             if selected.isdigit() and int(selected) < len(result.mentions):
                 context["selected"] = _mention_detail(kb=kb, text=text, result=result, index=int(selected))
+                meant = request.GET.get("meant", "")
+                if meant:
+                    mention = result.mentions[int(selected)]
+                    try:
+                        context["correction"] = services.correction_outcome(
+                            kb=kb, result=result, start=mention.start, end=mention.end, key=meant
+                        )
+                    except NotFound:
+                        pass
     elif form.is_bound and not form.is_valid():
         context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
     if kb is not None:
@@ -105,7 +116,8 @@ def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
     return {
         "index": index,
         "mention": mention,
-        "sentence": sentence,
+        "sentence": mention.context.text if mention.context else sentence,
+        "text": text,
         "candidates": [
             {"candidate": c, "evidence": [(stored[mid], sim) for mid, sim in c.evidence if mid in stored]}
             for c in mention.candidates
@@ -216,3 +228,36 @@ def alias_add(request, model: str, key: str):
     else:
         messages.error(request, "Give an alias.")
     return redirect("linking:entity", model=kb.label, key=key)
+
+
+@login_required
+@require_POST
+def mention_correct(request, model: str):
+    """"This is the one I meant": store the mention as the linker read it, link again, show the outcome."""
+    kb = _kb_or_404(model)
+    text = request.POST.get("text", "")
+    key = request.POST.get("key", "").strip()
+    try:
+        start, end = int(request.POST.get("start", "")), int(request.POST.get("end", ""))
+    except ValueError:
+        messages.error(request, "The mention's place in the text is missing.")
+        return redirect(_page_url(kb=kb, text=text))
+    try:
+        outcome = services.mention_correct(
+            user=request.user, kb=kb, text=text, start=start, end=end, key=key,
+            pin=request.POST.get("pin") == "1", add_alias=request.POST.get("add_alias") == "1",
+        )
+    except NotFound as exc:
+        messages.error(request, str(exc))
+        return redirect(_page_url(kb=kb, text=text))
+    except LinkingError as exc:
+        messages.error(request, str(exc))
+        result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        index = next((i for i, m in enumerate(result.mentions) if (m.start, m.end) == (start, end)), None)
+        return redirect(_page_url(kb=kb, text=text, selected=index, meant=key))
+    messages.success(
+        request,
+        f"Stored “{text[start:end]}” in this context as a {'pinned ' if request.POST.get('pin') == '1' else ''}"
+        f"mention of {key}, and linked the text again.",
+    )
+    return redirect(_page_url(kb=kb, text=text, selected=outcome.index, meant=key))

@@ -52,3 +52,28 @@ def test_example_buttons_and_kb_editor(logged_in_page, kb):
     page.locator("#entity-table a", has_text="Amazon River").wait_for()
     expect(page.locator("#entity-table tbody tr")).to_have_count(2)
     assert page.console_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_correction_changes_the_result(logged_in_page, kb):
+    page = logged_in_page
+    page.goto("/linking/")
+    page.fill("textarea[name=text]", "The Eiffel Tower lit up over Paris while tourists crowded the boulevards.")
+    page.click("#link-form button[type=submit]")
+    paris = page.locator("#link-results a.ent", has_text="Paris")
+    paris.wait_for()
+    assert paris.get_attribute("data-entity") == "paris_france"
+    paris.click()
+    page.locator('#candidates tr[data-entity="paris_trojan"] button.meant').click()
+    # stored and linked again: still Paris, France, and the page says why and offers the stronger fix
+    page.locator("#correction").wait_for()
+    assert page.get_attribute("#correction", "data-fixed") == "0"
+    assert "Still not Paris (mythology)" in page.inner_text("#correction")
+    assert "closest stored mention won" in page.inner_text("#correction")
+    page.click("#pin-button")
+    page.locator('#correction[data-fixed="1"]').wait_for()
+    assert "now links to Paris (mythology)" in page.inner_text("#correction")
+    assert page.locator("#link-results a.ent", has_text="Paris").get_attribute("data-entity") == "paris_trojan"
+    assert page.is_visible("#pinned-note")
+    assert page.console_errors == []
