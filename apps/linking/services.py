@@ -85,8 +85,24 @@ def _mention_validate(*, mention: MentionInput, aliases: Iterable[str], entity_l
     return mention
 
 
+ALIAS_CASE_RULE = (
+    "An alias written in lower case (python) matches any casing: python, Python, PYTHON. An alias with a capital "
+    "(Python) matches any casing that has a capital (Python, PYTHON) but not all-lower-case text (python), so the "
+    "snake is not offered the language. Case variants of one alias are merged into one: a lower-case variant "
+    "wins (it matches everything the others match), otherwise the first one given is kept."
+)
+
+
+def alias_widest(variants: Iterable[str]) -> str:
+    """Of case variants of one alias, the one matching the most surfaces (detection.case_compatible): an all-lower-case
+    variant matches every casing; variants with capitals all match the same surfaces, so the first is kept."""
+    variants = list(variants)
+    return next((v for v in variants if not any(ch.isupper() for ch in v)), variants[0])
+
+
 def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
-    cleaned, seen = [], set()
+    """Stripped, checked, and case variants merged (ALIAS_CASE_RULE), in the order first given."""
+    groups: dict[str, list[str]] = {}
     for alias in aliases:
         alias = (alias or "").strip()
         if not alias:
@@ -95,11 +111,8 @@ def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
             raise LinkingError(f"alias {alias[:40]!r}… is longer than 200 characters")
         if len(alias) < 2 or not any(ch.isalnum() for ch in alias):
             raise LinkingError(f"alias {alias!r} is too short to match safely (at least 2 characters, one a letter or digit)")
-        if fold(alias) in seen:
-            raise LinkingError(f"duplicate alias {alias!r} for {entity_label}")
-        seen.add(fold(alias))
-        cleaned.append(alias)
-    return cleaned
+        groups.setdefault(fold(alias), []).append(alias)
+    return [alias_widest(variants) for variants in groups.values()]
 
 
 def _entity_validate(*, kb: KnowledgeBase, data: EntityInput, existing_keys: set[str]) -> EntityInput:
@@ -284,8 +297,18 @@ def alias_add(*, user, kb: KnowledgeBase, key: str, alias: str) -> Alias:
     if not alias:
         raise LinkingError("the alias is empty")
     with transaction.atomic():
-        if entity.aliases.filter(norm=fold(alias)).exists():
-            raise LinkingError(f"duplicate alias {alias!r} for {key}")
+        existing = entity.aliases.select_for_update().filter(norm=fold(alias)).first()
+        if existing is not None:
+            # A case variant of an alias it has: merged (ALIAS_CASE_RULE), never refused.
+            widest = alias_widest([existing.text, alias])
+            if widest == existing.text:
+                return existing
+            old_text, existing.text = existing.text, widest
+            existing.save(update_fields=["text"])
+            _revision_bump(kb)
+            audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}",
+                         detail={"op": "alias_merge", "alias": widest, "was": old_text})
+            return existing
         created = Alias.objects.create(kb=kb, entity=entity, text=alias, norm=fold(alias))
         _revision_bump(kb)
         audit_record(

@@ -147,6 +147,7 @@ def kb_entities(request, model: str):
         "query": query,
         "entities": selectors.entity_list(kb=kb, query=query, limit=100),
         "total": selectors.entity_count(kb=kb),
+        "alias_case_rule": services.ALIAS_CASE_RULE,
     }
     if request.htmx and request.method == "GET":
         return render(request, "linking/kb.html#entity-table", context)
@@ -168,6 +169,7 @@ def entity_detail(request, model: str, key: str):
             "entity": entity,
             "mention_form": MentionForm(),
             "alias_form": AliasForm(),
+            "alias_case_rule": services.ALIAS_CASE_RULE,
         },
     )
 
@@ -217,14 +219,18 @@ def alias_add(request, model: str, key: str):
     kb = _kb_or_404(model)
     form = AliasForm(request.POST)
     if form.is_valid():
+        wanted = form.cleaned_data["alias"].strip()
         try:
-            services.alias_add(user=request.user, kb=kb, key=key, alias=form.cleaned_data["alias"])
+            alias = services.alias_add(user=request.user, kb=kb, key=key, alias=wanted)
         except NotFound as exc:
             raise Http404(str(exc)) from exc
         except LinkingError as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, f"Added the alias “{form.cleaned_data['alias']}”.")
+            if alias.text == wanted:
+                messages.success(request, f"The alias “{alias.text}” is in place.")
+            else:
+                messages.success(request, f"“{wanted}” is a case variant of “{alias.text}”, which covers it: merged.")
     else:
         messages.error(request, "Give an alias.")
     return redirect("linking:entity", model=kb.label, key=key)

@@ -74,9 +74,9 @@ def test_create_delete_entity_changes_the_next_link(api_client, kb):
 
 def test_create_entity_errors(api_client, kb):
     record = paris_texas_record()
-    record["aliases"] = ["Paris", "PARIS"]
+    record["aliases"] = ["Paris", "PARIS", "Paris, Texas", "P"]  # case variants are fine; "P" is too short
     response = post(api_client, "/api/kb/test-kb/entities", record)
-    assert response.status_code == 400 and "duplicate alias" in response.json()["detail"]
+    assert response.status_code == 400 and "too short" in response.json()["detail"]
     assert not Entity.objects.filter(key="paris_texas").exists()
 
 
@@ -91,3 +91,24 @@ def test_add_mention(api_client, kb):
     response = post(api_client, "/api/kb/test-kb/entities/nope/mentions", {"text": text, "start": 29, "end": 33})
     assert response.status_code == 404
     assert Mention.objects.filter(entity__key="java_island").count() == 4
+
+
+def test_case_variants_of_an_alias_are_merged_not_refused(api_client, kb):
+    from apps.linking.models import Alias
+
+    response = api_client.post(
+        f"/api/kb/{kb.label}/entities",
+        data={"id": "python_language", "name": "Python", "type": "other", "aliases": ["python", "Python", "PYTHON"],
+              "description": "Programming language."},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["aliases"] == ["python"]
+    assert list(Alias.objects.filter(entity__key="python_language").values_list("text", flat=True)) == ["python"]
+    # capitalised variants only: the first is kept (they match the same surfaces)
+    response = api_client.post(
+        f"/api/kb/{kb.label}/entities",
+        data={"id": "monty_python", "name": "Monty Python", "aliases": ["Monty Python", "MONTY PYTHON", "the Pythons"]},
+        content_type="application/json",
+    )
+    assert response.status_code == 201 and response.json()["aliases"] == ["Monty Python", "the Pythons"]

@@ -77,3 +77,25 @@ def test_a_correction_changes_the_result(logged_in_page, kb):
     assert page.locator("#link-results a.ent", has_text="Paris").get_attribute("data-entity") == "paris_trojan"
     assert page.is_visible("#pinned-note")
     assert page.console_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_kb_editor_accepts_an_alias_list_with_case_variants(logged_in_page, kb):
+    page = logged_in_page
+    page.goto(f"/linking/kb/{kb.label}/")
+    assert "lower case (python) matches any casing" in page.inner_text("#alias-case-rule")
+    page.fill("input[name=id]", "python_language")
+    page.fill("input[name=name]", "Python")
+    page.select_option("select[name=type]", "other")
+    page.fill("input[name=aliases]", "Python, python, PYTHON")
+    page.fill("textarea[name=description]", "Programming language created by Guido van Rossum.")
+    page.fill("textarea[name=mentions]", "Data scientists write most of their notebooks in [Python] these days.")
+    page.click("#add-entity button[type=submit]")
+    page.wait_for_url("**/entities/python_language/")
+    assert page.locator("#entity-card .badge").all_inner_texts() == ["python"]
+    page.fill("input[name=alias]", "PYTHON")
+    page.click("text=Add alias")
+    page.locator(".msg", has_text="case variant").wait_for()
+    assert page.locator("#entity-card .badge").all_inner_texts() == ["python"]
+    assert page.console_errors == []
