@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 
-from .detection import AliasMatcher, DetectedSpan, PlainContext, context_styled, fold, mention_contexts_plain
+from .detection import (
+    AliasMatcher,
+    DetectedSpan,
+    NameModel,
+    PlainContext,
+    context_styled,
+    fold,
+    longer_name,
+    mention_contexts_plain,
+    unknown_names,
+)
 from .index import MentionIndex, mention_index_build
 from .models import Alias, Entity, KnowledgeBase, Mention
 
@@ -74,6 +84,8 @@ class LinkerParams:
     shortlist: int = 8
     use_aggregates: bool = True
     scorer: str = "linker"  # "linker" or "prior" (the prior-only baseline)
+    unknown_names: bool = False  # also report capitalised names no alias covers as NIL mentions (text_link: on)
+    longer_names: bool = True  # an alias continued by a longer name ("Jordan Peele") is NIL
     rival_window: int = 6  # words each side of a mention whose sentence names a rival (detection.mention_contexts)
 
     @classmethod
@@ -195,6 +207,7 @@ class KBState:
     aggregate_rows: dict[int, int]
     profiles: dict[int, np.ndarray]
     typical: dict[int, float] = field(default_factory=dict)
+    names: NameModel | None = None  # which capitalised words are names, learnt from the KB's text
     pinned: np.ndarray | None = None  # (n pinned mentions, dim)
     pinned_rows: list[tuple[int, int]] = field(default_factory=list)  # (mention id, entity id) per pinned row
     encoder: object = None  # resolved from the registry once per build, not on every request
@@ -256,6 +269,7 @@ class KBState:
             profiles=profiles,
             params=LinkerParams.from_settings(),
         )
+        names = NameModel.from_texts([m[3] for m in mentions] + [e[4] for e in entities_raw])
         pinned_rows = [(m[0], m[1]) for m in mentions if m[6]]
         pinned = vectors[[i for i, m in enumerate(mentions) if m[6]]] if pinned_rows else None
         aggregate_rows, rows = {}, []
@@ -279,6 +293,7 @@ class KBState:
             aggregate_rows=aggregate_rows,
             profiles=profiles,
             typical=typical,
+            names=names,
             pinned=pinned,
             pinned_rows=pinned_rows,
             created_at=kb.created_at,
@@ -354,6 +369,20 @@ class LinkedMention:
     context: PlainContext | None = None  # what the encoder read for this mention (a correction stores exactly this)
     pinned_by: int | None = None  # id of the pinned stored mention that decided it
     nil_bar: float | None = None  # the similarity the best candidate needed
+    unknown: bool = False  # a name no alias covers (no candidates at all)
+    longer_name: str = ""  # NIL because the alias is part of this longer name ("Jordan Peele")
+
+    @property
+    def nil_reason(self) -> str:
+        if self.entity is not None:
+            return ""
+        if self.unknown:
+            return "a name that no alias in the KB covers"
+        if self.longer_name:
+            return f"part of the longer name “{self.longer_name}”, which is not in the KB"
+        if not self.candidates:
+            return "no alias of the KB fits this span"
+        return "no candidate is similar enough"
 
 
 PIN_MATCH = 0.97  # cosine between a mention's context and a pinned mention's context that counts as "the same"
@@ -500,16 +529,26 @@ def link(
         best = ranked[0]
         bar = nil_bar(state=state, entity_id=best.entity.id, params=params)
         is_nil = params.scorer != "prior" and (best.similarity or 0.0) < bar
+        longer = None
+        if params.scorer != "prior" and params.longer_names and state.names is not None:
+            longer = longer_name(text, span.start, span.end, model=state.names)
+            is_nil = is_nil or longer is not None
         pin = pinned_match(state=state, query=vectors.get(i), candidates=span.entity_ids) if params.scorer != "prior" else None
-        if pin is not None:  # a correction pinned for this very context wins over the scores and the NIL bar
+        if pin is not None:  # a correction pinned for this very context wins over the scores, the NIL bar and names
             best = next(c for c in ranked if c.entity.id == pin[1])
             is_nil = False
         mentions.append(
             LinkedMention(
                 span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked,
                 context=plain[i], pinned_by=pin[0] if pin else None, nil_bar=bar,
+                longer_name=longer.text if longer is not None and pin is None else "",
             )
         )
+    if spans is None and params.unknown_names and params.scorer != "prior" and state.names is not None:
+        covered = [(m.start, m.end) for m in mentions]
+        for run in unknown_names(text, covered=covered, model=state.names):
+            mentions.append(LinkedMention(run.start, run.end, run.text, None, 0.0, None, [], unknown=True))
+        mentions.sort(key=lambda m: m.start)
     return LinkResult(
         mentions=mentions,
         latency_ms=(time.perf_counter() - started) * 1000,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
@@ -428,7 +428,9 @@ def text_link(
         raise LinkingError(
             f"the text has {len(text)} characters; the limit is {settings.LINKING_MAX_TEXT_CHARS}: split it"
         )
-    # Cached contexts: opening a mention's details links the same text again.
+    # Cached contexts: opening a mention's details links the same text again. People (page, API) also see
+    # the names no alias covers, as NIL mentions.
+    params = replace(params or LinkerParams.from_settings(), unknown_names=True)
     result = link(state=kb_state(kb), text=text, params=params, cache=True)
     if audit:
         audit_record(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -124,14 +125,30 @@ def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
         ],
         "add": {"text": sentence, "start": start, "end": end},
         "back": _page_url(kb=kb, text=text, selected=index),
+        "new_entity_url": _new_entity_url(kb=kb, name=mention.text, sentence=sentence, start=start, end=end)
+        if mention.entity is None
+        else "",
+        "entity_keys": selectors.entity_keys(kb=kb) if mention.entity is None else [],
     }
+
+
+def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> str:
+    """The KB editor's form, filled in: the name, it as the alias, and this sentence as the first mention."""
+    params = {
+        "name": name,
+        "id": re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:128],
+        "aliases": name,
+        "mentions": f"{sentence[:start]}[{sentence[start:end]}]{sentence[end:]}",
+    }
+    return f"{reverse('linking:kb', kwargs={'model': kb.label})}?{urlencode(params)}#add-entity"
 
 
 @login_required
 def kb_entities(request, model: str):
     """KB editor: search entities, add one."""
     kb = _kb_or_404(model)
-    form = EntityForm(request.POST or None)
+    prefill = {k: request.GET[k] for k in ("id", "name", "aliases", "mentions") if k in request.GET}
+    form = EntityForm(request.POST or None, initial=prefill)
     if request.method == "POST" and form.is_valid():
         try:
             entity = services.entity_create(user=request.user, kb=kb, data=form.entity_input())
