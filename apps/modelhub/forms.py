@@ -32,16 +32,32 @@ class PredictForm(forms.Form):
         return data
 
 
-class CompareForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                           max_length=MAX_DEMO_TEXT_CHARS, strip=False)
-    example = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
-    a = forms.ChoiceField(label="Version A")
-    b = forms.ChoiceField(label="Version B")
+def classifier_choices(versions) -> list[tuple[str, str]]:
+    """ "name@version" for every classifier version, labelled with its aliases."""
+    choices = []
+    for mv in versions:
+        aliases = sorted(a.alias for a in mv.aliases.all())
+        choices.append((f"{mv.name}@{mv.version}",
+                        f"{mv.name} v{mv.version}" + (f" ({', '.join(aliases)})" if aliases else "")))
+    return choices
 
-    def __init__(self, *args, versions=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        choices = version_choices(versions)
+
+class CompareForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "placeholder": "One text a line"}), required=False,
+                           max_length=MAX_DEMO_TEXT_CHARS * 5, strip=False, label="Texts, one a line")
+    example = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
+    a = forms.ChoiceField(label="Model A")
+    b = forms.ChoiceField(label="Model B")
+
+    def __init__(self, data=None, *args, versions=(), name: str = "", **kwargs):
+        if data is not None and name:
+            # a bare version ("2", the old links) means a version of this page's model
+            data = data.copy()
+            for side in ("a", "b"):
+                if data.get(side) and "@" not in data[side]:
+                    data[side] = f"{name}@{data[side]}"
+        super().__init__(data, *args, **kwargs)
+        choices = classifier_choices(versions)
         self.fields["a"].choices = choices
         self.fields["b"].choices = choices
 
@@ -49,7 +65,7 @@ class CompareForm(forms.Form):
         data = super().clean()
         text = data.get("example") or data.get("text") or ""
         if not text.strip():
-            self.add_error("text", "Type a text to compare the versions on: it is empty.")
+            self.add_error("text", "Type a text to compare the models on: it is empty.")
         data["text"] = text
         return data
 

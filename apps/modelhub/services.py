@@ -202,6 +202,57 @@ def flags_csv(*, flags) -> str:
     return out.getvalue()
 
 
+# --- Comparing two classifiers -----------------------------------------------------------------
+
+COMPARE_MAX_TEXTS = 200
+METRIC_KEYS = (("accuracy", "held-out accuracy"), ("macro_f1", "held-out macro F1"), ("n_test", "held-out texts"),
+               ("n_train", "training texts"))
+
+
+@dataclass
+class ComparedText:
+    text: str
+    a: object  # Prediction
+    b: object
+    agree: bool
+
+
+@dataclass
+class Comparison:
+    a: ModelVersion
+    b: ModelVersion
+    rows: list[ComparedText]  # disagreements first, then in input order
+    disagreements: int
+    latency_ms: tuple[float, float]
+    metrics: list[tuple[str, object, object]]  # (label, a's value, b's value) from the cards' held-out metrics
+
+
+def compare_texts_split(*, text: str) -> list[str]:
+    """One text a line (blank lines skipped); PredictionInputError when there is none or too many."""
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise PredictionInputError("Type at least one text: one a line.")
+    if len(texts) > COMPARE_MAX_TEXTS:
+        raise PredictionInputError(f"At most {COMPARE_MAX_TEXTS} texts (lines) at a time; you gave {len(texts)}.")
+    return texts
+
+
+def texts_compare(*, user, a: ModelVersion, b: ModelVersion, texts: list[str]) -> Comparison:
+    """Both classifiers (two versions of one, or two different ones) on every text, one batch each."""
+    for mv in (a, b):
+        if mv.kind != ModelVersion.Kind.CLASSIFIER:
+            raise PredictionInputError(f"{mv} is an {mv.kind}, not a classifier.")
+    batch_a = prediction_make(user=user, model_version=a, texts=texts, source="compare")
+    batch_b = prediction_make(user=user, model_version=b, texts=texts, source="compare")
+    rows = [ComparedText(text, pa, pb, pa.label == pb.label)
+            for text, pa, pb in zip(texts, batch_a.predictions, batch_b.predictions)]
+    rows.sort(key=lambda r: r.agree)  # stable: disagreements first, each group in input order
+    metrics = [(label, a.metrics.get(key), b.metrics.get(key)) for key, label in METRIC_KEYS
+               if a.metrics.get(key) is not None or b.metrics.get(key) is not None]
+    return Comparison(a=a, b=b, rows=rows, disagreements=sum(not r.agree for r in rows),
+                      latency_ms=(batch_a.latency_ms, batch_b.latency_ms), metrics=metrics)
+
+
 # --- Batch scoring --------------------------------------------------------------------------
 
 def batch_dir() -> Path:

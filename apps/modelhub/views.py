@@ -23,6 +23,7 @@ from .selectors import (
     flag_list,
     model_summary_list,
     model_version_get,
+    model_versions_all,
     model_versions_of,
 )
 from .services import (
@@ -30,11 +31,13 @@ from .services import (
     RegistrationRefused,
     batch_csv_preview,
     batch_job_create,
+    compare_texts_split,
     flags_csv,
     model_alias_move,
     model_register,
     prediction_flag_create,
     prediction_make,
+    texts_compare,
 )
 from .store import StoreError
 
@@ -119,30 +122,40 @@ def model_detail(request, name: str):
     return render(request, template, context)
 
 
+def _model_ref(ref: str) -> ModelVersion:
+    name, _, version = ref.partition("@")
+    return _model_or_404(name=name, version=version or None)
+
+
 @login_required
 def model_compare(request, name: str):
+    """Two classifiers (two versions of one, or two different ones) on one or more texts, one a line."""
     serving = _model_or_404(name=name)
-    versions = model_versions_of(name=name)
-    others = [mv.version for mv in versions if mv.version != serving.version]
-    initial = {"a": serving.version, "b": others[0] if others else serving.version}
+    classifiers = model_versions_all(kind=ModelVersion.Kind.CLASSIFIER)
+    others = [mv for mv in classifiers if mv.name == name and mv.version != serving.version]
+    other = others[0] if others else next((mv for mv in classifiers if mv.name != name), serving)
+    initial = {"a": f"{serving.name}@{serving.version}", "b": f"{other.name}@{other.version}"}
     submitted = "text" in request.GET or "example" in request.GET
-    form = CompareForm(request.GET if submitted else None, versions=versions, initial=initial)
-    context = {"serving": serving, "versions": versions, "form": form}
+    form = CompareForm(request.GET if submitted else None, versions=classifiers, name=name, initial=initial)
+    context = {"serving": serving, "form": form}
     if submitted and form.is_valid():
-        text = form.cleaned_data["text"]
         try:
-            sides = [
-                _outcome(model_version=_model_or_404(name=name, version=form.cleaned_data[side]), text=text,
-                         user=request.user, chart_id=f"compare-chart-{side}")
-                for side in ("a", "b")
-            ]
-            context.update(sides=sides, agree=sides[0]["prediction"].label == sides[1]["prediction"].label, text=text)
+            a, b = _model_ref(form.cleaned_data["a"]), _model_ref(form.cleaned_data["b"])
+            texts = compare_texts_split(text=form.cleaned_data["text"])
+            comparison = texts_compare(user=request.user, a=a, b=b, texts=texts)
+            context.update(comparison=comparison, same_model=a.name == b.name, text=form.cleaned_data["text"])
+            if len(texts) == 1:
+                sides = [
+                    _outcome(model_version=mv, text=texts[0], user=request.user, chart_id=f"compare-chart-{side}")
+                    for side, mv in (("a", a), ("b", b))
+                ]
+                context.update(sides=sides, agree=comparison.rows[0].agree)
         except PredictionInputError as exc:
             form.add_error("text", str(exc))
         except (ModelRuntimeError, StoreError) as exc:
             form.add_error(None, f"The model could not run: {exc}")
         if form.cleaned_data.get("example"):
-            context["form"] = CompareForm(versions=versions, initial={**form.cleaned_data, "example": ""})
+            context["form"] = CompareForm(versions=classifiers, initial={**form.cleaned_data, "example": ""})
     template = "modelhub/compare.html#comparison" if request.htmx else "modelhub/compare.html"
     return render(request, template, context)
 

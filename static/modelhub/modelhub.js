@@ -42,3 +42,16 @@
     document.querySelectorAll("#batch-form").forEach(setupBatch);
   });
 })();
+
+// Ctrl+Enter (Cmd+Enter on a Mac) in a text box submits its form, as the button would (htmx included).
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+    var box = event.target;
+    if (!box || box.tagName !== "TEXTAREA" || !box.form) return;
+    event.preventDefault();
+    var button = box.form.querySelector("button[type=submit]:not([name]), button:not([type]):not([name])");
+    if (box.form.requestSubmit) box.form.requestSubmit(button || undefined); else box.form.submit();
+  });
+})();

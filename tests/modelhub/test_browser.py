@@ -22,8 +22,8 @@ def test_demo_page_example_chart_and_compare(logged_in_page, demo_models):
     assert "flagged for review" in page.inner_text(".flag-result")
 
     page.goto("/models/tfidf-logreg/compare/")
-    page.select_option("select[name=a]", "1")
-    page.select_option("select[name=b]", "2")
+    page.select_option("select[name=a]", "tfidf-logreg@1")
+    page.select_option("select[name=b]", "tfidf-logreg@2")
     page.fill("textarea[name=text]", "The team won the match and the league title")
     page.click("button:has-text('Compare')")
     page.wait_for_selector("#comparison [data-chart=compare-chart-b] .main-svg")
@@ -71,4 +71,25 @@ def test_batch_preview_chooses_body_over_id_and_submits_it(logged_in_page, demo_
     page.wait_for_selector("#batch-progress")
     assert "text column body" in page.inner_text("main")
     assert BatchJob.objects.get().text_column == "body"
+    assert page.console_errors == []
+
+
+def test_multi_line_compare_of_two_classifiers(logged_in_page, demo_models):
+    page = logged_in_page
+    page.goto("/models/tfidf-logreg/compare/")
+    page.select_option("select[name=a]", "tfidf-logreg@1")
+    page.select_option("select[name=b]", "minilm-topic@1")
+    lines = ["stocks market earnings profit", "The team won the match and the league title",
+             "doctors hospital patients vaccine"]
+    page.fill("textarea[name=text]", "\n".join(lines))
+    page.press("textarea[name=text]", "Control+Enter")  # submits, like the button
+    page.wait_for_selector("#compare-rows tbody tr")
+    rows = page.locator("#compare-rows tbody tr")
+    assert rows.count() == 3  # three lines, three texts
+    assert sorted(rows.locator("td.cell-long").all_inner_texts()) == sorted(lines)
+    classes = [rows.nth(i).get_attribute("class") for i in range(3)]
+    assert classes == sorted(classes, key=lambda c: c != "disagree")  # disagreements first
+    header = page.inner_text("#compare-metrics thead")
+    assert "tfidf-logreg v1" in header and "minilm-topic v1" in header
+    assert "held-out accuracy" in page.inner_text("#compare-metrics")
     assert page.console_errors == []
