@@ -101,6 +101,13 @@ def page(request):
     elif form.is_bound and not form.is_valid():
         context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
     if kb is not None:
+        from apps.modelhub.snippets import api_snippets
+
+        shown = context.get("text") or (kb.examples[0] if kb.examples else "Paris Hilton flew from Paris to Java.")
+        context["snippets"] = api_snippets(
+            url=request.build_absolute_uri("/api/link"),
+            payload={"text": shown, "model": kb.label},
+        )
         context["evaluations"] = selectors.evaluation_latest(kb=kb)
         context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
     if request.htmx:

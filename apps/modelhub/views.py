@@ -39,6 +39,7 @@ from .services import (
     prediction_make,
     texts_compare,
 )
+from .snippets import api_snippets
 from .store import StoreError
 
 TOP_CLASSES = 5
@@ -118,6 +119,12 @@ def model_detail(request, name: str):
             form = PredictForm(versions=versions, initial={"text": form.cleaned_data["text"],
                                                            "version": context["model_version"].version})
             context["form"] = form
+    if serving.kind == ModelVersion.Kind.CLASSIFIER:
+        text = context.get("text") or (serving.examples[0] if serving.examples else "Type your text here")
+        context["snippets"] = api_snippets(
+            url=request.build_absolute_uri(f"/api/models/{name}/predict"),
+            payload={"inputs": [text], "version": context["model_version"].version},
+        )
     template = "modelhub/detail.html#demo" if request.htmx else "modelhub/detail.html"
     return render(request, template, context)
 
