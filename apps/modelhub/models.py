@@ -44,6 +44,11 @@ class ModelVersion(models.Model):
     def examples(self) -> list[str]:
         return list(self.card.get("examples") or [])
 
+    @property
+    def labelled_examples(self) -> list[dict]:
+        """Hand-written examples with the label they should get ({"text", "label"}), when the card has them."""
+        return [e for e in self.card.get("labelled_examples") or [] if isinstance(e, dict) and e.get("text")]
+
     def file_uri(self, filename: str) -> str:
         return f"{self.uri.rstrip('/')}/{filename}"
 

@@ -202,6 +202,18 @@ def flags_csv(*, flags) -> str:
     return out.getvalue()
 
 
+def labelled_examples_check(*, user, model_version: ModelVersion) -> dict:
+    """The card's hand-written labelled examples, scored: a small check a person can read line by line."""
+    examples = model_version.labelled_examples
+    if not examples:
+        return {"rows": [], "n": 0, "correct": 0, "accuracy": None}
+    batch = prediction_make(user=user, model_version=model_version, texts=[e["text"] for e in examples], source="check")
+    rows = [{"text": e["text"], "expected": e.get("label", ""), "predicted": p.label, "ok": p.label == e.get("label")}
+            for e, p in zip(examples, batch.predictions)]
+    correct = sum(r["ok"] for r in rows)
+    return {"rows": rows, "n": len(rows), "correct": correct, "accuracy": round(correct / len(rows), 4)}
+
+
 # --- Comparing two classifiers -----------------------------------------------------------------
 
 COMPARE_MAX_TEXTS = 200

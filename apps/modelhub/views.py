@@ -33,6 +33,7 @@ from .services import (
     batch_job_create,
     compare_texts_split,
     flags_csv,
+    labelled_examples_check,
     model_alias_move,
     model_register,
     prediction_flag_create,
@@ -119,6 +120,8 @@ def model_detail(request, name: str):
             form = PredictForm(versions=versions, initial={"text": form.cleaned_data["text"],
                                                            "version": context["model_version"].version})
             context["form"] = form
+    if request.GET.get("check") and context["model_version"].kind == ModelVersion.Kind.CLASSIFIER:
+        context["check"] = labelled_examples_check(user=request.user, model_version=context["model_version"])
     if serving.kind == ModelVersion.Kind.CLASSIFIER:
         text = context.get("text") or (serving.examples[0] if serving.examples else "Type your text here")
         context["snippets"] = api_snippets(

@@ -16,6 +16,11 @@ def test_demo_page_example_chart_and_compare(logged_in_page, demo_models):
     assert page.locator("[data-chart=prediction-chart] .bars path").count() >= 3
     # the example is now in the text box, ready to edit
     assert page.input_value("textarea[name=text]").strip()
+    # Ctrl+Enter classifies the edited text, as the button does
+    page.fill("textarea[name=text]", "Doctors at the hospital gave the vaccine to every patient")
+    page.press("textarea[name=text]", "Control+Enter")
+    page.wait_for_function("document.querySelector('#predicted-label') && "
+                           "document.querySelector('#predicted-label').textContent === 'health'")
 
     page.click("text=Flag this prediction")
     page.wait_for_selector(".flag-result")

@@ -160,3 +160,19 @@ def test_staff_register_and_alias_pages(client, staff_user, user, demo_models):
     assert model_version_get(name="tfidf-logreg").version == "2"
     response = client.post(reverse("modelhub:register"), {"uri": "/no/such/folder", "aliases": ""}, follow=True)
     assert "Not registered: No readable card.json" in response.content.decode()
+
+
+def test_hand_written_examples_are_shown_and_checked(logged_in, demo_models, fresh_caches):
+    from apps.modelhub.demo import labelled_examples_load
+
+    labelled = labelled_examples_load()
+    assert len(labelled) == 30 and {e["label"] for e in labelled} == set(demo_models["tfidf-logreg@1"].labels)
+    mv = demo_models["tfidf-logreg@1"]
+    assert mv.labelled_examples == labelled and mv.metrics["readable_check"]["n"] == 30
+    url = reverse("modelhub:detail", args=["tfidf-logreg"])
+    html = logged_in.get(url).content.decode()
+    assert escape(labelled[0]["text"]) in html and '<span class="badge">sports</span>' in html
+    html = logged_in.get(url, {"check": "1"}).content.decode()
+    assert 'id="check-rows"' in html and html.count("<td>sports</td>") >= 3
+    # readable sentences are easy for the demo classifier
+    assert mv.metrics["readable_check"]["accuracy"] >= 0.8
