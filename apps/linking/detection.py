@@ -354,7 +354,7 @@ def longer_name(text: str, start: int, end: int, *, model: NameModel) -> NameRun
     """The longer name that text[start:end] is part of ("Jordan" → "Jordan Peele"), or None."""
     if not text[start:end][:1].isupper():
         return None  # a lower-case mention is a common noun: "Granny Smith apple", "Bengal tiger"
-    sentence, s_start, s_end = sentence_around(text, start, end)
+    sentence, s_start, _ = sentence_around(text, start, end)
     base = start - s_start
     tokens = _tokens(sentence, base)
     before = [t for t in tokens if t[1] <= start]
@@ -368,7 +368,7 @@ def longer_name(text: str, start: int, end: int, *, model: NameModel) -> NameRun
         lo = b_start
         before.pop()
     while after and text[hi : after[0][0]] in (" ", "-"):
-        a_start, a_end, token = after[0]
+        _, a_end, token = after[0]
         if token.isupper() and len(token.strip(".")) > 1:
             break  # an acronym after a name qualifies it: "Apple CEO"
         if not model.is_name_token(token, sentence_start=False):

@@ -17,13 +17,15 @@ from .linker import (
     alias_prior,
     candidate_score,
     combined_similarity,
-    embed as embed_texts,
     encoder_get,
     kb_state,
     link,
     mention_similarity,
     nil_bar_for,
     typical_similarity,
+)
+from .linker import (
+    embed as embed_texts,
 )
 from .models import Alias, Entity, EvaluationRun, KnowledgeBase, Mention
 from .services import LinkingError

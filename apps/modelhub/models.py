@@ -130,7 +130,7 @@ class BatchJob(models.Model):
         rate = self.rows_per_second
         if self.is_done or rate is None or self.total <= self.processed:
             return None
-        return int(round((self.total - self.processed) / rate))
+        return round((self.total - self.processed) / rate)
 
     @property
     def percent(self) -> int:

@@ -288,7 +288,7 @@ def csv_header_read(*, data: bytes) -> list[str]:
     return header
 
 
-TEXT_COLUMN_NAME_HINT = re.compile(r"text|body|content|review|comment|message|description|sentence|title", re.I)
+TEXT_COLUMN_NAME_HINT = re.compile(r"text|body|content|review|comment|message|description|sentence|title", re.IGNORECASE)
 NUMBER_RE = re.compile(r"^\s*[-+]?(\d[\d,_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*%?\s*$")
 PREVIEW_SAMPLE_ROWS = 200
 PREVIEW_SHOWN_ROWS = 5

@@ -28,7 +28,7 @@ def test_the_longest_text_column_is_chosen_over_the_id():
 
 
 def test_content_beats_the_first_column_and_a_short_label_column():
-    data = "label,comment,score\nspam,You won a free cruise click here now,0.5\nham,Lunch at noon?,1\n".encode()
+    data = b"label,comment,score\nspam,You won a free cruise click here now,0.5\nham,Lunch at noon?,1\n"
     assert batch_csv_preview(data=data).text_column == "comment"
 
 
