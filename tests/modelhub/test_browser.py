@@ -1,4 +1,5 @@
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,8 +20,7 @@ def test_demo_page_example_chart_and_compare(logged_in_page, demo_models):
     # Ctrl+Enter classifies the edited text, as the button does
     page.fill("textarea[name=text]", "Doctors at the hospital gave the vaccine to every patient")
     page.press("textarea[name=text]", "Control+Enter")
-    page.wait_for_function("document.querySelector('#predicted-label') && "
-                           "document.querySelector('#predicted-label').textContent === 'health'")
+    expect(page.locator("#predicted-label")).to_have_text("health")  # (no wait_for_function: the CSP forbids eval)
 
     page.click("text=Flag this prediction")
     page.wait_for_selector(".flag-result")
