@@ -115,3 +115,12 @@ def test_entity_page_adds_mentions_and_aliases(client, user, kb):
 def test_page_with_only_a_model_shows_no_error(client, user, kb):
     html = login(client, user).get(reverse("linking:page"), {"model": kb.label}).content.decode()
     assert 'role="alert"' not in html
+
+
+def test_linking_page_shows_api_snippets_with_the_text(client, user):
+    from apps.linking.services import kb_get_or_create
+
+    kb_get_or_create(name="snippet-kb", serving=True)
+    client.force_login(user)
+    html = client.get(reverse("linking:page"), {"text": "Paris is big"}).content.decode()
+    assert "http://testserver/api/link" in html and "&quot;text&quot;: &quot;Paris is big&quot;" in html

@@ -30,13 +30,3 @@ def test_model_page_snippet_has_the_text_on_screen_and_the_api_answers_it(client
     response = client.post("/api/models/tfidf-logreg/predict", {"inputs": ["stocks market earnings"], "version": "2"},
                            content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_token}")
     assert response.status_code == 200 and response.json()["version"] == "2"
-
-
-@pytest.mark.django_db
-def test_linking_page_snippet(client, user):
-    from apps.linking.services import kb_get_or_create
-
-    kb_get_or_create(name="snippet-kb", serving=True)
-    client.force_login(user)
-    html = client.get(reverse("linking:page"), {"text": "Paris is big"}).content.decode()
-    assert "http://testserver/api/link" in html and "&quot;text&quot;: &quot;Paris is big&quot;" in html
