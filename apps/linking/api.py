@@ -35,6 +35,8 @@ class LinkedMentionOut(Schema):
     type: str | None
     score: float
     candidates: list[CandidateOut]
+    unknown: bool = Field(False, description="a capitalised name that no alias of the KB covers (NIL)")
+    nil_reason: str = Field("", description="why the mention is NIL (empty when linked)")
 
 
 class LinkOut(Schema):
@@ -99,6 +101,8 @@ def link_result_json(result: LinkResult) -> dict:
                 "type": m.entity.type if m.entity else None,
                 "score": round(m.score, 4),
                 "candidates": [{"entity_id": c.entity.key, "score": round(c.score, 4)} for c in m.candidates],
+                "unknown": m.unknown,
+                "nil_reason": m.nil_reason,
             }
             for m in result.mentions
         ],

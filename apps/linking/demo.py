@@ -1,6 +1,6 @@
 """Setup step (`manage.py setup_demo`): the demo knowledge base `demo-kb`, serving.
 
-Imports apps/linking/demo_kb/entities.jsonl (written by demo_kb/source.py) and embeds every
+Imports apps/linking/demo_kb/entities.jsonl (generated from demo_kb/source.jsonl by `python -m apps.linking.demo_kb.source`) and embeds every
 mention once; the embeddings live in the database, so later starts do not embed again.
 """
 
@@ -47,7 +47,7 @@ def build_demo_kb(*, stdout, force: bool = False) -> None:
     source = DEMO_KB_DIR / "entities.jsonl"
     if not source.exists():
         stdout.write(
-            f"No {source.relative_to(settings.BASE_DIR)}: run `python apps/linking/demo_kb/source.py`; skipped"
+            f"No {source.relative_to(settings.BASE_DIR)}: run `python -m apps.linking.demo_kb.source`; skipped"
         )
         return
     existing = KnowledgeBase.objects.filter(name=DEMO_KB_NAME, version="1").first()

@@ -22,7 +22,7 @@ import ahocorasick
 
 # Sentence ends: . ! ? (optionally followed by quotes/brackets), then space, then something that
 # can start a sentence. "Apple Inc. rose" does not split: "rose" starts lower-case.
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n")
+SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n")
 CONTEXT_MAX_WORDS = 40
 CONTEXT_STYLES = ("sentence", "marked", "masked", "window")
 CONTEXT_WINDOW_WORDS = 12
@@ -137,26 +137,250 @@ def sentence_around(text: str, start: int, end: int) -> tuple[str, int, int]:
     return text, start, end
 
 
-def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
-    """The string embedded for a mention: its sentence, cut to CONTEXT_MAX_WORDS words each side.
+@dataclass(frozen=True)
+class PlainContext:
+    """The words a mention is read in (no marks) and the mention's span inside them."""
 
-    Mentions in the same sentence share one context, so a text costs one encoder row per sentence.
-    style "marked" puts brackets around the mention, "masked" replaces it with [MASK], "window"
-    takes CONTEXT_WINDOW_WORDS words each side ignoring sentence ends (measured by `tune_linker`).
-    """
-    width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
-    if style == "window":
-        sentence, s_start, s_end = text, start, end
-    else:
-        sentence, s_start, s_end = sentence_around(text, start, end)
+    text: str
+    start: int
+    end: int
+
+
+def _slice_words(sentence: str, s_start: int, s_end: int, *, width: int) -> PlainContext:
     # Slice the original string (no split/join) so the context reads exactly like the text.
     before_words = [m.start() for m in re.finditer(r"\S+", sentence[:s_start])]
     lo = before_words[-width] if len(before_words) >= width else 0
     after_words = [m.end() for m in re.finditer(r"\S+", sentence[s_end:])]
     hi = s_end + after_words[width - 1] if len(after_words) >= width else len(sentence)
-    mention = sentence[s_start:s_end]
+    piece = sentence[lo:hi]
+    lead = len(piece) - len(piece.lstrip())
+    return PlainContext(piece.strip(), s_start - lo - lead, s_end - lo - lead)
+
+
+def mention_context_plain(text: str, start: int, end: int, *, style: str = "sentence") -> PlainContext:
+    width = CONTEXT_WINDOW_WORDS if style == "window" else CONTEXT_MAX_WORDS
+    if style == "window":
+        sentence, s_start, s_end = text, start, end
+    else:
+        sentence, s_start, s_end = sentence_around(text, start, end)
+    return _slice_words(sentence, s_start, s_end, width=width)
+
+
+def context_styled(context: PlainContext, *, style: str) -> str:
+    """The string the encoder reads: "marked" puts brackets around the mention, "masked" replaces it with [MASK]."""
+    mention = context.text[context.start : context.end]
     if style == "marked":
         mention = f"[{mention}]"
     elif style == "masked":
         mention = "[MASK]"
-    return (sentence[lo:s_start] + mention + sentence[s_end:hi]).strip()
+    return (context.text[: context.start] + mention + context.text[context.end :]).strip()
+
+
+def mention_context(text: str, start: int, end: int, *, style: str = "sentence") -> str:
+    """The string embedded for a mention: its sentence, cut to CONTEXT_MAX_WORDS words each side.
+
+    style "marked" puts brackets around the mention, "masked" replaces it with [MASK], "window"
+    takes CONTEXT_WINDOW_WORDS words each side ignoring sentence ends (measured by `tune_linker`).
+    A stored mention whose sentence is exactly a query's plain context gets the same string, so a
+    correction stored from the linker's context (`LinkedMention.context`) reproduces its vector.
+    """
+    return context_styled(mention_context_plain(text, start, end, style=style), style=style)
+
+
+def mention_contexts(
+    text: str, spans: list[DetectedSpan], *, style: str = "sentence", rival_window: int = 6,
+    replacement: str = "",
+) -> list[str]:
+    """One context per mention, as the encoder reads it (see `mention_contexts_plain`)."""
+    return [context_styled(c, style=style)
+            for c in mention_contexts_plain(text, spans, style=style, rival_window=rival_window,
+                                            replacement=replacement)]
+
+
+def mention_contexts_plain(
+    text: str, spans: list[DetectedSpan], *, style: str = "sentence", rival_window: int = 6,
+    replacement: str = "",
+) -> list[PlainContext]:
+    """One context per mention: `mention_context`, with the other mentions of its sentence that could name
+    the same entity taken out ("Michael Jordan visited Jordan": the country's "Jordan" is read as
+    "visited Jordan", not pulled towards the player by his full name). Mentions with nothing in common
+    keep each other as context (Apple next to "The Beatles" helps). A sentence with one mention gets
+    exactly the context it always had, the one stored mentions are embedded with.
+
+    rival_window: when rivals were taken out, keep at most this many words each side of the mention (0 = the
+    whole sentence): the words right around a name decide its sense ("write Java all day"). Chosen by
+    `tune_linker --rival-windows` on sentence pairs made from the KB's own mentions (evaluation.rival_pairs_evaluate).
+    """
+    bounds = sentence_bounds(text)
+
+    def sentence_of(position: int) -> int:
+        return next((i for i, (lo, hi) in enumerate(bounds) if lo <= position < hi), -1)
+
+    sentences = [sentence_of(span.start) for span in spans]
+    contexts = []
+    for i, span in enumerate(spans):
+        rivals = [
+            other
+            for j, other in enumerate(spans)
+            if j != i and sentences[j] == sentences[i] and set(other.entity_ids) & set(span.entity_ids)
+        ]
+        if not rivals:
+            contexts.append(mention_context_plain(text, span.start, span.end, style=style))
+            continue
+        pieces, cursor, start = [], 0, span.start
+        for other in sorted(rivals, key=lambda o: o.start):
+            pieces.append(text[cursor : other.start])
+            pieces.append(replacement)
+            if other.end <= span.start:
+                start -= (other.end - other.start) - len(replacement)
+            cursor = other.end
+        pieces.append(text[cursor:])
+        masked = re.sub(r"[ \t]{2,}", " ", "".join(pieces))
+        # collapsing doubled spaces may shift the mention: find it again at (or just before) its old place
+        surface = span.text
+        places = [m.start() for m in re.finditer(re.escape(surface), masked)]
+        start = min(places, key=lambda c: abs(c - start)) if places else max(0, start)
+        if rival_window:
+            sentence, s_start, s_end = sentence_around(masked, start, start + len(surface))
+            contexts.append(_slice_words(sentence, s_start, s_end, width=rival_window))
+        else:
+            contexts.append(mention_context_plain(masked, start, start + len(surface), style=style))
+    return contexts
+
+
+# --- Names no alias covers ------------------------------------------------------------------
+#
+# A name is a run of capitalised words ("Emmanuel Macron", "Paris Saint-Germain", "L.L. Bean"). Two uses:
+# - a run that no alias touches is an *unknown name*: shown as a NIL mention ("not in the KB");
+# - an alias that a longer name continues ("Paris" in "Paris Saint-Germain", "Jordan" in "Jordan Peele",
+#   "Ford" in "Tom Ford") names something else: NIL (when the longer name were an alias, the longest
+#   match would have taken it).
+# Which capitalised words are just words is learnt from the KB's own text (`NameModel.from_texts`): a word
+# seen more often in lower case than capitalised inside a sentence is a common word ("The", "After",
+# "Seven"). Titles, directions and nationality words before a name qualify it rather than extend it
+# ("President Washington", "East Java", "Brazilian Ronaldo").
+
+TOKEN_RE = re.compile(
+    r"(?:[^\W\d_]\.)+(?!\w)"  # initials: L.L. / H.
+    r"|[^\W_](?:[\w\-]|\.(?=\w)|['’](?=\w)(?![sS]\b))*"  # words, with inner dots, hyphens, apostrophes
+    r"|['’][sS]\b"  # a possessive, which ends a name
+)
+ALWAYS_COMMON = {
+    "i", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+    "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+}
+QUALIFIERS = {
+    "mr", "mrs", "ms", "dr", "sir", "lady", "lord", "saint", "st", "president", "king", "queen", "prince",
+    "princess", "emperor", "empress", "pope", "general", "captain", "senator", "governor", "mayor", "chancellor",
+    "north", "south", "east", "west", "central", "northern", "southern", "eastern", "western", "upper", "lower",
+    "greater", "greek", "french", "dutch", "roman", "american", "german", "mexican", "korean", "thai", "swiss",
+    "irish", "british", "english", "scottish", "welsh", "italian", "spanish", "chinese", "japanese",
+}
+NATIONALITY_SUFFIXES = ("ian", "ean", "ese", "ish")
+
+
+@dataclass(frozen=True)
+class NameRun:
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class NameModel:
+    """Which capitalised words are ordinary words, learnt from a KB's stored mentions and descriptions."""
+
+    common: frozenset[str]
+    names: frozenset[str]  # words seen capitalised inside a sentence more often than in lower case
+
+    @classmethod
+    def from_texts(cls, texts) -> NameModel:
+        low: dict[str, int] = defaultdict(int)
+        cap: dict[str, int] = defaultdict(int)
+        for text in texts:
+            for i, token in enumerate(re.findall(r"[^\W\d_][\w'’\-]*", text)):
+                if token.islower():
+                    low[token] += 1
+                elif token[0].isupper() and i > 0:
+                    cap[token.lower()] += 1
+        common = {w for w, n in low.items() if n > cap.get(w, 0)} | ALWAYS_COMMON
+        names = {w for w, n in cap.items() if n >= low.get(w, 0)} - ALWAYS_COMMON
+        return cls(frozenset(common), frozenset(names))
+
+    def is_name_token(self, token: str, *, sentence_start: bool) -> bool:
+        """Capitalised and not a common word; a sentence's first word only when the KB knows it as a name
+        ("Investigators traced…" is not a name, "Berlin is…" is not recognised either: too ambiguous)."""
+        if not token[0].isupper() or token[0] in "'’":
+            return False
+        word = token.lower().strip(".'’")
+        if word in self.common:
+            return False
+        return not sentence_start or word in self.names or "." in token
+
+
+def _tokens(sentence: str, offset: int) -> list[tuple[int, int, str]]:
+    return [(offset + m.start(), offset + m.end(), m.group(0)) for m in TOKEN_RE.finditer(sentence)]
+
+
+def _is_qualifier(token: str) -> bool:
+    word = token.lower().strip(".")
+    return word in QUALIFIERS or word.endswith(NATIONALITY_SUFFIXES)
+
+
+def name_runs(text: str, *, model: NameModel) -> list[NameRun]:
+    """Maximal runs of adjacent name-like tokens (one space apart), per sentence."""
+    runs: list[NameRun] = []
+    for lo, hi in sentence_bounds(text):
+        current: list[tuple[int, int]] = []
+        tentative = False  # the run started with an unknown first word: kept only if a name follows
+        for index, (start, end, token) in enumerate(_tokens(text[lo:hi], lo)):
+            name_like = model.is_name_token(token, sentence_start=index == 0)
+            if index == 0 and not name_like and model.is_name_token(token, sentence_start=False):
+                current, tentative = [(start, end)], True  # "Angela Merkel met…"
+                continue
+            joined = current and text[current[-1][1] : start] == " "
+            if name_like and (not current or joined):
+                current.append((start, end))
+                continue
+            if current and not (tentative and len(current) == 1):
+                runs.append(NameRun(current[0][0], current[-1][1], text[current[0][0] : current[-1][1]]))
+            current, tentative = ([(start, end)] if name_like else []), False
+        if current and not (tentative and len(current) == 1):
+            runs.append(NameRun(current[0][0], current[-1][1], text[current[0][0] : current[-1][1]]))
+    return [run for run in runs if any(ch.isalpha() for ch in run.text)]
+
+
+def longer_name(text: str, start: int, end: int, *, model: NameModel) -> NameRun | None:
+    """The longer name that text[start:end] is part of ("Jordan" → "Jordan Peele"), or None."""
+    if not text[start:end][:1].isupper():
+        return None  # a lower-case mention is a common noun: "Granny Smith apple", "Bengal tiger"
+    sentence, s_start, _ = sentence_around(text, start, end)
+    base = start - s_start
+    tokens = _tokens(sentence, base)
+    before = [t for t in tokens if t[1] <= start]
+    after = [t for t in tokens if t[0] >= end]
+    lo, hi = start, end
+    while before and text[before[-1][1] : lo] == " ":
+        b_start, _, token = before[-1]
+        # next to the alias, a sentence's first word counts like any other ("Pedro Pascal starred…")
+        if _is_qualifier(token) or not model.is_name_token(token, sentence_start=False):
+            break
+        lo = b_start
+        before.pop()
+    while after and text[hi : after[0][0]] in (" ", "-"):
+        _, a_end, token = after[0]
+        if token.isupper() and len(token.strip(".")) > 1:
+            break  # an acronym after a name qualifies it: "Apple CEO"
+        if not model.is_name_token(token, sentence_start=False):
+            break
+        hi = a_end
+        after.pop(0)
+    if (lo, hi) == (start, end):
+        return None
+    return NameRun(lo, hi, text[lo:hi])
+
+
+def unknown_names(text: str, *, covered: list[tuple[int, int]], model: NameModel) -> list[NameRun]:
+    """Name runs that no detected alias span touches."""
+    return [run for run in name_runs(text, model=model)
+            if all(run.end <= lo or run.start >= hi for lo, hi in covered)]

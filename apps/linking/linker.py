@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 
-from .detection import AliasMatcher, DetectedSpan, fold, mention_context
+from .detection import (
+    AliasMatcher,
+    DetectedSpan,
+    NameModel,
+    PlainContext,
+    context_styled,
+    fold,
+    longer_name,
+    mention_contexts_plain,
+    unknown_names,
+)
 from .index import MentionIndex, mention_index_build
 from .models import Alias, Entity, KnowledgeBase, Mention
 
@@ -74,6 +84,9 @@ class LinkerParams:
     shortlist: int = 8
     use_aggregates: bool = True
     scorer: str = "linker"  # "linker" or "prior" (the prior-only baseline)
+    unknown_names: bool = False  # also report capitalised names no alias covers as NIL mentions (text_link: on)
+    longer_names: bool = True  # an alias continued by a longer name ("Jordan Peele") is NIL
+    rival_window: int = 6  # words each side of a mention whose sentence names a rival (detection.mention_contexts)
 
     @classmethod
     def from_settings(cls, **overrides) -> LinkerParams:
@@ -86,6 +99,7 @@ class LinkerParams:
             nil_relative=settings.LINKING_NIL_RELATIVE,
             aggregate_cutoff=settings.LINKING_AGGREGATE_CUTOFF,
             shortlist=settings.LINKING_SHORTLIST,
+            rival_window=getattr(settings, "LINKING_RIVAL_WINDOW", cls.rival_window),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -94,12 +108,45 @@ class LinkerParams:
 # --- In-memory state per KB -------------------------------------------------------------------
 
 
+# The scoring, as small functions: the linker, `typical_similarity` and the leave-one-out tuning
+# (evaluation.loo_evaluate, used by `tune_linker`) all call these, so they cannot drift apart.
+
+
+def neighbours_k(*, params: LinkerParams) -> int:
+    return 1 if params.score == "nearest" else params.top_k
+
+
+def mention_similarity(*, sims, params: LinkerParams) -> float | None:
+    """Mean cosine of the k most similar stored mentions (`sims` sorted best first); None when there are none."""
+    best = list(sims)[: neighbours_k(params=params)]
+    return float(np.mean(best)) if best else None
+
+
 def combined_similarity(*, mention_sim: float | None, profile_sim: float | None, params: LinkerParams) -> float:
+    """(1 − w)·mentions + w·profile ("name: description"); whichever exists when one is missing."""
     if mention_sim is not None and profile_sim is not None:
         return (1 - params.profile_weight) * mention_sim + params.profile_weight * profile_sim
     if mention_sim is not None:
         return mention_sim
     return profile_sim if profile_sim is not None else 0.0
+
+
+def candidate_score(*, similarity: float, prior: float, params: LinkerParams) -> float:
+    """score = (1 − w)·similarity + w·prior."""
+    return (1 - params.prior_weight) * similarity + params.prior_weight * prior
+
+
+def alias_prior(*, counts: dict[int, float], candidates) -> dict[int, float]:
+    """P(entity | alias) = (1 + stored mentions of the entity with that surface) / sum over the candidates."""
+    raw = {c: 1.0 + counts.get(c, 0) for c in candidates}
+    total = sum(raw.values()) or 1.0
+    return {c: v / total for c, v in raw.items()}
+
+
+def nil_bar_for(*, typical: float | None, params: LinkerParams) -> float:
+    """Below this similarity the best candidate is not trusted: max(absolute floor, relative × typical)."""
+    relative = params.nil_relative * typical if typical is not None else 0.0
+    return max(params.nil_threshold, relative)
 
 
 def typical_similarity(
@@ -112,7 +159,6 @@ def typical_similarity(
     same in-KB accuracy). Computed at every rebuild, so it follows each edit.
     """
     typical: dict[int, float] = {}
-    k = 1 if params.score == "nearest" else params.top_k
     for entity in np.unique(entity_ids):
         own = vectors[entity_ids == entity]
         sims = own @ own.T
@@ -120,7 +166,7 @@ def typical_similarity(
         values = []
         for i in range(len(own)):
             others = np.delete(sims[i], i)
-            mention_sim = float(np.sort(others)[::-1][:k].mean()) if len(others) else None
+            mention_sim = mention_similarity(sims=np.sort(others)[::-1], params=params)
             profile_sim = float(profile @ own[i]) if profile is not None else None
             if mention_sim is None and profile_sim is None:
                 continue
@@ -132,9 +178,7 @@ def typical_similarity(
 
 def nil_bar(*, state: KBState, entity_id: int, params: LinkerParams) -> float:
     """Below this similarity the best candidate is not trusted: max(absolute floor, relative × typical)."""
-    typical = state.typical.get(entity_id)
-    relative = params.nil_relative * typical if typical is not None else 0.0
-    return max(params.nil_threshold, relative)
+    return nil_bar_for(typical=state.typical.get(entity_id), params=params)
 
 
 @dataclass(frozen=True)
@@ -163,6 +207,9 @@ class KBState:
     aggregate_rows: dict[int, int]
     profiles: dict[int, np.ndarray]
     typical: dict[int, float] = field(default_factory=dict)
+    names: NameModel | None = None  # which capitalised words are names, learnt from the KB's text
+    pinned: np.ndarray | None = None  # (n pinned mentions, dim)
+    pinned_rows: list[tuple[int, int]] = field(default_factory=list)  # (mention id, entity id) per pinned row
     encoder: object = None  # resolved from the registry once per build, not on every request
     created_at: object = None
     built_ms: float = 0.0
@@ -183,11 +230,13 @@ class KBState:
         }
         aliases = list(Alias.objects.filter(kb=kb).values_list("text", "entity_id"))
         mentions = list(
-            Mention.objects.filter(entity__kb=kb).values_list("pk", "entity_id", "embedding", "text", "start", "end")
+            Mention.objects.filter(entity__kb=kb).values_list(
+                "pk", "entity_id", "embedding", "text", "start", "end", "pinned"
+            )
         )
         counts: dict[int, int] = defaultdict(int)
         surface_counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        for _, entity_id, _, text, start, end in mentions:
+        for _, entity_id, _, text, start, end, _ in mentions:
             counts[entity_id] += 1
             surface_counts[fold(text[start:end])][entity_id] += 1
         entities = {
@@ -197,11 +246,10 @@ class KBState:
         matcher = AliasMatcher.build(aliases)
         # P(entity | alias) from how often each surface names each entity in the stored
         # mentions, plus one for being listed as an alias at all (so new entities get a share).
-        priors: dict[str, dict[int, float]] = {}
-        for norm, entries in matcher.entries.items():
-            raw = {entity_id: 1.0 + surface_counts[norm].get(entity_id, 0) for _, entity_id in entries}
-            total = sum(raw.values())
-            priors[norm] = {entity_id: value / total for entity_id, value in raw.items()}
+        priors: dict[str, dict[int, float]] = {
+            norm: alias_prior(counts=surface_counts[norm], candidates=dict.fromkeys(e for _, e in entries))
+            for norm, entries in matcher.entries.items()
+        }
         dim = 384
         if mentions:
             vectors = np.stack([np.frombuffer(bytes(m[2]), dtype=np.float32) for m in mentions])
@@ -221,6 +269,9 @@ class KBState:
             profiles=profiles,
             params=LinkerParams.from_settings(),
         )
+        names = NameModel.from_texts([m[3] for m in mentions] + [e[4] for e in entities_raw])
+        pinned_rows = [(m[0], m[1]) for m in mentions if m[6]]
+        pinned = vectors[[i for i, m in enumerate(mentions) if m[6]]] if pinned_rows else None
         aggregate_rows, rows = {}, []
         for pk, *_, aggregate in entities_raw:
             if aggregate is not None and counts.get(pk):
@@ -242,6 +293,9 @@ class KBState:
             aggregate_rows=aggregate_rows,
             profiles=profiles,
             typical=typical,
+            names=names,
+            pinned=pinned,
+            pinned_rows=pinned_rows,
             created_at=kb.created_at,
             encoder=encoder_get(name=kb.encoder_name),
             built_ms=(time.perf_counter() - started) * 1000,
@@ -312,6 +366,42 @@ class LinkedMention:
     score: float
     similarity: float | None
     candidates: list[Candidate]
+    context: PlainContext | None = None  # what the encoder read for this mention (a correction stores exactly this)
+    pinned_by: int | None = None  # id of the pinned stored mention that decided it
+    nil_bar: float | None = None  # the similarity the best candidate needed
+    unknown: bool = False  # a name no alias covers (no candidates at all)
+    longer_name: str = ""  # NIL because the alias is part of this longer name ("Jordan Peele")
+
+    @property
+    def nil_reason(self) -> str:
+        if self.entity is not None:
+            return ""
+        if self.unknown:
+            return "a name that no alias in the KB covers"
+        if self.longer_name:
+            return f"part of the longer name “{self.longer_name}”, which is not in the KB"
+        if not self.candidates:
+            return "no alias of the KB fits this span"
+        return "no candidate is similar enough"
+
+
+PIN_MATCH = 0.97  # cosine between a mention's context and a pinned mention's context that counts as "the same"
+
+
+def pinned_match(*, state: KBState, query: np.ndarray | None, candidates: tuple[int, ...]) -> tuple[int, int] | None:
+    """(mention id, entity id) of the pinned mention read in (nearly) this very context, among the candidates."""
+    if query is None or state.pinned is None:
+        return None
+    sims = state.pinned @ query
+    allowed = set(candidates)
+    best = None
+    for row in np.argsort(-sims):
+        if sims[row] < PIN_MATCH:
+            break
+        if state.pinned_rows[row][1] in allowed:
+            best = state.pinned_rows[row]
+            break
+    return best
 
 
 @dataclass
@@ -346,23 +436,19 @@ def candidates_score(
         order = np.argsort(-sims)
         exact = [with_rows[i] for i in order[: params.shortlist]]
         approximate = {with_rows[i]: float(sims[i]) for i in order[params.shortlist :]}
-    k = 1 if params.score == "nearest" else params.top_k
-    hits = state.index.top_per_entity(query, entities=exact, k=k)
+    hits = state.index.top_per_entity(query, entities=exact, k=neighbours_k(params=params))
     ranked = []
-    w = params.prior_weight
     for c in candidates:
         evidence = hits.get(c, [])
         is_approx = c in approximate
         if is_approx:
             mention_sim = approximate[c]
-        elif evidence:
-            mention_sim = float(np.mean([s for _, s in evidence]))
-        else:
-            mention_sim = None  # no stored mentions: the profile (or the prior) decides
+        else:  # None without stored mentions: the profile (or the prior) decides
+            mention_sim = mention_similarity(sims=[s for _, s in evidence], params=params)
         profile = state.profiles.get(c)
         profile_sim = float(profile @ query) if profile is not None else None
         similarity = combined_similarity(mention_sim=mention_sim, profile_sim=profile_sim, params=params)
-        score = (1 - w) * similarity + w * prior[c]
+        score = candidate_score(similarity=similarity, prior=prior[c], params=params)
         ranked.append(Candidate(entities[c], score, similarity, prior[c], evidence, is_approx))
     return sorted(ranked, key=lambda c: -c.score)
 
@@ -420,13 +506,12 @@ def link(
     started = time.perf_counter()
     detected = spans_detect(state=state, text=text, spans=spans)
     needs_vector = [i for i, d in enumerate(detected) if d.entity_ids and params.scorer != "prior"]
+    plain = mention_contexts_plain(text, detected, style=state.context_style, rival_window=params.rival_window)
     encode_started = time.perf_counter()
     vectors: dict[int, np.ndarray] = {}
     if needs_vector:
-        contexts = {
-            i: mention_context(text, detected[i].start, detected[i].end, style=state.context_style)
-            for i in needs_vector
-        }
+        # One context per mention (other mentions that could name the same entity taken out), all in one batch.
+        contexts = {i: context_styled(plain[i], style=state.context_style) for i in needs_vector}
         by_context = _contexts_embed(
             encoder=state.encoder, encoder_name=state.encoder_name, contexts=list(contexts.values()), cache=cache
         )
@@ -435,21 +520,35 @@ def link(
     mentions = []
     for i, span in enumerate(detected):
         if not span.entity_ids:
-            mentions.append(LinkedMention(span.start, span.end, span.text, None, 0.0, None, []))
+            mentions.append(LinkedMention(span.start, span.end, span.text, None, 0.0, None, [], plain[i]))
             continue
         prior = state.prior(span.text, span.entity_ids)
         ranked = candidates_score(
             state=state, query=vectors.get(i), candidates=span.entity_ids, prior=prior, params=params
         )
         best = ranked[0]
-        is_nil = params.scorer != "prior" and (best.similarity or 0.0) < nil_bar(
-            state=state, entity_id=best.entity.id, params=params
-        )
+        bar = nil_bar(state=state, entity_id=best.entity.id, params=params)
+        is_nil = params.scorer != "prior" and (best.similarity or 0.0) < bar
+        longer = None
+        if params.scorer != "prior" and params.longer_names and state.names is not None:
+            longer = longer_name(text, span.start, span.end, model=state.names)
+            is_nil = is_nil or longer is not None
+        pin = pinned_match(state=state, query=vectors.get(i), candidates=span.entity_ids) if params.scorer != "prior" else None
+        if pin is not None:  # a correction pinned for this very context wins over the scores, the NIL bar and names
+            best = next(c for c in ranked if c.entity.id == pin[1])
+            is_nil = False
         mentions.append(
             LinkedMention(
-                span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked
+                span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked,
+                context=plain[i], pinned_by=pin[0] if pin else None, nil_bar=bar,
+                longer_name=longer.text if longer is not None and pin is None else "",
             )
         )
+    if spans is None and params.unknown_names and params.scorer != "prior" and state.names is not None:
+        covered = [(m.start, m.end) for m in mentions]
+        for run in unknown_names(text, covered=covered, model=state.names):
+            mentions.append(LinkedMention(run.start, run.end, run.text, None, 0.0, None, [], unknown=True))
+        mentions.sort(key=lambda m: m.start)
     return LinkResult(
         mentions=mentions,
         latency_ms=(time.perf_counter() - started) * 1000,

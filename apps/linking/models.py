@@ -91,6 +91,10 @@ class Mention(models.Model):
     start = models.PositiveIntegerField()
     end = models.PositiveIntegerField(help_text="exclusive")
     embedding = models.BinaryField(help_text="float32 bytes from the KB's encoder, of the mention in context")
+    pinned = models.BooleanField(
+        default=False,
+        help_text="a correction: a mention read in (nearly) this very context links to this entity, whatever the scores",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -85,3 +85,8 @@ def kb_export_jsonl(*, kb: KnowledgeBase) -> Iterator[str]:
             },
             ensure_ascii=False,
         )
+
+
+def entity_keys(*, kb: KnowledgeBase, limit: int = 5000) -> list[tuple[str, str]]:
+    """(key, name) of the KB's entities, for pickers."""
+    return list(Entity.objects.filter(kb=kb).order_by("key").values_list("key", "name")[:limit])

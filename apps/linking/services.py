@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
@@ -18,12 +18,12 @@ from django.db.models import F
 
 from apps.audit.services import audit_record
 
-from .detection import fold, mention_context
+from .detection import fold, mention_context, mention_context_plain
 from .linker import LinkerParams, LinkResult, embed, kb_state, link
+from .markup import MarkupError, bracketed_one
 from .models import Alias, Entity, KnowledgeBase, Mention
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-BRACKETED = re.compile(r"\[([^\[\]]+)\]")
 
 
 class LinkingError(ValueError):
@@ -53,13 +53,15 @@ class EntityInput:
 
 
 def mention_from_bracketed(sentence: str) -> MentionInput:
-    """ "The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury."""
-    matches = list(BRACKETED.finditer(sentence))
-    if len(matches) != 1:
-        raise LinkingError(f"mark exactly one mention with [brackets] in: {sentence!r}")
-    match = matches[0]
-    text = sentence[: match.start()] + match.group(1) + sentence[match.end() :]
-    return MentionInput(text=text, start=match.start(), end=match.start() + len(match.group(1)))
+    """ "The probe orbits [Mercury]." → the sentence without brackets and the span of Mercury
+    (`markup.bracketed_one`, which the demo KB's generator uses too)."""
+    try:
+        text, span = bracketed_one(sentence)
+    except MarkupError as exc:
+        raise LinkingError(str(exc)) from exc
+    if span.label is not None:
+        raise LinkingError(f"write the mention as [surface], without '|', in: {sentence!r}")
+    return MentionInput(text=text, start=span.start, end=span.end)
 
 
 def _mention_validate(*, mention: MentionInput, aliases: Iterable[str], entity_label: str) -> MentionInput:
@@ -83,8 +85,24 @@ def _mention_validate(*, mention: MentionInput, aliases: Iterable[str], entity_l
     return mention
 
 
+ALIAS_CASE_RULE = (
+    "An alias written in lower case (python) matches any casing: python, Python, PYTHON. An alias with a capital "
+    "(Python) matches any casing that has a capital (Python, PYTHON) but not all-lower-case text (python), so the "
+    "snake is not offered the language. Case variants of one alias are merged into one: a lower-case variant "
+    "wins (it matches everything the others match), otherwise the first one given is kept."
+)
+
+
+def alias_widest(variants: Iterable[str]) -> str:
+    """Of case variants of one alias, the one matching the most surfaces (detection.case_compatible): an all-lower-case
+    variant matches every casing; variants with capitals all match the same surfaces, so the first is kept."""
+    variants = list(variants)
+    return next((v for v in variants if not any(ch.isupper() for ch in v)), variants[0])
+
+
 def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
-    cleaned, seen = [], set()
+    """Stripped, checked, and case variants merged (ALIAS_CASE_RULE), in the order first given."""
+    groups: dict[str, list[str]] = {}
     for alias in aliases:
         alias = (alias or "").strip()
         if not alias:
@@ -93,11 +111,8 @@ def _aliases_clean(aliases: Iterable[str], *, entity_label: str) -> list[str]:
             raise LinkingError(f"alias {alias[:40]!r}… is longer than 200 characters")
         if len(alias) < 2 or not any(ch.isalnum() for ch in alias):
             raise LinkingError(f"alias {alias!r} is too short to match safely (at least 2 characters, one a letter or digit)")
-        if fold(alias) in seen:
-            raise LinkingError(f"duplicate alias {alias!r} for {entity_label}")
-        seen.add(fold(alias))
-        cleaned.append(alias)
-    return cleaned
+        groups.setdefault(fold(alias), []).append(alias)
+    return [alias_widest(variants) for variants in groups.values()]
 
 
 def _entity_validate(*, kb: KnowledgeBase, data: EntityInput, existing_keys: set[str]) -> EntityInput:
@@ -227,7 +242,7 @@ def entity_delete(*, user, kb: KnowledgeBase, key: str) -> None:
         audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "entity_delete"})
 
 
-def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> Mention:
+def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput, pinned: bool = False) -> Mention:
     entity = Entity.objects.filter(kb=kb, key=key).first()
     if entity is None:
         raise NotFound(f"no entity {key!r} in {kb.label}")
@@ -239,7 +254,8 @@ def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> 
         if entity is None:
             raise NotFound(f"entity {key!r} was deleted meanwhile")
         created = Mention.objects.create(
-            entity=entity, text=mention.text, start=mention.start, end=mention.end, embedding=vector[0].tobytes()
+            entity=entity, text=mention.text, start=mention.start, end=mention.end, embedding=vector[0].tobytes(),
+            pinned=pinned,
         )
         _aggregate_add(entity, vector)
         _revision_bump(kb)
@@ -247,7 +263,7 @@ def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput) -> 
             user=user,
             action="kb_edit",
             target=f"{kb.label}/{key}",
-            detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200]},
+            detail={"op": "mention_add", "mention": created.pk, "text": mention.text[:200], "pinned": pinned},
         )
     return created
 
@@ -281,8 +297,18 @@ def alias_add(*, user, kb: KnowledgeBase, key: str, alias: str) -> Alias:
     if not alias:
         raise LinkingError("the alias is empty")
     with transaction.atomic():
-        if entity.aliases.filter(norm=fold(alias)).exists():
-            raise LinkingError(f"duplicate alias {alias!r} for {key}")
+        existing = entity.aliases.select_for_update().filter(norm=fold(alias)).first()
+        if existing is not None:
+            # A case variant of an alias it has: merged (ALIAS_CASE_RULE), never refused.
+            widest = alias_widest([existing.text, alias])
+            if widest == existing.text:
+                return existing
+            old_text, existing.text = existing.text, widest
+            existing.save(update_fields=["text"])
+            _revision_bump(kb)
+            audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}",
+                         detail={"op": "alias_merge", "alias": widest, "was": old_text})
+            return existing
         created = Alias.objects.create(kb=kb, entity=entity, text=alias, norm=fold(alias))
         _revision_bump(kb)
         audit_record(
@@ -402,7 +428,9 @@ def text_link(
         raise LinkingError(
             f"the text has {len(text)} characters; the limit is {settings.LINKING_MAX_TEXT_CHARS}: split it"
         )
-    # Cached contexts: opening a mention's details links the same text again.
+    # Cached contexts: opening a mention's details links the same text again. People (page, API) also see
+    # the names no alias covers, as NIL mentions.
+    params = replace(params or LinkerParams.from_settings(), unknown_names=True)
     result = link(state=kb_state(kb), text=text, params=params, cache=True)
     if audit:
         audit_record(
@@ -412,3 +440,99 @@ def text_link(
             detail={"chars": len(text), "mentions": len(result.mentions), "latency_ms": round(result.latency_ms, 1)},
         )
     return result
+
+
+# --- Corrections ("this is the one I meant") --------------------------------------------------
+
+
+@dataclass
+class CorrectionOutcome:
+    """What linking says about one span after a correction, and why when it is still not the entity meant."""
+
+    meant_key: str
+    meant_name: str
+    mention: object | None  # LinkedMention at the span (None: the span is no longer detected)
+    index: int | None  # its position in result.mentions
+    result: LinkResult
+    fixed: bool
+    reasons: list[str]
+    can_pin: bool  # the entity meant is a candidate: pinning this context makes it win
+    needs_alias: bool  # the surface is not an alias of the entity meant
+
+
+def _mention_at(result: LinkResult, start: int, end: int):
+    for index, mention in enumerate(result.mentions):
+        if (mention.start, mention.end) == (start, end):
+            return index, mention
+    return None, None
+
+
+def correction_outcome(*, kb: KnowledgeBase, result: LinkResult, start: int, end: int, key: str) -> CorrectionOutcome:
+    """Is the span at start..end of the linked text now the entity `key`? If not, which stored mention, prior or
+    bar decided otherwise, and which stronger fix applies."""
+    from .selectors import mentions_by_id
+
+    meant = Entity.objects.filter(kb=kb, key=key).first()
+    if meant is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    index, mention = _mention_at(result, start, end)
+    if mention is None:
+        return CorrectionOutcome(key, meant.name, None, None, result, False,
+                                 ["the text no longer has a mention at that place"], False, False)
+    fixed = mention.entity is not None and mention.entity.key == key
+    by_key = {c.entity.key: c for c in mention.candidates}
+    mine = by_key.get(key)
+    reasons: list[str] = []
+    if fixed:
+        if mention.pinned_by:
+            reasons.append(f"a pinned correction (stored mention #{mention.pinned_by}) decides this context")
+        return CorrectionOutcome(key, meant.name, mention, index, result, True, reasons, False, False)
+    if mine is None:
+        reasons.append(f"“{mention.text}” is not an alias of {meant.name}, so {meant.name} is not even a candidate")
+        return CorrectionOutcome(key, meant.name, mention, index, result, False, reasons, False, True)
+    best = mention.candidates[0]
+    if best.entity.key != key:
+        reasons.append(
+            f"{best.entity.name} scored {best.score:.3f} against {mine.score:.3f} for {meant.name} "
+            f"(similarity {best.similarity or 0:.3f} vs {mine.similarity or 0:.3f}; prior {best.prior:.2f} vs {mine.prior:.2f})"
+        )
+        if best.evidence:
+            mid, sim = best.evidence[0]
+            stored = mentions_by_id(ids=[mid]).get(mid)
+            if stored is not None:
+                reasons.append(f"its closest stored mention won: “{stored.text[:160]}” (cosine {sim:.3f})")
+        if mine.evidence:
+            mid, sim = mine.evidence[0]
+            reasons.append(f"the closest stored mention of {meant.name} has cosine {sim:.3f}")
+    if mention.entity is None and mention.nil_bar is not None:
+        top = mention.candidates[0]
+        reasons.append(
+            f"NIL: {top.entity.name}'s similarity {top.similarity or 0:.3f} is below the bar {mention.nil_bar:.3f} "
+            f"(the larger of the floor and a share of its typical similarity)"
+        )
+    return CorrectionOutcome(key, meant.name, mention, index, result, False, reasons, True, False)
+
+
+def mention_correct(
+    *, user, kb: KnowledgeBase, text: str, start: int, end: int, key: str, pin: bool = False, add_alias: bool = False
+) -> CorrectionOutcome:
+    """"This is the one I meant": store the mention in exactly the context the linker read it in (so the new
+    stored mention is the nearest one there is), link the text again and say whether it now resolves to `key`.
+    `pin` stores it as a pinned correction (that context then always links to `key`); `add_alias` first adds
+    the surface as an alias of `key` (when it is not one, the entity cannot be a candidate)."""
+    if not isinstance(text, str) or not (0 <= start < end <= len(text)):
+        raise LinkingError("the mention's span is outside the text")
+    entity = Entity.objects.filter(kb=kb, key=key).first()
+    if entity is None:
+        raise NotFound(f"no entity {key!r} in {kb.label}")
+    surface = text[start:end]
+    if add_alias and not entity.aliases.filter(norm=fold(surface)).exists():
+        alias_add(user=user, kb=kb, key=key, alias=surface)
+    before = text_link(user=user, kb=kb, text=text, audit=False)
+    _, mention = _mention_at(before, start, end)
+    if mention is None:  # a hand-marked span the detector does not find
+        mention = link(state=kb_state(kb), text=text, spans=[(start, end)], cache=True).mentions[0]
+    context = mention.context or mention_context_plain(text, start, end, style=kb.context_style)
+    mention_add(user=user, kb=kb, key=key, mention=MentionInput(context.text, context.start, context.end), pinned=pin)
+    after = text_link(user=user, kb=kb, text=text)
+    return correction_outcome(kb=kb, result=after, start=start, end=end, key=key)

@@ -6,6 +6,7 @@ app_name = "linking"
 urlpatterns = [
     path("", views.page, name="page"),
     path("kb/<str:model>/", views.kb_entities, name="kb"),
+    path("kb/<str:model>/correct/", views.mention_correct, name="correct"),
     path("kb/<str:model>/entities/<str:key>/", views.entity_detail, name="entity"),
     path("kb/<str:model>/entities/<str:key>/delete/", views.entity_delete, name="entity-delete"),
     path("kb/<str:model>/entities/<str:key>/mentions/", views.mention_add, name="mention-add"),

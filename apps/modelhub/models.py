@@ -44,6 +44,11 @@ class ModelVersion(models.Model):
     def examples(self) -> list[str]:
         return list(self.card.get("examples") or [])
 
+    @property
+    def labelled_examples(self) -> list[dict]:
+        """Hand-written examples with the label they should get ({"text", "label"}), when the card has them."""
+        return [e for e in self.card.get("labelled_examples") or [] if isinstance(e, dict) and e.get("text")]
+
     def file_uri(self, filename: str) -> str:
         return f"{self.uri.rstrip('/')}/{filename}"
 
@@ -102,10 +107,30 @@ class BatchJob(models.Model):
     total = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="when a worker began scoring (for the ETA)")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+
+    @property
+    def rows_per_second(self) -> float | None:
+        """Scoring speed so far (None before the first batch is done)."""
+        from django.utils import timezone
+
+        if not self.started_at or not self.processed:
+            return None
+        end = self.finished_at or timezone.now()
+        elapsed = max((end - self.started_at).total_seconds(), 1e-3)
+        return self.processed / elapsed
+
+    @property
+    def eta_seconds(self) -> int | None:
+        """Seconds left at the speed so far; None when unknown or done."""
+        rate = self.rows_per_second
+        if self.is_done or rate is None or self.total <= self.processed:
+            return None
+        return round((self.total - self.processed) / rate)
 
     @property
     def percent(self) -> int:

@@ -35,6 +35,12 @@ def model_versions_of(*, name: str) -> list[ModelVersion]:
     return list(ModelVersion.objects.filter(name=name).prefetch_related("aliases").order_by("-created_at", "-id"))
 
 
+def model_versions_all(*, kind: str | None = None) -> list[ModelVersion]:
+    """Every registered version (of one kind), by model name then newest first."""
+    qs = ModelVersion.objects.prefetch_related("aliases").order_by("name", "-created_at", "-id")
+    return list(qs.filter(kind=kind) if kind else qs)
+
+
 def model_aliases_of(*, model_version: ModelVersion) -> list[str]:
     return sorted(a.alias for a in model_version.aliases.all())
 

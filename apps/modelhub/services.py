@@ -202,6 +202,69 @@ def flags_csv(*, flags) -> str:
     return out.getvalue()
 
 
+def labelled_examples_check(*, user, model_version: ModelVersion) -> dict:
+    """The card's hand-written labelled examples, scored: a small check a person can read line by line."""
+    examples = model_version.labelled_examples
+    if not examples:
+        return {"rows": [], "n": 0, "correct": 0, "accuracy": None}
+    batch = prediction_make(user=user, model_version=model_version, texts=[e["text"] for e in examples], source="check")
+    rows = [{"text": e["text"], "expected": e.get("label", ""), "predicted": p.label, "ok": p.label == e.get("label")}
+            for e, p in zip(examples, batch.predictions)]
+    correct = sum(r["ok"] for r in rows)
+    return {"rows": rows, "n": len(rows), "correct": correct, "accuracy": round(correct / len(rows), 4)}
+
+
+# --- Comparing two classifiers -----------------------------------------------------------------
+
+COMPARE_MAX_TEXTS = 200
+METRIC_KEYS = (("accuracy", "held-out accuracy"), ("macro_f1", "held-out macro F1"), ("n_test", "held-out texts"),
+               ("n_train", "training texts"))
+
+
+@dataclass
+class ComparedText:
+    text: str
+    a: object  # Prediction
+    b: object
+    agree: bool
+
+
+@dataclass
+class Comparison:
+    a: ModelVersion
+    b: ModelVersion
+    rows: list[ComparedText]  # disagreements first, then in input order
+    disagreements: int
+    latency_ms: tuple[float, float]
+    metrics: list[tuple[str, object, object]]  # (label, a's value, b's value) from the cards' held-out metrics
+
+
+def compare_texts_split(*, text: str) -> list[str]:
+    """One text a line (blank lines skipped); PredictionInputError when there is none or too many."""
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise PredictionInputError("Type at least one text: one a line.")
+    if len(texts) > COMPARE_MAX_TEXTS:
+        raise PredictionInputError(f"At most {COMPARE_MAX_TEXTS} texts (lines) at a time; you gave {len(texts)}.")
+    return texts
+
+
+def texts_compare(*, user, a: ModelVersion, b: ModelVersion, texts: list[str]) -> Comparison:
+    """Both classifiers (two versions of one, or two different ones) on every text, one batch each."""
+    for mv in (a, b):
+        if mv.kind != ModelVersion.Kind.CLASSIFIER:
+            raise PredictionInputError(f"{mv} is an {mv.kind}, not a classifier.")
+    batch_a = prediction_make(user=user, model_version=a, texts=texts, source="compare")
+    batch_b = prediction_make(user=user, model_version=b, texts=texts, source="compare")
+    rows = [ComparedText(text, pa, pb, pa.label == pb.label)
+            for text, pa, pb in zip(texts, batch_a.predictions, batch_b.predictions)]
+    rows.sort(key=lambda r: r.agree)  # stable: disagreements first, each group in input order
+    metrics = [(label, a.metrics.get(key), b.metrics.get(key)) for key, label in METRIC_KEYS
+               if a.metrics.get(key) is not None or b.metrics.get(key) is not None]
+    return Comparison(a=a, b=b, rows=rows, disagreements=sum(not r.agree for r in rows),
+                      latency_ms=(batch_a.latency_ms, batch_b.latency_ms), metrics=metrics)
+
+
 # --- Batch scoring --------------------------------------------------------------------------
 
 def batch_dir() -> Path:
@@ -225,14 +288,134 @@ def csv_header_read(*, data: bytes) -> list[str]:
     return header
 
 
-def batch_job_create(*, user, model_version: ModelVersion, filename: str, data: bytes, text_column: str) -> BatchJob:
+TEXT_COLUMN_NAME_HINT = re.compile(r"text|body|content|review|comment|message|description|sentence|title", re.IGNORECASE)
+NUMBER_RE = re.compile(r"^\s*[-+]?(\d[\d,_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*%?\s*$")
+PREVIEW_SAMPLE_ROWS = 200
+PREVIEW_SHOWN_ROWS = 5
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    name: str
+    filled: int  # non-blank values in the sample
+    numeric: int  # of which look like numbers
+    mean_chars: float  # mean length of the non-numeric values
+    name_hint: bool
+
+    @property
+    def numeric_only(self) -> bool:
+        return self.filled > 0 and self.numeric == self.filled
+
+    @property
+    def text_like(self) -> bool:
+        """Mostly values with letters, not numbers: a column a classifier can read."""
+        return self.filled > 0 and (self.filled - self.numeric) / self.filled >= 0.5
+
+    @property
+    def rank(self) -> float:
+        # The longest text-like column; a telling name (body, text, review…) counts as 50% longer.
+        return self.mean_chars * (1.5 if self.name_hint else 1.0) if self.text_like else -1.0
+
+
+@dataclass(frozen=True)
+class CsvPreview:
+    columns: list[ColumnProfile]
+    text_column: str
+    chosen_automatically: bool
+    reason: str
+    texts: list[str]  # the first rows' values of the text column, exactly as the job will read them
+    sample_rows: int
+
+    @property
+    def chosen(self) -> ColumnProfile:
+        return next(c for c in self.columns if c.name == self.text_column)
+
+    @property
+    def numeric_only(self) -> bool:
+        return self.chosen.numeric_only
+
+
+def _csv_text_decode(*, data: bytes, partial: bool) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if partial and exc.start >= len(data) - 3:  # the browser's slice cut a character in two
+            return data[: exc.start].decode("utf-8-sig")
+        raise BatchInputError(f"The file is not UTF-8 text (byte {exc.start} is invalid): save it as UTF-8 CSV.") from exc
+
+
+def text_column_choose(*, columns: list[ColumnProfile]) -> tuple[str, str]:
+    """(column, why): the longest text-like column, a telling name as a tie-breaker; else the first."""
+    best = max(columns, key=lambda c: c.rank)
+    if best.rank < 0:
+        return columns[0].name, "no column holds text: every column is numbers or empty"
+    why = f"the longest text column (about {best.mean_chars:.0f} characters a row)"
+    if best.name_hint:
+        why += ", and its name says text"
+    return best.name, why
+
+
+def batch_csv_preview(*, data: bytes, text_column: str = "", partial: bool = False) -> CsvPreview:
+    """Reads the header and the first rows the way `batch_job_run` does; picks the text column when
+    `text_column` is blank. `partial`: `data` is the start of a larger file (its last row may be cut)."""
+    text = _csv_text_decode(data=data, partial=partial)
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        header = list(reader.fieldnames or [])
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) > PREVIEW_SAMPLE_ROWS:
+                break
+    except csv.Error as exc:
+        raise BatchInputError(f"The file is not a readable CSV: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise BatchInputError("The CSV is empty: it needs a header row naming its columns.")
+    if partial and len(data) and len(rows) > 1:
+        rows = rows[:-1]
+    rows = rows[:PREVIEW_SAMPLE_ROWS]
+    profiles = []
+    for name in dict.fromkeys(header):
+        values = [(row.get(name) or "") for row in rows]
+        filled = [v for v in values if v.strip()]
+        numbers = [v for v in filled if NUMBER_RE.match(v)]
+        words = [v for v in filled if not NUMBER_RE.match(v)]
+        profiles.append(ColumnProfile(
+            name=name, filled=len(filled), numeric=len(numbers),
+            mean_chars=sum(len(v) for v in words) / len(words) if words else 0.0,
+            name_hint=bool(TEXT_COLUMN_NAME_HINT.search(name)),
+        ))
+    wanted = (text_column or "").strip()
+    if wanted:
+        if wanted not in header:
+            raise BatchInputError(f"The CSV has no column {wanted!r}. Its columns: {', '.join(header)}.")
+        chosen, automatic, reason = wanted, False, "your choice"
+    else:
+        chosen, reason = text_column_choose(columns=profiles)
+        automatic = True
+    return CsvPreview(
+        columns=profiles, text_column=chosen, chosen_automatically=automatic, reason=reason,
+        texts=[(row.get(chosen) or "") for row in rows[:PREVIEW_SHOWN_ROWS]], sample_rows=len(rows),
+    )
+
+
+def batch_job_create(
+    *, user, model_version: ModelVersion, filename: str, data: bytes, text_column: str = "",
+    allow_numeric: bool = False,
+) -> BatchJob:
+    """Queues the CSV for scoring. A blank `text_column` is chosen as the preview chooses it; a column
+    holding only numbers is refused unless `allow_numeric` (scoring ids is never what anyone meant)."""
     limit = settings.BATCH_UPLOAD_MAX_BYTES
     if len(data) > limit:
         raise BatchInputError(f"The file is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB.")
-    header = csv_header_read(data=data)
-    text_column = text_column.strip()
-    if text_column not in header:
-        raise BatchInputError(f"The CSV has no column {text_column!r}. Its columns: {', '.join(header)}.")
+    csv_header_read(data=data)
+    preview = batch_csv_preview(data=data, text_column=text_column)
+    text_column = preview.text_column
+    if preview.numeric_only and not allow_numeric:
+        raise BatchInputError(
+            f"Column {text_column!r} holds only numbers, so the model would score numbers, not text. Choose the "
+            f"text column, or tick “score a numbers-only column anyway”."
+        )
     try:
         total = sum(1 for _ in csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     except csv.Error as exc:
@@ -258,7 +441,7 @@ def batch_job_run(*, job_id: int) -> BatchJob:
     job = BatchJob.objects.select_related("model_version").get(pk=job_id)
     if job.is_done:
         return job
-    BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0)
+    BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0, started_at=timezone.now())
     output_path = batch_dir() / f"{Path(job.input_path).stem.removesuffix('-input')}-scored.csv"
     temporary = output_path.with_suffix(".partial")
     try:

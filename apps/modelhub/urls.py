@@ -14,5 +14,6 @@ urlpatterns = [
     path("<slug:name>/flag/", views.flag_create, name="flag"),
     path("<slug:name>/flags/", views.flag_list_view, name="flags"),
     path("<slug:name>/batch/", views.batch_page, name="batch"),
+    path("<slug:name>/batch/preview/", views.batch_preview, name="batch-preview"),
     path("<slug:name>/alias/", views.alias_move_view, name="alias"),
 ]

@@ -15,7 +15,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from apps.search.errors import SearchError
 
-from .forms import AliasForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
+from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
 from .models import ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
 from .selectors import (
@@ -25,18 +25,24 @@ from .selectors import (
     flag_list,
     model_summary_list,
     model_version_get,
+    model_versions_all,
     model_versions_of,
 )
 from .services import (
     BatchInputError,
     RegistrationRefused,
+    batch_csv_preview,
     batch_job_create,
+    compare_texts_split,
     flags_csv,
+    labelled_examples_check,
     model_alias_move,
     model_register,
     prediction_flag_create,
     prediction_make,
+    texts_compare,
 )
+from .snippets import api_snippets
 from .store import StoreError
 
 TOP_CLASSES = 5
@@ -116,34 +122,52 @@ def model_detail(request, name: str):
             form = PredictForm(versions=versions, initial={"text": form.cleaned_data["text"],
                                                            "version": context["model_version"].version})
             context["form"] = form
+    if request.GET.get("check") and context["model_version"].kind == ModelVersion.Kind.CLASSIFIER:
+        context["check"] = labelled_examples_check(user=request.user, model_version=context["model_version"])
+    if serving.kind == ModelVersion.Kind.CLASSIFIER:
+        text = context.get("text") or (serving.examples[0] if serving.examples else "Type your text here")
+        context["snippets"] = api_snippets(
+            url=request.build_absolute_uri(f"/api/models/{name}/predict"),
+            payload={"inputs": [text], "version": context["model_version"].version},
+        )
     template = "modelhub/detail.html#demo" if request.htmx else "modelhub/detail.html"
     return render(request, template, context)
 
 
+def _model_ref(ref: str) -> ModelVersion:
+    name, _, version = ref.partition("@")
+    return _model_or_404(name=name, version=version or None)
+
+
 @login_required
 def model_compare(request, name: str):
+    """Two classifiers (two versions of one, or two different ones) on one or more texts, one a line."""
     serving = _model_or_404(name=name)
-    versions = model_versions_of(name=name)
-    others = [mv.version for mv in versions if mv.version != serving.version]
-    initial = {"a": serving.version, "b": others[0] if others else serving.version}
+    classifiers = model_versions_all(kind=ModelVersion.Kind.CLASSIFIER)
+    others = [mv for mv in classifiers if mv.name == name and mv.version != serving.version]
+    other = others[0] if others else next((mv for mv in classifiers if mv.name != name), serving)
+    initial = {"a": f"{serving.name}@{serving.version}", "b": f"{other.name}@{other.version}"}
     submitted = "text" in request.GET or "example" in request.GET
-    form = CompareForm(request.GET if submitted else None, versions=versions, initial=initial)
-    context = {"serving": serving, "versions": versions, "form": form}
+    form = CompareForm(request.GET if submitted else None, versions=classifiers, name=name, initial=initial)
+    context = {"serving": serving, "form": form}
     if submitted and form.is_valid():
-        text = form.cleaned_data["text"]
         try:
-            sides = [
-                _outcome(model_version=_model_or_404(name=name, version=form.cleaned_data[side]), text=text,
-                         user=request.user, chart_id=f"compare-chart-{side}")
-                for side in ("a", "b")
-            ]
-            context.update(sides=sides, agree=sides[0]["prediction"].label == sides[1]["prediction"].label, text=text)
+            a, b = _model_ref(form.cleaned_data["a"]), _model_ref(form.cleaned_data["b"])
+            texts = compare_texts_split(text=form.cleaned_data["text"])
+            comparison = texts_compare(user=request.user, a=a, b=b, texts=texts)
+            context.update(comparison=comparison, same_model=a.name == b.name, text=form.cleaned_data["text"])
+            if len(texts) == 1:
+                sides = [
+                    _outcome(model_version=mv, text=texts[0], user=request.user, chart_id=f"compare-chart-{side}")
+                    for side, mv in (("a", a), ("b", b))
+                ]
+                context.update(sides=sides, agree=comparison.rows[0].agree)
         except PredictionInputError as exc:
             form.add_error("text", str(exc))
         except (ModelRuntimeError, StoreError) as exc:
             form.add_error(None, f"The model could not run: {exc}")
         if form.cleaned_data.get("example"):
-            context["form"] = CompareForm(versions=versions, initial={**form.cleaned_data, "example": ""})
+            context["form"] = CompareForm(versions=classifiers, initial={**form.cleaned_data, "example": ""})
     template = "modelhub/compare.html#comparison" if request.htmx else "modelhub/compare.html"
     return render(request, template, context)
 
@@ -196,15 +220,42 @@ def batch_page(request, name: str):
         upload = form.cleaned_data["file"]
         try:
             job = batch_job_create(user=request.user, model_version=model_version, filename=upload.name,
-                                   data=upload.read(), text_column=form.cleaned_data["text_column"])
+                                   data=upload.read(), text_column=form.cleaned_data["text_column"],
+                                   allow_numeric=form.cleaned_data["allow_numeric"])
         except BatchInputError as exc:
             form.add_error(None, str(exc))
         else:
             return redirect("modelhub:batch-detail", job_id=job.id)
     return render(request, "modelhub/batch.html", {
         "serving": serving, "form": form, "jobs": batch_job_list(name=name, user=request.user)[:20],
-        "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20,
+        "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20, "preview_max_bytes": PREVIEW_MAX_BYTES,
     })
+
+
+PREVIEW_MAX_BYTES = 64 * 1024
+
+
+@login_required
+@require_POST
+def batch_preview(request, name: str):
+    """htmx/fetch partial: the column picker and the first rows exactly as the job will score them."""
+    serving = _model_or_404(name=name)
+    form = BatchPreviewForm(request.POST, request.FILES)
+    context = {"serving": serving}
+    if not form.is_valid():
+        context["error"] = "Choose a CSV file first."
+    else:
+        upload = form.cleaned_data["file"]
+        data = upload.read(PREVIEW_MAX_BYTES + 1)
+        partial = form.cleaned_data["partial"] or len(data) > PREVIEW_MAX_BYTES
+        try:
+            context["preview"] = batch_csv_preview(data=data[:PREVIEW_MAX_BYTES], partial=partial,
+                                                   text_column=form.cleaned_data["text_column"])
+        except BatchInputError as exc:
+            context["error"] = str(exc)
+        limit = serving.card.get("input") or {}
+        context["max_chars"] = limit.get("max_chars") if limit.get("kind") == "text" else None
+    return render(request, "modelhub/_batch_preview.html", context)
 
 
 @login_required

@@ -23,7 +23,8 @@ def test_link(api_client, kb):
     assert [(m["text"], m["entity_id"]) for m in body["mentions"]][0] == ("Java", "java_language")
     first = body["mentions"][0]
     assert text[first["start"] : first["end"]] == "Java"
-    assert set(first) == {"start", "end", "text", "entity_id", "entity_name", "type", "score", "candidates"}
+    assert set(first) == {"start", "end", "text", "entity_id", "entity_name", "type", "score", "candidates", "unknown",
+                          "nil_reason"}
     assert first["type"] == "other" and first["entity_name"] == "Java (programming language)"
     assert {c["entity_id"] for c in first["candidates"]} == {"java_language", "java_island"}
     assert post(api_client, "/api/link", {"text": text, "model": "test-kb@1"}).status_code == 200
@@ -58,7 +59,8 @@ def test_entities_list_and_search(api_client, kb):
 
 def test_create_delete_entity_changes_the_next_link(api_client, kb):
     def texas_answer():
-        return post(api_client, "/api/link", {"text": TEXAS_SENTENCE}).json()["mentions"][0]["entity_id"]
+        mentions = post(api_client, "/api/link", {"text": TEXAS_SENTENCE}).json()["mentions"]
+        return next(m for m in mentions if m["text"] == "Paris")["entity_id"]
 
     assert texas_answer() != "paris_texas"
     response = post(api_client, "/api/kb/test-kb/entities", paris_texas_record())
@@ -74,9 +76,9 @@ def test_create_delete_entity_changes_the_next_link(api_client, kb):
 
 def test_create_entity_errors(api_client, kb):
     record = paris_texas_record()
-    record["aliases"] = ["Paris", "PARIS"]
+    record["aliases"] = ["Paris", "PARIS", "Paris, Texas", "P"]  # case variants are fine; "P" is too short
     response = post(api_client, "/api/kb/test-kb/entities", record)
-    assert response.status_code == 400 and "duplicate alias" in response.json()["detail"]
+    assert response.status_code == 400 and "too short" in response.json()["detail"]
     assert not Entity.objects.filter(key="paris_texas").exists()
 
 
@@ -91,3 +93,32 @@ def test_add_mention(api_client, kb):
     response = post(api_client, "/api/kb/test-kb/entities/nope/mentions", {"text": text, "start": 29, "end": 33})
     assert response.status_code == 404
     assert Mention.objects.filter(entity__key="java_island").count() == 4
+
+
+def test_case_variants_of_an_alias_are_merged_not_refused(api_client, kb):
+    from apps.linking.models import Alias
+
+    response = api_client.post(
+        f"/api/kb/{kb.label}/entities",
+        data={"id": "python_language", "name": "Python", "type": "other", "aliases": ["python", "Python", "PYTHON"],
+              "description": "Programming language."},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["aliases"] == ["python"]
+    assert list(Alias.objects.filter(entity__key="python_language").values_list("text", flat=True)) == ["python"]
+    # capitalised variants only: the first is kept (they match the same surfaces)
+    response = api_client.post(
+        f"/api/kb/{kb.label}/entities",
+        data={"id": "monty_python", "name": "Monty Python", "aliases": ["Monty Python", "MONTY PYTHON", "the Pythons"]},
+        content_type="application/json",
+    )
+    assert response.status_code == 201 and response.json()["aliases"] == ["Monty Python", "the Pythons"]
+
+
+def test_unknown_names_come_back_as_nil_mentions(api_client, kb):
+    text = "Angela Merkel met Emmanuel Macron in Berlin to discuss Airbus."
+    body = post(api_client, "/api/link", {"text": text}).json()
+    assert [(m["text"], m["entity_id"], m["unknown"]) for m in body["mentions"]] == [
+        ("Angela Merkel", None, True), ("Emmanuel Macron", None, True), ("Berlin", None, True), ("Airbus", None, True)]
+    assert body["mentions"][0]["nil_reason"] == "a name that no alias in the KB covers"

@@ -117,3 +117,26 @@ def test_reembed_changes_context_style_and_keeps_aggregates(kb):
     assert before.keys() == after.keys() and before != after
     total = np.sum([np.frombuffer(v, dtype=np.float32) for v in after.values()], axis=0)
     np.testing.assert_allclose(entity.aggregate_vector(), total, atol=1e-5)
+
+
+def test_tune_linker_scores_leave_one_out_with_the_linkers_functions(kb, tmp_path):
+    from apps.linking.evaluation import loo_data, loo_evaluate, loo_similarities
+    from apps.linking.linker import LinkerParams, typical_similarity
+
+    out = tmp_path / "tune.json"
+    call_command("tune_linker", k="1,3", prior_weights="0", profile_weights="0.5", thresholds="0", relatives="0,0.9",
+                 json_path=str(out), stdout=io.StringIO())
+    report = json.loads(out.read_text())
+    assert report["model"] == kb.label and len(report["top"]) == 4
+    # the same figures straight from apps.linking.evaluation
+    data = loo_data(kb=kb)
+    params = LinkerParams(score="topk", top_k=3, prior_weight=0, profile_weight=0.5, nil_threshold=0, nil_relative=0)
+    scores = loo_evaluate(data=data, sims=loo_similarities(data=data, vectors=data.stored_vectors), params=params,
+                          typical=typical_similarity(vectors=data.stored_vectors, entity_ids=data.entity_of,
+                                                     profiles=data.profiles, params=params))
+    row = next(r for r in report["top"] if r["k"] == 3 and r["nil_relative"] == 0)
+    assert row["accuracy"] == round(scores["accuracy"], 4) and scores["n_in_kb"] == len(data.cases) // 2
+    # no NIL rule → nothing is NIL; a high relative bar → NIL recall goes up
+    assert scores["nil_recall"] == 0.0
+    strict = next(r for r in report["top"] if r["k"] == 3 and r["nil_relative"] == 0.9)
+    assert strict["nil_recall"] > 0

@@ -65,12 +65,10 @@ def test_span_errors_write_nothing(kb, start, end, message):
 
 def test_duplicate_alias_and_duplicate_id(kb):
     before = counts(kb)
-    with pytest.raises(LinkingError, match="duplicate alias 'paris'"):
-        entity_create(user=None, kb=kb, data=EntityInput(key="paris_x", name="Paris X", aliases=["Paris", "paris"]))
     with pytest.raises(LinkingError, match="already exists"):
         entity_create(user=None, kb=kb, data=EntityInput(key="paris_france", name="Paris"))
-    with pytest.raises(LinkingError, match="duplicate alias"):
-        alias_add(user=None, kb=kb, key="paris_france", alias="PARIS")
+    # a case variant of an existing alias is merged, not refused: "PARIS" is already covered by "Paris"
+    assert alias_add(user=None, kb=kb, key="paris_france", alias="PARIS").text == "Paris"
     with pytest.raises(LinkingError, match="too short"):
         alias_add(user=None, kb=kb, key="paris_france", alias="P")
     with pytest.raises(LinkingError, match="type"):
@@ -137,3 +135,20 @@ def test_serving_kb_is_unique(db):
     b = kb_get_or_create(name="b", serving=True)
     a.refresh_from_db()
     assert b.is_serving and not a.is_serving
+
+
+def test_alias_add_merges_case_variants_towards_the_wider_one(kb):
+    from apps.linking.linker import kb_state
+    from apps.linking.services import ALIAS_CASE_RULE, alias_widest
+
+    assert alias_widest(["Python", "python"]) == "python" and alias_widest(["Python", "PYTHON"]) == "Python"
+    assert "lower case" in ALIAS_CASE_RULE
+    entity = entity_create(user=None, kb=kb, data=EntityInput(key="java_coffee", name="Java (coffee)",
+                                                              aliases=["Java coffee"]))
+    revision = kb.revision
+    merged = alias_add(user=None, kb=kb, key="java_coffee", alias="java coffee")
+    assert merged.text == "java coffee" and list(entity.aliases.values_list("text", flat=True)) == ["java coffee"]
+    kb.refresh_from_db()
+    assert kb.revision == revision + 1
+    # the lower-case alias now matches a lower-case surface too
+    assert kb_state(kb).matcher.find("a cup of java coffee")[0].entity_ids

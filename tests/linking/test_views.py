@@ -31,7 +31,7 @@ def test_page_highlights_mentions_by_type(client, user, kb):
 
 def test_mention_details_without_js_and_with_htmx(client, user, kb):
     client = login(client, user)
-    params = {"text": "Achilles died from the arrow Paris shot at Troy.", "m": "0"}
+    params = {"text": "Achilles died from the arrow Paris shot at Troy.", "m": "1"}  # 0 is Achilles, not in the KB
     html = client.get(reverse("linking:page"), params).content.decode()
     assert 'id="candidates"' in html and "This is the one I meant" in html
     assert re.search(r'data-entity="paris_trojan">', html)
@@ -108,9 +108,19 @@ def test_entity_page_adds_mentions_and_aliases(client, user, kb):
     alias_url = reverse("linking:alias-add", kwargs={"model": kb.label, "key": "java_island"})
     client.post(alias_url, {"alias": "Jawa"})
     response = client.post(alias_url, {"alias": "jawa"}, follow=True)
-    assert "duplicate alias" in response.content.decode()
+    assert "case variant of “Jawa”" not in response.content.decode()  # lower case is wider: it replaces "Jawa"
+    assert "The alias “jawa” is in place" in response.content.decode()
 
 
 def test_page_with_only_a_model_shows_no_error(client, user, kb):
     html = login(client, user).get(reverse("linking:page"), {"model": kb.label}).content.decode()
     assert 'role="alert"' not in html
+
+
+def test_linking_page_shows_api_snippets_with_the_text(client, user):
+    from apps.linking.services import kb_get_or_create
+
+    kb_get_or_create(name="snippet-kb", serving=True)
+    client.force_login(user)
+    html = client.get(reverse("linking:page"), {"text": "Paris is big"}).content.decode()
+    assert "http://testserver/api/link" in html and "&quot;text&quot;: &quot;Paris is big&quot;" in html

@@ -78,6 +78,29 @@ def test_compare_two_versions(logged_in, demo_models, fresh_caches):
     assert "v1:" in html and "v2:" in html and 'id="agreement"' in html
 
 
+def test_compare_several_lines_across_two_classifiers(logged_in, demo_models, fresh_caches):
+    url = reverse("modelhub:compare", args=["tfidf-logreg"])
+    text = "stocks market earnings profit\n\nthe team won the match and the league\ndoctors hospital patients"
+    response = logged_in.get(url, {"a": "tfidf-logreg@1", "b": "minilm-topic@1", "text": text})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.count('<td class="cell-long">') == 3 and "compare-chart-a" not in html  # a table, no charts
+    a, b = demo_models["tfidf-logreg@1"].metrics, demo_models["minilm-topic@1"].metrics
+    assert f'<td class="num">{a["accuracy"]}</td><td class="num">{b["accuracy"]}</td>' in html
+    assert "They disagree on" in html
+
+
+def test_compare_puts_disagreements_first(user, demo_models, fresh_caches):
+    from apps.modelhub.services import texts_compare
+
+    texts = ["stocks market earnings profit", "the team won the match", "doctors hospital patients vaccine",
+             "an election vote in parliament", "new phone software chip"]
+    result = texts_compare(user=user, a=demo_models["tfidf-logreg@1"], b=demo_models["minilm-topic@1"], texts=texts)
+    flags = [r.agree for r in result.rows]
+    assert flags == sorted(flags) and result.disagreements == flags.count(False)
+    assert sorted(r.text for r in result.rows) == sorted(texts)
+
+
 def test_flag_store_list_and_export(logged_in, demo_models, user):
     response = logged_in.post(reverse("modelhub:flag", args=["tfidf-logreg"]), {
         "version": "1", "input_text": "a text about doctors", "predicted_label": "sports",
@@ -137,3 +160,19 @@ def test_staff_register_and_alias_pages(client, staff_user, user, demo_models):
     assert model_version_get(name="tfidf-logreg").version == "2"
     response = client.post(reverse("modelhub:register"), {"uri": "/no/such/folder", "aliases": ""}, follow=True)
     assert "Not registered: No readable card.json" in response.content.decode()
+
+
+def test_hand_written_examples_are_shown_and_checked(logged_in, demo_models, fresh_caches):
+    from apps.modelhub.demo import labelled_examples_load
+
+    labelled = labelled_examples_load()
+    assert len(labelled) == 30 and {e["label"] for e in labelled} == set(demo_models["tfidf-logreg@1"].labels)
+    mv = demo_models["tfidf-logreg@1"]
+    assert mv.labelled_examples == labelled and mv.metrics["readable_check"]["n"] == 30
+    url = reverse("modelhub:detail", args=["tfidf-logreg"])
+    html = logged_in.get(url).content.decode()
+    assert escape(labelled[0]["text"]) in html and '<span class="badge">sports</span>' in html
+    html = logged_in.get(url, {"check": "1"}).content.decode()
+    assert 'id="check-rows"' in html and html.count("<td>sports</td>") >= 3
+    # readable sentences are easy for the demo classifier
+    assert mv.metrics["readable_check"]["accuracy"] >= 0.8

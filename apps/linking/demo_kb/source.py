@@ -1,15 +1,22 @@
-#!/usr/bin/env python3
-"""Generate and validate the demo entity-linking knowledge base.
+"""Generate and validate the demo entity-linking knowledge base from its one data file.
 
-Content lives in the sibling modules ``source_groups_*.py`` (KB entities) and
-``source_heldout*.py`` (held-out labelled sentences).  Running this script
+The content lives in ``source.jsonl`` next to this file, one JSON object a line:
 
-    python apps/linking/demo_kb/source.py
+    {"id": "paris_france", "name": "Paris", "aliases": [...], "type": "place",
+     "description": "...", "url": "https://...", "mentions": ["... tourists to [Paris] every year.", ...]}
+    {"heldout": "heldout", "text": "The mayor of [Paris|paris_france] wants to ban cars ..."}
+    {"heldout": "two_senses", "text": "[Michael Jordan|michael_jordan] visited [Jordan|jordan_country] ..."}
 
-validates everything and writes ``entities.jsonl`` and ``heldout.jsonl`` next
-to this file.  It exits non-zero with a message listing every problem found.
+Running
 
-Notation
+    python -m apps.linking.demo_kb.source
+
+validates everything and writes ``entities.jsonl``, ``heldout.jsonl`` and ``heldout_two_senses.jsonl``
+next to it (``--check`` only compares them with what they should be). It exits non-zero with a
+message listing every problem found. ``tests/linking/test_demo_kb.py`` checks that the committed files
+match the data file.
+
+Notation (``apps.linking.markup``, the same parser the KB editor and the API use)
 --------
 KB mention sentence:  "The probe entered orbit around [Mercury] in 2011."
     exactly one bracketed alias per sentence; the alias must be one of the
@@ -17,41 +24,29 @@ KB mention sentence:  "The probe entered orbit around [Mercury] in 2011."
 Held-out sentence:    "[Mercury|mercury_planet] is close to the Sun."
     one to three bracketed mentions, each "surface|entity_id", where
     entity_id "NIL" means the alias is in the KB but the meaning is not.
-
-Spans are computed here after removing the brackets (end is exclusive), so
-no offset is ever counted by hand.  Standard library only.
+    A "two_senses" sentence names two different things with one name.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from apps.linking.markup import MarkupError, bracketed_parse
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import source_groups_1  # noqa: E402
-import source_groups_2  # noqa: E402
-import source_groups_3  # noqa: E402
-import source_groups_4  # noqa: E402
-import source_groups_5  # noqa: E402
-import source_heldout_1  # noqa: E402
-import source_heldout_2  # noqa: E402
-
-ENTITY_MODULES = [source_groups_1, source_groups_2, source_groups_3, source_groups_4, source_groups_5]
-HELDOUT_MODULES = [source_heldout_1, source_heldout_2]
+SOURCE = HERE / "source.jsonl"
 
 ENTITIES_OUT = HERE / "entities.jsonl"
 HELDOUT_OUT = HERE / "heldout.jsonl"
+HELDOUT_SETS = {"heldout": HELDOUT_OUT, "two_senses": HERE / "heldout_two_senses.jsonl"}
 
 VALID_TYPES = {"person", "place", "organization", "product", "other"}
 ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-KB_BRACKET_RE = re.compile(r"\[([^\[\]|]+)\]")
-HO_BRACKET_RE = re.compile(r"\[([^\[\]|]+)\|([^\[\]|]+)\]")
 WORD_RE = re.compile(r"[\w']+")
 
 MENTIONS_PER_ENTITY = (4, 8)
@@ -85,56 +80,55 @@ def alias_regex(alias: str) -> re.Pattern[str]:
 
 def parse_kb_sentence(raw: str) -> tuple[str, int, int, str]:
     """Return (clean_text, start, end, alias) or raise ValueError."""
-    matches = list(KB_BRACKET_RE.finditer(raw))
-    if len(matches) != 1:
-        raise ValueError(f"expected exactly one [alias], found {len(matches)}")
-    m = matches[0]
-    alias = m.group(1)
-    clean = raw[: m.start()] + alias + raw[m.end():]
-    if "[" in clean or "]" in clean or "|" in clean:
-        raise ValueError("stray bracket or '|' outside the mention")
-    start = m.start()
-    end = start + len(alias)
-    if clean[start:end] != alias:
-        raise ValueError("internal span error")
-    return clean, start, end, alias
+    try:
+        clean, spans = bracketed_parse(raw)
+    except MarkupError as exc:
+        raise ValueError(str(exc)) from exc
+    if len(spans) != 1:
+        raise ValueError(f"expected exactly one [alias], found {len(spans)}")
+    span = spans[0]
+    if span.label is not None or "|" in clean:
+        raise ValueError("stray '|': a KB mention is written [alias]")
+    return clean, span.start, span.end, span.surface
 
 
 def parse_heldout_sentence(raw: str) -> tuple[str, list[tuple[int, int, str, str]]]:
     """Return (clean_text, [(start, end, surface, entity_id_or_NIL), ...])."""
-    out: list[tuple[int, int, str, str]] = []
-    pieces: list[str] = []
-    pos = 0
-    offset = 0  # length of the clean text built so far
-    for m in HO_BRACKET_RE.finditer(raw):
-        before = raw[pos: m.start()]
-        pieces.append(before)
-        offset += len(before)
-        surface, eid = m.group(1), m.group(2).strip()
-        out.append((offset, offset + len(surface), surface, eid))
-        pieces.append(surface)
-        offset += len(surface)
-        pos = m.end()
-    pieces.append(raw[pos:])
-    clean = "".join(pieces)
-    if "[" in clean or "]" in clean or "|" in clean:
+    try:
+        clean, spans = bracketed_parse(raw)
+    except MarkupError as exc:
+        raise ValueError(str(exc)) from exc
+    if "|" in clean or any(span.label is None for span in spans):
         raise ValueError("unparsed bracket or '|' (use [surface|entity_id])")
-    for start, end, surface, _ in out:
-        if clean[start:end] != surface:
-            raise ValueError("internal span error")
-    return clean, out
+    return clean, [(span.start, span.end, span.surface, span.label) for span in spans]
 
 
-def load_entities(problems: Problems) -> list[dict]:
+def source_read(path: Path = SOURCE) -> tuple[list[tuple], dict[str, list[str]]]:
+    """(entity rows as 7-tuples, {held-out set: [bracketed sentences]}) from the data file."""
+    rows: list[tuple] = []
+    heldout: dict[str, list[str]] = defaultdict(list)
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "heldout" in record:
+            heldout[record["heldout"]].append(record["text"])
+        else:
+            rows.append((record["id"], record["name"], record["aliases"], record["type"], record["description"],
+                         record.get("url"), record["mentions"]))
+    return rows, dict(heldout)
+
+
+def load_entities(problems: Problems, rows: list[tuple]) -> list[dict]:
     entities: list[dict] = []
-    for module in ENTITY_MODULES:
-        for row in module.ENTITIES:
-            where = f"{module.__name__}"
+    for module in [SOURCE.name]:
+        for row in rows:
+            where = f"{module}"
             if not (isinstance(row, tuple) and len(row) == 7):
                 problems.add(f"{where}: malformed entity row {row!r:.80}")
                 continue
             eid, name, aliases, etype, desc, url, sentences = row
-            where = f"{module.__name__}:{eid}"
+            where = f"{module}:{eid}"
             if not isinstance(eid, str) or not ID_RE.match(eid):
                 problems.add(f"{where}: id is not lowercase snake_case")
             if etype not in VALID_TYPES:
@@ -190,7 +184,7 @@ def load_entities(problems: Problems) -> list[dict]:
     return entities
 
 
-def load_heldout(problems: Problems, entities: list[dict]) -> list[dict]:
+def load_heldout(problems: Problems, entities: list[dict], sentences: list[str], name: str = "heldout") -> list[dict]:
     by_id = {e["id"]: e for e in entities}
     alias_owners: dict[str, set[str]] = defaultdict(set)
     for e in entities:
@@ -199,9 +193,9 @@ def load_heldout(problems: Problems, entities: list[dict]) -> list[dict]:
     all_alias_res = [(a, alias_regex(a)) for a in alias_owners]
 
     records: list[dict] = []
-    for module in HELDOUT_MODULES:
-        for i, raw in enumerate(module.HELDOUT):
-            where = f"{module.__name__}[{i}]"
+    for module in [name]:
+        for i, raw in enumerate(sentences):
+            where = f"{module}[{i}]"
             try:
                 clean, spans = parse_heldout_sentence(raw)
             except ValueError as exc:
@@ -274,26 +268,53 @@ def check_coverage(problems: Problems, entities: list[dict], records: list[dict]
             problems.add(f"coverage: ambiguous entity {e['id']!r} has no held-out gold mention")
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+def check_two_senses(problems: Problems, records: list[dict]) -> None:
+    """Each sentence names two different things (or one thing and NIL) with words of one name."""
+    for r in records:
+        words = [({w.removesuffix("s") for w in WORD_RE.findall(m["text"].lower())}, m["entity_id"])
+                 for m in r["mentions"]]
+        if not any(a & b and ea != eb for i, (a, ea) in enumerate(words) for b, eb in words[i + 1:]):
+            problems.add(f"two_senses: no two mentions share a name with different senses: {r['text']!r}")
 
 
-def main() -> int:
+def jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def generated_files(path: Path = SOURCE) -> tuple[dict[Path, str], list[str]]:
+    """({output file: its content}, problems) from the data file; nothing is written."""
     problems = Problems()
-    entities = load_entities(problems)
-    records = load_heldout(problems, entities)
-    check_coverage(problems, entities, records)
+    rows, heldout = source_read(path)
+    entities = load_entities(problems, rows)
+    files = {ENTITIES_OUT: jsonl_text(entities)}
+    sets = {}
+    for name, out in HELDOUT_SETS.items():
+        sets[name] = load_heldout(problems, entities, heldout.get(name, []), name)
+        files[out] = jsonl_text(sets[name])
+    check_coverage(problems, entities, sets["heldout"])
+    check_two_senses(problems, sets["two_senses"])
+    return files, problems.items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare the generated files with the committed ones")
+    args = parser.parse_args(argv)
+    files, problems = generated_files()
     if problems:
-        print(f"VALIDATION FAILED: {len(problems.items)} problem(s)", file=sys.stderr)
-        for p in problems.items:
+        print(f"VALIDATION FAILED: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
             print("  - " + p, file=sys.stderr)
         return 1
+    if args.check:
+        stale = [p.name for p, content in files.items() if not p.exists() or p.read_text(encoding="utf-8") != content]
+        print("stale: " + ", ".join(stale) if stale else "the generated files match source.jsonl")
+        return 1 if stale else 0
+    for out, content in files.items():
+        out.write_text(content, encoding="utf-8", newline="\n")
 
-    write_jsonl(ENTITIES_OUT, entities)
-    write_jsonl(HELDOUT_OUT, records)
-
+    entities = [json.loads(line) for line in files[ENTITIES_OUT].splitlines()]
+    records = [json.loads(line) for line in files[HELDOUT_OUT].splitlines()]
     groups = ambiguity_groups(entities)
     n_mentions = sum(len(e["mentions"]) for e in entities)
     gold = [m for r in records for m in r["mentions"]]
@@ -309,7 +330,7 @@ def main() -> int:
     print(f"  held-out sentences:  {len(records)}")
     print(f"  gold mentions:       {len(gold)}  (linked {len(gold) - n_nil}, NIL {n_nil})")
     print(f"  NIL share:           {n_nil / len(gold):.1%}")
-    print(f"  wrote {ENTITIES_OUT.relative_to(HERE.parents[2])} and {HELDOUT_OUT.relative_to(HERE.parents[2])}")
+    print(f"  wrote {', '.join(p.name for p in files)}")
     return 0
 
 

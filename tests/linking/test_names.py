@@ -1,0 +1,39 @@
+"""Names no alias covers: capitalised runs, with common words learnt from the KB's own text."""
+from apps.linking.detection import NameModel, longer_name, name_runs, sentence_bounds, unknown_names
+
+MODEL = NameModel.from_texts([
+    "The tourists walked along the river in the evening after the long seven hour flight.",
+    "In the east of the country the king met the president of the club.",
+    "She met Paris at the party where Achilles and Hector argued.",
+])
+
+
+def runs(text):
+    return [r.text for r in name_runs(text, model=MODEL)]
+
+
+def test_capitalised_runs_are_names_and_common_words_are_not():
+    assert runs("Angela Merkel met Emmanuel Macron in Berlin to discuss Airbus.") == [
+        "Angela Merkel", "Emmanuel Macron", "Berlin", "Airbus"]
+    # a first word is a name only when the KB knows it as one, or a name follows it
+    assert runs("Investigators traced the money. After that they left.") == []
+    assert runs("Achilles fought.") == ["Achilles"]
+    assert runs("Samuel L. Jackson starred. Disney's Hercules sang.") == ["Samuel L. Jackson", "Hercules"]
+
+
+def test_an_alias_inside_a_longer_name_is_flagged():
+    text = "Comedian Jordan Peele and Tom Ford met Paris Hilton in East Java."
+    assert longer_name(text, text.index("Jordan"), text.index("Jordan") + 6, model=MODEL).text == "Jordan Peele"
+    assert longer_name(text, text.index("Ford"), text.index("Ford") + 4, model=MODEL).text == "Tom Ford"
+    # qualifiers before a name do not make a new one; neither do acronyms after it
+    assert longer_name(text, text.index("Java"), text.index("Java") + 4, model=MODEL) is None
+    other = "King Paris smiled. Apple CEO Tim Cook spoke. She ate a Granny Smith apple."
+    assert longer_name(other, 5, 10, model=MODEL) is None
+    assert longer_name(other, other.index("Apple"), other.index("Apple") + 5, model=MODEL) is None
+    assert longer_name(other, other.index("apple"), other.index("apple") + 5, model=MODEL) is None
+
+
+def test_unknown_names_skip_covered_spans_and_initials_do_not_end_sentences():
+    text = "Paris Hilton met Angela Merkel."
+    assert [r.text for r in unknown_names(text, covered=[(0, 12)], model=MODEL)] == ["Angela Merkel"]
+    assert len(sentence_bounds("George H. W. Bush led the coalition. Then it ended.")) == 2
