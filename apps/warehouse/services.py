@@ -268,20 +268,46 @@ def _learn(*, fallback_id: int) -> None:
 
 def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseResult | None = None,
             from_states=Fallback.ACTIVE_STATES) -> bool:
-    """The one way out of queued/running: a conditional update, then the audit event."""
+    """The one way out of queued/running: a conditional update, then the audit event.
+
+    Every ending is settled with the bytes the engine really scanned (the result's, else the last
+    figure a tick recorded): a query stopped, timed out, swept or failed after scanning is billed for
+    what it read, so the day's spend includes it. Reused results and queries that never scanned are free.
+    """
     changes: dict = {"state": state, "error": error[:4000], "finished_at": timezone.now(), "inflight_key": None}
-    if result is not None:
-        changes.update(rows=result.rows, row_count=len(result.rows), bytes_scanned=result.bytes_scanned,
-                       bytes_are_estimate=result.bytes_are_estimate, cost_usd=result.cost_usd,
-                       engine_query_id=result.engine_query_id)
-        if state == Fallback.State.SUCCEEDED:
-            changes["progress"] = 1.0
-    elif state != Fallback.State.SUCCEEDED:
-        changes["cost_usd"] = Decimal(0)
-    updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
+    with transaction.atomic():  # read the recorded bytes and settle in one write transaction
+        row = Fallback.objects.select_for_update().filter(pk=fallback_id, state__in=from_states) \
+            .values("bytes_scanned").first()
+        if row is None:
+            return False
+        bytes_scanned = row["bytes_scanned"]
+        if result is not None:
+            changes.update(rows=result.rows, row_count=len(result.rows), bytes_are_estimate=result.bytes_are_estimate,
+                           engine_query_id=result.engine_query_id)
+            if result.bytes_scanned is not None:
+                bytes_scanned = result.bytes_scanned
+            if state == Fallback.State.SUCCEEDED:
+                changes["progress"] = 1.0
+        changes["bytes_scanned"] = bytes_scanned
+        changes["cost_usd"] = settled_cost_usd(state=state, bytes_scanned=bytes_scanned, result=result)
+        updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
     if updated:
         _audit_finished(Fallback.objects.select_related("user").get(pk=fallback_id))
     return bool(updated)
+
+
+def settled_cost_usd(*, state: str, bytes_scanned: int | None, result: WarehouseResult | None) -> Decimal:
+    """What a finished fallback costs: Athena's price of the bytes it scanned, whatever the ending.
+
+    A reused result is free; a success the engine reported no bytes for keeps the backend's own price
+    (Athena's 10 MB minimum); any other ending with no bytes scanned never reached the engine: free."""
+    if result is not None and result.reused_result:
+        return Decimal(0)
+    if bytes_scanned:
+        return scan_cost_usd(bytes_scanned=bytes_scanned)
+    if result is not None and state == Fallback.State.SUCCEEDED:
+        return result.cost_usd
+    return Decimal(0)
 
 
 # --- cancel and sweep --------------------------------------------------------------------------

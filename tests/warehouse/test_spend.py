@@ -1,0 +1,110 @@
+"""Money: every ending of a fallback is billed for what it scanned, and the daily spend ledger
+(per user and team-wide) cannot be overdrawn, even by concurrent requests."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.warehouse.backends.base import WarehouseResult, scan_cost_usd
+from apps.warehouse.backends.local import LocalBackend
+from apps.warehouse.models import Fallback
+from apps.warehouse.selectors import fallback_spent_today_usd
+from apps.warehouse.services import fallback_cancel, fallback_execute, fallback_sweep
+
+from .conftest import fallback_for_search, local_rows_for
+
+pytestmark = pytest.mark.django_db
+
+GIB = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def local_backend(settings, warehouse_data):
+    settings.WAREHOUSE_BACKEND = "local"
+    settings.FALLBACK_DAILY_BUDGET_USD = 5.0
+    settings.FALLBACK_TEAM_DAILY_BUDGET_USD = 50.0
+    settings.FALLBACK_MAX_BYTES_SCANNED = 200 * GIB
+    settings.FALLBACK_CACHE_MAX_AGE_SECONDS = 3600
+    settings.WAREHOUSE_TASK_QUEUE = "celery"
+    settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 0
+
+
+def make_queued(user, query, **extra) -> Fallback:
+    fields = dict(user=user, table="samples", query=query.to_dict(), fingerprint=query.fingerprint(),
+                  limit=query.limit, backend="local", inflight_key=query.fingerprint(), heartbeat_at=timezone.now())
+    return Fallback.objects.create(**{**fields, **extra})
+
+
+def scanning_run(*, scanned: int, then):
+    """A backend run that reports `scanned` bytes through a tick, then ends with `then()`."""
+    def run(self, *, query, spec, request_token, control, **_):
+        control.last_write = 0.0  # make the tick write at once
+        control.tick(engine_query_id="q-1", bytes_scanned=scanned)
+        return then()
+    return run
+
+
+# --- 1. stopped queries are billed --------------------------------------------------------------
+
+def _raise(exc):
+    def fail():
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("ending, state", [
+    (_raise(SoftTimeLimitExceeded()), "timed_out"),
+    (_raise(RuntimeError("engine crashed")), "failed"),
+    (lambda: WarehouseResult(state="cancelled", error="cancelled by a user", engine_query_id="q-1"), "cancelled"),
+    (lambda: WarehouseResult(state="failed", error="Athena: FAILED", bytes_scanned=7 * GIB,
+                             engine_query_id="q-1"), "failed"),
+])
+def test_a_stopped_query_is_billed_for_what_it_scanned(user, warehouse_data, monkeypatch, ending, state):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=200)
+    monkeypatch.setattr(LocalBackend, "run", scanning_run(scanned=3 * GIB, then=ending))
+    fallback = make_queued(user, query)
+    done = fallback_execute(fallback_id=fallback.pk)
+    assert done.state == state
+    scanned = 7 * GIB if "Athena" in done.error else 3 * GIB  # the engine's final figure wins over a tick's
+    assert done.bytes_scanned == scanned
+    assert done.cost_usd == scan_cost_usd(bytes_scanned=scanned) > 0
+    assert fallback_spent_today_usd(user=user) == done.cost_usd
+    event = AuditEvent.objects.get(action="fallback", outcome=state)
+    assert event.cost_usd == pytest.approx(done.cost_usd, abs=Decimal("1e-6"))
+
+
+def test_a_swept_query_is_billed_for_what_it_scanned(user, warehouse_data, settings):
+    settings.FALLBACK_MAX_ATTEMPTS = 1
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=210)
+    dead = make_queued(user, query, state="running", attempts=1, bytes_scanned=2 * GIB, engine_query_id="q-dead")
+    Fallback.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert fallback_sweep(stale_after_seconds=60)["failed"] == 1
+    dead.refresh_from_db()
+    assert dead.state == "failed" and dead.cost_usd == scan_cost_usd(bytes_scanned=2 * GIB)
+    assert fallback_spent_today_usd(user=user) == dead.cost_usd
+
+
+def test_a_cancel_of_a_running_query_that_scanned_is_billed(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=215)
+    running = make_queued(user, query, state="running", attempts=1, bytes_scanned=GIB,
+                          cancel_requested_at=timezone.now() - timedelta(hours=1))
+    Fallback.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    fallback_sweep(stale_after_seconds=60)
+    running.refresh_from_db()
+    assert running.state == "cancelled" and running.cost_usd == scan_cost_usd(bytes_scanned=GIB)
+
+
+def test_queries_that_never_reached_the_engine_or_reused_a_result_stay_free(user, warehouse_data, monkeypatch):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=220)
+    queued = make_queued(user, query)
+    assert fallback_cancel(fallback=queued, user=user).cost_usd == 0
+    other, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=221)
+    monkeypatch.setattr(LocalBackend, "run", scanning_run(scanned=0, then=lambda: WarehouseResult(
+        state="succeeded", rows=[], bytes_scanned=0, reused_result=True, cost_usd=Decimal(0))))
+    assert fallback_execute(fallback_id=make_queued(user, other).pk).cost_usd == 0
+    assert fallback_spent_today_usd(user=user) == 0
