@@ -108,3 +108,79 @@ def test_queries_that_never_reached_the_engine_or_reused_a_result_stay_free(user
         state="succeeded", rows=[], bytes_scanned=0, reused_result=True, cost_usd=Decimal(0))))
     assert fallback_execute(fallback_id=make_queued(user, other).pk).cost_usd == 0
     assert fallback_spent_today_usd(user=user) == 0
+
+
+# --- 2. a spend ledger that cannot be overdrawn --------------------------------------------------
+
+def ask(user, query):
+    return fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+
+
+def test_unknown_estimate_reserves_the_per_query_cutoff(user, warehouse_data, settings, monkeypatch,
+                                                        django_capture_on_commit_callbacks):
+    """Athena cannot estimate: without a similar predecessor the worst case is reserved, not 10 MB."""
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: None)
+    settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB
+    worst = scan_cost_usd(bytes_scanned=100 * GIB)
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=230)
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, query)
+    assert handle.state == "queued" and handle.fallback.bytes_estimate is None
+    assert handle.fallback.estimated_cost_usd == worst
+    assert fallback_spent_today_usd(user=user) == worst
+    settings.FALLBACK_DAILY_BUDGET_USD = float(worst) * 1.5  # room for one worst case, not two
+    other, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=231)
+    refused = ask(user, other)
+    assert refused.state == "refused" and "up to $" in refused.error_message
+
+
+def test_team_wide_cap_refuses_once_everyone_together_spent_it(user, staff_user, warehouse_data, settings,
+                                                               monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: 100 * GIB)
+    each = scan_cost_usd(bytes_scanned=100 * GIB)
+    settings.FALLBACK_TEAM_DAILY_BUDGET_USD = float(each) * 1.5
+    first, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=240)
+    second, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=241)
+    with django_capture_on_commit_callbacks():
+        assert ask(user, first).state == "queued"
+        refused = ask(staff_user, second)  # well within staff_user's own budget
+    assert refused.state == "refused" and "team's daily warehouse budget" in refused.error_message
+
+
+def test_worker_rechecks_the_budget_when_it_claims_the_job(user, warehouse_data, settings, monkeypatch):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=250)
+    queued = make_queued(user, query, bytes_estimate=GIB, estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    # Meanwhile another query of this user cost far more than it had reserved.
+    make_queued(user, warehouse_data.id_query(in_subset=1, missing=1, offset=251)[0], inflight_key=None,
+                state="succeeded", cost_usd=Decimal("4.999"), finished_at=timezone.now())
+    sent = []
+    monkeypatch.setattr(LocalBackend, "run", lambda self, **kwargs: sent.append(kwargs))
+    done = fallback_execute(fallback_id=queued.pk)
+    assert sent == []  # nothing reached the engine
+    assert done.state == "refused" and done.inflight_key is None and done.cost_usd == 0
+    assert "when a worker picked it up" in done.error and "budget" in done.error
+    assert AuditEvent.objects.get(action="fallback", outcome="refused").detail["fallback_id"] == queued.pk
+
+
+def test_worker_runs_a_job_still_within_budget(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=255)
+    queued = make_queued(user, query, bytes_estimate=GIB, estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    assert fallback_execute(fallback_id=queued.pk).state == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)  # each thread has its own connection and commits
+@pytest.mark.parametrize("team", [False, True], ids=["user-cap", "team-cap"])
+def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, team):
+    from django.db import connection
+
+    from .ledger_race import ledger_race
+
+    assert connection.vendor == "sqlite"
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    result = ledger_race(threads=16, estimate_bytes=100 * GIB, user_budget_usd=5.0 if not team else 1e6,
+                         team_budget_usd=5.0 if team else 1e6, team=team)
+    print("LEDGER_RACE", result)
+    assert result["errors"] == []
+    assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
+    assert result["created"] == result["fit_in_budget"] == 10  # 10 × $0.4883 fit in $5
+    assert result["refused"] == 6
