@@ -184,3 +184,30 @@ def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, te
     assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
     assert result["created"] == result["fit_in_budget"] == 10  # 10 × $0.4883 fit in $5
     assert result["refused"] == 6
+
+
+@pytest.mark.integration
+def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_server, warehouse_data):
+    """The same race on a real PostgreSQL (advisory lock): run in a process of its own whose Django
+    database is that server (tests/warehouse/ledger_race.py migrates it)."""
+    import json
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    from tests.conftest import ROOT
+
+    env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "apps.samplescope.settings.test",
+           "DATABASE_URL": postgres_server.database_url("ledger_race"), "DATA_DIR": str(django_settings.DATA_DIR)}
+    run = subprocess.run([sys.executable, "-m", "tests.warehouse.ledger_race", "--threads", "16"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(line for line in run.stdout.splitlines() if line.startswith("LEDGER_RACE "))
+    results = json.loads(line.removeprefix("LEDGER_RACE "))
+    print("LEDGER_RACE", results)
+    for result in results:
+        assert result["database"] == "postgresql"
+        assert result["errors"] == []
+        assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
+        assert result["created"] == result["fit_in_budget"] == 10 and result["refused"] == 6
