@@ -211,3 +211,23 @@ def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_serve
         assert result["errors"] == []
         assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
         assert result["created"] == result["fit_in_budget"] == 10 and result["refused"] == 6
+
+
+def test_panel_shows_the_estimated_cost_and_the_budget_left_while_it_runs(client, user, warehouse_data, settings,
+                                                                          monkeypatch):
+    from django.urls import reverse
+
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: None)  # unknown: worst case
+    settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=260)
+    handle = ask(user, query)
+    client.force_login(user)
+    html = client.get(reverse("warehouse:detail", kwargs={"fallback_id": handle.id}), HTTP_HX_REQUEST="true") \
+        .content.decode()
+    assert "Estimated cost" in html and "up to $0.4883" in html and "worst case reserved" in html
+    assert "Budget left today: <strong class=\"fallback-budget-left\">$4.5117</strong> of your $5.00" in html
+    assert "team: $49.5117 of $50.00" in html
+
+    listing = client.get(reverse("warehouse:list")).content.decode()
+    assert "$4.5117 left" in listing and "$49.5117</strong> of its $50.00 left" in listing
+    assert "≤ 0.488281" in listing  # the reserved worst case, in the Estimated column
