@@ -254,6 +254,9 @@ SUBSET_REFRESH_STALE_AFTER_SECONDS = env_int("SUBSET_REFRESH_STALE_AFTER_SECONDS
 SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned")))
 SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
+# A "complete" learned answer (every matching row of the full table) older than this stops counting as complete,
+# so the search asks the warehouse again for rows added since (0 = no limit).
+SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS = env_int("SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS", 24 * 3600)
 # Rows brought back by fallbacks are kept and searched locally (apps/subsets/README.md).
 SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", True)
 CELERY_BEAT_SCHEDULE["subsets-refresh"] = {
