@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery
+from apps.search.services import search_log_prune
 from apps.search.tables import TableSpec, table_spec_get
 
 from .backends.base import (
@@ -406,6 +407,29 @@ def fallback_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
 def _stop_engine(fallback: Fallback) -> None:
     if fallback.backend == "athena" and fallback.engine_query_id:
         backend_get("athena").stop(engine_query_id=fallback.engine_query_id)
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+ROWS_KEEP_AT_LEAST_SECONDS = 3600  # a finished fallback's rows back the page's merged view for a while
+
+
+def fallback_rows_prune(*, older_than_seconds: int | None = None) -> int:
+    """Drop the row copies (`Fallback.rows`) of fallbacks finished longer ago than the cache age: they can
+    no longer be reused, and the learned store keeps what is worth keeping. Counts, costs and the audit
+    trail stay. Returns how many fallbacks lost their rows."""
+    age = settings.FALLBACK_CACHE_MAX_AGE_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=max(age, ROWS_KEEP_AT_LEAST_SECONDS))
+    return (Fallback.objects.exclude(state__in=Fallback.ACTIVE_STATES).filter(finished_at__lt=cutoff)
+            .exclude(rows=[]).update(rows=[]))
+
+
+def logs_prune(*, older_than_days: int | None = None) -> dict[str, int]:
+    """Retention (`manage.py prune_logs`, beat `warehouse-prune-logs`): search logs older than
+    LOG_RETENTION_DAYS and old fallbacks' row copies. Audit events are never deleted here."""
+    days = settings.LOG_RETENTION_DAYS if older_than_days is None else older_than_days
+    return {"search_logs_deleted": search_log_prune(older_than_days=days),
+            "fallback_rows_pruned": fallback_rows_prune()}
 
 
 # --- audit -------------------------------------------------------------------------------------

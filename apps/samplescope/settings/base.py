@@ -238,6 +238,13 @@ CELERY_BEAT_SCHEDULE["warehouse-sweep-fallbacks"] = {
     "task": "apps.warehouse.tasks.fallback_sweep_task",
     "schedule": env_float("FALLBACK_SWEEP_EVERY_SECONDS", 60.0),
 }
+# Retention (`manage.py prune_logs`): search logs older than this many days, and the row copies of fallbacks
+# finished longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS. Audit events are kept.
+LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
+CELERY_BEAT_SCHEDULE["warehouse-prune-logs"] = {
+    "task": "apps.warehouse.tasks.logs_prune_task",
+    "schedule": env_float("LOG_PRUNE_EVERY_SECONDS", 24 * 3600.0),
+}
 
 # --- The subset's life (apps.subsets) --------------------------------------
 # `manage.py refresh_subset` and the beat task below rebuild the subset from the warehouse.
