@@ -12,6 +12,7 @@ from apps.search.operators import OPERATORS
 from apps.search.query import query_from_params
 from apps.search.tables import default_table_name
 
+from .origin import CROSS_SITE_NOTICE, request_may_start_fallback
 from .pipeline import RowSource, search_answer
 
 router = Router(tags=["search"])
@@ -83,7 +84,13 @@ def search(request):
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
     raw_fallback = (request.GET.get("fallback") or "").strip()
-    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None)
+    may_start_fallback = request_may_start_fallback(request)
+    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
+                           allow_fallback=may_start_fallback)
+    notice = answer.notice
+    if not may_start_fallback and answer.fallback is None and answer.has_warehouse and not answer.complete \
+            and len(answer.rows) < query.limit:
+        notice = CROSS_SITE_NOTICE
     counts = answer.counts
     return {
         "rows": answer.as_dicts(),
@@ -94,7 +101,7 @@ def search(request):
         "complete": answer.complete,
         "has_warehouse": answer.has_warehouse,
         "summary": answer.summary(),
-        "notice": answer.notice,
+        "notice": notice,
         "fallback": answer.fallback.as_api() if answer.fallback is not None else None,
         "elapsed_ms": answer.elapsed_ms,
         "timed_out": answer.timed_out,

@@ -19,6 +19,7 @@ from apps.search.selectors import search_facets, subset_row_count
 from apps.search.tables import default_table_name, table_spec_get, table_spec_list
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
+from .origin import CROSS_SITE_NOTICE, request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, SearchAnswer, search_answer
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
@@ -70,11 +71,13 @@ def search_page(request):
     spec = None
     query = None
     fallback_id = _fallback_id(params)
+    may_start_fallback = request_may_start_fallback(request)
     try:
         query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
         spec = table_spec_get(name=query.table)
         # Asked again with ?fallback=<id> when that fallback finished: merge it, log nothing new.
-        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None)
+        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None,
+                               allow_fallback=may_start_fallback)
     except SearchValidationError as exc:
         errors = exc.errors
     except TableNotFound as exc:
@@ -91,7 +94,10 @@ def search_page(request):
     shown_fallback = answer.fallback.id if answer is not None and answer.fallback is not None else None
     rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
     columns, rows = _cells(answer) if answer is not None else ([], [])
+    fallback_blocked = (not may_start_fallback and answer is not None and answer.fallback is None
+                        and answer.has_warehouse and not answer.complete and len(answer.rows) < answer.query.limit)
     context = {
+        "fallback_blocked_notice": CROSS_SITE_NOTICE if fallback_blocked else "",
         "spec": spec,
         "tables": _safe_table_list(),
         "column_choices": column_choices(spec) if spec else [],
