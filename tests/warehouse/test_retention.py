@@ -65,3 +65,18 @@ def test_prune_logs_runs_daily_from_beat():
 
     assert logs_prune_task.name == entry["task"]
     assert logs_prune_task() == {"search_logs_deleted": 0, "fallback_rows_pruned": 0}
+
+
+def test_a_pruned_fallback_named_by_an_old_link_is_not_taken_for_a_complete_answer(user, warehouse_data, settings,
+                                                                                  django_capture_on_commit_callbacks):
+    from apps.samples.pipeline import search_answer
+
+    settings.WAREHOUSE_BACKEND = "local"
+    query, _, _ = warehouse_data.id_query(in_subset=2, missing=3, offset=300)
+    pruned = Fallback.objects.create(table="samples", query=query.to_dict(), fingerprint=query.fingerprint(),
+                                     limit=query.limit, backend="local", state="succeeded", rows=[], row_count=3,
+                                     finished_at=timezone.now() - timedelta(days=3))
+    with django_capture_on_commit_callbacks():
+        answer = search_answer(user=user, query=query, fallback_id=pruned.pk, log=False)
+    assert not answer.complete  # 2 local rows of 5 wanted: it must not claim "the full dataset has no more"
+    assert answer.fallback is not None and answer.fallback.id != pruned.pk  # asked the warehouse afresh
