@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from .backends.base import scan_cost_usd
 from .models import Fallback, FallbackRequest
 
 
@@ -64,10 +65,14 @@ def day_start(now: datetime | None = None) -> datetime:
 
 
 def _spent_usd(fallbacks: QuerySet[Fallback]) -> Decimal:
-    """Finished ones at what they cost, those in flight at what they reserved (their estimated cost)."""
+    """Finished ones at what they cost; those in flight at what they reserved (their estimated cost), or at
+    what they have scanned so far when that is already more (an estimate from a predecessor can be low)."""
     finished = fallbacks.exclude(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("cost_usd"))["total"]
-    in_flight = fallbacks.filter(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("estimated_cost_usd"))["total"]
-    return (finished or Decimal(0)) + (in_flight or Decimal(0))
+    in_flight = Decimal(0)
+    for reserved, scanned in fallbacks.filter(state__in=Fallback.ACTIVE_STATES).values_list(
+            "estimated_cost_usd", "bytes_scanned"):
+        in_flight += max(reserved, scan_cost_usd(bytes_scanned=scanned) if scanned else Decimal(0))
+    return (finished or Decimal(0)) + in_flight
 
 
 def fallback_spent_today_usd(*, user, exclude_id: int | None = None) -> Decimal:

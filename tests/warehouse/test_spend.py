@@ -231,3 +231,20 @@ def test_panel_shows_the_estimated_cost_and_the_budget_left_while_it_runs(client
     listing = client.get(reverse("warehouse:list")).content.decode()
     assert "$4.5117 left" in listing and "$49.5117</strong> of its $50.00 left" in listing
     assert "≤ 0.488281" in listing  # the reserved worst case, in the Estimated column
+
+
+def test_a_running_query_counts_at_what_it_scanned_once_that_passes_its_reservation(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=270)
+    running = make_queued(user, query, state="running", bytes_estimate=GIB,
+                          estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    assert fallback_spent_today_usd(user=user) == scan_cost_usd(bytes_scanned=GIB)
+    Fallback.objects.filter(pk=running.pk).update(bytes_scanned=50 * GIB)  # a tick: the estimate was low
+    assert fallback_spent_today_usd(user=user) == scan_cost_usd(bytes_scanned=50 * GIB)
+
+
+def test_system_check_refuses_sqlite_without_immediate_transactions(settings):
+    from apps.warehouse.checks import ledger_database_check, ledger_database_problems
+
+    assert ledger_database_check() == []  # the project's settings (and the test settings) are right
+    deferred = {**settings.DATABASES["default"], "OPTIONS": {"timeout": 20}}
+    assert [m.id for m in ledger_database_problems(deferred)] == ["warehouse.E001"]
