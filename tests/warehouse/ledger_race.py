@@ -89,6 +89,31 @@ def ledger_race(*, threads: int, estimate_bytes: int, user_budget_usd: float, te
     }
 
 
+def settle_and_prune_smoke() -> dict:
+    """The other writes of the money path on this database: settling a stopped query on its bytes
+    (`_finish`: SELECT ... FOR UPDATE, then a conditional UPDATE) and pruning row copies (JSON compare)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.warehouse.backends.base import scan_cost_usd
+    from apps.warehouse.models import Fallback
+    from apps.warehouse.services import fallback_rows_prune, fallback_sweep
+
+    common = dict(table="samples", query={}, limit=2, backend="local")
+    long_ago = timezone.now() - timedelta(days=3)
+    stale = Fallback.objects.create(fingerprint="smoke-1", inflight_key="smoke-1", state="running", attempts=99,
+                                    bytes_scanned=3 * 1024**3, heartbeat_at=long_ago, **common)
+    old = Fallback.objects.create(fingerprint="smoke-2", state="succeeded", rows=[{"id": 1}], row_count=1,
+                                  finished_at=long_ago, **common)
+    swept = fallback_sweep(stale_after_seconds=60)
+    stale.refresh_from_db()
+    pruned = fallback_rows_prune(older_than_seconds=3600)
+    old.refresh_from_db()
+    return {"swept_failed": swept["failed"], "swept_cost_ok": stale.cost_usd == scan_cost_usd(bytes_scanned=3 * 1024**3),
+            "pruned": pruned, "rows_after_prune": old.rows}
+
+
 def main() -> None:
     import django
 
@@ -106,6 +131,7 @@ def main() -> None:
                ledger_race(threads=args.threads, estimate_bytes=args.estimate_bytes, user_budget_usd=10**6,
                            team_budget_usd=args.budget, team=True)]
     print("LEDGER_RACE " + json.dumps(results))
+    print("SMOKE " + json.dumps(settle_and_prune_smoke()))
 
 
 if __name__ == "__main__":

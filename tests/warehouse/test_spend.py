@@ -211,6 +211,8 @@ def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_serve
         assert result["errors"] == []
         assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
         assert result["created"] == result["fit_in_budget"] == 10 and result["refused"] == 6
+    smoke = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("SMOKE ")).split(" ", 1)[1])
+    assert smoke == {"swept_failed": 1, "swept_cost_ok": True, "pruned": 1, "rows_after_prune": []}
 
 
 def test_panel_shows_the_estimated_cost_and_the_budget_left_while_it_runs(client, user, warehouse_data, settings,
