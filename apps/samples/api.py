@@ -85,8 +85,8 @@ def search(request):
     )
     raw_fallback = (request.GET.get("fallback") or "").strip()
     may_start_fallback = request_may_start_fallback(request)
-    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
-                           allow_fallback=may_start_fallback)
+    answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
+                           fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None)
     notice = answer.notice
     if not may_start_fallback and answer.fallback is None and answer.has_warehouse and not answer.complete \
             and len(answer.rows) < query.limit:

@@ -110,7 +110,8 @@ def settle_and_prune_smoke() -> dict:
     stale.refresh_from_db()
     pruned = fallback_rows_prune(older_than_seconds=3600)
     old.refresh_from_db()
-    return {"swept_failed": swept["failed"], "swept_cost_ok": stale.cost_usd == scan_cost_usd(bytes_scanned=3 * 1024**3),
+    return {"swept_failed": swept["failed"],
+            "swept_cost_ok": stale.cost_usd == scan_cost_usd(bytes_scanned=3 * 1024**3),
             "pruned": pruned, "rows_after_prune": old.rows}
 
 

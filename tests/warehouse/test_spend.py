@@ -2,21 +2,31 @@
 (per user and team-wide) cannot be overdrawn, even by concurrent requests."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings as django_settings
+from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.warehouse.backends.base import WarehouseResult, scan_cost_usd
 from apps.warehouse.backends.local import LocalBackend
+from apps.warehouse.checks import ledger_database_check, ledger_database_problems
 from apps.warehouse.models import Fallback
 from apps.warehouse.selectors import fallback_spent_today_usd
 from apps.warehouse.services import fallback_cancel, fallback_execute, fallback_sweep
+from tests.conftest import ROOT
 
 from .conftest import fallback_for_search, local_rows_for
+from .ledger_race import ledger_race
 
 pytestmark = pytest.mark.django_db
 
@@ -171,10 +181,6 @@ def test_worker_runs_a_job_still_within_budget(user, warehouse_data):
 @pytest.mark.django_db(transaction=True)  # each thread has its own connection and commits
 @pytest.mark.parametrize("team", [False, True], ids=["user-cap", "team-cap"])
 def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, team):
-    from django.db import connection
-
-    from .ledger_race import ledger_race
-
     assert connection.vendor == "sqlite"
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     result = ledger_race(threads=16, estimate_bytes=100 * GIB, user_budget_usd=5.0 if not team else 1e6,
@@ -190,15 +196,7 @@ def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, te
 def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_server, warehouse_data):
     """The same race on a real PostgreSQL (advisory lock): run in a process of its own whose Django
     database is that server (tests/warehouse/ledger_race.py migrates it)."""
-    import json
-    import subprocess
-    import sys
-
-    from django.conf import settings as django_settings
-
-    from tests.conftest import ROOT
-
-    env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "apps.samplescope.settings.test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "apps.samplescope.settings.test",
            "DATABASE_URL": postgres_server.database_url("ledger_race"), "DATA_DIR": str(django_settings.DATA_DIR)}
     run = subprocess.run([sys.executable, "-m", "tests.warehouse.ledger_race", "--threads", "16"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
@@ -217,8 +215,6 @@ def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_serve
 
 def test_panel_shows_the_estimated_cost_and_the_budget_left_while_it_runs(client, user, warehouse_data, settings,
                                                                           monkeypatch):
-    from django.urls import reverse
-
     monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: None)  # unknown: worst case
     settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB
     query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=260)
@@ -245,8 +241,6 @@ def test_a_running_query_counts_at_what_it_scanned_once_that_passes_its_reservat
 
 
 def test_system_check_refuses_sqlite_without_immediate_transactions(settings):
-    from apps.warehouse.checks import ledger_database_check, ledger_database_problems
-
     assert ledger_database_check() == []  # the project's settings (and the test settings) are right
     deferred = {**settings.DATABASES["default"], "OPTIONS": {"timeout": 20}}
     assert [m.id for m in ledger_database_problems(deferred)] == ["warehouse.E001"]
