@@ -341,14 +341,14 @@ def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseR
             if state == Fallback.State.SUCCEEDED:
                 changes["progress"] = 1.0
         changes["bytes_scanned"] = bytes_scanned
-        changes["cost_usd"] = settled_cost_usd(state=state, bytes_scanned=bytes_scanned, result=result)
+        changes["cost_usd"] = _settled_cost_usd(state=state, bytes_scanned=bytes_scanned, result=result)
         updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
     if updated:
         _audit_finished(Fallback.objects.select_related("user").get(pk=fallback_id))
     return bool(updated)
 
 
-def settled_cost_usd(*, state: str, bytes_scanned: int | None, result: WarehouseResult | None) -> Decimal:
+def _settled_cost_usd(*, state: str, bytes_scanned: int | None, result: WarehouseResult | None) -> Decimal:
     """What a finished fallback costs: Athena's price of the bytes it scanned, whatever the ending.
 
     A reused result is free; a success the engine reported no bytes for keeps the backend's own price
