@@ -91,6 +91,63 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+class PostgresServer:
+    """A real PostgreSQL (Debian's package) in a temporary data directory on a free port.
+
+    The server refuses to run as root, so as root the data directory belongs to the `postgres` user
+    and every command runs through `runuser -u postgres --`."""
+
+    def __init__(self):
+        import glob
+        import tempfile
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            pytest.skip("PostgreSQL is not installed: scripts/install_system_deps.sh installs it")
+        self.bin = Path(bins[-1]).parent
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        # Not under pytest's tmp dir: that is private to root (0700) and the postgres user could not enter it.
+        self.dir = Path(tempfile.mkdtemp(prefix="samplescope-pg-"))
+        self.data = self.dir / "data"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        command = ["runuser", "-u", "postgres", "--", *args] if self.as_root else list(args)
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120, **kwargs)
+
+    def start(self) -> None:
+        if self.as_root:
+            shutil.chown(self.dir, user="postgres", group="postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                  "--no-sync")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
+                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def database_url(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the tests that need its locking (the spend ledger)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 def worker_env(redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -12,6 +12,7 @@ from apps.search.operators import OPERATORS
 from apps.search.query import query_from_params
 from apps.search.tables import default_table_name
 
+from .origin import answer_notice, request_may_start_fallback
 from .pipeline import RowSource, search_answer
 
 router = Router(tags=["search"])
@@ -87,8 +88,11 @@ def search(request):
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
     raw_fallback = (request.GET.get("fallback") or "").strip()
-    answer = search_answer(user=request.user, query=query, fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
+    may_start_fallback = request_may_start_fallback(request)
+    answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
+                           fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
                            confirmed=request.GET.get("confirm") == "1")
+    notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
     counts = answer.counts
     return {
         "rows": answer.as_dicts(),
@@ -99,7 +103,7 @@ def search(request):
         "complete": answer.complete,
         "has_warehouse": answer.has_warehouse,
         "summary": answer.summary(),
-        "notice": answer.notice,
+        "notice": notice,
         "unknown_values": answer.unknown_values,
         "fallback": answer.fallback.as_api() if answer.fallback is not None else None,
         "elapsed_ms": answer.elapsed_ms,

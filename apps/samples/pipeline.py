@@ -135,6 +135,8 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     complete = False
 
     attached = fallback_for_query(fallback_id=fallback_id, fingerprint=query.fingerprint()) if fallback_id else None
+    if attached is not None and attached.row_count and not attached.rows:
+        attached = None  # its row copies were pruned (`prune_logs`): answer as a fresh search would
     if attached is not None and attached.state == Fallback.State.SUCCEEDED:
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit

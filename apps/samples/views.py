@@ -20,6 +20,7 @@ from apps.search.selectors import facet_values_known, search_facets, subset_row_
 from apps.search.tables import default_table_name, table_spec_get, table_spec_list
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
+from .origin import answer_notice, request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, SearchAnswer, search_answer
 from .selectors import search_recent_list
 
@@ -138,12 +139,13 @@ def search_page(request):
     spec = None
     query = None
     fallback_id = _fallback_id(params)
+    may_start_fallback = request_may_start_fallback(request)
     try:
         query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
         spec = table_spec_get(name=query.table)
         # Asked again with ?fallback=<id> when that fallback finished: merge it, log nothing new.
         answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None,
-                               confirmed=params.get("confirm") == "1")
+                               allow_fallback=may_start_fallback, confirmed=params.get("confirm") == "1")
     except SearchValidationError as exc:
         errors = exc.errors
     except TableNotFound as exc:
@@ -161,6 +163,7 @@ def search_page(request):
     rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
     columns, rows = _cells(answer) if answer is not None else ([], [])
     context = {
+        "notice": answer_notice(answer=answer, may_start_fallback=may_start_fallback) if answer is not None else "",
         "spec": spec,
         "tables": _safe_table_list(),
         "column_choices": column_choices(spec) if spec else [],

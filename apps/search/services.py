@@ -3,15 +3,26 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 from django.conf import settings
+from django.utils import timezone
 
 from .models import SearchLog
 from .query import SearchQuery
 from .store import SUBSET, subset_current_path, subset_install, subset_tables_copy
 from .tables import TABLE_NAME_RE, quote_identifier, quote_string
+
+
+def search_log_prune(*, older_than_days: int) -> int:
+    """Delete search log rows older than `older_than_days` days (retention); returns how many.
+
+    Fallback requests that pointed at them keep their fallback (the foreign key is set to NULL)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = SearchLog.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 def search_log_create(*, user, query: SearchQuery, rows: int, elapsed_ms: float, needed_fallback: bool,

@@ -103,17 +103,33 @@ class LearnedSnapshot:
     path: Path
     conn: duckdb.DuckDBPyConnection
     tables: frozenset[str]
-    complete: dict[str, set[frozenset]]  # table -> filter sets whose answers hold every matching row
+    complete: dict[str, dict[frozenset, dt.datetime]]  # table -> filter sets whose answers hold every
+    # matching row, each with when it was learned (naive UTC)
 
-    def is_complete(self, *, table: str, wanted: frozenset) -> bool:
-        """Does a complete answer exist for these filters or a subset of them (a broader query)?"""
+    def is_complete(self, *, table: str, wanted: frozenset, learned_after: dt.datetime | None = None) -> bool:
+        """Does a complete answer exist for these filters or a subset of them (a broader query)?
+
+        `learned_after`: only answers learned after it count (older ones may miss rows added since)."""
         known = self.complete.get(table)
         if not known:
             return False
+
+        def fresh(answer: frozenset) -> bool:
+            return answer in known and (learned_after is None or known[answer] > learned_after)
+
         if len(wanted) <= 10:  # look up each subset of the query's filters: 2^n set probes
             items = list(wanted)
-            return any(frozenset(c) in known for r in range(len(items) + 1) for c in combinations(items, r))
-        return any(answer <= wanted for answer in known)
+            return any(fresh(frozenset(c)) for r in range(len(items) + 1) for c in combinations(items, r))
+        return any(answer <= wanted and fresh(answer) for answer in known)
+
+
+def complete_answers_learned_after() -> dt.datetime | None:
+    """A "complete" answer older than SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS no longer counts as complete:
+    the full table may have gained matching rows since (0 = no limit). Naive UTC, as the store keeps times."""
+    max_age = settings.SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS
+    if max_age <= 0:
+        return None
+    return timezone.now().astimezone(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=max_age)
 
 
 def learned_snapshot() -> LearnedSnapshot | None:
@@ -130,10 +146,13 @@ def learned_snapshot() -> LearnedSnapshot | None:
     tables = frozenset(r[0] for r in conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database()"
     ).fetchall())
-    complete: dict[str, set[frozenset]] = {}
+    complete: dict[str, dict[frozenset, dt.datetime]] = {}
     if ANSWERS in tables:
-        for table, filters in conn.execute(f"SELECT table_name, filters FROM {ANSWERS} WHERE complete").fetchall():
-            complete.setdefault(table, set()).add(filters_key(json.loads(filters)))
+        for table, filters, learned_at in conn.execute(
+                f"SELECT table_name, filters, learned_at FROM {ANSWERS} WHERE complete").fetchall():
+            known = complete.setdefault(table, {})
+            key = filters_key(json.loads(filters))
+            known[key] = max(learned_at, known.get(key, learned_at))
     snapshot = LearnedSnapshot(path=path, conn=conn, tables=tables - {ANSWERS, ANSWER_KEYS}, complete=complete)
     _local.snapshot = snapshot
     return snapshot
@@ -159,7 +178,7 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLo
         if snapshot is None:
             return LearnedLookup()
         wanted = filters_key(query.filters)
-        complete = snapshot.is_complete(table=spec.name, wanted=wanted)
+        complete = snapshot.is_complete(table=spec.name, wanted=wanted, learned_after=complete_answers_learned_after())
         if spec.name not in snapshot.tables or len(local_rows) >= query.limit:
             return LearnedLookup(complete=complete)
         seen = {row.get(spec.key) for row in local_rows}

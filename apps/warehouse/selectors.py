@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -7,6 +8,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from .backends.base import scan_cost_usd
 from .models import Fallback, FallbackRequest
 
 
@@ -62,14 +64,59 @@ def day_start(now: datetime | None = None) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def fallback_spent_today_usd(*, user) -> Decimal:
+def _spent_usd(fallbacks: QuerySet[Fallback]) -> Decimal:
+    """Finished ones at what they cost; those in flight at what they reserved (their estimated cost), or at
+    what they have scanned so far when that is already more (an estimate from a predecessor can be low)."""
+    finished = fallbacks.exclude(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("cost_usd"))["total"]
+    in_flight = Decimal(0)
+    for reserved, scanned in fallbacks.filter(state__in=Fallback.ACTIVE_STATES).values_list(
+            "estimated_cost_usd", "bytes_scanned"):
+        in_flight += max(reserved, scan_cost_usd(bytes_scanned=scanned) if scanned else Decimal(0))
+    return (finished or Decimal(0)) + in_flight
+
+
+def fallback_spent_today_usd(*, user, exclude_id: int | None = None) -> Decimal:
     """Today's fallback spend of `user`: what finished ones cost plus the estimates of those in flight."""
     if user is None or not getattr(user, "is_authenticated", False):
         return Decimal(0)
-    mine = Fallback.objects.filter(user=user, created_at__gte=day_start())
-    finished = mine.exclude(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("cost_usd"))["total"]
-    in_flight = mine.filter(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("estimated_cost_usd"))["total"]
-    return (finished or Decimal(0)) + (in_flight or Decimal(0))
+    return _spent_usd(Fallback.objects.filter(user=user, created_at__gte=day_start()).exclude(pk=exclude_id))
+
+
+def fallback_team_spent_today_usd(*, exclude_id: int | None = None) -> Decimal:
+    """Today's fallback spend of everyone together (the team-wide cap)."""
+    return _spent_usd(Fallback.objects.filter(created_at__gte=day_start()).exclude(pk=exclude_id))
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    user_budget: Decimal
+    user_spent: Decimal
+    team_budget: Decimal
+    team_spent: Decimal
+
+    @property
+    def user_left(self) -> Decimal:
+        return max(Decimal(0), self.user_budget - self.user_spent)
+
+    @property
+    def team_left(self) -> Decimal:
+        return max(Decimal(0), self.team_budget - self.team_spent)
+
+    @property
+    def left(self) -> Decimal:
+        """What one more query of this user may cost today: the smaller of the two caps' remainders."""
+        return min(self.user_left, self.team_left)
+
+
+def fallback_budget_left(*, user) -> BudgetLeft:
+    """Today's spend and what is left of the per-user (`FALLBACK_DAILY_BUDGET_USD`) and team-wide
+    (`FALLBACK_TEAM_DAILY_BUDGET_USD`) daily caps."""
+    return BudgetLeft(
+        user_budget=Decimal(str(settings.FALLBACK_DAILY_BUDGET_USD)),
+        user_spent=fallback_spent_today_usd(user=user),
+        team_budget=Decimal(str(settings.FALLBACK_TEAM_DAILY_BUDGET_USD)),
+        team_spent=fallback_team_spent_today_usd(),
+    )
 
 
 def fallback_previous_bytes(*, table: str, backend: str, filter_columns: set[str]) -> int | None:

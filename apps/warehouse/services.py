@@ -14,13 +14,14 @@ from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery
+from apps.search.services import search_log_prune
 from apps.search.tables import TableSpec, table_spec_get
 
 from .backends.base import (
@@ -41,6 +42,7 @@ from .selectors import (
     fallback_previous_bytes,
     fallback_spent_today_usd,
     fallback_stale_list,
+    fallback_team_spent_today_usd,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,20 +82,27 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
         except WarehouseQueryError as exc:
             return _born_finished(fields=fields, state=Fallback.State.FAILED, error=str(exc),
                                   search_log=search_log, local_keys=local_keys)
-        estimated_cost = scan_cost_usd(bytes_scanned=estimate)
-        refusal = _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost)
-        if refusal:
-            return _born_finished(fields=fields, state=Fallback.State.REFUSED, error=refusal, bytes_estimate=estimate,
-                                  estimated_cost=estimated_cost, search_log=search_log, local_keys=local_keys)
+        # Unknown estimate (Athena, no similar predecessor): reserve the worst case, the per-query cutoff
+        # past which the worker stops the query.
+        estimated_cost = scan_cost_usd(bytes_scanned=_reserved_bytes(estimate))
+        fallback = None
         try:
+            # Check and reserve in one write transaction, under the ledger lock: two requests cannot
+            # both see the same headroom (apps/warehouse/README.md, "Budget").
             with transaction.atomic():
-                fallback = Fallback.objects.create(
-                    **fields, inflight_key=fingerprint, bytes_estimate=estimate, estimated_cost_usd=estimated_cost,
-                    heartbeat_at=timezone.now(),
-                    simulated_latency_ms=settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS if backend.name == "local" else 0,
-                )
+                _ledger_lock()
+                refusal = _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost)
+                if not refusal:
+                    fallback = Fallback.objects.create(
+                        **fields, inflight_key=fingerprint, bytes_estimate=estimate,
+                        estimated_cost_usd=estimated_cost, heartbeat_at=timezone.now(),
+                        simulated_latency_ms=settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS if backend.name == "local" else 0,
+                    )
         except IntegrityError:
             continue  # an identical search created it a moment ago: join that one
+        if fallback is None:
+            return _born_finished(fields=fields, state=Fallback.State.REFUSED, error=refusal, bytes_estimate=estimate,
+                                  estimated_cost=estimated_cost, search_log=search_log, local_keys=local_keys)
         request = _request_record(fallback=fallback, user=user, kind=FallbackRequest.Kind.CREATED,
                                   search_log=search_log, local_keys=local_keys)
         transaction.on_commit(lambda: fallback_enqueue(fallback=fallback))
@@ -109,15 +118,41 @@ def _estimate_bytes(*, backend: WarehouseBackend, query, spec) -> int | None:
     return estimate
 
 
-def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal) -> str:
+def _reserved_bytes(estimate: int | None) -> int:
+    """What the ledger reserves for a query: its estimate, or the per-query cutoff when unknown."""
+    return settings.FALLBACK_MAX_BYTES_SCANNED if estimate is None else estimate
+
+
+# Any constant: the key of the PostgreSQL advisory lock that serializes "check the budget + reserve".
+LEDGER_LOCK_KEY = 0x5A4D_5343_4F50
+
+
+def _ledger_lock() -> None:
+    """Serialize budget checks with the reservations they allow, until the current transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock (one for the whole ledger: the team cap spans every
+    user). SQLite: the transaction is already `BEGIN IMMEDIATE` (settings: "transaction_mode"), which
+    takes the database's write lock before the first read, so nothing else to do."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
+
+
+def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal, exclude_id: int | None = None) -> str:
     if estimate is not None and estimate > settings.FALLBACK_MAX_BYTES_SCANNED:
         return (f"Refused: this query would scan about {_human_bytes(estimate)}, over the per-query limit of "
                 f"{_human_bytes(settings.FALLBACK_MAX_BYTES_SCANNED)}. Narrow the filters.")
+    how_much = f"this query would cost {'up to' if estimate is None else 'about'} ${estimated_cost:.4f}"
     budget = Decimal(str(settings.FALLBACK_DAILY_BUDGET_USD))
-    spent = fallback_spent_today_usd(user=user)
-    if spent + estimated_cost > budget:
-        return (f"Refused: today's warehouse budget is ${budget:.2f}; you have used ${spent:.4f} and this query "
-                f"would cost about ${estimated_cost:.4f}. It resets at midnight ({settings.TIME_ZONE}).")
+    spent = fallback_spent_today_usd(user=user, exclude_id=exclude_id)
+    if user is not None and spent + estimated_cost > budget:
+        return (f"Refused: today's warehouse budget is ${budget:.2f}; you have used ${spent:.4f} and {how_much}. "
+                f"It resets at midnight ({settings.TIME_ZONE}).")
+    team_budget = Decimal(str(settings.FALLBACK_TEAM_DAILY_BUDGET_USD))
+    team_spent = fallback_team_spent_today_usd(exclude_id=exclude_id)
+    if team_spent + estimated_cost > team_budget:
+        return (f"Refused: the team's daily warehouse budget is ${team_budget:.2f}; ${team_spent:.4f} is used or "
+                f"reserved and {how_much}. It resets at midnight ({settings.TIME_ZONE}).")
     return ""
 
 
@@ -201,6 +236,8 @@ def request_token(fallback: Fallback) -> str:
 def _claim(*, fallback_id: int) -> Fallback | None:
     """Mark the fallback running for this worker, or None when it is finished or owned by a live run."""
     now = timezone.now()
+    if _refused_at_claim(fallback_id=fallback_id):
+        return None
     claimed = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.QUEUED).update(
         state=Fallback.State.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1, progress=None)
     if claimed:
@@ -220,6 +257,21 @@ def _claim(*, fallback_id: int) -> Fallback | None:
                                    heartbeat_at=fallback.heartbeat_at).update(
         started_at=now, heartbeat_at=now, attempts=F("attempts") + 1)
     return Fallback.objects.get(pk=fallback_id) if took else None
+
+
+def _refused_at_claim(*, fallback_id: int) -> bool:
+    """Check the budget again when a worker picks a queued fallback up: other queries may have cost more
+    than they reserved, or the budget was lowered, since it was accepted. Over budget: refused, nothing sent."""
+    fallback = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.QUEUED).select_related("user").first()
+    if fallback is None:
+        return False
+    refusal = _budget_refusal(user=fallback.user, estimate=fallback.bytes_estimate,
+                              estimated_cost=fallback.estimated_cost_usd, exclude_id=fallback.pk)
+    if not refusal:
+        return False
+    error = "Refused when a worker picked it up, before anything was sent: " + refusal.removeprefix("Refused: ")
+    return _finish(fallback_id=fallback_id, state=Fallback.State.REFUSED, error=error,
+                   from_states=(Fallback.State.QUEUED,))
 
 
 def fallback_execute(*, fallback_id: int, retries_left: int = 0, soft_time_limit: int | None = None) -> Fallback | None:
@@ -268,20 +320,46 @@ def _learn(*, fallback_id: int) -> None:
 
 def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseResult | None = None,
             from_states=Fallback.ACTIVE_STATES) -> bool:
-    """The one way out of queued/running: a conditional update, then the audit event."""
+    """The one way out of queued/running: a conditional update, then the audit event.
+
+    Every ending is settled with the bytes the engine really scanned (the result's, else the last
+    figure a tick recorded): a query stopped, timed out, swept or failed after scanning is billed for
+    what it read, so the day's spend includes it. Reused results and queries that never scanned are free.
+    """
     changes: dict = {"state": state, "error": error[:4000], "finished_at": timezone.now(), "inflight_key": None}
-    if result is not None:
-        changes.update(rows=result.rows, row_count=len(result.rows), bytes_scanned=result.bytes_scanned,
-                       bytes_are_estimate=result.bytes_are_estimate, cost_usd=result.cost_usd,
-                       engine_query_id=result.engine_query_id)
-        if state == Fallback.State.SUCCEEDED:
-            changes["progress"] = 1.0
-    elif state != Fallback.State.SUCCEEDED:
-        changes["cost_usd"] = Decimal(0)
-    updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
+    with transaction.atomic():  # read the recorded bytes and settle in one write transaction
+        row = Fallback.objects.select_for_update().filter(pk=fallback_id, state__in=from_states) \
+            .values("bytes_scanned").first()
+        if row is None:
+            return False
+        bytes_scanned = row["bytes_scanned"]
+        if result is not None:
+            changes.update(rows=result.rows, row_count=len(result.rows), bytes_are_estimate=result.bytes_are_estimate,
+                           engine_query_id=result.engine_query_id)
+            if result.bytes_scanned is not None:
+                bytes_scanned = result.bytes_scanned
+            if state == Fallback.State.SUCCEEDED:
+                changes["progress"] = 1.0
+        changes["bytes_scanned"] = bytes_scanned
+        changes["cost_usd"] = _settled_cost_usd(state=state, bytes_scanned=bytes_scanned, result=result)
+        updated = Fallback.objects.filter(pk=fallback_id, state__in=from_states).update(**changes)
     if updated:
         _audit_finished(Fallback.objects.select_related("user").get(pk=fallback_id))
     return bool(updated)
+
+
+def _settled_cost_usd(*, state: str, bytes_scanned: int | None, result: WarehouseResult | None) -> Decimal:
+    """What a finished fallback costs: Athena's price of the bytes it scanned, whatever the ending.
+
+    A reused result is free; a success the engine reported no bytes for keeps the backend's own price
+    (Athena's 10 MB minimum); any other ending with no bytes scanned never reached the engine: free."""
+    if result is not None and result.reused_result:
+        return Decimal(0)
+    if bytes_scanned:
+        return scan_cost_usd(bytes_scanned=bytes_scanned)
+    if result is not None and state == Fallback.State.SUCCEEDED:
+        return result.cost_usd
+    return Decimal(0)
 
 
 # --- cancel and sweep --------------------------------------------------------------------------
@@ -329,6 +407,29 @@ def fallback_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
 def _stop_engine(fallback: Fallback) -> None:
     if fallback.backend == "athena" and fallback.engine_query_id:
         backend_get("athena").stop(engine_query_id=fallback.engine_query_id)
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+ROWS_KEEP_AT_LEAST_SECONDS = 3600  # a finished fallback's rows back the page's merged view for a while
+
+
+def fallback_rows_prune(*, older_than_seconds: int | None = None) -> int:
+    """Drop the row copies (`Fallback.rows`) of fallbacks finished longer ago than the cache age: they can
+    no longer be reused, and the learned store keeps what is worth keeping. Counts, costs and the audit
+    trail stay. Returns how many fallbacks lost their rows."""
+    age = settings.FALLBACK_CACHE_MAX_AGE_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=max(age, ROWS_KEEP_AT_LEAST_SECONDS))
+    return (Fallback.objects.exclude(state__in=Fallback.ACTIVE_STATES).filter(finished_at__lt=cutoff)
+            .exclude(rows=[]).update(rows=[]))
+
+
+def logs_prune(*, older_than_days: int | None = None) -> dict[str, int]:
+    """Retention (`manage.py prune_logs`, beat `warehouse-prune-logs`): search logs older than
+    LOG_RETENTION_DAYS and old fallbacks' row copies. Audit events are never deleted here."""
+    days = settings.LOG_RETENTION_DAYS if older_than_days is None else older_than_days
+    return {"search_logs_deleted": search_log_prune(older_than_days=days),
+            "fallback_rows_pruned": fallback_rows_prune()}
 
 
 # --- audit -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .backends.base import WarehouseTransientError
-from .services import fallback_execute, fallback_sweep
+from .services import fallback_execute, fallback_sweep, logs_prune
 
 
 @shared_task(
@@ -28,3 +28,8 @@ def fallback_run_task(self, fallback_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=120, time_limit=150)
 def fallback_sweep_task() -> dict:
     return fallback_sweep()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=600, time_limit=660)
+def logs_prune_task() -> dict:
+    return logs_prune()

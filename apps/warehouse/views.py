@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from .models import Fallback
-from .selectors import fallback_can_cancel, fallback_list, fallback_spent_today_usd
+from .selectors import fallback_budget_left, fallback_can_cancel, fallback_list
 from .services import fallback_cancel
 from .views_support import panel_handle, request_id_from
 
@@ -17,8 +17,7 @@ from .views_support import panel_handle, request_id_from
 def fallback_list_page(request):
     return render(request, "warehouse/list.html", {
         "fallbacks": fallback_list(user=request.user),
-        "spent_today": fallback_spent_today_usd(user=request.user),
-        "budget": settings.FALLBACK_DAILY_BUDGET_USD,
+        "budget": fallback_budget_left(user=request.user),
         "backend": settings.WAREHOUSE_BACKEND,
     })
 

@@ -36,7 +36,7 @@ def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_pat
     _point_app_at(own.url)
     own.stop()  # Redis goes away
     try:
-        response = client.get("/healthz")
+        response = client.get("/healthz?details=1")  # the test client calls from 127.0.0.1
         body = response.json()
         assert response.status_code == 503
         assert body["status"] == "failing"
@@ -59,7 +59,7 @@ def test_healthz_reports_redis_down_and_pages_still_render(client, user, tmp_pat
 @pytest.mark.django_db
 def test_healthz_without_subset_says_how_to_build_one(client, settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
-    body = client.get("/healthz").json()
+    body = client.get("/healthz?details=1").json()
     assert body["checks"]["duckdb"]["ok"] is False
     assert "no subset installed" in body["checks"]["duckdb"]["reason"]
 
@@ -70,3 +70,27 @@ def test_pages_send_a_content_security_policy(client, user):
     policy = client.get("/")["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
     assert "default-src 'self'" in policy
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["", "?details=1", "?deep=1", "?deep=1&details=1"])
+def test_public_healthz_is_liveness_only(client, settings, tmp_path, query):
+    """From elsewhere (or through the proxy) /healthz says only that the process answers: no checks, no paths."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"  # a failing check must not show or change the answer
+    for extra in ({"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}):
+        response = client.get("/healthz" + query, **extra)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+        assert str(tmp_path) not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_healthz_details_for_staff_from_anywhere_and_for_localhost(client, staff_user, user, settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
+    assert set(client.get("/healthz?details=1", REMOTE_ADDR="127.0.0.1").json()["checks"]) == {
+        "database", "redis", "worker", "duckdb"}
+    client.force_login(user)  # signed in, not staff: still liveness only from outside
+    assert client.get("/healthz?details=1", REMOTE_ADDR="203.0.113.7").json() == {"status": "ok"}
+    client.force_login(staff_user)
+    response = client.get("/healthz?details=1", REMOTE_ADDR="203.0.113.7")
+    assert response.status_code == 503 and "checks" in response.json()

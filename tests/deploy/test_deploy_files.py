@@ -114,3 +114,59 @@ def test_production_starts_with_a_secret_and_debug_off(tmp_path):
     result = _settings_import(_production_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_production_refuses_the_placeholder_secret_from_env_example(tmp_path):
+    example = dict(line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    result = _settings_import(_production_env(tmp_path, DJANGO_SECRET_KEY=example["DJANGO_SECRET_KEY"]))
+    assert result.returncode != 0 and "placeholder" in result.stderr
+
+
+def test_dockerignore_keeps_secrets_data_and_caches_out_of_the_image():
+    lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert {"deploy/.env", "var", ".git", ".venv", "**/__pycache__", "**/*.sqlite3"} <= lines
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["services"]["web"]["build"]["context"] == ".."  # the root, where .dockerignore is read
+
+
+def test_compose_health_check_passes_against_production_settings(tmp_path):
+    """Start gunicorn as the image does (production settings, a real ALLOWED_HOSTS, HTTPS redirect on) and
+    run the compose health check's own command against it."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = _production_env(tmp_path, DJANGO_ALLOWED_HOSTS="samplescope.internal.example.com",
+                          DJANGO_SSL_REDIRECT="true", DJANGO_HSTS_SECONDS="3600")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "apps.samplescope.wsgi", "--bind",
+                               f"127.0.0.1:{port}", "--workers", "1"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            except urllib.error.HTTPError:
+                break  # answering (400 for the bare IP host)
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.3)
+        check = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["web"]["healthcheck"]["test"]
+        assert check[:3] == ["CMD", "python", "-c"] and "127.0.0.1:8000/healthz" in check[3]
+        code = check[3].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        # The same request as the check, printed: liveness only, no redirect to HTTPS.
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
+                                         headers={"Host": "samplescope.internal.example.com"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200 and response.read() == b'{"status": "ok"}'
+    finally:
+        server.terminate()
+        server.wait(20)

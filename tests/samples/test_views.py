@@ -208,3 +208,37 @@ def test_my_recent_searches_rerun_and_link_their_fallback(logged_in, user, wareh
     fallback = SearchLog.objects.filter(fallback_requests__isnull=False).get().fallback_requests.get().fallback_id
     assert f'href="/fallbacks/{fallback}/">fallback #{fallback}</a>' in recent
     assert "LIMIT 77" not in recent and recent.count("fallback #") == 1  # nobody else's searches
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_search_opened_from_another_site_never_starts_a_fallback(logged_in, demo_subset, site):
+    from apps.warehouse.models import Fallback
+
+    url = "/samples/?text__contains=match&url__contains=sports&limit=1000"  # short locally: would need the warehouse
+    response = logged_in.get(url, HTTP_SEC_FETCH_SITE=site)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert not Fallback.objects.exists()  # nothing billed
+    assert "open this search from the app to query the warehouse" in html and "data-cross-site" in html
+    assert html.count('<tr data-source="subset">') == demo_subset.count(
+        "contains(text, 'match') AND contains(url, 'sports')")  # the local rows still show
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none", None])
+def test_a_search_opened_from_the_app_starts_its_fallback(logged_in, demo_subset, site):
+    from apps.warehouse.models import Fallback
+
+    headers = {"HTTP_SEC_FETCH_SITE": site} if site else {}
+    html = logged_in.get("/samples/?text__contains=match&url__contains=sports&limit=1000", **headers).content.decode()
+    assert Fallback.objects.count() == 1
+    assert "open this search from the app" not in html
+
+
+def test_api_search_from_another_site_never_starts_a_fallback(client, user, demo_subset):
+    from apps.warehouse.models import Fallback
+
+    client.force_login(user)  # a session cookie a cross-site page could make the browser send
+    body = client.get("/api/search?text__contains=match&url__contains=sports&limit=1000",
+                      HTTP_SEC_FETCH_SITE="cross-site").json()
+    assert body["fallback"] is None and "open this search from the app" in body["notice"]
+    assert not Fallback.objects.exists()

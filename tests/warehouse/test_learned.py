@@ -181,3 +181,25 @@ def test_a_search_with_no_match_anywhere_is_sent_to_the_warehouse_only_once(data
     again = search_answer(user=user, query=query)
     assert again.fallback is None and narrower.fallback is None and again.rows == []
     assert Fallback.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_complete_answer_older_than_the_max_age_no_longer_counts_as_complete(dataset, settings):
+    import time
+
+    from apps.warehouse.learned import learned_answer_add, learned_rows_for_search
+
+    settings.SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS = 2
+    query = _query(("text", "contains", "Okafor"), limit=200)
+    local, full = _subset_rows(query), _warehouse_rows(query)
+    assert learned_answer_add(spec=_spec(), query=query, rows=full, fallback_id=None)["complete"]
+    fresh = learned_rows_for_search(query=query, spec=_spec(), local_rows=local)
+    assert fresh.complete
+    time.sleep(2.2)
+    stale = learned_rows_for_search(query=query, spec=_spec(), local_rows=local)
+    assert not stale.complete, "a stale complete answer would keep new warehouse rows out forever"
+    assert {r["id"] for r in stale.rows} == {r["id"] for r in fresh.rows}  # its rows are still served
+    narrower = _query(("text", "contains", "Okafor"), ("lang", "eq", "en"), limit=50)
+    assert not learned_rows_for_search(query=narrower, spec=_spec(), local_rows=_subset_rows(narrower)).complete
+    settings.SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS = 0  # no limit
+    assert learned_rows_for_search(query=query, spec=_spec(), local_rows=local).complete

@@ -69,7 +69,8 @@ def replay_environment(*, learning: bool = True, max_learned_rows: int | None = 
     with tempfile.TemporaryDirectory(prefix="bench-learned-") as learned_dir, override_settings(
             SUBSET_LEARNED_DIR=Path(learned_dir), SUBSET_LEARNING_ENABLED=learning,
             SUBSET_LEARNED_MAX_ROWS=max_learned_rows or settings.SUBSET_LEARNED_MAX_ROWS,
-            WAREHOUSE_BACKEND="local", WAREHOUSE_LOCAL_MIN_LATENCY_MS=0, FALLBACK_DAILY_BUDGET_USD=10**9):
+            WAREHOUSE_BACKEND="local", WAREHOUSE_LOCAL_MIN_LATENCY_MS=0, FALLBACK_DAILY_BUDGET_USD=10**9,
+            FALLBACK_TEAM_DAILY_BUDGET_USD=10**9):
         celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = True, False
         try:
             yield user

@@ -218,7 +218,8 @@ ATHENA_OUTPUT_LOCATION = env_str("ATHENA_OUTPUT_LOCATION", "")
 ATHENA_RESULT_REUSE_MAX_AGE_MINUTES = env_int("ATHENA_RESULT_REUSE_MAX_AGE_MINUTES", 60)
 ATHENA_PRICE_PER_TB_USD = env_float("ATHENA_PRICE_PER_TB_USD", 5.0)
 FALLBACK_CACHE_MAX_AGE_SECONDS = env_int("FALLBACK_CACHE_MAX_AGE_SECONDS", 24 * 3600)
-FALLBACK_DAILY_BUDGET_USD = env_float("FALLBACK_DAILY_BUDGET_USD", 5.0)
+FALLBACK_DAILY_BUDGET_USD = env_float("FALLBACK_DAILY_BUDGET_USD", 5.0)  # per user and day
+FALLBACK_TEAM_DAILY_BUDGET_USD = env_float("FALLBACK_TEAM_DAILY_BUDGET_USD", 50.0)  # everyone together, per day
 FALLBACK_MAX_BYTES_SCANNED = env_int("FALLBACK_MAX_BYTES_SCANNED", 200 * 1024**3)
 FALLBACK_SOFT_TIME_LIMIT = env_int("FALLBACK_SOFT_TIME_LIMIT", 600)
 FALLBACK_TIME_LIMIT = env_int("FALLBACK_TIME_LIMIT", 660)
@@ -233,6 +234,13 @@ WAREHOUSE_LOCAL_MIN_LATENCY_MS = env_int("WAREHOUSE_LOCAL_MIN_LATENCY_MS", 0)
 CELERY_BEAT_SCHEDULE["warehouse-sweep-fallbacks"] = {
     "task": "apps.warehouse.tasks.fallback_sweep_task",
     "schedule": env_float("FALLBACK_SWEEP_EVERY_SECONDS", 60.0),
+}
+# Retention (`manage.py prune_logs`): search logs older than this many days, and the row copies of fallbacks
+# finished longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS. Audit events are kept.
+LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
+CELERY_BEAT_SCHEDULE["warehouse-prune-logs"] = {
+    "task": "apps.warehouse.tasks.logs_prune_task",
+    "schedule": env_float("LOG_PRUNE_EVERY_SECONDS", 24 * 3600.0),
 }
 
 # --- The subset's life (apps.subsets) --------------------------------------
@@ -250,6 +258,9 @@ SUBSET_REFRESH_STALE_AFTER_SECONDS = env_int("SUBSET_REFRESH_STALE_AFTER_SECONDS
 SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned")))
 SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
+# A "complete" learned answer (every matching row of the full table) older than this stops counting as complete,
+# so the search asks the warehouse again for rows added since (0 = no limit).
+SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS = env_int("SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS", 24 * 3600)
 # Rows brought back by fallbacks are kept and searched locally (apps/subsets/README.md).
 SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", True)
 CELERY_BEAT_SCHEDULE["subsets-refresh"] = {

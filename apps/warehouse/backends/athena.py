@@ -181,7 +181,8 @@ class AthenaBackend(WarehouseBackend):
             if state == "FAILED":
                 reason = (execution["Status"].get("AthenaError", {}).get("ErrorMessage")
                           or execution["Status"].get("StateChangeReason") or "Athena reported FAILED")
-                return result(state="failed", error=reason)  # failed queries are not billed
+                # Settled on what it scanned, as every ending is (apps/warehouse/README.md, "Cost").
+                return result(state="failed", error=reason, cost_usd=self._partial_cost(scanned))
             if state == "CANCELLED":
                 # Stopped outside this app (console, workgroup limit): still billed for what it read.
                 return result(state="cancelled", error=execution["Status"].get("StateChangeReason", "")

@@ -1,0 +1,246 @@
+"""Money: every ending of a fallback is billed for what it scanned, and the daily spend ledger
+(per user and team-wide) cannot be overdrawn, even by concurrent requests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings as django_settings
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.warehouse.backends.base import WarehouseResult, scan_cost_usd
+from apps.warehouse.backends.local import LocalBackend
+from apps.warehouse.checks import ledger_database_check, ledger_database_problems
+from apps.warehouse.models import Fallback
+from apps.warehouse.selectors import fallback_spent_today_usd
+from apps.warehouse.services import fallback_cancel, fallback_execute, fallback_sweep
+from tests.conftest import ROOT
+
+from .conftest import fallback_for_search, local_rows_for
+from .ledger_race import ledger_race
+
+pytestmark = pytest.mark.django_db
+
+GIB = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def local_backend(settings, warehouse_data):
+    settings.WAREHOUSE_BACKEND = "local"
+    settings.FALLBACK_DAILY_BUDGET_USD = 5.0
+    settings.FALLBACK_TEAM_DAILY_BUDGET_USD = 50.0
+    settings.FALLBACK_MAX_BYTES_SCANNED = 200 * GIB
+    settings.FALLBACK_CACHE_MAX_AGE_SECONDS = 3600
+    settings.WAREHOUSE_TASK_QUEUE = "celery"
+    settings.WAREHOUSE_LOCAL_MIN_LATENCY_MS = 0
+
+
+def make_queued(user, query, **extra) -> Fallback:
+    fields = dict(user=user, table="samples", query=query.to_dict(), fingerprint=query.fingerprint(),
+                  limit=query.limit, backend="local", inflight_key=query.fingerprint(), heartbeat_at=timezone.now())
+    return Fallback.objects.create(**{**fields, **extra})
+
+
+def scanning_run(*, scanned: int, then):
+    """A backend run that reports `scanned` bytes through a tick, then ends with `then()`."""
+    def run(self, *, query, spec, request_token, control, **_):
+        control.last_write = 0.0  # make the tick write at once
+        control.tick(engine_query_id="q-1", bytes_scanned=scanned)
+        return then()
+    return run
+
+
+# --- 1. stopped queries are billed --------------------------------------------------------------
+
+def _raise(exc):
+    def fail():
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("ending, state", [
+    (_raise(SoftTimeLimitExceeded()), "timed_out"),
+    (_raise(RuntimeError("engine crashed")), "failed"),
+    (lambda: WarehouseResult(state="cancelled", error="cancelled by a user", engine_query_id="q-1"), "cancelled"),
+    (lambda: WarehouseResult(state="failed", error="Athena: FAILED", bytes_scanned=7 * GIB,
+                             engine_query_id="q-1"), "failed"),
+])
+def test_a_stopped_query_is_billed_for_what_it_scanned(user, warehouse_data, monkeypatch, ending, state):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=200)
+    monkeypatch.setattr(LocalBackend, "run", scanning_run(scanned=3 * GIB, then=ending))
+    fallback = make_queued(user, query)
+    done = fallback_execute(fallback_id=fallback.pk)
+    assert done.state == state
+    scanned = 7 * GIB if "Athena" in done.error else 3 * GIB  # the engine's final figure wins over a tick's
+    assert done.bytes_scanned == scanned
+    assert done.cost_usd == scan_cost_usd(bytes_scanned=scanned) > 0
+    assert fallback_spent_today_usd(user=user) == done.cost_usd
+    event = AuditEvent.objects.get(action="fallback", outcome=state)
+    assert event.cost_usd == pytest.approx(done.cost_usd, abs=Decimal("1e-6"))
+
+
+def test_a_swept_query_is_billed_for_what_it_scanned(user, warehouse_data, settings):
+    settings.FALLBACK_MAX_ATTEMPTS = 1
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=210)
+    dead = make_queued(user, query, state="running", attempts=1, bytes_scanned=2 * GIB, engine_query_id="q-dead")
+    Fallback.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert fallback_sweep(stale_after_seconds=60)["failed"] == 1
+    dead.refresh_from_db()
+    assert dead.state == "failed" and dead.cost_usd == scan_cost_usd(bytes_scanned=2 * GIB)
+    assert fallback_spent_today_usd(user=user) == dead.cost_usd
+
+
+def test_a_cancel_of_a_running_query_that_scanned_is_billed(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=215)
+    running = make_queued(user, query, state="running", attempts=1, bytes_scanned=GIB,
+                          cancel_requested_at=timezone.now() - timedelta(hours=1))
+    Fallback.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    fallback_sweep(stale_after_seconds=60)
+    running.refresh_from_db()
+    assert running.state == "cancelled" and running.cost_usd == scan_cost_usd(bytes_scanned=GIB)
+
+
+def test_queries_that_never_reached_the_engine_or_reused_a_result_stay_free(user, warehouse_data, monkeypatch):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=220)
+    queued = make_queued(user, query)
+    assert fallback_cancel(fallback=queued, user=user).cost_usd == 0
+    other, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=221)
+    monkeypatch.setattr(LocalBackend, "run", scanning_run(scanned=0, then=lambda: WarehouseResult(
+        state="succeeded", rows=[], bytes_scanned=0, reused_result=True, cost_usd=Decimal(0))))
+    assert fallback_execute(fallback_id=make_queued(user, other).pk).cost_usd == 0
+    assert fallback_spent_today_usd(user=user) == 0
+
+
+# --- 2. a spend ledger that cannot be overdrawn --------------------------------------------------
+
+def ask(user, query):
+    return fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+
+
+def test_unknown_estimate_reserves_the_per_query_cutoff(user, warehouse_data, settings, monkeypatch,
+                                                        django_capture_on_commit_callbacks):
+    """Athena cannot estimate: without a similar predecessor the worst case is reserved, not 10 MB."""
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: None)
+    settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB
+    worst = scan_cost_usd(bytes_scanned=100 * GIB)
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=230)
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, query)
+    assert handle.state == "queued" and handle.fallback.bytes_estimate is None
+    assert handle.fallback.estimated_cost_usd == worst
+    assert fallback_spent_today_usd(user=user) == worst
+    settings.FALLBACK_DAILY_BUDGET_USD = float(worst) * 1.5  # room for one worst case, not two
+    other, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=231)
+    refused = ask(user, other)
+    assert refused.state == "refused" and "up to $" in refused.error_message
+
+
+def test_team_wide_cap_refuses_once_everyone_together_spent_it(user, staff_user, warehouse_data, settings,
+                                                               monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: 100 * GIB)
+    each = scan_cost_usd(bytes_scanned=100 * GIB)
+    settings.FALLBACK_TEAM_DAILY_BUDGET_USD = float(each) * 1.5
+    first, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=240)
+    second, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=241)
+    with django_capture_on_commit_callbacks():
+        assert ask(user, first).state == "queued"
+        refused = ask(staff_user, second)  # well within staff_user's own budget
+    assert refused.state == "refused" and "team's daily warehouse budget" in refused.error_message
+
+
+def test_worker_rechecks_the_budget_when_it_claims_the_job(user, warehouse_data, settings, monkeypatch):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=250)
+    queued = make_queued(user, query, bytes_estimate=GIB, estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    # Meanwhile another query of this user cost far more than it had reserved.
+    make_queued(user, warehouse_data.id_query(in_subset=1, missing=1, offset=251)[0], inflight_key=None,
+                state="succeeded", cost_usd=Decimal("4.999"), finished_at=timezone.now())
+    sent = []
+    monkeypatch.setattr(LocalBackend, "run", lambda self, **kwargs: sent.append(kwargs))
+    done = fallback_execute(fallback_id=queued.pk)
+    assert sent == []  # nothing reached the engine
+    assert done.state == "refused" and done.inflight_key is None and done.cost_usd == 0
+    assert "when a worker picked it up" in done.error and "budget" in done.error
+    assert AuditEvent.objects.get(action="fallback", outcome="refused").detail["fallback_id"] == queued.pk
+
+
+def test_worker_runs_a_job_still_within_budget(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=255)
+    queued = make_queued(user, query, bytes_estimate=GIB, estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    assert fallback_execute(fallback_id=queued.pk).state == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)  # each thread has its own connection and commits
+@pytest.mark.parametrize("team", [False, True], ids=["user-cap", "team-cap"])
+def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, team):
+    assert connection.vendor == "sqlite"
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    result = ledger_race(threads=16, estimate_bytes=100 * GIB, user_budget_usd=5.0 if not team else 1e6,
+                         team_budget_usd=5.0 if team else 1e6, team=team)
+    print("LEDGER_RACE", result)
+    assert result["errors"] == []
+    assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
+    assert result["created"] == result["fit_in_budget"] == 10  # 10 × $0.4883 fit in $5
+    assert result["refused"] == 6
+
+
+@pytest.mark.integration
+def test_concurrent_requests_never_overdraw_the_budget_postgresql(postgres_server, warehouse_data):
+    """The same race on a real PostgreSQL (advisory lock): run in a process of its own whose Django
+    database is that server (tests/warehouse/ledger_race.py migrates it)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "apps.samplescope.settings.test",
+           "DATABASE_URL": postgres_server.database_url("ledger_race"), "DATA_DIR": str(django_settings.DATA_DIR)}
+    run = subprocess.run([sys.executable, "-m", "tests.warehouse.ledger_race", "--threads", "16"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(line for line in run.stdout.splitlines() if line.startswith("LEDGER_RACE "))
+    results = json.loads(line.removeprefix("LEDGER_RACE "))
+    print("LEDGER_RACE", results)
+    for result in results:
+        assert result["database"] == "postgresql"
+        assert result["errors"] == []
+        assert Decimal(result["reserved_usd"]) <= Decimal(result["budget_usd"])
+        assert result["created"] == result["fit_in_budget"] == 10 and result["refused"] == 6
+    smoke = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("SMOKE ")).split(" ", 1)[1])
+    assert smoke == {"swept_failed": 1, "swept_cost_ok": True, "pruned": 1, "rows_after_prune": []}
+
+
+def test_panel_shows_the_estimated_cost_and_the_budget_left_while_it_runs(client, user, warehouse_data, settings,
+                                                                          monkeypatch):
+    monkeypatch.setattr(LocalBackend, "estimate_bytes", lambda self, **_: None)  # unknown: worst case
+    settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=260)
+    handle = ask(user, query)
+    client.force_login(user)
+    html = client.get(reverse("warehouse:detail", kwargs={"fallback_id": handle.id}), HTTP_HX_REQUEST="true") \
+        .content.decode()
+    assert "Estimated cost" in html and "up to $0.4883" in html and "worst case reserved" in html
+    assert "Budget left today: <strong class=\"fallback-budget-left\">$4.5117</strong> of your $5.00" in html
+    assert "team: $49.5117 of $50.00" in html
+
+    listing = client.get(reverse("warehouse:list")).content.decode()
+    assert "$4.5117 left" in listing and "$49.5117</strong> of its $50.00 left" in listing
+    assert "≤ 0.488281" in listing  # the reserved worst case, in the Estimated column
+
+
+def test_a_running_query_counts_at_what_it_scanned_once_that_passes_its_reservation(user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=270)
+    running = make_queued(user, query, state="running", bytes_estimate=GIB,
+                          estimated_cost_usd=scan_cost_usd(bytes_scanned=GIB))
+    assert fallback_spent_today_usd(user=user) == scan_cost_usd(bytes_scanned=GIB)
+    Fallback.objects.filter(pk=running.pk).update(bytes_scanned=50 * GIB)  # a tick: the estimate was low
+    assert fallback_spent_today_usd(user=user) == scan_cost_usd(bytes_scanned=50 * GIB)
+
+
+def test_system_check_refuses_sqlite_without_immediate_transactions(settings):
+    assert ledger_database_check() == []  # the project's settings (and the test settings) are right
+    deferred = {**settings.DATABASES["default"], "OPTIONS": {"timeout": 20}}
+    assert [m.id for m in ledger_database_problems(deferred)] == ["warehouse.E001"]
