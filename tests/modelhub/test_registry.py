@@ -169,3 +169,20 @@ def test_a_model_whose_outputs_are_not_probabilities_is_refused(tmp_path, demo_b
     same = version_folder(tmp_path / "ok", demo_build, name="not-probs", version="2",
                           model_bytes=_scaled_outputs(source.read_bytes(), 1.0))
     assert model_register(uri=same).version == "2"
+
+
+@pytest.mark.django_db
+def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_path, demo_build, fresh_caches):
+    from django.urls import reverse
+
+    uri = version_folder(tmp_path, demo_build, name="page-clf", version="1")
+    client.force_login(user)
+    response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert not ModelVersion.objects.filter(name="page-clf").exists()
+    assert not AuditEvent.objects.filter(action="model_registration").exists()
+
+    client.force_login(staff_user)
+    response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
+    assert response.status_code == 302 and response["Location"] == reverse("modelhub:detail", args=["page-clf"])
+    assert model_version_get(name="page-clf").registered_by == staff_user
