@@ -39,13 +39,20 @@ def ask(user, query, **kwargs):
 
 def test_over_budget_is_refused_before_anything_is_sent(user, warehouse_data, settings,
                                                          django_capture_on_commit_callbacks):
-    settings.FALLBACK_DAILY_BUDGET_USD = 0.00001  # less than the 10 MB minimum charge
+    from apps.search.tables import table_spec_get
+
     query, _, _ = warehouse_data.id_query(in_subset=2, missing=3)
-    with django_capture_on_commit_callbacks() as callbacks:
+    one_query = scan_cost_usd(bytes_scanned=LocalBackend().estimate_bytes(query=query,
+                                                                          spec=table_spec_get(name="samples")))
+    settings.FALLBACK_DAILY_BUDGET_USD = float(one_query * 3)  # room for three such queries a day...
+    Fallback.objects.create(user=user, table="samples", query={}, fingerprint="earlier", limit=1, backend="local",
+                            state="succeeded", cost_usd=one_query * Decimal("2.5"), finished_at=timezone.now())
+    with django_capture_on_commit_callbacks() as callbacks:  # ...and two and a half are spent already
         handle = ask(user, query)
     assert callbacks == []  # no task was sent
     assert handle.state == "refused"
-    assert "budget" in handle.error_message and "$0.00" in handle.error_message
+    assert "budget" in handle.error_message
+    assert f"you have used ${one_query * Decimal('2.5'):.4f}" in handle.error_message
     assert handle.rows == []
     fallback = Fallback.objects.get(pk=handle.id)
     assert fallback.inflight_key is None and fallback.finished_at is not None
