@@ -11,7 +11,8 @@ puts the line back. A mutation is *killed* when the tests fail and *survives* wh
     python scripts/mutants.py --only budget-ignores-todays-spend,claim-no-takeover
     python scripts/mutants.py --list          # what would run, and whether each line is found
 
-The original line is matched after stripping surrounding whitespace; the replacement keeps the
+`file` may be a list of paths where the code may live (a module about to move): the first that
+holds the line is mutated. The original line is matched after stripping surrounding whitespace; the replacement keeps the
 original's indentation. For a line that occurs several times, `after = "def mention_add("` picks
 the first match after the first line containing that text, and `before = "def f("` the last
 match before it. A line that is not found (the code moved or changed) is reported as
@@ -49,6 +50,7 @@ class Mutant:
     description: str
     after: str = ""
     before: str = ""
+    candidates: list[str] = field(default_factory=list)  # `file` may list where the code may live
     status: str = "not run"
     detail: str = ""
     seconds: float = 0.0
@@ -67,7 +69,8 @@ def mutants_load(path: Path) -> list[Mutant]:
             raise SystemExit(f"{path}: duplicate mutant id {entry['id']!r}")
         seen.add(entry["id"])
         tests = entry["tests"]
-        mutants.append(Mutant(id=entry["id"], file=entry["file"], original=entry["original"],
+        files = entry["file"] if isinstance(entry["file"], list) else [entry["file"]]
+        mutants.append(Mutant(id=entry["id"], file=files[0], candidates=files, original=entry["original"],
                               replacement=entry["replacement"], tests=[tests] if isinstance(tests, str) else list(tests),
                               description=entry["description"], after=entry.get("after", ""),
                               before=entry.get("before", "")))
@@ -98,6 +101,25 @@ def locate(mutant: Mutant, text: str) -> tuple[int | None, str]:
     if not mutant.after and len(matches) > 1:
         return None, f"not applicable: line found {len(matches)} times (add `after` or `before` to pick one)"
     return matches[0], ""
+
+
+def resolve(mutant: Mutant, root: Path) -> tuple[int | None, str]:
+    """Pick the first of the mutant's candidate files that holds its line; set mutant.file to it."""
+    reasons = []
+    for name in mutant.candidates or [mutant.file]:
+        path = root / name
+        if not path.is_file():
+            reasons.append(f"no file {name}")
+            continue
+        index, why = locate(mutant, path.read_text())
+        if index is not None:
+            mutant.file = name
+            return index, ""
+        reasons.append(f"{why.removeprefix('not applicable: ')} in {name}")
+    if all(r.startswith("no file") for r in reasons):
+        return None, f"not applicable: line not found ({'; '.join(reasons)})"
+    found = [r for r in reasons if not r.startswith("no file")]
+    return None, f"not applicable: {'; '.join(found)}"
 
 
 def tree_copy(destination: Path) -> None:
@@ -175,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for m in mutants:
-            path = ROOT / m.file
-            index, why = locate(m, path.read_text()) if path.is_file() else (None, "not applicable: file not found")
+            index, why = resolve(m, ROOT)
             where = f"{m.file}:{index + 1}" if index is not None else f"{m.file} ({why})"
             print(f"{m.id:40} {where}\n    {m.description}\n    tests: {' '.join(m.tests)}")
         return 0
@@ -189,15 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"copied the tree to {tree}", flush=True)
         runnable = []
         for m in mutants:
-            path = tree / m.file
-            if not path.is_file():
-                m.status = "not applicable: file not found"
-                continue
-            index, why = locate(m, path.read_text())
+            index, why = resolve(m, tree)
             if index is None:
                 m.status = why
                 continue
             m.line_no = index
+            present = [t for t in m.tests if (tree / t.split("::")[0]).exists()]
+            if not present:
+                m.status = f"not applicable: none of its tests exist ({' '.join(m.tests)})"
+                continue
+            m.tests = present  # test files listed for where the code may move, and not there yet, are skipped
             runnable.append(m)
 
         if runnable and not args.no_baseline:
