@@ -150,7 +150,8 @@ def pytest_run(*, tree: Path, tests: list[str], scratch: Path, timeout: int) -> 
                f"--basetemp={scratch / 'pytest'}", *tests]
     started = time.monotonic()
     try:
-        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
         code, output = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:
         code = -1

@@ -72,7 +72,7 @@ def test_money_already_spent_today_counts_against_the_budget(user, staff_user, w
         query=second, spec=table_spec_get(name="samples")))
     budget = one_query * 10
     settings.FALLBACK_DAILY_BUDGET_USD = float(budget)
-    common = dict(table="samples", query={}, limit=1, backend="local")
+    common = {"table": "samples", "query": {}, "limit": 1, "backend": "local"}
     # Another user spent far more than the budget today: that is their budget, not this user's.
     Fallback.objects.create(user=staff_user, fingerprint="x", state="succeeded", cost_usd=budget * 100,
                             finished_at=timezone.now(), **common)
@@ -328,12 +328,12 @@ def test_api_needs_authentication(client):
 
 def test_fallback_list_shows_spend(client, user, staff_user, settings):
     settings.FALLBACK_DAILY_BUDGET_USD = 2.5
-    common = dict(table="samples", query={}, limit=1, backend="local")
+    common = {"table": "samples", "query": {}, "limit": 1, "backend": "local"}
     mine = Fallback.objects.create(user=user, fingerprint="a", state="succeeded", cost_usd=Decimal("0.125"),
                                    row_count=7, **common)
     Fallback.objects.create(user=user, fingerprint="b", state="running", inflight_key="b",
                             estimated_cost_usd=Decimal("0.0625"), **common)
-    theirs = Fallback.objects.create(user=staff_user, fingerprint="c", state="succeeded", cost_usd=Decimal("9"),
+    theirs = Fallback.objects.create(user=staff_user, fingerprint="c", state="succeeded", cost_usd=Decimal(9),
                                      **common)
     client.force_login(user)
     response = client.get(reverse("warehouse:list"))
