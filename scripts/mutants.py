@@ -50,7 +50,8 @@ class Mutant:
     description: str
     after: str = ""
     before: str = ""
-    candidates: list[str] = field(default_factory=list)  # `file` may list where the code may live
+    candidates: list[str] = field(default_factory=list)
+    killed_by: str = ""  # `file` may list where the code may live
     status: str = "not run"
     detail: str = ""
     seconds: float = 0.0
@@ -162,15 +163,23 @@ def pytest_run(*, tree: Path, tests: list[str], scratch: Path, timeout: int) -> 
     return code, output, time.monotonic() - started
 
 
+def first_failure(output: str) -> str:
+    """The test that failed first (pytest's short summary: "FAILED path::name - message")."""
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+    return ""
+
+
 def last_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     return lines[-1][:160] if lines else ""
 
 
 def table_print(mutants: list[Mutant], out=sys.stdout) -> None:
-    headers = ("mutant", "where", "result", "s")
-    rows = [(m.id, f"{m.file}:{m.line_no + 1}" if m.line_no is not None else m.file, m.status, f"{m.seconds:.0f}")
-            for m in mutants]
+    headers = ("mutant", "where", "result", "s", "first failing test")
+    rows = [(m.id, f"{m.file}:{m.line_no + 1}" if m.line_no is not None else m.file, m.status, f"{m.seconds:.0f}",
+             m.killed_by.removeprefix("tests/")) for m in mutants]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)), file=out)
     print("  ".join("-" * w for w in widths), file=out)
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      timeout=args.timeout)
                 if code == 1:
                     m.status = "killed"
+                    m.killed_by = first_failure(output)
                 elif code == 0:
                     m.status = "SURVIVED"
                 elif code == -1:
@@ -264,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 m.detail = last_line(output)
             finally:
                 path.write_text(original_text)
-            print(f"[{number}/{len(runnable)}] {m.id}: {m.status} ({m.seconds:.0f}s) {m.detail}", flush=True)
+            print(f"[{number}/{len(runnable)}] {m.id}: {m.status} ({m.seconds:.0f}s) {m.detail}"
+                  + (f" <- {m.killed_by}" if m.killed_by else ""), flush=True)
     finally:
         if args.keep:
             print(f"kept {root}")
