@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export DJANGO_SETTINGS_MODULE ?= apps.samplescope.settings.local
 
-.PHONY: run test setup deps system-deps demo migrate bench clean help
+.PHONY: run test mutants setup deps system-deps demo migrate bench clean help
 
 help:
 	@echo "make run    set up (venv, deps, Redis, demo data and models) and serve http://127.0.0.1:$${PORT:-8000}/"
 	@echo "make test   set up and run the whole test suite (real Redis, Celery and Chromium)"
+	@echo "make mutants  break one line at a time (scripts/mutants.toml) and check the tests notice (not part of make test)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,12 @@ run: setup
 test: deps
 	scripts/install_system_deps.sh --with-browser
 	DJANGO_SETTINGS_MODULE=apps.samplescope.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+
+# Mutation check (scripts/mutants.toml): each mutation must make its tests fail. MUTANTS_ARGS="--only ID,ID"
+# or "--list"; see scripts/mutants.py --help. Not part of `make test`.
+mutants: deps
+	scripts/install_system_deps.sh
+	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
 
 clean:
 	rm -rf $(VENV) var

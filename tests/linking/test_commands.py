@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 
 from apps.linking import demo
 from apps.linking.models import EvaluationRun, KnowledgeBase
+from apps.linking.services import text_link
 
 from .conftest import TEXAS_SENTENCE
 
@@ -73,7 +74,20 @@ def test_import_kb_refuses_bad_files(db, tmp_path):
 
 
 def test_bench_linker_small(kb, tmp_path):
+    from apps.linking.models import Alias, Mention
+
+    # Enough example sentences on the serving KB for the 50-word end-to-end part to run too.
+    kb.examples = [
+        "Volcanoes and rice fields cover the island of Java in Indonesia.",
+        "Programmers love Java because of its huge library of frameworks.",
+        "Amazon delivered my parcel and charged my credit card.",
+        "We walked along the Seine in Paris after visiting the Louvre.",
+        "Achilles died from the arrow Paris shot during the siege of Troy.",
+        "Apple unveiled a new phone, and she ate an apple while watching.",
+    ]
+    kb.save(update_fields=["examples"])
     out = tmp_path / "bench.json"
+    printed = io.StringIO()
     call_command(
         "bench_linker",
         entities=10,
@@ -82,12 +96,34 @@ def test_bench_linker_small(kb, tmp_path):
         repeat=2,
         indexes="numpy",
         json_path=str(out),
-        stdout=io.StringIO(),
+        stdout=printed,
     )
     report = json.loads(out.read_text())
+    assert report == json.loads(printed.getvalue()[printed.getvalue().index("{"):])
+
+    # The counts describe the KB it really built: 10 entities sharing the alias "Paris", 3 mentions each.
+    bench_kb = KnowledgeBase.objects.get(name="bench-paris-10x3")
+    assert report["kb"] == bench_kb.label and bench_kb.entities.count() == 10
+    assert Mention.objects.filter(entity__kb=bench_kb).count() == report["stored_mentions"] == 30
+    assert Alias.objects.filter(kb=bench_kb, text="Paris").count() == report["candidates_per_mention"] == 10
+    assert report["queries"] == 3 and report["repeat"] == 2
+
     numpy_times = report["resolution_ms"]["numpy"]
-    assert {"exact_all_mentions", "with_aggregates", "same_answer_rate"} <= set(numpy_times)
-    assert report["candidates_per_mention"] == 10 and report["stored_mentions"] == 30
+    assert set(numpy_times) == {"index_build_ms", "exact_all_mentions", "with_aggregates", "same_answer_rate"}
+    assert numpy_times["index_build_ms"] > 0
+    for label in ("exact_all_mentions", "with_aggregates"):
+        timing = numpy_times[label]
+        assert 0 < timing["p50"] <= timing["p95"] <= timing["max"] and 0 < timing["mean"] <= timing["max"]
+    # The shortlist keeps the best candidate on these queries: the same answer every time.
+    assert numpy_times["same_answer_rate"] == 1.0
+
+    end_to_end = report["end_to_end_50_words"]
+    assert end_to_end["kb"] == kb.label and end_to_end["words"] == 50
+    words = " ".join(kb.examples).split()[:50]
+    expected = text_link(user=None, kb=kb, text=" ".join(words), audit=False)
+    assert end_to_end["mentions"] == len(expected.mentions) > 0
+    assert 0 < end_to_end["latency_ms"]["p50"] <= end_to_end["latency_ms"]["max"]
+    assert end_to_end["cpu_ms"]["p50"] > 0
 
 
 def test_demo_step_builds_once(db, kb_lines, tmp_path, monkeypatch):

@@ -7,11 +7,13 @@ from apps.linking.models import Entity, KnowledgeBase, Mention
 from apps.linking.services import (
     EntityInput,
     MentionInput,
+    alias_add,
     entity_create,
     entity_delete,
     entity_input_from_json,
     mention_add,
     mention_delete,
+    mention_from_bracketed,
     text_link,
 )
 
@@ -88,17 +90,47 @@ def test_an_edit_by_another_process_is_seen(kb):
     assert rebuilt is not state and rebuilt.entities[entity.pk].mention_count == 0
 
 
+def answers(kb, text):
+    """What the next link request answers: (surface, entity key or None, {candidate key: score})."""
+    result = text_link(user=None, kb=kb, text=text, audit=False)
+    return [(m.text, m.entity.key if m.entity else None, {c.entity.key: c.score for c in m.candidates})
+            for m in result.mentions]
+
+
+FIRE_TEXT = "Amazon is burning and nobody seems to care."
+RAINFOREST_FIRE_MENTIONS = [
+    "The [Amazon] is burning and nobody seems to care about the rainforest.",
+    "Why is the [Amazon] burning? Ranchers clear the rainforest with fire.",
+    "Forest fires are burning across the [Amazon] basin again this dry season.",
+    "Smoke from fires burning in the [Amazon] rainforest drifted over Manaus, and few seemed to care.",
+]
+
+
 def test_add_mention_moves_the_answer(kb):
-    text = "The orchard near the island of Java exports apples."
-    mention_add(
-        user=None,
-        kb=kb,
-        key="java_language",
-        mention=MentionInput("Our orchard software on Java tracks every tree.", 24, 28),
-    )
-    assert Mention.objects.filter(entity__key="java_language").count() == 4
-    assert AuditEvent.objects.filter(action="kb_edit", detail__op="mention_add").count() == 1
-    assert linked(kb, text)  # still answers after the edit
+    """Teaching the river's fire context through mention_add: the next request (same process, its KB
+    state already built) links the burning Amazon to the river instead of the company."""
+    ((surface, entity, before),) = answers(kb, FIRE_TEXT)
+    assert (surface, entity) == ("Amazon", "amazon_company")
+    revision = KnowledgeBase.objects.get(pk=kb.pk).revision
+    for sentence in RAINFOREST_FIRE_MENTIONS:
+        mention_add(user=None, kb=kb, key="amazon_river", mention=mention_from_bracketed(sentence))
+    assert KnowledgeBase.objects.get(pk=kb.pk).revision == revision + len(RAINFOREST_FIRE_MENTIONS)
+    assert Mention.objects.filter(entity__key="amazon_river").count() == 3 + len(RAINFOREST_FIRE_MENTIONS)
+    assert AuditEvent.objects.filter(action="kb_edit", detail__op="mention_add").count() == 4
+
+    ((surface, entity, after),) = answers(kb, FIRE_TEXT)
+    assert (surface, entity) == ("Amazon", "amazon_river")
+    assert after["amazon_river"] > before["amazon_river"] and after["amazon_river"] > after["amazon_company"]
+    assert after["amazon_company"] == pytest.approx(before["amazon_company"], abs=1e-6)  # only the river changed
+
+
+def test_add_alias_is_detected_by_the_next_request(kb):
+    text = "Lutetia was founded by the Parisii on an island in the Seine."
+    assert answers(kb, text) == []  # no alias "Lutetia" yet: nothing detected
+    alias_add(user=None, kb=kb, key="paris_france", alias="Lutetia")
+    ((surface, entity, candidates),) = answers(kb, text)
+    assert (surface, entity) == ("Lutetia", "paris_france") and list(candidates) == ["paris_france"]
+    assert AuditEvent.objects.filter(action="kb_edit", detail__op="alias_add").count() == 1
 
 
 def test_aggregate_embedding_is_kept_in_step(kb):
@@ -151,6 +183,17 @@ def test_both_vector_indexes_agree(kb, index_kind, settings):
 def test_entity_input_type_error_is_clear():
     from apps.linking.services import LinkingError
 
-    with pytest.raises(LinkingError, match="needs id, name"):
+    with pytest.raises(LinkingError) as missing_id:
         entity_input_from_json({"name": "x"}, line=3)
-    assert isinstance(EntityInput(key="a", name="b"), EntityInput)
+    assert str(missing_id.value) == "line 3: needs id, name and mentions [{text, start, end}] ('id')"
+    with pytest.raises(LinkingError) as bad_start:
+        entity_input_from_json({"id": "x", "name": "X", "mentions": [{"text": "X.", "start": "one", "end": 1}]},
+                               line=7)
+    assert str(bad_start.value).startswith("line 7: needs id, name and mentions")
+    assert "'one'" in str(bad_start.value)  # says which value was wrong
+    with pytest.raises(LinkingError, match="^line 9: aliases must be a list$"):
+        entity_input_from_json({"id": "x", "name": "X", "aliases": "X"}, line=9)
+    with pytest.raises(LinkingError, match="^line 2: expected a JSON object$"):
+        entity_input_from_json(["x"], line=2)
+    parsed = entity_input_from_json({"id": "x", "name": "X", "mentions": [{"text": "X.", "start": "0", "end": 1}]})
+    assert parsed == EntityInput(key="x", name="X", type="other", mentions=[MentionInput("X.", 0, 1)])

@@ -120,3 +120,69 @@ def test_register_and_list_commands(tmp_path, demo_build, capsys, fresh_caches):
     bad = version_folder(tmp_path / "bad", demo_build, name="cmd-clf", version="2", model_bytes=b"garbage")
     with pytest.raises(CommandError, match="Refused: Corrupt"):
         call_command("register_model", bad)
+
+
+@pytest.mark.django_db
+def test_a_corrupted_tokenizer_is_refused_at_registration(tmp_path, demo_build, settings, fresh_caches):
+    settings.MODEL_CACHE_DIR = tmp_path / "cache"  # nothing verified earlier in this session can stand in for it
+    uri = version_folder(tmp_path, demo_build, source="minilm-topic@1", name="tok-clf", version="1")
+    tokenizer_path = local_path(uri) / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["paris"], vocab["the"] = vocab["the"], vocab["paris"]  # still a valid tokenizer, just the wrong one
+    tokenizer_path.write_text(json.dumps(tokenizer))
+
+    with pytest.raises(RegistrationRefused, match="Wrong checksum: .*tokenizer.json"):
+        model_register(uri=uri, aliases=("production",))
+    assert not ModelVersion.objects.filter(name="tok-clf").exists()
+    assert not ModelAlias.objects.filter(name="tok-clf").exists()
+    event = AuditEvent.objects.get(action="model_registration")
+    assert event.outcome == "refused" and "tokenizer.json" in event.detail["reason"]
+
+
+def _scaled_outputs(model_bytes: bytes, factor: float) -> bytes:
+    """The same classifier with its `probabilities` output multiplied by `factor`."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    (producer,) = [node for node in graph.node if "probabilities" in node.output]
+    producer.output[list(producer.output).index("probabilities")] = "unscaled_probabilities"
+    graph.initializer.append(numpy_helper.from_array(np.array(factor, dtype=np.float32), name="scale_factor"))
+    graph.node.append(helper.make_node("Mul", ["unscaled_probabilities", "scale_factor"], ["probabilities"]))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.django_db
+def test_a_model_whose_outputs_are_not_probabilities_is_refused(tmp_path, demo_build, fresh_caches):
+    source = local_path(demo_build.published["tfidf-logreg@2"][0]) / "model.onnx"
+    scaled = _scaled_outputs(source.read_bytes(), 3.0)
+    uri = version_folder(tmp_path, demo_build, name="not-probs", version="1", model_bytes=scaled)
+    with pytest.raises(RegistrationRefused, match="not probabilities"):
+        model_register(uri=uri, aliases=("production",))
+    assert not ModelVersion.objects.filter(name="not-probs").exists()
+
+    # The same surgery with a factor of 1 registers: the refusal is about the values, not the graph.
+    same = version_folder(tmp_path / "ok", demo_build, name="not-probs", version="2",
+                          model_bytes=_scaled_outputs(source.read_bytes(), 1.0))
+    assert model_register(uri=same).version == "2"
+
+
+@pytest.mark.django_db
+def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_path, demo_build, fresh_caches):
+    from django.urls import reverse
+
+    uri = version_folder(tmp_path, demo_build, name="page-clf", version="1")
+    client.force_login(user)
+    response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert not ModelVersion.objects.filter(name="page-clf").exists()
+    assert not AuditEvent.objects.filter(action="model_registration").exists()
+
+    client.force_login(staff_user)
+    response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
+    assert response.status_code == 302 and response["Location"] == reverse("modelhub:detail", args=["page-clf"])
+    assert model_version_get(name="page-clf").registered_by == staff_user

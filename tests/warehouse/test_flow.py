@@ -133,3 +133,37 @@ def test_soft_time_limit_marks_the_fallback_timed_out(queue_worker_factory, user
     assert done.state == "timed_out" and "2s time limit" in done.error
     assert done.inflight_key is None
     assert AuditEvent.objects.filter(action="fallback", outcome="timed_out").exists()
+
+
+def test_a_real_worker_learns_the_fallbacks_rows_and_the_same_search_is_then_answered_locally(
+        queue_worker_factory, api_client, user, warehouse_data, settings, tmp_path):
+    """Learning on in the worker (its environment) and here: the fallback's rows go to the learned
+    store in the worker process, and the web side answers the repeated search from it."""
+    learned_dir = tmp_path / "learned"
+    settings.SUBSET_LEARNING_ENABLED = True
+    settings.SUBSET_LEARNED_DIR = learned_dir
+    queue_worker_factory(queue="warehouse-learning",
+                         env={"SUBSET_LEARNING_ENABLED": "1", "SUBSET_LEARNED_DIR": str(learned_dir)})
+    query, local, remote = warehouse_data.id_query(in_subset=2, missing=4, offset=700)
+    params = {"id__in": ",".join(str(i) for i in sorted(local | remote)), "limit": str(query.limit)}
+
+    first = api_client.get("/api/search", params).json()
+    assert {row["id"] for row in first["rows"]} == local and first["local_count"] == 2
+    assert first["fallback"] is not None
+    done = wait_for_state(first["fallback"]["id"], "succeeded", "failed", timeout=40)
+    assert done.state == "succeeded", done.error
+    assert {row["id"] for row in done.rows} == local | remote
+
+    def answered_locally():
+        body = api_client.get("/api/search", params).json()
+        return body if body["fallback"] is None else None
+
+    # The worker runs the learning hook just after marking the fallback succeeded; until it has, the
+    # same search is answered from the fallback cache (a "cache" request, no new fallback).
+    wait_until(answered_locally, timeout=20, interval=0.2, what="the learned rows to answer the search")
+    requests_before = FallbackRequest.objects.count()
+    again = api_client.get("/api/search", params).json()
+    assert again["fallback"] is None and again["source"] == "local" and again["local_count"] == 6
+    assert {row["id"] for row in again["rows"]} == local | remote
+    assert Fallback.objects.count() == 1  # no new fallback
+    assert FallbackRequest.objects.count() == requests_before  # nor a join of the old one or its cache

@@ -40,18 +40,57 @@ def ask(user, query, **kwargs):
 
 def test_over_budget_is_refused_before_anything_is_sent(user, warehouse_data, settings,
                                                          django_capture_on_commit_callbacks):
-    settings.FALLBACK_DAILY_BUDGET_USD = 0.00001  # less than the 10 MB minimum charge
+    from apps.search.tables import table_spec_get
+
     query, _, _ = warehouse_data.id_query(in_subset=2, missing=3)
-    with django_capture_on_commit_callbacks() as callbacks:
+    one_query = scan_cost_usd(bytes_scanned=LocalBackend().estimate_bytes(query=query,
+                                                                          spec=table_spec_get(name="samples")))
+    settings.FALLBACK_DAILY_BUDGET_USD = float(one_query * 3)  # room for three such queries a day...
+    Fallback.objects.create(user=user, table="samples", query={}, fingerprint="earlier", limit=1, backend="local",
+                            state="succeeded", cost_usd=one_query * Decimal("2.5"), finished_at=timezone.now())
+    with django_capture_on_commit_callbacks() as callbacks:  # ...and two and a half are spent already
         handle = ask(user, query)
     assert callbacks == []  # no task was sent
     assert handle.state == "refused"
-    assert "budget" in handle.error_message and "$0.00" in handle.error_message
+    assert "budget" in handle.error_message
+    assert f"you have used ${one_query * Decimal('2.5'):.4f}" in handle.error_message
     assert handle.rows == []
     fallback = Fallback.objects.get(pk=handle.id)
     assert fallback.inflight_key is None and fallback.finished_at is not None
     event = AuditEvent.objects.get(action="fallback", outcome="refused")
     assert event.user == user and event.detail["fallback_id"] == handle.id and event.cost_usd == 0
+
+
+def test_money_already_spent_today_counts_against_the_budget(user, staff_user, warehouse_data, settings,
+                                                             django_capture_on_commit_callbacks):
+    from apps.search.tables import table_spec_get
+
+    first, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=600)
+    second, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=610)
+    estimate = LocalBackend().estimate_bytes(query=first, spec=table_spec_get(name="samples"))
+    one_query = scan_cost_usd(bytes_scanned=estimate)
+    assert one_query == scan_cost_usd(bytes_scanned=LocalBackend().estimate_bytes(
+        query=second, spec=table_spec_get(name="samples")))
+    budget = one_query * 10
+    settings.FALLBACK_DAILY_BUDGET_USD = float(budget)
+    common = {"table": "samples", "query": {}, "limit": 1, "backend": "local"}
+    # Another user spent far more than the budget today: that is their budget, not this user's.
+    Fallback.objects.create(user=staff_user, fingerprint="x", state="succeeded", cost_usd=budget * 100,
+                            finished_at=timezone.now(), **common)
+    with django_capture_on_commit_callbacks() as callbacks:
+        allowed = ask(user, first)
+    assert allowed.state == "queued" and len(callbacks) == 1
+
+    # This user already spent most of the budget today: one query alone fits, but not on top of that.
+    spent_before = budget - one_query - one_query / 2  # + the first query's estimate in flight
+    Fallback.objects.create(user=user, fingerprint="y", state="succeeded", cost_usd=spent_before,
+                            finished_at=timezone.now(), **common)
+    assert one_query < budget and fallback_spent_today_usd(user=user) + one_query > budget
+    with django_capture_on_commit_callbacks() as callbacks:
+        refused = ask(user, second)
+    assert callbacks == [] and refused.state == "refused"
+    assert "budget" in refused.error_message
+    assert f"you have used ${fallback_spent_today_usd(user=user):.4f}" in refused.error_message
 
 
 def test_query_over_the_bytes_cutoff_is_refused(user, warehouse_data, settings, django_capture_on_commit_callbacks):
@@ -287,10 +326,24 @@ def test_api_needs_authentication(client):
     assert client.get("/api/fallbacks/1").status_code == 401
 
 
-def test_fallback_list_shows_spend(client, user):
+def test_fallback_list_shows_spend(client, user, staff_user, settings):
+    settings.FALLBACK_DAILY_BUDGET_USD = 2.5
+    common = {"table": "samples", "query": {}, "limit": 1, "backend": "local"}
+    mine = Fallback.objects.create(user=user, fingerprint="a", state="succeeded", cost_usd=Decimal("0.125"),
+                                   row_count=7, **common)
+    Fallback.objects.create(user=user, fingerprint="b", state="running", inflight_key="b",
+                            estimated_cost_usd=Decimal("0.0625"), **common)
+    theirs = Fallback.objects.create(user=staff_user, fingerprint="c", state="succeeded", cost_usd=Decimal(9),
+                                     **common)
     client.force_login(user)
     response = client.get(reverse("warehouse:list"))
-    assert response.status_code == 200 and b"daily budget" in response.content
+    assert response.status_code == 200
+    html = response.content.decode()
+    # Finished cost + the estimate in flight; another user's $9 does not count.
+    assert "Today you have used <strong>$0.1875</strong> of your <strong>$2.50</strong> daily budget" in html
+    assert f">#{mine.pk}</a>" in html and ">0.125000<" in html
+    assert f">#{theirs.pk}</a>" not in html  # not theirs to list
+    assert html.count("/fallbacks/") >= 2 and "No fallbacks yet" not in html
 
 
 def test_api_cancel_is_refused_to_strangers(client, user, django_user_model, warehouse_data):
@@ -382,3 +435,88 @@ def test_athena_fallback_runs_through_the_service_against_moto(user, warehouse_d
     assert done.engine_query_id and not done.bytes_are_estimate
     assert done.cost_usd == scan_cost_usd(bytes_scanned=0)  # the 10 MB minimum
     assert AuditEvent.objects.get(action="fallback").detail["engine_query_id"] == done.engine_query_id
+
+
+# --- claiming a delivered task, and the worker's tick ------------------------------------------
+
+def test_a_stale_running_fallback_is_taken_over_when_its_task_is_redelivered(user, warehouse_data, settings):
+    """acks_late: the task of a worker that died comes back; the row still says running, with an old heartbeat."""
+    settings.FALLBACK_MAX_ATTEMPTS = 3
+    settings.FALLBACK_STALE_AFTER_SECONDS = 60
+    query, local, remote = warehouse_data.id_query(in_subset=1, missing=2, offset=620)
+    fallback = make_queued(user, query, state="running", attempts=1,
+                           heartbeat_at=timezone.now() - timedelta(minutes=5))
+    done = fallback_execute(fallback_id=fallback.pk)
+    assert done.state == "succeeded", done.error
+    assert done.attempts == 2 and {row["id"] for row in done.rows} == local | remote
+    assert done.inflight_key is None
+
+
+def test_a_stale_running_fallback_is_given_up_after_its_maximum_attempts(user, warehouse_data, settings):
+    settings.FALLBACK_MAX_ATTEMPTS = 3
+    settings.FALLBACK_STALE_AFTER_SECONDS = 60
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=630)
+    fallback = make_queued(user, query, state="running", attempts=3,
+                           heartbeat_at=timezone.now() - timedelta(minutes=5))
+    done = fallback_execute(fallback_id=fallback.pk)
+    assert done.state == "failed" and "gave up after 3 attempts" in done.error
+    assert done.attempts == 3 and done.rows == [] and done.inflight_key is None
+    assert AuditEvent.objects.get(action="fallback").outcome == "failed"
+
+
+def test_a_running_fallback_with_a_fresh_heartbeat_is_left_alone(user, warehouse_data, settings):
+    """A duplicate delivery while another worker is alive and running it: do nothing."""
+    settings.FALLBACK_MAX_ATTEMPTS = 3
+    settings.FALLBACK_STALE_AFTER_SECONDS = 60
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=640)
+    heartbeat = timezone.now() - timedelta(seconds=5)
+    fallback = make_queued(user, query, state="running", attempts=1, heartbeat_at=heartbeat)
+    same = fallback_execute(fallback_id=fallback.pk)
+    assert same.state == "running" and same.attempts == 1 and same.rows == []
+    assert same.heartbeat_at == heartbeat and same.finished_at is None
+    assert not AuditEvent.objects.filter(action="fallback").exists()
+
+
+def test_the_workers_tick_stops_a_run_the_sweeper_already_finished(user, warehouse_data, settings):
+    from apps.warehouse.services import FallbackControl
+
+    settings.FALLBACK_MAX_ATTEMPTS = 1
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=650)
+    fallback = make_queued(user, query, state="running", attempts=1)
+    control = FallbackControl(fallback.pk)  # what the backend's run loop calls
+    assert control.tick(bytes_scanned=10) is None  # running, nobody asked it to stop
+    Fallback.objects.filter(pk=fallback.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert fallback_sweep(stale_after_seconds=60)["failed"] == 1  # it looked dead: the sweeper gave up on it
+    time.sleep(0.6)  # the tick checks the row at most every 0.5 s
+    assert control.tick(bytes_scanned=20) == "cancelled"
+    row = Fallback.objects.get(pk=fallback.pk)
+    assert row.state == "failed" and row.bytes_scanned == 10  # the late tick changed nothing
+
+
+# --- who may cancel --------------------------------------------------------------------------
+
+def test_a_user_who_joined_a_fallback_can_cancel_it(client, user, django_user_model, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=660)
+    created = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+    colleague = django_user_model.objects.create_user(username="colleague", password="colleague-pass-1")
+    joined = fallback_for_search(user=colleague, query=query, local_rows=local_rows_for(query))
+    assert joined.id == created.id and not colleague.is_staff
+    client.force_login(colleague)
+    response = client.post(joined.cancel_url, {"request": joined.request_id})
+    assert response.status_code == 302
+    fallback = Fallback.objects.get(pk=created.id)
+    assert fallback.state == "cancelled" and fallback.error == "cancelled by colleague"
+
+
+def test_a_user_who_joined_a_fallback_can_cancel_it_through_the_api(client, user, django_user_model,
+                                                                    warehouse_data):
+    from apps.accounts.services import api_token_create
+
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=670)
+    created = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+    colleague = django_user_model.objects.create_user(username="colleague", password="colleague-pass-1")
+    fallback_for_search(user=colleague, query=query, local_rows=local_rows_for(query))
+    _, raw = api_token_create(user=colleague, name="tests")
+    response = client.post(f"/api/fallbacks/{created.id}/cancel", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    assert Fallback.objects.get(pk=created.id).state == "cancelled"

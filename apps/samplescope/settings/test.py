@@ -10,7 +10,7 @@ os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="samplescope-test-"))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: tests start their own
 
 from .base import *  # noqa: E402,F401,F403
-from .base import DATA_DIR, DATABASES  # noqa: E402
+from .base import DATA_DIR, DATABASES, env_bool  # noqa: E402
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -19,5 +19,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 HEALTH_CHECK_TIMEOUT = 1.0
 # Other apps' tests expect a repeated search to come from the fallback cache, not learned rows;
-# tests/subsets turns learning on.
-SUBSET_LEARNING_ENABLED = False
+# tests/subsets turns learning on, and a test's own Celery worker can too (SUBSET_LEARNING_ENABLED=1
+# in its environment: tests/warehouse/test_flow.py).
+SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", False)
