@@ -1,15 +1,27 @@
-"""Reads from the local DuckDB subset: time-limited queries, facets, export streams."""
+"""Reads from the local DuckDB subset: time-limited queries (planned over the n-gram index), facets,
+export streams."""
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .query import CompiledQuery, SearchQuery, compile_search, where_compile
-from .store import subset_connection
+from .ngram import TableIndex, file_index, needle_grams, regex_required_literal
+from .operators import operator_get
+from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
+from .store import subset_connection, subset_snapshot
 from .tables import TableSpec, quote_identifier
+
+# The planner's thresholds (see subset_search).
+DENSE_SHARE = 0.25  # candidates in more than this share of the blocks: the LIMIT scan finds rows at once
+VERIFY_MAX_ROWS = 65_536  # candidate rows verified before the rest is left to a scan from where they stopped
+FIRST_ROUND_BLOCKS = 8  # blocks verified in the first round; each later round doubles
+POSITION = "__samplescope_position"
 
 
 @dataclass(frozen=True)
@@ -23,20 +35,134 @@ class QueryOutcome:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
 
+@dataclass
+class SearchPlan:
+    """How subset_search answers: "scan" (the compiled query on DuckDB), "empty" (a gram of a needle is
+    in no row of its column) or "index" (candidate blocks from the postings, verified in table order)."""
+
+    kind: str
+    reason: str
+    index: TableIndex | None = None
+    terms: list[int] = field(default_factory=list)
+    needles: list[tuple[str, str]] = field(default_factory=list)  # (column, value every match contains)
+    smallest_posting: int = 0
+
+
+def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None) -> SearchPlan:
+    """Choose by posting sizes. Filters that narrow: contains / icontains / startswith (Operator.substring)
+    and regexes with a required literal, on indexed columns, with at least `gram` bytes (lowercased UTF-8)."""
+    if index is None:
+        return SearchPlan("scan", "no n-gram index for this table")
+    terms: list[int] = []
+    needles: list[tuple[str, str]] = []
+    for flt, value in query_validate(query=query, spec=spec):
+        if flt.column not in index.columns:
+            continue
+        operator = operator_get(flt.op)
+        needle = value if operator.substring else regex_required_literal(value) if flt.op == "regex" else None
+        if isinstance(needle, str) and needle_grams(needle, index.gram):
+            terms.extend(index.term_codes(flt.column, needle))
+            needles.append((flt.column, needle))
+    if not terms:
+        return SearchPlan("scan", "no filter the index can narrow (short needles, other operators)")
+    smallest = min(index.term_size(t) for t in terms)
+    if smallest == 0:
+        return SearchPlan("empty", "a gram of a needle is in no row", index, terms, needles)
+    if smallest > DENSE_SHARE * index.blocks:
+        return SearchPlan("scan", "every gram is frequent: the LIMIT scan finds rows at once", index, terms,
+                          needles, smallest)
+    return SearchPlan("index", "candidate blocks from the postings", index, terms, needles, smallest)
+
+
 def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
                   timeout_ms: int) -> QueryOutcome:
-    """The subset's rows for a search: at most query.limit rows matching every filter."""
+    """The subset's rows for a search: at most query.limit rows matching every filter, the first ones in
+    table order (as the LIMIT scan returns them), whichever plan answers.
+
+    The planner (search_plan) uses the subset file's n-gram index where it prunes: candidate blocks
+    are the intersection of the needles' gram postings. A round of candidate blocks at a time (in
+    table order, rounds doubling), each needle's column is read from the index's column files and
+    kept where its lowercased value contains the lowercased needle (a superset of the matches); the
+    surviving rows are read whole and DuckDB runs the query's own WHERE over them, so the rows are
+    exactly those the scan returns. Past VERIFY_MAX_ROWS candidate rows without enough matches, a
+    DuckDB scan continues after the last verified row. Frequent terms and filters the index cannot
+    narrow run the scan."""
     compiled = compiled or compile_search(query=query, spec=spec)
-    return subset_query_run(compiled=compiled, timeout_ms=timeout_ms)
+    started = time.perf_counter()
+    path, conn = subset_snapshot()
+    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name))
+    if plan.kind == "scan":
+        return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
+    if plan.kind == "empty":
+        return QueryOutcome(list(spec.selected), [], _ms(started), False)
+    return _index_search(query=query, spec=spec, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
 
 
-def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int) -> QueryOutcome:
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _lowered(values: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.utf8_lower(values.cast(pa.large_string())), "")
+
+
+def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeout_ms: int) -> QueryOutcome:
+    index = plan.index
+    blocks = np.frombuffer(index.candidates(plan.terms).to_array(), dtype=np.uint32)
+    needles = [(column, _lowered(pa.array([value]))[0].as_py()) for column, value in plan.needles]
+    where = where_compile(query=query, spec=spec)
+    columns = ", ".join(quote_identifier(c) for c in spec.selected)
+    found: list[tuple] = []
+    verified_rows = 0
+    done = 0
+    round_blocks = FIRST_ROUND_BLOCKS
+    cursor = conn.cursor()
+    try:
+        while done < len(blocks) and len(found) < query.limit:
+            if verified_rows >= VERIFY_MAX_ROWS and index.dense_rowid:
+                last = int((int(blocks[done - 1]) + 1) * index.block_rows)  # every row before it was verified
+                rest = subset_query_run(
+                    compiled=CompiledQuery(
+                        f"SELECT {columns} FROM {quote_identifier(spec.name)} WHERE rowid >= {last} "
+                        f"AND ({where.sql}) LIMIT {int(query.limit - len(found))}", where.params),
+                    timeout_ms=max(1, timeout_ms - int(_ms(started))), conn=conn)
+                if rest.timed_out:
+                    return QueryOutcome(list(spec.selected), [], _ms(started), True)
+                found.extend(rest.rows)
+                break
+            chunk = blocks[done: done + round_blocks]
+            done += len(chunk)
+            round_blocks *= 2
+            positions = index.block_positions(chunk)
+            verified_rows += len(positions)
+            for column, needle in needles:  # cheap pre-filter on the needles' columns only
+                keep = pc.match_substring(_lowered(index.column_at(column, positions)), needle)
+                positions = positions[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+                if not len(positions):
+                    break
+            if not len(positions):
+                continue
+            rows = index.rows_at(positions).append_column(POSITION, pa.array(positions))
+            cursor.register("candidates", rows)
+            try:
+                found.extend(cursor.execute(
+                    f"SELECT {columns} FROM candidates WHERE {where.sql} ORDER BY {POSITION} "
+                    f"LIMIT {int(query.limit - len(found))}", where.params).fetchall())
+            finally:
+                cursor.unregister("candidates")
+    finally:
+        cursor.close()
+    return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False)
+
+
+def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
+                     conn: duckdb.DuckDBPyConnection | None = None) -> QueryOutcome:
     """Run one read-only query on its own cursor; interrupt it after timeout_ms.
 
     DuckDB's interrupt() stops a running query from another thread, so a slow scan ends with
     `timed_out=True` instead of holding a web worker.
     """
-    cursor = subset_connection().cursor()
+    cursor = (conn or subset_connection()).cursor()
     timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
     started = time.perf_counter()
     timer.start()

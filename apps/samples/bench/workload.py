@@ -100,3 +100,61 @@ def workload_draw(*, pool: list[dict], count: int, exponent: float, seed: int) -
     weights = 1.0 / np.arange(1, len(pool) + 1) ** exponent
     ranks = rng.choice(len(pool), size=count, p=weights / weights.sum())
     return [pool[int(r)] for r in ranks]
+
+
+# --- Realistic text at scale (bench_search) ------------------------------------------------------
+# Words come from wordfreq's English list (in the wheel, works offline), drawn by their real frequency,
+# so trigram statistics look like real text. The table has the demo table's schema (apps.search.demo_data),
+# so tables.json's `samples` description serves it unchanged.
+
+WORDFREQ_WORDS = 200_000
+SEARCH_CLASSES = ("frequent", "rare", "absent")
+BENCH_DOMAINS = ("dailyherald.com", "worldwire.net", "metrotimes.com", "newsroom.io", "globalobserver.net",
+                 "sundaystar.co.uk", "techpulse.dev", "sciencefeed.org", "healthwatch.net", "marketbeat.biz",
+                 "screenscene.tv", "wanderlog.travel", "tastebuds.kitchen", "campusvoice.edu", "forumhub.org")
+BENCH_LABELS = ("sports", "politics", "technology", "science", "health", "business", "entertainment", "travel")
+BENCH_LANGS = ("en", "de", "fr", "es", "it", "nl")
+
+
+def english_words() -> tuple[list[str], np.ndarray]:
+    """wordfreq's 200k most frequent English words and their frequencies (normalised to sum 1)."""
+    import wordfreq  # bench-only dependency (requirements/local.txt)
+
+    words = wordfreq.top_n_list("en", WORDFREQ_WORDS)
+    freqs = np.array([wordfreq.word_frequency(w, "en") for w in words], dtype=np.float64)
+    return words, freqs / freqs.sum()
+
+
+def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], probs: np.ndarray):
+    """`rows` rows of the demo schema whose text/title/url are drawn from real word frequencies."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng([seed, start_id])
+    vocab = pa.array(words)
+
+    def join(counts, p=probs):
+        ids = rng.choice(len(words), int(counts.sum()), p=p)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pc.take(vocab, pa.array(ids))), " "), ids
+
+    ids = np.arange(start_id, start_id + rows, dtype=np.int64)
+    text, _ = join(rng.integers(12, 30, rows))  # ~115 characters on average
+    title, _ = join(rng.integers(3, 8, rows))
+    slug_counts = rng.integers(2, 5, rows)
+    slug_offsets = np.zeros(rows + 1, dtype=np.int32)
+    np.cumsum(slug_counts, out=slug_offsets[1:])
+    slug_ids = rng.choice(len(words), int(slug_counts.sum()), p=probs)
+    slug = pc.binary_join(pa.ListArray.from_arrays(pa.array(slug_offsets), pc.take(vocab, pa.array(slug_ids))), "-")
+    domain = pc.take(pa.array(BENCH_DOMAINS), pa.array(rng.integers(0, len(BENCH_DOMAINS), rows)))
+    label = pc.take(pa.array(BENCH_LABELS), pa.array(rng.integers(0, len(BENCH_LABELS), rows)))
+    url = pc.binary_join_element_wise("https://", domain, "/", label, "/", slug, "-",
+                                      pc.cast(pa.array(ids), pa.string()), "")
+    lang = pc.take(pa.array(BENCH_LANGS), pa.array(rng.choice(len(BENCH_LANGS), rows,
+                                                              p=(0.8, 0.06, 0.05, 0.05, 0.02, 0.02))))
+    start_s = 1_672_531_200  # 2023-01-01
+    crawled = pa.array(rng.integers(start_s, start_s + 3 * 365 * 86400, rows) * 1_000_000, type=pa.timestamp("us"))
+    return pa.table({"id": pa.array(ids), "url": url, "domain": domain, "title": title, "text": text,
+                     "label": label, "lang": lang, "crawled_at": crawled,
+                     "length": pc.cast(pc.utf8_length(text), pa.int32())})
