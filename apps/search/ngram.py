@@ -1,24 +1,27 @@
-"""The n-gram index of a subset file: which blocks of rows hold which (lowercased, UTF-8) byte trigram.
+"""The substring index of a subset file: a dictionary of the words of each text column, each word with
+the rows holding it, plus the rows themselves in column files for fast reads by position.
 
 Beside every immutable subset file `subset-<stamp>.duckdb` lies a folder `subset-<stamp>.duckdb.ngram/`
-built in the same `SwappedFiles.build` before the CURRENT pointer is swapped, so the file and its index
-are always installed (and deleted) together. For each table with text columns it holds:
+built in the same `SwappedFiles.build` before the CURRENT pointer is swapped, so a file and its index
+are always installed (and deleted) together. For each table with text (VARCHAR) columns it holds:
 
-- `<table>.rows.arrow`: the table's rows in table order, an Arrow IPC file of LZ4-compressed record
-  batches of BATCH_ROWS rows. DuckDB has no fast point lookup by row position; this file gives
-  candidate rows by position (memory-mapped, so every web worker shares one page cache);
-- `<table>.terms.npy` (uint32, sorted), `<table>.offsets.npy` (uint64), `<table>.sizes.npy` (uint32):
-  one entry per (column, trigram) term: term = column_number << 24 | b0 << 16 | b1 << 8 | b2, where
-  the bytes come from the column's value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB);
-  `sizes` is the number of blocks holding the term;
-- `<table>.postings.bin`: per term, a serialized pyroaring BitMap of block numbers
-  (block = row position // BLOCK_ROWS);
-- `<table>.json`: block size, batch size, columns, rows, build seconds, bytes.
+- `<table>.rows.arrow`: the table in table order, an Arrow IPC file of LZ4-compressed record batches
+  of exactly BATCH_ROWS rows. DuckDB has no fast point lookup by row position; this file gives
+  candidate rows by position, memory-mapped, so every web worker shares one page cache;
+- per indexed column n: `<table>.t<n>.tokens.arrow` (the column's distinct words, sorted),
+  `<table>.t<n>.offsets.npy` (uint64) and `<table>.t<n>.sizes.npy` (uint32): word i's rows are the
+  pyroaring BitMap serialized at postings[offsets[i]:offsets[i+1]] of `<table>.postings.bin`;
+- `<table>.json`: sizes, columns, build seconds, bytes.
 
-Lookup: a needle's trigrams (lowercased the same way) → their bitmaps, intersected → candidate blocks
-(a superset of the matching rows for contains, icontains, startswith and any regex that requires a
-literal). Candidates are verified by the caller (apps.search.selectors) with DuckDB's own WHERE, so
-the index only has to never miss a row. Values shorter than 3 bytes give no trigram: no pruning.
+Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
+every character that is not a letter or digit (SEPARATOR). Words of ASCII digits only are not
+indexed (ids in URLs would make the dictionary as long as the table).
+
+Lookup of a needle (lowercased and split the same way into parts): one part → rows holding a word
+that contains it; several parts → the first part ends a word, the middle ones are whole words and
+the last starts a word. Each part's rows are the union of its words' postings; parts of digits only
+(not indexed) and parts matching too many words do not narrow. The result is a superset of the rows
+containing the needle: the caller (apps.search.selectors) verifies candidates with DuckDB's own WHERE.
 """
 from __future__ import annotations
 
@@ -43,14 +46,15 @@ from pyroaring import BitMap
 from .sql import quote_identifier
 
 SUFFIX = ".ngram"
-BLOCK_ROWS = 32  # rows per posting: verified together
-BATCH_ROWS = 256  # rows per compressed record batch of the row file (a multiple of BLOCK_ROWS)
-ROWS_CODEC = "zstd"  # the row file's compression (lz4: ~1.6x larger, ~4x faster to read a batch)
+BATCH_ROWS = 256  # rows per compressed record batch of the column files
+ROWS_CODEC = "lz4"  # the row file's compression (zstd: ~1.5x smaller, ~4x slower to read a batch)
 CHUNK_ROWS = 131_072  # rows read and indexed per step while building
-GRAM = 3  # bytes per gram
-BLOCK_BITS = 24  # keys are term << 24 | block: at most 2^24 blocks per table
+SEPARATOR = r"[^\p{L}\p{N}]+"  # RE2 (pyarrow): what separates words
+DIGITS = re.compile(r"[0-9]+")
+MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a frequent fragment)
+MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 def index_dir_for(path: Path) -> Path:
@@ -62,50 +66,60 @@ def index_remove(path: Path) -> None:
     shutil.rmtree(index_dir_for(path), ignore_errors=True)
 
 
+def lowered(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Values lowercased as the index lowercases them; NULL as ''."""
+    result = pc.fill_null(pc.utf8_lower(values.cast(pa.large_string())), "")
+    return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
+
+
+def lowered_text(value: str) -> str:
+    return lowered(pa.array([value], type=pa.string()))[0].as_py()
+
+
+def needle_parts(value: str) -> list[str]:
+    """The needle lowercased and split at separators (leading/trailing '' when it starts/ends with one)."""
+    return pc.split_pattern_regex(pa.array([lowered_text(value)], type=pa.large_string()), SEPARATOR)[0].as_py()
+
+
 # --- building -----------------------------------------------------------------------------------
 
-def _lowered_bytes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int64[n+1], data uint8) of the column lowercased, NULL as empty."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    lowered = pc.fill_null(pc.utf8_lower(column.cast(pa.large_string())), "")
-    if isinstance(lowered, pa.ChunkedArray):
-        lowered = lowered.combine_chunks()
-    _, offset_buf, data_buf = lowered.buffers()
-    offsets = np.frombuffer(offset_buf, dtype=np.int64)[lowered.offset: lowered.offset + len(lowered) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, dtype=np.uint8)
-    return offsets - offsets[0], data[offsets[0]: offsets[-1]]
+@dataclass
+class _Dictionary:
+    ids: dict
+    bitmaps: list
 
 
-def chunk_terms(column: pa.Array | pa.ChunkedArray, *, column_number: int, first_row: int,
-                block_rows: int = BLOCK_ROWS, gram: int = GRAM) -> np.ndarray:
-    """Sorted unique uint64 keys `term << BLOCK_BITS | block` for one column of consecutive rows starting
-    at first_row, where term = column_number << 32 | the gram's bytes (big-endian)."""
-    offsets, data = _lowered_bytes(column)
-    lengths = np.diff(offsets)
-    rows = len(lengths)
-    if len(data) < gram:
-        return np.zeros(0, dtype=np.uint64)
-    d = data.astype(np.uint64)
-    count = len(d) - gram + 1
-    codes = np.zeros(count, dtype=np.uint64)
-    for i in range(gram):
-        codes |= d[i: i + count] << np.uint64(8 * (gram - 1 - i))
-    valid = np.ones(count, dtype=bool)
-    ends = offsets[1:]
-    for back in range(1, gram):  # a gram starting in a row's last gram-1 bytes would cross into the next row
-        cut = ends[ends >= back] - back
-        valid[cut[cut < count]] = False
-    row_of = np.repeat(np.arange(rows, dtype=np.int64), lengths)[:count]
-    blocks = ((row_of[valid] + first_row) // block_rows).astype(np.uint64)
-    keys = ((codes[valid] | np.uint64(column_number << 32)) << np.uint64(BLOCK_BITS)) | blocks
-    keys.sort()  # np.sort, then drop repeats: much faster than np.unique here
-    if len(keys) < 2:
-        return keys
-    keep = np.empty(len(keys), dtype=bool)
-    keep[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-    return keys[keep]
+def chunk_words(column: pa.Array | pa.ChunkedArray, *, first_row: int, dictionary: _Dictionary) -> None:
+    """Add one column's words of consecutive rows (starting at first_row) to the dictionary's postings."""
+    words = pc.split_pattern_regex(lowered(column), SEPARATOR)
+    flat = pc.list_flatten(words)
+    parents = pc.list_parent_indices(words)
+    keep = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.match_substring_regex(flat, "^[0-9]+$")))
+    flat = flat.filter(keep)
+    parents = parents.filter(keep)
+    if not len(flat):
+        return
+    encoded = pc.dictionary_encode(flat)
+    ids = dictionary.ids
+    bitmaps = dictionary.bitmaps
+    local = encoded.dictionary.to_pylist()
+    global_ids = np.empty(len(local), dtype=np.uint64)
+    for i, word in enumerate(local):
+        found = ids.get(word)
+        if found is None:
+            found = ids[word] = len(bitmaps)
+            bitmaps.append(BitMap())
+        global_ids[i] = found
+    keys = (global_ids[encoded.indices.to_numpy()] << np.uint64(32)) | (
+        parents.to_numpy().astype(np.uint64) + np.uint64(first_row))
+    keys.sort()
+    word_of = (keys >> np.uint64(32)).astype(np.int64)
+    rows = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    cuts = np.flatnonzero(np.diff(word_of)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(keys)]])
+    for word, lo, hi in zip(word_of[starts].tolist(), starts.tolist(), ends.tolist()):
+        bitmaps[word].update(array.array("I", rows[lo:hi].tobytes()))  # pyroaring's fast path; repeats are fine
 
 
 def table_text_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -134,91 +148,82 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
     return built
 
 
-def _columns_write(writers, table: pa.Table) -> None:
-    table = table.combine_chunks()
-    for writer, field, column in zip(writers, table.schema, table.columns):
-        writer.write_table(pa.table([column], schema=pa.schema([field])), max_chunksize=BATCH_ROWS)
-
-
 def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
     started = time.perf_counter()
-    bitmaps: dict[int, BitMap] = {}
+    dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
     reader = conn.execute(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
     options = ipc.IpcWriteOptions(compression=ROWS_CODEC)
     schema = reader.schema
-    writers = [ipc.new_file(str(folder / f"{table}.col{i}.arrow"), pa.schema([f]), options=options)
-               for i, f in enumerate(schema)]
+    writer = ipc.new_file(str(folder / f"{table}.rows.arrow"), schema, options=options)
     pending = None
     done = 0
     try:
         for batch in reader:
             chunk = pa.Table.from_batches([batch], schema=schema)
-            # Every record batch of a column file holds exactly BATCH_ROWS rows (the last one fewer), so
+            # Every record batch of the row file holds exactly BATCH_ROWS rows (the last one fewer), so
             # row position p is in batch p // BATCH_ROWS.
             pending = pa.concat_tables([pending, chunk]) if pending is not None else chunk
             whole = pending.num_rows // BATCH_ROWS * BATCH_ROWS
             if whole:
-                _columns_write(writers, pending.slice(0, whole))
+                writer.write_table(pending.slice(0, whole).combine_chunks(), max_chunksize=BATCH_ROWS)
                 pending = pending.slice(whole)
-            for number, name in enumerate(columns):
-                keys = chunk_terms(chunk.column(name), column_number=number, first_row=done)
-                if not len(keys):
-                    continue
-                terms = keys >> np.uint64(BLOCK_BITS)
-                blocks = (keys & np.uint64((1 << BLOCK_BITS) - 1)).astype(np.uint32)
-                cuts = np.flatnonzero(np.diff(terms)) + 1
-                starts = np.concatenate([[0], cuts])
-                ends = np.concatenate([cuts, [len(terms)]])
-                for term, lo, hi in zip(terms[starts].tolist(), starts.tolist(), ends.tolist()):
-                    part = array.array("I", blocks[lo:hi].tobytes())  # pyroaring's fast path: 8x numpy's
-                    bitmap = bitmaps.get(term)
-                    if bitmap is None:
-                        bitmaps[term] = BitMap(part)
-                    else:
-                        bitmap.update(part)
+            for name, dictionary in zip(columns, dictionaries):
+                chunk_words(chunk.column(name), first_row=done, dictionary=dictionary)
             done += batch.num_rows
             if stdout is not None and done % (CHUNK_ROWS * 8) == 0:
-                stdout.write(f"  n-gram index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
+                stdout.write(f"  substring index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
         if pending is not None and pending.num_rows:
-            _columns_write(writers, pending)
+            writer.write_table(pending.combine_chunks(), max_chunksize=BATCH_ROWS)
     finally:
-        for writer in writers:
-            writer.close()
-    terms_sorted = np.array(sorted(bitmaps), dtype=np.uint64)
-    sizes = np.zeros(len(terms_sorted), dtype=np.uint32)
-    offsets = np.zeros(len(terms_sorted) + 1, dtype=np.uint64)
+        writer.close()
+    words_total = 0
     with open(folder / f"{table}.postings.bin", "wb") as out:
         position = 0
-        for i, term in enumerate(terms_sorted.tolist()):
-            bitmap = bitmaps.pop(term)
-            bitmap.run_optimize()
-            blob = bitmap.serialize()
-            out.write(blob)
-            sizes[i] = len(bitmap)
-            position += len(blob)
-            offsets[i + 1] = position
-    np.save(folder / f"{table}.terms.npy", terms_sorted)
-    np.save(folder / f"{table}.offsets.npy", offsets)
-    np.save(folder / f"{table}.sizes.npy", sizes)
+        for number, dictionary in enumerate(dictionaries):
+            words = pa.array(list(dictionary.ids), type=pa.large_string())
+            order = pc.sort_indices(words).to_numpy()
+            ids = np.array(list(dictionary.ids.values()), dtype=np.int64)[order]
+            sizes = np.zeros(len(ids), dtype=np.uint32)
+            offsets = np.zeros(len(ids) + 1, dtype=np.uint64)
+            for i, word_id in enumerate(ids.tolist()):
+                bitmap = dictionary.bitmaps[word_id]
+                dictionary.bitmaps[word_id] = None
+                bitmap.run_optimize()
+                blob = bitmap.serialize()
+                out.write(blob)
+                sizes[i] = len(bitmap)
+                offsets[i] = position
+                position += len(blob)
+            offsets[len(ids)] = position
+            with ipc.new_file(str(folder / f"{table}.t{number}.tokens.arrow"),
+                              pa.schema([("word", pa.large_string())])) as writer:
+                writer.write_table(pa.table({"word": words.take(pa.array(order))}))
+            np.save(folder / f"{table}.t{number}.offsets.npy", offsets)
+            np.save(folder / f"{table}.t{number}.sizes.npy", sizes)
+            words_total += len(ids)
     count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
     index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
-    rows_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.col*.arrow"))
-    meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done, "schema": [f.name for f in schema], "dense_rowid": count == end == done, "gram": GRAM, "block_rows": BLOCK_ROWS,
-            "batch_rows": BATCH_ROWS, "terms": len(terms_sorted), "build_seconds": round(time.perf_counter() - started, 2),
-            "postings_bytes": int(offsets[-1]), "rows_file_bytes": rows_bytes, "index_bytes": index_bytes}
+    rows_bytes = (folder / f"{table}.rows.arrow").stat().st_size
+    meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done,
+            "schema": [f.name for f in schema], "dense_rowid": count == end == done, "batch_rows": BATCH_ROWS,
+            "words": words_total, "build_seconds": round(time.perf_counter() - started, 2),
+            "postings_bytes": index_bytes - rows_bytes, "rows_file_bytes": rows_bytes, "index_bytes": index_bytes}
     (folder / f"{table}.json").write_text(json.dumps(meta, indent=1))
     if stdout is not None:
-        stdout.write(f"  n-gram index {table}: {done:,} rows, {len(terms_sorted):,} terms, "
+        stdout.write(f"  substring index {table}: {done:,} rows, {words_total:,} words, "
                      f"{index_bytes / 1e6:,.1f} MB in {meta['build_seconds']:.1f}s\n")
     return meta
 
 
 # --- reading ------------------------------------------------------------------------------------
 
-def needle_grams(value: str, gram: int = GRAM) -> list[int]:
-    """The distinct byte gram codes of a value lowercased as the index lowercases rows."""
-    lowered = pc.utf8_lower(pa.array([value], type=pa.string()))[0].as_py().encode("utf-8")
-    return sorted({int.from_bytes(lowered[i: i + gram], "big") for i in range(len(lowered) - gram + 1)})
+class _ColumnWords:
+    def __init__(self, folder: Path, table: str, number: int):
+        self._source = pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r")
+        words = ipc.open_file(self._source).read_all().column(0)  # zero-copy over the mapping
+        self.words = words.chunk(0) if words.num_chunks == 1 else words.combine_chunks()
+        self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy", mmap_mode="r")
+        self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy", mmap_mode="r")
 
 
 class TableIndex:
@@ -227,97 +232,84 @@ class TableIndex:
 
     def __init__(self, folder: Path, table: str):
         self.meta = json.loads((folder / f"{table}.json").read_text())
+        if self.meta.get("version") != INDEX_VERSION:
+            raise ValueError(f"index version {self.meta.get('version')} is not {INDEX_VERSION}")
         self.columns = {name: number for number, name in enumerate(self.meta["columns"])}
-        self.block_rows = int(self.meta["block_rows"])
-        self.gram = int(self.meta["gram"])
         self.batch_rows = int(self.meta["batch_rows"])
         self.rows = int(self.meta["rows"])
         self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
-        self.blocks = (self.rows + self.block_rows - 1) // self.block_rows
-        self.terms = np.load(folder / f"{table}.terms.npy", mmap_mode="r")
-        self.offsets = np.load(folder / f"{table}.offsets.npy", mmap_mode="r")
-        self.sizes = np.load(folder / f"{table}.sizes.npy", mmap_mode="r")
+        self._words = {name: _ColumnWords(folder, table, number) for name, number in self.columns.items()}
         with open(folder / f"{table}.postings.bin", "rb") as handle:
             size = handle.seek(0, 2)
             self._postings = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._sources = []
-        fields = []
-        for i in range(len(self.meta["schema"])):
-            source = pa.memory_map(str(folder / f"{table}.col{i}.arrow"), "r")
-            self._sources.append(source)
-            fields.append(ipc.open_file(source).schema.field(0))
-        self.schema = pa.schema(fields)
-        self.field_index = {f.name: i for i, f in enumerate(fields)}
-        self._readers = threading.local()  # per thread: file readers over the shared mappings
+        self._source = pa.memory_map(str(folder / f"{table}.rows.arrow"), "r")
+        self._readers = threading.local()  # per thread: a file reader over the shared mapping
+        self.schema = self._reader().schema
 
-    def _reader(self, i: int) -> ipc.RecordBatchFileReader:
-        readers = getattr(self._readers, "readers", None)
-        if readers is None:
-            readers = self._readers.readers = {}
-        reader = readers.get(i)
+    def _reader(self) -> ipc.RecordBatchFileReader:
+        reader = getattr(self._readers, "reader", None)
         if reader is None:
-            reader = readers[i] = ipc.open_file(self._sources[i])
+            reader = self._readers.reader = ipc.open_file(self._source)
         return reader
 
-    def _find(self, term: int) -> int:
-        i = int(np.searchsorted(self.terms, term))
-        return i if i < len(self.terms) and int(self.terms[i]) == term else -1
+    def part_rows(self, column: str, part: str, how: str) -> BitMap | None:
+        """Rows holding a word that contains / ends with / starts with / equals `part` (lowercased), or
+        None when this part cannot narrow (digits only: not indexed; too many words)."""
+        if not part or DIGITS.fullmatch(part):
+            return None
+        words = self._words[column]
+        test = {"contains": pc.match_substring, "suffix": pc.ends_with, "prefix": pc.starts_with,
+                "exact": pc.equal}[how]
+        mask = test(words.words, part)
+        matched = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        if len(matched) > MAX_PART_WORDS:
+            return None
+        offsets = words.offsets
+        bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
+        return BitMap.union(*bitmaps) if bitmaps else BitMap()
 
-    def term_codes(self, column: str, value: str) -> list[int]:
-        number = self.columns[column]
-        return [(number << 32) | code for code in needle_grams(value, self.gram)]
-
-    def term_size(self, term: int) -> int:
-        i = self._find(term)
-        return 0 if i < 0 else int(self.sizes[i])
-
-    def bitmap(self, term: int) -> BitMap:
-        i = self._find(term)
-        if i < 0:
-            return BitMap()
-        return BitMap.deserialize(self._postings[int(self.offsets[i]): int(self.offsets[i + 1])])
-
-    def candidates(self, terms: list[int]) -> BitMap:
-        """Blocks holding every term (smallest postings first: the intersection shrinks fastest)."""
-        if not terms:
-            return BitMap(range(self.blocks))
-        ordered = sorted(set(terms), key=self.term_size)
-        result = self.bitmap(ordered[0])
-        for term in ordered[1:]:
-            if not result:
-                break
-            result &= self.bitmap(term)
+    def needle_rows(self, column: str, needle: str) -> BitMap | None:
+        """A superset of the rows whose `column` contains `needle` (any case), or None: no narrowing."""
+        if len(needle) < MIN_NEEDLE_CHARS or column not in self.columns:
+            return None
+        parts = needle_parts(needle)
+        if len(parts) == 1:
+            constraints = [(parts[0], "contains")]
+        else:
+            constraints = [(parts[0], "suffix")] + [(p, "exact") for p in parts[1:-1]] + [(parts[-1], "prefix")]
+        result = None
+        for part, how in constraints:
+            rows = self.part_rows(column, part, how)
+            if rows is not None:
+                result = rows if result is None else result & rows
         return result
 
-    def block_positions(self, blocks) -> np.ndarray:
-        """Row positions of these blocks (ascending blocks → ascending positions)."""
-        blocks = np.asarray(blocks, dtype=np.int64)
-        positions = (blocks[:, None] * self.block_rows + np.arange(self.block_rows)[None, :]).ravel()
-        return positions[positions < self.rows]
-
-    def column_at(self, name: str, positions: np.ndarray) -> pa.Array:
-        """One column's values at ascending row positions (decoding only that column's batches)."""
-        reader = self._reader(self.field_index[name])
+    def rows_at(self, positions: np.ndarray) -> pa.Table:
+        """The rows at these ascending positions, every column (one batch read per batch touched)."""
+        reader = self._reader()
         if not len(positions):
-            return pa.array([], type=self.schema.field(name).type)
+            return self.schema.empty_table()
         batch_of = positions // self.batch_rows
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
-        parts = []
+        pieces = []
         for group in np.split(positions, cuts):
             index = int(group[0] // self.batch_rows)
-            column = reader.get_batch(index).column(0)
-            parts.append(column.take(pa.array(group - index * self.batch_rows)))
-        return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
-
-    def rows_at(self, positions: np.ndarray) -> pa.Table:
-        """Every column at these ascending row positions."""
-        return pa.table([self.column_at(f.name, positions) for f in self.schema], schema=self.schema)
+            batch = reader.get_batch(index)
+            local = (group - index * self.batch_rows).tolist()
+            start = run = local[0]
+            for offset in local[1:] + [None]:  # zero-copy slices of consecutive rows
+                if offset == run + 1:
+                    run = offset
+                    continue
+                pieces.append(batch.slice(start, run - start + 1))
+                if offset is not None:
+                    start = run = offset
+        return pa.Table.from_batches(pieces, schema=self.schema)
 
     def close(self) -> None:
         if isinstance(self._postings, mmap.mmap):
             self._postings.close()
-        for source in self._sources:
-            source.close()
+        self._source.close()
 
 
 class FileIndex:
@@ -380,4 +372,4 @@ def regex_required_literal(pattern: str) -> str | None:
     text = "".join(run)
     if len(text) > len(best):
         best = text
-    return best if len(best.encode("utf-8")) >= 3 else None
+    return best if len(best) >= MIN_NEEDLE_CHARS else None

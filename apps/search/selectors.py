@@ -9,18 +9,18 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+from pyroaring import BitMap
 
-from .ngram import TableIndex, file_index, needle_grams, regex_required_literal
+from .ngram import TableIndex, file_index, regex_required_literal
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
 from .store import subset_connection, subset_snapshot
 from .tables import TableSpec, quote_identifier
 
 # The planner's thresholds (see subset_search).
-DENSE_SHARE = 0.25  # candidates in more than this share of the blocks: the LIMIT scan finds rows at once
-VERIFY_MAX_ROWS = 65_536  # candidate rows verified before the rest is left to a scan from where they stopped
-FIRST_ROUND_BLOCKS = 8  # blocks verified in the first round; each later round doubles
+DENSE_SHARE = 0.05  # candidates in more than this share of the rows: the LIMIT scan finds rows at once
+VERIFY_MAX_ROWS = 20_000  # candidate rows verified before the rest is left to a scan from where they stopped
+FIRST_ROUND_ROWS = 64  # candidate rows verified in the first round; each later round doubles
 POSITION = "__samplescope_position"
 
 
@@ -37,41 +37,42 @@ class QueryOutcome:
 
 @dataclass
 class SearchPlan:
-    """How subset_search answers: "scan" (the compiled query on DuckDB), "empty" (a gram of a needle is
-    in no row of its column) or "index" (candidate blocks from the postings, verified in table order)."""
+    """How subset_search answers: "scan" (the compiled query on DuckDB), "empty" (no row can match) or
+    "index" (candidate rows from the index, verified in table order)."""
 
     kind: str
     reason: str
     index: TableIndex | None = None
-    terms: list[int] = field(default_factory=list)
+    candidates: BitMap | None = None
     needles: list[tuple[str, str]] = field(default_factory=list)  # (column, value every match contains)
-    smallest_posting: int = 0
 
 
 def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None) -> SearchPlan:
     """Choose by posting sizes. Filters that narrow: contains / icontains / startswith (Operator.substring)
-    and regexes with a required literal, on indexed columns, with at least `gram` bytes (lowercased UTF-8)."""
+    and regexes with a required literal, on indexed columns, 3+ characters (TableIndex.needle_rows)."""
     if index is None:
-        return SearchPlan("scan", "no n-gram index for this table")
-    terms: list[int] = []
+        return SearchPlan("scan", "no substring index for this table")
+    candidates: BitMap | None = None
     needles: list[tuple[str, str]] = []
     for flt, value in query_validate(query=query, spec=spec):
         if flt.column not in index.columns:
             continue
         operator = operator_get(flt.op)
         needle = value if operator.substring else regex_required_literal(value) if flt.op == "regex" else None
-        if isinstance(needle, str) and needle_grams(needle, index.gram):
-            terms.extend(index.term_codes(flt.column, needle))
-            needles.append((flt.column, needle))
-    if not terms:
-        return SearchPlan("scan", "no filter the index can narrow (short needles, other operators)")
-    smallest = min(index.term_size(t) for t in terms)
-    if smallest == 0:
-        return SearchPlan("empty", "a gram of a needle is in no row", index, terms, needles)
-    if smallest > DENSE_SHARE * index.blocks:
-        return SearchPlan("scan", "every gram is frequent: the LIMIT scan finds rows at once", index, terms,
-                          needles, smallest)
-    return SearchPlan("index", "candidate blocks from the postings", index, terms, needles, smallest)
+        if not isinstance(needle, str):
+            continue
+        rows = index.needle_rows(flt.column, needle)
+        if rows is None:
+            continue
+        needles.append((flt.column, needle))
+        candidates = rows if candidates is None else candidates & rows
+    if candidates is None:
+        return SearchPlan("scan", "no filter the index can narrow (short needles, frequent fragments, other operators)")
+    if not candidates:
+        return SearchPlan("empty", "no row holds the needles' words", index, candidates, needles)
+    if len(candidates) > DENSE_SHARE * index.rows:
+        return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
+    return SearchPlan("index", "candidate rows from the word postings", index, candidates, needles)
 
 
 def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
@@ -102,25 +103,19 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-def _lowered(values: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.utf8_lower(values.cast(pa.large_string())), "")
-
-
 def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeout_ms: int) -> QueryOutcome:
     index = plan.index
-    blocks = np.frombuffer(index.candidates(plan.terms).to_array(), dtype=np.uint32)
-    needles = [(column, _lowered(pa.array([value]))[0].as_py()) for column, value in plan.needles]
+    candidates = np.frombuffer(plan.candidates.to_array(), dtype=np.uint32).astype(np.int64)
     where = where_compile(query=query, spec=spec)
     columns = ", ".join(quote_identifier(c) for c in spec.selected)
     found: list[tuple] = []
-    verified_rows = 0
     done = 0
-    round_blocks = FIRST_ROUND_BLOCKS
+    round_rows = FIRST_ROUND_ROWS
     cursor = conn.cursor()
     try:
-        while done < len(blocks) and len(found) < query.limit:
-            if verified_rows >= VERIFY_MAX_ROWS and index.dense_rowid:
-                last = int((int(blocks[done - 1]) + 1) * index.block_rows)  # every row before it was verified
+        while done < len(candidates) and len(found) < query.limit:
+            if done >= VERIFY_MAX_ROWS and index.dense_rowid:
+                last = int(candidates[done - 1]) + 1  # every candidate before it was verified
                 rest = subset_query_run(
                     compiled=CompiledQuery(
                         f"SELECT {columns} FROM {quote_identifier(spec.name)} WHERE rowid >= {last} "
@@ -130,18 +125,9 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
                     return QueryOutcome(list(spec.selected), [], _ms(started), True)
                 found.extend(rest.rows)
                 break
-            chunk = blocks[done: done + round_blocks]
-            done += len(chunk)
-            round_blocks *= 2
-            positions = index.block_positions(chunk)
-            verified_rows += len(positions)
-            for column, needle in needles:  # cheap pre-filter on the needles' columns only
-                keep = pc.match_substring(_lowered(index.column_at(column, positions)), needle)
-                positions = positions[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
-                if not len(positions):
-                    break
-            if not len(positions):
-                continue
+            positions = candidates[done: done + round_rows]
+            done += len(positions)
+            round_rows *= 2
             rows = index.rows_at(positions).append_column(POSITION, pa.array(positions))
             cursor.register("candidates", rows)
             try:
