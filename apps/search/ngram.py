@@ -151,7 +151,7 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
 def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
     started = time.perf_counter()
     dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
-    reader = conn.execute(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
+    reader = conn.sql(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
     options = ipc.IpcWriteOptions(compression=ROWS_CODEC)
     schema = reader.schema
     writer = ipc.new_file(str(folder / f"{table}.rows.arrow"), schema, options=options)

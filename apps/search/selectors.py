@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -88,9 +89,16 @@ def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuer
     exactly those the scan returns. Past VERIFY_MAX_ROWS candidate rows without enough matches, a
     DuckDB scan continues after the last verified row. Frequent terms and filters the index cannot
     narrow run the scan."""
+    path, conn = subset_snapshot()
+    return indexed_search(path=path, conn=conn, query=query, spec=spec, compiled=compiled, timeout_ms=timeout_ms)
+
+
+def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: SearchQuery, spec: TableSpec,
+                   compiled: CompiledQuery | None = None, timeout_ms: int) -> QueryOutcome:
+    """subset_search over any indexed DuckDB file of SwappedFiles (the subset, the learned rows): `conn`
+    is a read-only connection to `path`, whose index folder answers where it can."""
     compiled = compiled or compile_search(query=query, spec=spec)
     started = time.perf_counter()
-    path, conn = subset_snapshot()
     plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name))
     if plan.kind == "scan":
         return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
