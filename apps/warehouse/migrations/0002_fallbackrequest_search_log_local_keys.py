@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('search', '0002_remove_searchlog_fallback_id_searchlog_source_counts_and_more'),
+        ('search', '0002_searchlog_source_counts'),
         ('warehouse', '0001_initial'),
     ]
 
