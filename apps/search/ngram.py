@@ -5,9 +5,10 @@ Beside every immutable subset file `subset-<stamp>.duckdb` lies a folder `subset
 built in the same `SwappedFiles.build` before the CURRENT pointer is swapped, so a file and its index
 are always installed (and deleted) together. For each table with text (VARCHAR) columns it holds:
 
-- `<table>.rows.arrow`: the table in table order, an Arrow IPC file of LZ4-compressed record batches
-  of exactly BATCH_ROWS rows. DuckDB has no fast point lookup by row position; this file gives
-  candidate rows by position, memory-mapped, so every web worker shares one page cache;
+- `<table>.rows.bin` (+ `rows.npy` frame offsets, `rows_raw.npy` sizes, `schema.arrow`): the table in
+  table order, batches of exactly BATCH_ROWS rows, each an Arrow IPC record batch compressed as one
+  zstd frame. DuckDB has no fast point lookup by row position; this file gives candidate rows by
+  position, memory-mapped, so every web worker shares one page cache;
 - per indexed column n: `<table>.t<n>.tokens.arrow` (the column's distinct words, sorted),
   `<table>.t<n>.offsets.npy` (uint64) and `<table>.t<n>.sizes.npy` (uint32): word i's rows are the
   pyroaring BitMap serialized at postings[offsets[i]:offsets[i+1]] of `<table>.postings.bin`;
@@ -20,7 +21,8 @@ indexed (ids in URLs would make the dictionary as long as the table).
 Lookup of a needle (lowercased and split the same way into parts): one part → rows holding a word
 that contains it; several parts → the first part ends a word, the middle ones are whole words and
 the last starts a word. Each part's rows are the union of its words' postings; parts of digits only
-(not indexed) and parts matching too many words do not narrow. The result is a superset of the rows
+(not indexed), parts matching too many words and parts matching a frequent word (more than
+FREQUENT_SHARE of the rows: stored without postings, which halves the index) do not narrow. The result is a superset of the rows
 containing the needle: the caller (apps.search.selectors) verifies candidates with DuckDB's own WHERE.
 """
 from __future__ import annotations
@@ -46,12 +48,14 @@ from pyroaring import BitMap
 from .sql import quote_identifier
 
 SUFFIX = ".ngram"
-BATCH_ROWS = 256  # rows per compressed record batch of the column files
-ROWS_CODEC = "lz4"  # the row file's compression (zstd: ~1.5x smaller, ~4x slower to read a batch)
+BATCH_ROWS = 128  # rows per compressed record batch of the row file
+ROWS_CODEC = ("zstd", 6)  # each batch one frame (lz4: ~1.45x larger, ~4x faster to read a batch)
 CHUNK_ROWS = 131_072  # rows read and indexed per step while building
 SEPARATOR = r"[^\p{L}\p{N}]+"  # RE2 (pyarrow): what separates words
 DIGITS = re.compile(r"[0-9]+")
 MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a frequent fragment)
+FREQUENT_SHARE = 0.002  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
+FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT scan finds its rows at once
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
 INDEX_VERSION = 2
@@ -148,24 +152,50 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
     return built
 
 
+class _RowWriter:
+    """The row file: each batch of BATCH_ROWS rows serialized (Arrow IPC) and compressed as ONE frame,
+    so reading a row costs one decompression (Arrow's own IPC compression pays one per buffer)."""
+
+    def __init__(self, folder: Path, table: str):
+        self.folder, self.table = folder, table
+        self.codec = pa.Codec(ROWS_CODEC[0], compression_level=ROWS_CODEC[1])
+        self.out = open(folder / f"{table}.rows.bin", "wb")
+        self.offsets = [0]
+        self.raw_sizes = []
+
+    def write(self, table: pa.Table) -> None:
+        for batch in table.combine_chunks().to_batches(max_chunksize=BATCH_ROWS):
+            raw = batch.serialize()
+            frame = self.codec.compress(raw, asbytes=True)
+            self.out.write(frame)
+            self.offsets.append(self.offsets[-1] + len(frame))
+            self.raw_sizes.append(raw.size)
+
+    def close(self) -> None:
+        self.out.close()
+        np.save(self.folder / f"{self.table}.rows.npy", np.array(self.offsets, dtype=np.uint64))
+        np.save(self.folder / f"{self.table}.rows_raw.npy", np.array(self.raw_sizes, dtype=np.uint64))
+
+
 def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
     started = time.perf_counter()
     dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
     reader = conn.sql(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
-    options = ipc.IpcWriteOptions(compression=ROWS_CODEC)
     schema = reader.schema
-    writer = ipc.new_file(str(folder / f"{table}.rows.arrow"), schema, options=options)
+    with ipc.new_file(str(folder / f"{table}.schema.arrow"), schema):
+        pass
+    rows = _RowWriter(folder, table)
     pending = None
     done = 0
     try:
         for batch in reader:
             chunk = pa.Table.from_batches([batch], schema=schema)
-            # Every record batch of the row file holds exactly BATCH_ROWS rows (the last one fewer), so
-            # row position p is in batch p // BATCH_ROWS.
+            # Every batch of the row file holds exactly BATCH_ROWS rows (the last one fewer), so row
+            # position p is in batch p // BATCH_ROWS.
             pending = pa.concat_tables([pending, chunk]) if pending is not None else chunk
             whole = pending.num_rows // BATCH_ROWS * BATCH_ROWS
             if whole:
-                writer.write_table(pending.slice(0, whole).combine_chunks(), max_chunksize=BATCH_ROWS)
+                rows.write(pending.slice(0, whole))
                 pending = pending.slice(whole)
             for name, dictionary in zip(columns, dictionaries):
                 chunk_words(chunk.column(name), first_row=done, dictionary=dictionary)
@@ -173,9 +203,9 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
             if stdout is not None and done % (CHUNK_ROWS * 8) == 0:
                 stdout.write(f"  substring index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
         if pending is not None and pending.num_rows:
-            writer.write_table(pending.combine_chunks(), max_chunksize=BATCH_ROWS)
+            rows.write(pending)
     finally:
-        writer.close()
+        rows.close()
     words_total = 0
     with open(folder / f"{table}.postings.bin", "wb") as out:
         position = 0
@@ -185,11 +215,12 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
             ids = np.array(list(dictionary.ids.values()), dtype=np.int64)[order]
             sizes = np.zeros(len(ids), dtype=np.uint32)
             offsets = np.zeros(len(ids) + 1, dtype=np.uint64)
+            frequent = max(FREQUENT_MIN_ROWS, FREQUENT_SHARE * done)
             for i, word_id in enumerate(ids.tolist()):
                 bitmap = dictionary.bitmaps[word_id]
                 dictionary.bitmaps[word_id] = None
                 bitmap.run_optimize()
-                blob = bitmap.serialize()
+                blob = bitmap.serialize() if len(bitmap) <= frequent else b""  # size > 0, no postings: frequent
                 out.write(blob)
                 sizes[i] = len(bitmap)
                 offsets[i] = position
@@ -203,7 +234,7 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
             words_total += len(ids)
     count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
     index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
-    rows_bytes = (folder / f"{table}.rows.arrow").stat().st_size
+    rows_bytes = sum((folder / f"{table}.{name}").stat().st_size for name in ("rows.bin", "rows.npy", "rows_raw.npy"))
     meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done,
             "schema": [f.name for f in schema], "dense_rowid": count == end == done, "batch_rows": BATCH_ROWS,
             "words": words_total, "build_seconds": round(time.perf_counter() - started, 2),
@@ -242,15 +273,21 @@ class TableIndex:
         with open(folder / f"{table}.postings.bin", "rb") as handle:
             size = handle.seek(0, 2)
             self._postings = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._source = pa.memory_map(str(folder / f"{table}.rows.arrow"), "r")
-        self._readers = threading.local()  # per thread: a file reader over the shared mapping
-        self.schema = self._reader().schema
+        self.schema = ipc.open_file(pa.memory_map(str(folder / f"{table}.schema.arrow"), "r")).schema
+        self.row_offsets = np.load(folder / f"{table}.rows.npy", mmap_mode="r")
+        self.row_raw_sizes = np.load(folder / f"{table}.rows_raw.npy", mmap_mode="r")
+        with open(folder / f"{table}.rows.bin", "rb") as handle:
+            size = handle.seek(0, 2)
+            self._rows = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._codecs = threading.local()  # a codec per thread
 
-    def _reader(self) -> ipc.RecordBatchFileReader:
-        reader = getattr(self._readers, "reader", None)
-        if reader is None:
-            reader = self._readers.reader = ipc.open_file(self._source)
-        return reader
+    def batch(self, index: int) -> pa.RecordBatch:
+        codec = getattr(self._codecs, "codec", None)
+        if codec is None:
+            codec = self._codecs.codec = pa.Codec(ROWS_CODEC[0])
+        start, end = int(self.row_offsets[index]), int(self.row_offsets[index + 1])
+        raw = codec.decompress(memoryview(self._rows)[start:end], decompressed_size=int(self.row_raw_sizes[index]))
+        return ipc.read_record_batch(raw, self.schema)
 
     def part_rows(self, column: str, part: str, how: str) -> BitMap | None:
         """Rows holding a word that contains / ends with / starts with / equals `part` (lowercased), or
@@ -265,6 +302,8 @@ class TableIndex:
         if len(matched) > MAX_PART_WORDS:
             return None
         offsets = words.offsets
+        if len(matched) and np.any(offsets[matched + 1] == offsets[matched]):
+            return None  # a frequent word without postings
         bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
         return BitMap.union(*bitmaps) if bitmaps else BitMap()
 
@@ -286,7 +325,6 @@ class TableIndex:
 
     def rows_at(self, positions: np.ndarray) -> pa.Table:
         """The rows at these ascending positions, every column (one batch read per batch touched)."""
-        reader = self._reader()
         if not len(positions):
             return self.schema.empty_table()
         batch_of = positions // self.batch_rows
@@ -294,7 +332,7 @@ class TableIndex:
         pieces = []
         for group in np.split(positions, cuts):
             index = int(group[0] // self.batch_rows)
-            batch = reader.get_batch(index)
+            batch = self.batch(index)
             local = (group - index * self.batch_rows).tolist()
             start = run = local[0]
             for offset in local[1:] + [None]:  # zero-copy slices of consecutive rows
@@ -307,9 +345,9 @@ class TableIndex:
         return pa.Table.from_batches(pieces, schema=self.schema)
 
     def close(self) -> None:
-        if isinstance(self._postings, mmap.mmap):
-            self._postings.close()
-        self._source.close()
+        for mapping in (self._postings, self._rows):
+            if isinstance(mapping, mmap.mmap):
+                mapping.close()
 
 
 class FileIndex:

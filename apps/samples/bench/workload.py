@@ -158,3 +158,38 @@ def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], pr
     return pa.table({"id": pa.array(ids), "url": url, "domain": domain, "title": title, "text": text,
                      "label": label, "lang": lang, "crawled_at": crawled,
                      "length": pc.cast(pc.utf8_length(text), pa.int32())})
+
+
+def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)) -> list[dict]:
+    """bench_search's queries over a `realistic_table`: a text needle of a term class (frequent: the 300
+    most frequent words; rare: words ranked 30k-200k; absent: a word of 7+ letters with two inner letters
+    swapped, not itself a word), an operator (contains, icontains, or startswith on the title), 0-2
+    more filters (title contains a common word, label =, lang in, crawled_at >), a limit.
+    Each item: {"class", "op", "filters": [(column, op, value)], "limit"}."""
+    rng = random.Random(seed)
+    known = set(words)
+    frequent = [w for w in words[:300] if len(w) >= 3]
+    rare = words[30_000:200_000]
+    long_words = [w for w in words[2_000:60_000] if len(w) >= 7 and w.isalpha()]
+    absent = []
+    while len(absent) < 500:
+        w = rng.choice(long_words)
+        i = rng.randrange(1, len(w) - 2)
+        swapped = w[:i] + w[i + 1] + w[i] + w[i + 2:]
+        if swapped not in known and swapped != w:
+            absent.append(swapped)
+    pools = {"frequent": frequent, "rare": rare, "absent": absent}
+    workload = []
+    for index in range(count):
+        term_class = SEARCH_CLASSES[index % len(SEARCH_CLASSES)]
+        word = rng.choice(pools[term_class])
+        op = rng.choice(("contains", "icontains", "startswith"))
+        if op == "startswith":
+            filters = [("title", "startswith", word)]
+        else:
+            filters = [("text", op, word.capitalize() if op == "icontains" and rng.random() < 0.5 else word)]
+        extras = [("title", "contains", rng.choice(frequent[:60])), ("label", "eq", rng.choice(BENCH_LABELS)),
+                  ("lang", "in", "en,de"), ("crawled_at", "gt", "2024-06-01")]
+        filters += rng.sample(extras, rng.randint(0, 2))
+        workload.append({"class": term_class, "op": op, "filters": filters, "limit": limits[index % len(limits)]})
+    return workload
