@@ -42,7 +42,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
+from pyarrow import ipc
 from pyroaring import BitMap
 
 from .sql import quote_identifier
@@ -80,9 +80,36 @@ def lowered_text(value: str) -> str:
     return lowered(pa.array([value], type=pa.string()))[0].as_py()
 
 
+_separator: dict[str, bool] = {}  # character -> is it a SEPARATOR character (asked of pyarrow's RE2 once)
+
+
+def _separators(chars: set[str]) -> None:
+    unseen = sorted(c for c in chars if c not in _separator)
+    if unseen:
+        flags = pc.match_substring_regex(pa.array(unseen, type=pa.large_string()), f"^{SEPARATOR[:-1]}$")
+        _separator.update(zip(unseen, flags.to_pylist()))
+
+
+_separators({chr(i) for i in range(128)})
+
+
 def needle_parts(value: str) -> list[str]:
-    """The needle lowercased and split at separators (leading/trailing '' when it starts/ends with one)."""
-    return pc.split_pattern_regex(pa.array([lowered_text(value)], type=pa.large_string()), SEPARATOR)[0].as_py()
+    """The needle lowercased and split at separators as rows are (pyarrow's split_pattern_regex with
+    SEPARATOR): '' first/last when it starts/ends with separators. Characters are classified once by the
+    same RE2 class, so query-time splitting costs no regex compilation."""
+    text = lowered_text(value)
+    _separators(set(text))
+    parts, current, in_separator = [], [], False
+    for char in text:
+        if _separator[char]:
+            if not in_separator:
+                parts.append("".join(current))
+                current, in_separator = [], True
+        else:
+            current.append(char)
+            in_separator = False
+    parts.append("".join(current))
+    return parts
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -159,7 +186,7 @@ class _RowWriter:
     def __init__(self, folder: Path, table: str):
         self.folder, self.table = folder, table
         self.codec = pa.Codec(ROWS_CODEC[0], compression_level=ROWS_CODEC[1])
-        self.out = open(folder / f"{table}.rows.bin", "wb")
+        self.out = open(folder / f"{table}.rows.bin", "wb")  # noqa: SIM115 - closed by close()
         self.offsets = [0]
         self.raw_sizes = []
 
@@ -249,12 +276,35 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
 # --- reading ------------------------------------------------------------------------------------
 
 class _ColumnWords:
+    """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`), searched with
+    bytes.find: contains = `part`, prefix = `\0part`, suffix = `part\0`, exact = `\0part\0`."""
+
     def __init__(self, folder: Path, table: str, number: int):
-        self._source = pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r")
-        words = ipc.open_file(self._source).read_all().column(0)  # zero-copy over the mapping
-        self.words = words.chunk(0) if words.num_chunks == 1 else words.combine_chunks()
+        with pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r") as source:
+            words = ipc.open_file(source).read_all().column(0).to_pylist()
+        encoded = [w.encode("utf-8") for w in words]
+        self.blob = b"\0" + b"\0".join(encoded) + b"\0"
+        lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
+        self.starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(encoded) else np.zeros(0, np.int64)
         self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy", mmap_mode="r")
         self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy", mmap_mode="r")
+
+    def matching(self, part: str, how: str, most: int) -> np.ndarray | None:
+        """Indexes of the words containing / starting / ending with / equal to `part`; None past `most`."""
+        needle = part.encode("utf-8")
+        pattern = {"contains": needle, "prefix": b"\0" + needle, "suffix": needle + b"\0",
+                   "exact": b"\0" + needle + b"\0"}[how]
+        shift = 1 if how in ("prefix", "exact") else 0
+        hits = []
+        find = self.blob.find
+        position = find(pattern)
+        while position != -1:
+            hits.append(position + shift)
+            if len(hits) > most * 4:  # several hits can fall in one word; far past `most` anyway
+                return None
+            position = find(pattern, position + 1)
+        words = np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
+        return None if len(words) > most else words
 
 
 class TableIndex:
@@ -295,11 +345,8 @@ class TableIndex:
         if not part or DIGITS.fullmatch(part):
             return None
         words = self._words[column]
-        test = {"contains": pc.match_substring, "suffix": pc.ends_with, "prefix": pc.starts_with,
-                "exact": pc.equal}[how]
-        mask = test(words.words, part)
-        matched = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-        if len(matched) > MAX_PART_WORDS:
+        matched = words.matching(part, how, MAX_PART_WORDS)
+        if matched is None:
             return None
         offsets = words.offsets
         if len(matched) and np.any(offsets[matched + 1] == offsets[matched]):

@@ -111,6 +111,18 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+_verifiers = threading.local()
+
+
+def _verifier() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB (one thread): runs the query's WHERE over candidate rows, so they
+    are judged by DuckDB itself, without waking the subset connection's thread pool."""
+    conn = getattr(_verifiers, "conn", None)
+    if conn is None:
+        conn = _verifiers.conn = duckdb.connect(config={"threads": 1})
+    return conn
+
+
 def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeout_ms: int) -> QueryOutcome:
     index = plan.index
     candidates = np.frombuffer(plan.candidates.to_array(), dtype=np.uint32).astype(np.int64)
@@ -119,33 +131,30 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
     found: list[tuple] = []
     done = 0
     round_rows = FIRST_ROUND_ROWS
-    cursor = conn.cursor()
-    try:
-        while done < len(candidates) and len(found) < query.limit:
-            if done >= VERIFY_MAX_ROWS and index.dense_rowid:
-                last = int(candidates[done - 1]) + 1  # every candidate before it was verified
-                rest = subset_query_run(
-                    compiled=CompiledQuery(
-                        f"SELECT {columns} FROM {quote_identifier(spec.name)} WHERE rowid >= {last} "
-                        f"AND ({where.sql}) LIMIT {int(query.limit - len(found))}", where.params),
-                    timeout_ms=max(1, timeout_ms - int(_ms(started))), conn=conn)
-                if rest.timed_out:
-                    return QueryOutcome(list(spec.selected), [], _ms(started), True)
-                found.extend(rest.rows)
-                break
-            positions = candidates[done: done + round_rows]
-            done += len(positions)
-            round_rows *= 2
-            rows = index.rows_at(positions).append_column(POSITION, pa.array(positions))
-            cursor.register("candidates", rows)
-            try:
-                found.extend(cursor.execute(
-                    f"SELECT {columns} FROM candidates WHERE {where.sql} ORDER BY {POSITION} "
-                    f"LIMIT {int(query.limit - len(found))}", where.params).fetchall())
-            finally:
-                cursor.unregister("candidates")
-    finally:
-        cursor.close()
+    verifier = _verifier()
+    while done < len(candidates) and len(found) < query.limit:
+        if done >= VERIFY_MAX_ROWS and index.dense_rowid:
+            last = int(candidates[done - 1]) + 1  # every candidate before it was verified
+            rest = subset_query_run(
+                compiled=CompiledQuery(
+                    f"SELECT {columns} FROM {quote_identifier(spec.name)} WHERE rowid >= {last} "
+                    f"AND ({where.sql}) LIMIT {int(query.limit - len(found))}", where.params),
+                timeout_ms=max(1, timeout_ms - int(_ms(started))), conn=conn)
+            if rest.timed_out:
+                return QueryOutcome(list(spec.selected), [], _ms(started), True)
+            found.extend(rest.rows)
+            break
+        positions = candidates[done: done + round_rows]
+        done += len(positions)
+        round_rows *= 2
+        rows = index.rows_at(positions).append_column(POSITION, pa.array(positions))
+        verifier.register("candidates", rows)
+        try:
+            found.extend(verifier.execute(
+                f"SELECT {columns} FROM candidates WHERE {where.sql} ORDER BY {POSITION} "
+                f"LIMIT {int(query.limit - len(found))}", where.params).fetchall())
+        finally:
+            verifier.unregister("candidates")
     return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False)
 
 

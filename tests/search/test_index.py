@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+import time
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -230,13 +231,16 @@ def test_new_subset_installed_while_searching(subset):
     threads = [threading.Thread(target=search) for _ in range(3)]
     for t in threads:
         t.start()
-    for i in range(12):
-        SUBSET.install(path=new_path if i % 2 == 0 else old_path)
-        threading.Event().wait(0.05)
+    swaps = 0
+    deadline = time.monotonic() + 60
+    while (swaps < 12 or len(answers) < 60) and time.monotonic() < deadline and not errors:
+        SUBSET.install(path=new_path if swaps % 2 == 0 else old_path)
+        swaps += 1
+        time.sleep(0.02)
     stop.set()
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
-    assert len(answers) > 20
+    assert len(answers) >= 60 and swaps >= 12
     for q, rows in answers:
         assert rows in expected[q], q.describe()
