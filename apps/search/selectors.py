@@ -2,9 +2,11 @@
 export streams."""
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -112,6 +114,93 @@ def _ms(started: float) -> float:
 
 
 _verifiers = threading.local()
+# Column types whose values Arrow's to_pylist gives exactly as DuckDB's fetchall does.
+PYTHON_SAFE_TYPES = {"VARCHAR", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER", "USMALLINT",
+                     "UTINYINT", "DOUBLE", "BOOLEAN", "DATE", "TIMESTAMP"}
+
+
+class _Undecided(Exception):
+    """A Python check cannot promise DuckDB's answer for this row (ILIKE on non-ASCII text)."""
+
+
+def _python_value(kind: str, value):
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "timestamp":
+        return datetime.fromisoformat(value)
+    return value
+
+
+def _python_check(flt, value, kind: str):
+    """A function (columns, i) -> bool that decides the filter exactly as DuckDB's SQL for it, or None."""
+    c, op = flt.column, flt.op
+    if op == "contains":
+        return lambda cols, i: (x := cols[c][i]) is not None and value in x
+    if op == "not_contains":
+        return lambda cols, i: (x := cols[c][i]) is None or value not in x
+    if op == "startswith":
+        return lambda cols, i: (x := cols[c][i]) is not None and x.startswith(value)
+    if op == "icontains":
+        if not value.isascii():
+            return None
+        folded = value.lower()
+
+        def icontains(cols, i):
+            x = cols[c][i]
+            if x is None:
+                return False
+            if not x.isascii():
+                raise _Undecided
+            return folded in x.lower()
+        return icontains
+    if op == "isnull":
+        return lambda cols, i: (cols[c][i] is None) == value
+    if op == "in":
+        wanted = {_python_value(kind, v) for v in value}
+        return lambda cols, i: (x := cols[c][i]) is not None and x in wanted
+    if op in ("eq", "ne", "gt", "gte", "lt", "lte"):
+        v = _python_value(kind, value)
+        if op == "eq":
+            return lambda cols, i: (x := cols[c][i]) is not None and x == v
+        if op == "ne":  # IS DISTINCT FROM
+            return lambda cols, i: cols[c][i] is None or cols[c][i] != v
+        compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+        return lambda cols, i: (x := cols[c][i]) is not None and compare(x, v)
+    return None  # regex: RE2 is DuckDB's
+
+
+def _python_filter(query: SearchQuery, spec: TableSpec):
+    """Checks for every filter, when each can be decided in Python exactly as DuckDB would; else None."""
+    checks = []
+    for flt, value in query_validate(query=query, spec=spec):
+        if spec.columns.get(flt.column, "").upper() not in PYTHON_SAFE_TYPES:
+            return None
+        check = _python_check(flt, value, spec.kind(flt.column))
+        if check is None:
+            return None
+        checks.append((flt.column, check))
+    if any(spec.columns.get(c, "").upper() not in PYTHON_SAFE_TYPES for c in spec.selected):
+        return None
+    return checks
+
+
+def _python_verify(checks, rows: pa.Table, columns: tuple[str, ...], limit: int) -> list[tuple] | None:
+    """The first `limit` rows passing every check, as DuckDB's fetchall would give them; None when a row
+    cannot be decided in Python."""
+    cols = {name: rows.column(name).to_pylist() for name in {column for column, _ in checks}}
+    kept = []
+    try:
+        for i in range(rows.num_rows):
+            if all(check(cols, i) for _, check in checks):
+                kept.append(i)
+                if len(kept) >= limit:
+                    break
+    except _Undecided:
+        return None
+    if not kept:
+        return []
+    picked = rows.select(list(columns)).take(pa.array(kept)).to_pylist()
+    return [tuple(row[name] for name in columns) for row in picked]
 
 
 def _verifier() -> duckdb.DuckDBPyConnection:
@@ -131,7 +220,7 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
     found: list[tuple] = []
     done = 0
     round_rows = FIRST_ROUND_ROWS
-    verifier = _verifier()
+    checks = _python_filter(query, spec)
     while done < len(candidates) and len(found) < query.limit:
         if done >= VERIFY_MAX_ROWS and index.dense_rowid:
             last = int(candidates[done - 1]) + 1  # every candidate before it was verified
@@ -147,7 +236,13 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
         positions = candidates[done: done + round_rows]
         done += len(positions)
         round_rows *= 2
-        rows = index.rows_at(positions).append_column(POSITION, pa.array(positions))
+        rows = index.rows_at(positions)
+        decided = _python_verify(checks, rows, spec.selected, query.limit - len(found)) if checks else None
+        if decided is not None:
+            found.extend(decided)
+            continue
+        rows = rows.append_column(POSITION, pa.array(positions))
+        verifier = _verifier()
         verifier.register("candidates", rows)
         try:
             found.extend(verifier.execute(
