@@ -354,15 +354,18 @@ class TableIndex:
         bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
         return BitMap.union(*bitmaps) if bitmaps else BitMap()
 
-    def needle_rows(self, column: str, needle: str) -> BitMap | None:
-        """A superset of the rows whose `column` contains `needle` (any case), or None: no narrowing."""
+    def needle_rows(self, column: str, needle: str, *, at_start: bool = False) -> BitMap | None:
+        """A superset of the rows whose `column` contains `needle` (any case) — starts with it when
+        `at_start` — or None: no narrowing."""
         if len(needle) < MIN_NEEDLE_CHARS or column not in self.columns:
             return None
         parts = needle_parts(needle)
+        # At the start of the value the first part begins a word (it is a whole word if more follow).
+        first = ("exact" if len(parts) > 1 else "prefix") if at_start else ("suffix" if len(parts) > 1 else "contains")
         if len(parts) == 1:
-            constraints = [(parts[0], "contains")]
+            constraints = [(parts[0], first)]
         else:
-            constraints = [(parts[0], "suffix")] + [(p, "exact") for p in parts[1:-1]] + [(parts[-1], "prefix")]
+            constraints = [(parts[0], first)] + [(p, "exact") for p in parts[1:-1]] + [(parts[-1], "prefix")]
         result = None
         for part, how in constraints:
             rows = self.part_rows(column, part, how)

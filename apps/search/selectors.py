@@ -64,7 +64,7 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         needle = value if operator.substring else regex_required_literal(value) if flt.op == "regex" else None
         if not isinstance(needle, str):
             continue
-        rows = index.needle_rows(flt.column, needle)
+        rows = index.needle_rows(flt.column, needle, at_start=flt.op == "startswith")
         if rows is None:
             continue
         needles.append((flt.column, needle))

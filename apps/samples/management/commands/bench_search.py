@@ -249,7 +249,13 @@ def _fts_sql(item) -> tuple[str, list]:
     case-insensitive, GLOB case-sensitive: both use the trigram index), the rest on the table."""
     where, params = [], []
     for column, op, value in item["filters"]:
-        if op == "contains":
+        if op in ("contains", "icontains", "startswith") and len(value) < 3:
+            # Under 3 characters the trigram index cannot help (and SQLite 3.40's FTS5 crashed on such a GLOB).
+            where.append({"contains": f"instr(s.{column}, ?) > 0", "icontains": f"s.{column} LIKE ? ESCAPE '\\'",
+                          "startswith": f"substr(s.{column}, 1, {len(value)}) = ?"}[op])
+            params.append("%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                          if op == "icontains" else value)
+        elif op == "contains":
             where.append(f"f.{column} GLOB ?")
             params.append("*" + "".join(f"[{c}]" if c in "*?[]" else c for c in value) + "*")
         elif op == "icontains":
