@@ -329,6 +329,9 @@ class TableIndex:
         with open(folder / f"{table}.rows.bin", "rb") as handle:
             size = handle.seek(0, 2)
             self._rows = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        for mapping in (self._rows, self._postings):  # ask the kernel to read them ahead: random reads
+            if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED"):  # then hit the page cache
+                mapping.madvise(mmap.MADV_WILLNEED)
         self._codecs = threading.local()  # a codec per thread
 
     def batch(self, index: int) -> pa.RecordBatch:

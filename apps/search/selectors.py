@@ -21,7 +21,7 @@ from .store import subset_connection, subset_snapshot
 from .tables import TableSpec, quote_identifier
 
 # The planner's thresholds (see subset_search).
-DENSE_SHARE = 0.05  # candidates in more than this share of the rows: the LIMIT scan finds rows at once
+DENSE_SHARE = 0.002  # candidates in more than this share of the rows: the LIMIT scan finds rows at once
 VERIFY_MAX_ROWS = 20_000  # candidate rows verified before the rest is left to a scan from where they stopped
 FIRST_ROUND_ROWS = 64  # candidate rows verified in the first round; each later round doubles
 POSITION = "__samplescope_position"
