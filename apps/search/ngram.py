@@ -173,6 +173,8 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
             "AND schema_name = 'main' ORDER BY table_name").fetchall()]
     built = {}
     for table in tables:
+        if table.startswith("_"):  # bookkeeping tables (the learned store's _answers, _answer_keys) are not searched
+            continue
         columns = table_text_columns(conn, table)
         if columns:
             built[table] = _table_index_build(conn=conn, folder=target, table=table, columns=columns, stdout=stdout)
