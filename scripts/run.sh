@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: starts Redis (unless one already answers), a Celery worker, beat and the web
-# server under honcho. Ctrl-C stops everything this script started.
+# server (gunicorn: WEB_WORKERS processes, 2 by default for 2 cores, of WEB_THREADS threads, 4 by
+# default; each opens the subset and its index read-only, the index memory-mapped and shared through
+# the page cache) under honcho. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"

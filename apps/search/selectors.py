@@ -1,15 +1,30 @@
-"""Reads from the local DuckDB subset: time-limited queries and facets."""
+"""Reads from the local DuckDB subset: time-limited queries (planned over the substring index), facets,
+the known values of low-cardinality columns."""
 from __future__ import annotations
 
+import operator
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
 
-from .query import CompiledQuery, SearchQuery, compile_search, where_compile
-from .store import subset_connection, subset_current_path
+from .ngram import TableIndex, file_index, regex_required_literal
+from .operators import operator_get
+from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
+from .store import subset_connection, subset_current_path, subset_snapshot
 from .tables import TableSpec, quote_identifier
+
+# The planner's thresholds (see subset_search).
+DENSE_SHARE = 0.002  # candidates in more than this share of the rows: the LIMIT scan finds rows at once
+VERIFY_MAX_ROWS = 20_000  # candidate rows verified before the rest is left to a scan from where they stopped
+FIRST_ROUND_ROWS = 64  # candidate rows verified in the first round; each later round doubles
+POSITION = "__samplescope_position"
 
 
 @dataclass(frozen=True)
@@ -23,20 +38,229 @@ class QueryOutcome:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
 
+@dataclass
+class SearchPlan:
+    """How subset_search answers: "scan" (the compiled query on DuckDB), "empty" (no row can match) or
+    "index" (candidate rows from the index, verified in table order)."""
+
+    kind: str
+    reason: str
+    index: TableIndex | None = None
+    candidates: BitMap | None = None
+    needles: list[tuple[str, str]] = field(default_factory=list)  # (column, value every match contains)
+
+
+def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None) -> SearchPlan:
+    """Choose by posting sizes. Filters that narrow: contains / icontains / startswith (Operator.substring)
+    and regexes with a required literal, on indexed columns, 3+ characters (TableIndex.needle_rows)."""
+    if index is None:
+        return SearchPlan("scan", "no substring index for this table")
+    candidates: BitMap | None = None
+    needles: list[tuple[str, str]] = []
+    for flt, value in query_validate(query=query, spec=spec):
+        if flt.column not in index.columns:
+            continue
+        operator = operator_get(flt.op)
+        needle = value if operator.substring else regex_required_literal(value) if flt.op == "regex" else None
+        if not isinstance(needle, str):
+            continue
+        rows = index.needle_rows(flt.column, needle, at_start=flt.op == "startswith")
+        if rows is None:
+            continue
+        needles.append((flt.column, needle))
+        candidates = rows if candidates is None else candidates & rows
+    if candidates is None:
+        return SearchPlan("scan", "no filter the index can narrow (short needles, frequent fragments, other operators)")
+    if not candidates:
+        return SearchPlan("empty", "no row holds the needles' words", index, candidates, needles)
+    if len(candidates) > DENSE_SHARE * index.rows:
+        return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
+    return SearchPlan("index", "candidate rows from the word postings", index, candidates, needles)
+
+
 def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
                   timeout_ms: int) -> QueryOutcome:
-    """The subset's rows for a search: at most query.limit rows matching every filter."""
+    """The subset's rows for a search: at most query.limit rows matching every filter, the first ones in
+    table order (as the LIMIT scan returns them), whichever plan answers.
+
+    The planner (search_plan) uses the subset file's n-gram index where it prunes: candidate blocks
+    are the intersection of the needles' gram postings. A round of candidate blocks at a time (in
+    table order, rounds doubling), each needle's column is read from the index's column files and
+    kept where its lowercased value contains the lowercased needle (a superset of the matches); the
+    surviving rows are read whole and DuckDB runs the query's own WHERE over them, so the rows are
+    exactly those the scan returns. Past VERIFY_MAX_ROWS candidate rows without enough matches, a
+    DuckDB scan continues after the last verified row. Frequent terms and filters the index cannot
+    narrow run the scan."""
+    path, conn = subset_snapshot()
+    return indexed_search(path=path, conn=conn, query=query, spec=spec, compiled=compiled, timeout_ms=timeout_ms)
+
+
+def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: SearchQuery, spec: TableSpec,
+                   compiled: CompiledQuery | None = None, timeout_ms: int) -> QueryOutcome:
+    """subset_search over any indexed DuckDB file of SwappedFiles (the subset, the learned rows): `conn`
+    is a read-only connection to `path`, whose index folder answers where it can."""
     compiled = compiled or compile_search(query=query, spec=spec)
-    return subset_query_run(compiled=compiled, timeout_ms=timeout_ms)
+    started = time.perf_counter()
+    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name))
+    if plan.kind == "scan":
+        return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
+    if plan.kind == "empty":
+        return QueryOutcome(list(spec.selected), [], _ms(started), False)
+    return _index_search(query=query, spec=spec, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
 
 
-def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int) -> QueryOutcome:
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+_verifiers = threading.local()
+# Column types whose values Arrow's to_pylist gives exactly as DuckDB's fetchall does.
+PYTHON_SAFE_TYPES = {"VARCHAR", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER", "USMALLINT",
+                     "UTINYINT", "DOUBLE", "BOOLEAN", "DATE", "TIMESTAMP"}
+
+
+class _Undecided(Exception):
+    """A Python check cannot promise DuckDB's answer for this row (ILIKE on non-ASCII text)."""
+
+
+def _python_value(kind: str, value):
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "timestamp":
+        return datetime.fromisoformat(value)
+    return value
+
+
+def _python_check(flt, value, kind: str):
+    """A function (columns, i) -> bool that decides the filter exactly as DuckDB's SQL for it, or None."""
+    c, op = flt.column, flt.op
+    if op == "contains":
+        return lambda cols, i: (x := cols[c][i]) is not None and value in x
+    if op == "not_contains":
+        return lambda cols, i: (x := cols[c][i]) is None or value not in x
+    if op == "startswith":
+        return lambda cols, i: (x := cols[c][i]) is not None and x.startswith(value)
+    if op == "icontains":
+        if not value.isascii():
+            return None
+        folded = value.lower()
+
+        def icontains(cols, i):
+            x = cols[c][i]
+            if x is None:
+                return False
+            if not x.isascii():
+                raise _Undecided
+            return folded in x.lower()
+        return icontains
+    if op == "isnull":
+        return lambda cols, i: (cols[c][i] is None) == value
+    if op == "in":
+        wanted = {_python_value(kind, v) for v in value}
+        return lambda cols, i: (x := cols[c][i]) is not None and x in wanted
+    if op in ("eq", "ne", "gt", "gte", "lt", "lte"):
+        v = _python_value(kind, value)
+        if op == "eq":
+            return lambda cols, i: (x := cols[c][i]) is not None and x == v
+        if op == "ne":  # IS DISTINCT FROM
+            return lambda cols, i: cols[c][i] is None or cols[c][i] != v
+        compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+        return lambda cols, i: (x := cols[c][i]) is not None and compare(x, v)
+    return None  # regex: RE2 is DuckDB's
+
+
+def _python_filter(query: SearchQuery, spec: TableSpec):
+    """Checks for every filter, when each can be decided in Python exactly as DuckDB would; else None."""
+    checks = []
+    for flt, value in query_validate(query=query, spec=spec):
+        if spec.columns.get(flt.column, "").upper() not in PYTHON_SAFE_TYPES:
+            return None
+        check = _python_check(flt, value, spec.kind(flt.column))
+        if check is None:
+            return None
+        checks.append((flt.column, check))
+    if any(spec.columns.get(c, "").upper() not in PYTHON_SAFE_TYPES for c in spec.selected):
+        return None
+    return checks
+
+
+def _python_verify(checks, rows: pa.Table, columns: tuple[str, ...], limit: int) -> list[tuple] | None:
+    """The first `limit` rows passing every check, as DuckDB's fetchall would give them; None when a row
+    cannot be decided in Python."""
+    cols = {name: rows.column(name).to_pylist() for name in {column for column, _ in checks}}
+    kept = []
+    try:
+        for i in range(rows.num_rows):
+            if all(check(cols, i) for _, check in checks):
+                kept.append(i)
+                if len(kept) >= limit:
+                    break
+    except _Undecided:
+        return None
+    if not kept:
+        return []
+    picked = rows.select(list(columns)).take(pa.array(kept)).to_pylist()
+    return [tuple(row[name] for name in columns) for row in picked]
+
+
+def _verifier() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB (one thread): runs the query's WHERE over candidate rows, so they
+    are judged by DuckDB itself, without waking the subset connection's thread pool."""
+    conn = getattr(_verifiers, "conn", None)
+    if conn is None:
+        conn = _verifiers.conn = duckdb.connect(config={"threads": 1})
+    return conn
+
+
+def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeout_ms: int) -> QueryOutcome:
+    index = plan.index
+    candidates = np.frombuffer(plan.candidates.to_array(), dtype=np.uint32).astype(np.int64)
+    where = where_compile(query=query, spec=spec)
+    columns = ", ".join(quote_identifier(c) for c in spec.selected)
+    found: list[tuple] = []
+    done = 0
+    round_rows = FIRST_ROUND_ROWS
+    checks = _python_filter(query, spec)
+    while done < len(candidates) and len(found) < query.limit:
+        if done >= VERIFY_MAX_ROWS and index.dense_rowid:
+            last = int(candidates[done - 1]) + 1  # every candidate before it was verified
+            rest = subset_query_run(
+                compiled=CompiledQuery(
+                    f"SELECT {columns} FROM {quote_identifier(spec.name)} WHERE rowid >= {last} "
+                    f"AND ({where.sql}) LIMIT {int(query.limit - len(found))}", where.params),
+                timeout_ms=max(1, timeout_ms - int(_ms(started))), conn=conn)
+            if rest.timed_out:
+                return QueryOutcome(list(spec.selected), [], _ms(started), True)
+            found.extend(rest.rows)
+            break
+        positions = candidates[done: done + round_rows]
+        done += len(positions)
+        round_rows *= 2
+        rows = index.rows_at(positions)
+        decided = _python_verify(checks, rows, spec.selected, query.limit - len(found)) if checks else None
+        if decided is not None:
+            found.extend(decided)
+            continue
+        rows = rows.append_column(POSITION, pa.array(positions))
+        verifier = _verifier()
+        verifier.register("candidates", rows)
+        try:
+            found.extend(verifier.execute(
+                f"SELECT {columns} FROM candidates WHERE {where.sql} ORDER BY {POSITION} "
+                f"LIMIT {int(query.limit - len(found))}", where.params).fetchall())
+        finally:
+            verifier.unregister("candidates")
+    return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False)
+
+
+def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
+                     conn: duckdb.DuckDBPyConnection | None = None) -> QueryOutcome:
     """Run one read-only query on its own cursor; interrupt it after timeout_ms.
 
     DuckDB's interrupt() stops a running query from another thread, so a slow scan ends with
     `timed_out=True` instead of holding a web worker.
     """
-    cursor = subset_connection().cursor()
+    cursor = (conn or subset_connection()).cursor()
     timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
     started = time.perf_counter()
     timer.start()

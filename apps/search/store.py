@@ -5,6 +5,10 @@ and a `CURRENT` file naming the one being served. A refresh writes a new file, t
 replaces CURRENT with os.replace (atomic on POSIX). Readers open files read-only and
 re-check CURRENT on each request, so every web process picks up a new subset without a
 restart; an old file can be unlinked while open readers finish with it.
+
+Each file has an n-gram index folder beside it (`<file>.ngram/`, apps/search/ngram.py), built inside
+`build()` before the file can be installed and deleted with it, so a file and its index always swap
+together.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import duckdb
 from django.conf import settings
 
 from .errors import SubsetMissing
+from .ngram import index_build, index_remove
 from .sql import quote_identifier, quote_string
 
 POINTER = "CURRENT"
@@ -56,21 +61,24 @@ class SwappedFiles:
         os.replace(tmp_pointer, self.directory() / POINTER)
         old = sorted(p for p in self.directory().glob(f"{self.prefix}-*.duckdb") if p != path)
         for stale in old[: max(0, len(old) - (keep - 1))]:
-            stale.unlink(missing_ok=True)  # open readers keep their handle; new ones see CURRENT
+            stale.unlink(missing_ok=True)  # open readers keep their handle (and mappings); new ones see CURRENT
+            index_remove(stale)
         return path
 
     @contextmanager
-    def build(self, *, threads: int | None = None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
-        """A new file open for writing; checkpointed and closed on success, deleted on any failure.
-        The caller installs it (or not) afterwards."""
+    def build(self, *, threads: int | None = None, stdout=None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+        """A new file open for writing; then its n-gram index is built from it (apps/search/ngram.py), and
+        it is checkpointed and closed; on any failure both are deleted. The caller installs it (or not)."""
         path = self.new_path()
         conn = duckdb.connect(str(path), config={"threads": threads} if threads else {})
         try:
             yield path, conn
             conn.execute("CHECKPOINT")
+            index_build(conn=conn, path=path, stdout=stdout)
         except BaseException:
             conn.close()
             path.unlink(missing_ok=True)
+            index_remove(path)
             raise
         conn.close()
 
@@ -116,6 +124,11 @@ def subset_tables_copy(*, conn: duckdb.DuckDBPyConnection, source: Path, skip: s
 
 def subset_connection() -> duckdb.DuckDBPyConnection:
     """A read-only connection to the current subset, one per thread, reopened after a swap."""
+    return subset_snapshot()[1]
+
+
+def subset_snapshot() -> tuple[Path, duckdb.DuckDBPyConnection]:
+    """The current subset file and this thread's read-only connection to it (reopened after a swap)."""
     path = subset_current_path()
     if path is None:
         raise SubsetMissing(
@@ -124,12 +137,12 @@ def subset_connection() -> duckdb.DuckDBPyConnection:
         )
     cached = getattr(_local, "conn", None)
     if cached is not None and cached[0] == path:
-        return cached[1]
+        return cached
     if cached is not None:
         cached[1].close()
     conn = duckdb.connect(str(path), read_only=True, config={"threads": settings.SEARCH_DUCKDB_THREADS})
     _local.conn = (path, conn)
-    return conn
+    return _local.conn
 
 
 def subset_status() -> tuple[bool, str]:

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.search.ngram import index_remove
 from apps.search.store import SUBSET, subset_current_path, subset_install, subset_tables_copy
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 from apps.warehouse.backends.athena import AthenaBackend
@@ -116,6 +117,7 @@ def subset_refresh(
     except Exception as exc:
         if path is not None:
             path.unlink(missing_ok=True)
+            index_remove(path)
         logger.exception("subset refresh #%s failed", run.pk)
         out.write(f"  refresh #{run.pk} FAILED, the current subset keeps serving: {exc}\n")
         return _end(run=run, state=SubsetRefresh.State.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")

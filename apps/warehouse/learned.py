@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery, compile_search
+from apps.search.selectors import indexed_search
 from apps.search.store import SwappedFiles
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 
@@ -182,16 +183,13 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLo
         if spec.name not in snapshot.tables or len(local_rows) >= query.limit:
             return LearnedLookup(complete=complete)
         seen = {row.get(spec.key) for row in local_rows}
-        compiled = compile_search(query=replace(query, limit=query.limit + len(seen)), spec=spec)
-        cursor = snapshot.conn.cursor()
-        try:
-            result = cursor.execute(compiled.sql, compiled.params)
-            names = [d[0] for d in result.description]
-            fetched = result.fetchall()
-        finally:
-            cursor.close()
+        wider = replace(query, limit=query.limit + len(seen))
+        outcome = indexed_search(path=snapshot.path, conn=snapshot.conn, query=wider, spec=spec,
+                                 compiled=compile_search(query=wider, spec=spec),
+                                 timeout_ms=settings.SEARCH_TIMEOUT_MS)
+        names = outcome.columns
         rows = []
-        for values in fetched:
+        for values in outcome.rows:
             row = dict(zip(names, values))
             if row.get(spec.key) in seen:
                 continue

@@ -12,13 +12,15 @@ from apps.search.models import SearchLog
 def test_bench_search_small_run(tmp_path, user):
     subset_dir = settings.SEARCH_SUBSET_DIR
     out = tmp_path / "bench.json"
-    call_command("bench_search", subset_rows=3000, queries=8, json_path=str(out), stdout=io.StringIO())
+    call_command("bench_search", subset_rows=3000, queries=12, json_path=str(out), stdout=io.StringIO())
     result = json.loads(out.read_text())
-    assert result["rows"] == 3000 and result["queries"] == 8
-    for engine in ("app", "duckdb_raw", "sqlite_raw"):
-        assert set(result[engine]) >= {"p50_ms", "p95_ms", "max_ms"}
+    assert result["rows"] == 3000 and result["queries"] == 12
+    for engine in ("app", "duckdb_raw", "sqlite_fts5"):
+        assert set(result[engine]) >= {"p50_ms", "p95_ms", "max_ms", "mismatches", "by_class"}
         assert 0 < result[engine]["p50_ms"] <= result[engine]["p95_ms"] <= result[engine]["max_ms"]
-    assert result["row_count_mismatches"] == 0  # the three engines agree on every query
+        assert result[engine]["mismatches"] == 0  # same rows as the scan (FTS5: same count)
+        assert {"term:frequent", "term:rare", "term:absent", "limit:10", "limit:100"} <= set(result[engine]["by_class"])
+    assert result["index_bytes"] > 0 and result["subset_bytes"] > 0 and result["sqlite_fts5_bytes"] > 0
     assert settings.SEARCH_SUBSET_DIR == subset_dir  # the benchmark's subset was only borrowed
     assert not SearchLog.objects.exists()  # and its searches do not pollute the log
     again = io.StringIO()

@@ -100,3 +100,96 @@ def workload_draw(*, pool: list[dict], count: int, exponent: float, seed: int) -
     weights = 1.0 / np.arange(1, len(pool) + 1) ** exponent
     ranks = rng.choice(len(pool), size=count, p=weights / weights.sum())
     return [pool[int(r)] for r in ranks]
+
+
+# --- Realistic text at scale (bench_search) ------------------------------------------------------
+# Words come from wordfreq's English list (in the wheel, works offline), drawn by their real frequency,
+# so trigram statistics look like real text. The table has the demo table's schema (apps.search.demo_data),
+# so tables.json's `samples` description serves it unchanged.
+
+WORDFREQ_WORDS = 200_000
+SEARCH_CLASSES = ("frequent", "rare", "absent")
+BENCH_DOMAINS = ("dailyherald.com", "worldwire.net", "metrotimes.com", "newsroom.io", "globalobserver.net",
+                 "sundaystar.co.uk", "techpulse.dev", "sciencefeed.org", "healthwatch.net", "marketbeat.biz",
+                 "screenscene.tv", "wanderlog.travel", "tastebuds.kitchen", "campusvoice.edu", "forumhub.org")
+BENCH_LABELS = ("sports", "politics", "technology", "science", "health", "business", "entertainment", "travel")
+BENCH_LANGS = ("en", "de", "fr", "es", "it", "nl")
+
+
+def english_words() -> tuple[list[str], np.ndarray]:
+    """wordfreq's 200k most frequent English words and their frequencies (normalised to sum 1)."""
+    import wordfreq  # bench-only dependency (requirements/local.txt)
+
+    words = wordfreq.top_n_list("en", WORDFREQ_WORDS)
+    freqs = np.array([wordfreq.word_frequency(w, "en") for w in words], dtype=np.float64)
+    return words, freqs / freqs.sum()
+
+
+def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], probs: np.ndarray):
+    """`rows` rows of the demo schema whose text/title/url are drawn from real word frequencies."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng([seed, start_id])
+    vocab = pa.array(words)
+
+    def join(counts, p=probs):
+        ids = rng.choice(len(words), int(counts.sum()), p=p)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pc.take(vocab, pa.array(ids))), " "), ids
+
+    ids = np.arange(start_id, start_id + rows, dtype=np.int64)
+    text, _ = join(rng.integers(12, 30, rows))  # ~115 characters on average
+    title, _ = join(rng.integers(3, 8, rows))
+    slug_counts = rng.integers(2, 5, rows)
+    slug_offsets = np.zeros(rows + 1, dtype=np.int32)
+    np.cumsum(slug_counts, out=slug_offsets[1:])
+    slug_ids = rng.choice(len(words), int(slug_counts.sum()), p=probs)
+    slug = pc.binary_join(pa.ListArray.from_arrays(pa.array(slug_offsets), pc.take(vocab, pa.array(slug_ids))), "-")
+    domain = pc.take(pa.array(BENCH_DOMAINS), pa.array(rng.integers(0, len(BENCH_DOMAINS), rows)))
+    label = pc.take(pa.array(BENCH_LABELS), pa.array(rng.integers(0, len(BENCH_LABELS), rows)))
+    url = pc.binary_join_element_wise("https://", domain, "/", label, "/", slug, "-",
+                                      pc.cast(pa.array(ids), pa.string()), "")
+    lang = pc.take(pa.array(BENCH_LANGS), pa.array(rng.choice(len(BENCH_LANGS), rows,
+                                                              p=(0.8, 0.06, 0.05, 0.05, 0.02, 0.02))))
+    start_s = 1_672_531_200  # 2023-01-01
+    crawled = pa.array(rng.integers(start_s, start_s + 3 * 365 * 86400, rows) * 1_000_000, type=pa.timestamp("us"))
+    return pa.table({"id": pa.array(ids), "url": url, "domain": domain, "title": title, "text": text,
+                     "label": label, "lang": lang, "crawled_at": crawled,
+                     "length": pc.cast(pc.utf8_length(text), pa.int32())})
+
+
+def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)) -> list[dict]:
+    """bench_search's queries over a `realistic_table`: a text needle of a term class (frequent: the 300
+    most frequent words; rare: words ranked 30k-200k; absent: a word of 7+ letters with two inner letters
+    swapped, not itself a word), an operator (contains, icontains, or startswith on the title), 0-2
+    more filters (title contains a common word, label =, lang in, crawled_at >), a limit.
+    Each item: {"class", "op", "filters": [(column, op, value)], "limit"}."""
+    rng = random.Random(seed)
+    known = set(words)
+    frequent = [w for w in words[:300] if len(w) >= 3]
+    rare = words[30_000:200_000]
+    long_words = [w for w in words[2_000:60_000] if len(w) >= 7 and w.isalpha()]
+    absent = []
+    while len(absent) < 500:
+        w = rng.choice(long_words)
+        i = rng.randrange(1, len(w) - 2)
+        swapped = w[:i] + w[i + 1] + w[i] + w[i + 2:]
+        if swapped not in known and swapped != w:
+            absent.append(swapped)
+    pools = {"frequent": frequent, "rare": rare, "absent": absent}
+    workload = []
+    for index in range(count):
+        term_class = SEARCH_CLASSES[index % len(SEARCH_CLASSES)]
+        word = rng.choice(pools[term_class])
+        op = rng.choice(("contains", "icontains", "startswith"))
+        if op == "startswith":
+            filters = [("title", "startswith", word)]
+        else:
+            filters = [("text", op, word.capitalize() if op == "icontains" and rng.random() < 0.5 else word)]
+        extras = [("title", "contains", rng.choice(frequent[:60])), ("label", "eq", rng.choice(BENCH_LABELS)),
+                  ("lang", "in", "en,de"), ("crawled_at", "gt", "2024-06-01")]
+        filters += rng.sample(extras, rng.randint(0, 2))
+        workload.append({"class": term_class, "op": op, "filters": filters, "limit": limits[index % len(limits)]})
+    return workload

@@ -1,197 +1,228 @@
-"""Benchmark: the app's search service vs hand-written SQL on raw DuckDB and on SQLite."""
+"""Benchmark: the app's search (in-process, or over HTTP against a running server) vs a raw DuckDB scan
+and SQLite FTS5 (trigram) over the same rows, per query class."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import random
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 import duckdb
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
 from apps.audit.models import AuditEvent
 from apps.core.stats import latency_summary
+from apps.samples.bench.workload import english_words, realistic_table, search_workload
 from apps.samples.pipeline import search_answer
-from apps.search.demo_data import demo_table, demo_vocabulary
 from apps.search.models import SearchLog
-from apps.search.query import Filter, SearchQuery
+from apps.search.ngram import index_dir_for
+from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.store import SUBSET, subset_current_path, subset_install
+from apps.search.tables import table_spec_get
 
 TABLE = "samples"
-CLASSES = (("frequent", 0.4), ("rare", 0.3), ("absent", 0.3))
+FTS_TEXT = ("url", "title", "text")
 
 
 class Command(BaseCommand):
     help = (
-        "Benchmark sample search on an N-row subset (built once under DATA_DIR/bench/rows-N/ and reused): "
-        "replays Q generated queries (frequent, rare and absent terms from the demo vocabulary, 1-3 filters, "
-        "limit 10) through the app's search service and, side by side, as hand-written SQL on raw DuckDB and "
-        "on SQLite over the same rows. Prints JSON {rows, queries, app, duckdb_raw, sqlite_raw}; --json PATH "
-        "also writes it."
+        "Benchmark sample search on an N-row table of realistic text (words drawn by their English frequency "
+        "from wordfreq; built once under DATA_DIR/bench/words-N-seed-S/, with its substring index, and reused). "
+        "Replays Q queries (frequent, rare and absent terms; contains, icontains, startswith; 1-3 filters; "
+        "limit 10 and 100) through the app (in-process, or over HTTP with --http URL --token T against a server "
+        "serving that subset: SEARCH_SUBSET_DIR=<data_dir>/subset), a raw DuckDB scan and SQLite FTS5 trigram, "
+        "side by side. Prints JSON (p50/p95/max and mismatches per query class, build seconds, bytes, RSS)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--subset-rows", type=int, required=True, help="rows in the benchmark subset")
-        parser.add_argument("--queries", type=int, default=100, help="queries to replay (default %(default)s)")
+        parser.add_argument("--subset-rows", type=int, required=True, help="rows in the benchmark table")
+        parser.add_argument("--queries", type=int, default=120, help="queries to replay (default %(default)s)")
         parser.add_argument("--json", dest="json_path", default="", help="also write the result JSON here")
         parser.add_argument("--seed", type=int, default=7, help="seed for the data and the workload")
-        parser.add_argument("--limit", type=int, default=10, help="LIMIT of every query (default %(default)s)")
         parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark data even if present")
-        parser.add_argument("--skip-sqlite", action="store_true", help="leave SQLite out")
+        parser.add_argument("--skip-sqlite", action="store_true", help="leave SQLite FTS5 out")
+        parser.add_argument("--build-only", action="store_true", help="build the data (and SQLite) and stop")
         parser.add_argument("--chunk-rows", type=int, default=500_000, help="rows generated per step")
+        parser.add_argument("--http", default="", help="also query a running server at this base URL")
+        parser.add_argument("--token", default="", help="API token for --http (manage.py create_api_token USER)")
+        parser.add_argument("--skip-inprocess", action="store_true", help="with --http: leave the in-process app out")
 
-    def handle(self, *args, subset_rows, queries, json_path, seed, limit, rebuild, skip_sqlite, chunk_rows, **options):
+    def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
+               http, token, skip_inprocess, **options):
         if subset_rows < 1 or queries < 1:
             raise CommandError("--subset-rows and --queries must be positive")
-        bench_dir = Path(settings.DATA_DIR) / "bench" / f"rows-{subset_rows}-seed-{seed}"
+        if http and not token:
+            raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
+        bench_dir = Path(settings.DATA_DIR) / "bench" / f"words-{subset_rows}-seed-{seed}"
         bench_dir.mkdir(parents=True, exist_ok=True)
         # The app reads this subset exactly as it reads the real one, through the same store.
         with override_settings(SEARCH_SUBSET_DIR=bench_dir / "subset", SEARCH_TIMEOUT_MS=600_000):
-            result = self._bench(bench_dir, subset_rows, queries, seed, limit, rebuild, skip_sqlite, chunk_rows)
+            build: dict = {}
+            duck_path = self._duckdb_build(subset_rows, seed, chunk_rows, rebuild, build)
+            sqlite_path = None if skip_sqlite else self._sqlite_build(bench_dir, duck_path, rebuild, build)
+            result = {"rows": subset_rows, "queries": queries, "data_dir": str(bench_dir),
+                      "subset_dir": str(bench_dir / "subset"), "cpu_count": os.cpu_count(),
+                      "duckdb_threads": settings.SEARCH_DUCKDB_THREADS, **self._sizes(duck_path, sqlite_path, build)}
+            if not build_only:
+                workload = search_workload(count=queries, seed=seed, words=english_words()[0])
+                result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(json_path).write_text(text + "\n")
 
-    def _bench(self, bench_dir, subset_rows, queries, seed, limit, rebuild, skip_sqlite, chunk_rows) -> dict:
-        build = {}
-        duck_path = self._duckdb_build(bench_dir, subset_rows, seed, chunk_rows, rebuild, build)
-        sqlite_path = None if skip_sqlite else self._sqlite_build(bench_dir, duck_path, rebuild, build)
-        workload = self._workload(queries, seed, limit)
-        result = self._run(workload, duck_path, sqlite_path, limit)
-        result = {"rows": subset_rows, "queries": queries, **result, "build_seconds": build,
-                  "cpu_count": os.cpu_count(), "duckdb_threads": settings.SEARCH_DUCKDB_THREADS,
-                  "data_dir": str(bench_dir)}
-        return result
-
     # --- data ---------------------------------------------------------------------------
 
-    def _duckdb_build(self, bench_dir, rows, seed, chunk_rows, rebuild, build) -> Path:
-
+    def _duckdb_build(self, rows, seed, chunk_rows, rebuild, build) -> Path:
         current = subset_current_path()
-        if current is not None and not rebuild:
+        meta = index_dir_for(current) / f"{TABLE}.json" if current else None
+        if current is not None and meta.exists() and not rebuild:
             self.stdout.write(f"Reusing the benchmark subset {current}")
+            build.update(json.loads((current.parent / "build.json").read_text()) if (current.parent / "build.json").exists() else {})
             return current
+        words, probs = english_words()
         started = time.perf_counter()
-        with SUBSET.build() as (path, conn):  # an interrupted build leaves no half-written file
+        cpu_started = time.process_time()  # CPU seconds of this process, all threads: the load of others aside
+        with SUBSET.build(stdout=self.stdout) as (path, conn):  # the index is built inside, after the rows
             done = 0
             while done < rows:
                 n = min(chunk_rows, rows - done)
-                chunk = demo_table(rows=n, seed=seed, start_id=done)
-                conn.register("chunk", chunk)
-                if done == 0:
-                    conn.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM chunk")
-                else:
-                    conn.execute(f"INSERT INTO {TABLE} SELECT * FROM chunk")
+                conn.register("chunk", realistic_table(rows=n, seed=seed, start_id=done, words=words, probs=probs))
+                conn.execute(f"{'CREATE TABLE samples AS' if done == 0 else 'INSERT INTO samples'} SELECT * FROM chunk")
                 conn.unregister("chunk")
                 done += n
                 elapsed = time.perf_counter() - started
-                self.stdout.write(f"  duckdb subset: {done:,}/{rows:,} rows, {elapsed:.1f}s ({done / elapsed:,.0f} rows/s)")
+                self.stdout.write(f"  duckdb subset: {done:,}/{rows:,} rows, {elapsed:.1f}s")
         subset_install(path=path)
-        build["duckdb"] = round(time.perf_counter() - started, 1)
+        index_meta = json.loads((index_dir_for(path) / f"{TABLE}.json").read_text())
+        build["index_seconds"] = index_meta["build_seconds"]
+        build["subset_and_index_seconds"] = round(time.perf_counter() - started, 1)
+        build["subset_and_index_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
+        (path.parent / "build.json").write_text(json.dumps(build))
         return path
 
     def _sqlite_build(self, bench_dir, duck_path, rebuild, build) -> Path:
-        path = bench_dir / "sqlite.db"
-        done_marker = bench_dir / "sqlite.done"
+        """A table of the same rows with an FTS5 trigram index over url, title and text."""
+        path = bench_dir / "sqlite-fts5.db"
+        done_marker = bench_dir / "sqlite-fts5.done"
         if done_marker.exists() and path.exists() and not rebuild:
             self.stdout.write(f"Reusing the SQLite copy {path}")
+            build.update(json.loads(done_marker.read_text()))
             return path
         path.unlink(missing_ok=True)
-        done_marker.unlink(missing_ok=True)
         started = time.perf_counter()
         source = duckdb.connect(str(duck_path), read_only=True, config={"threads": settings.SEARCH_DUCKDB_THREADS})
-        columns = [row[0] for row in source.execute(f"DESCRIBE {TABLE}").fetchall()]
         total = source.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
         target = sqlite3.connect(path)
         target.execute("PRAGMA journal_mode=OFF")
         target.execute("PRAGMA synchronous=OFF")
         target.execute(f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, url TEXT, domain TEXT, title TEXT, text TEXT, "
                        "label TEXT, lang TEXT, crawled_at TEXT, length INTEGER)")
-        cursor = source.execute(f"SELECT {', '.join(columns)} FROM {TABLE} ORDER BY id")
-        placeholders = ", ".join("?" for _ in columns)
+        target.execute(f"CREATE VIRTUAL TABLE fts USING fts5({', '.join(FTS_TEXT)}, content='{TABLE}', "
+                       "content_rowid='id', tokenize='trigram')")
+        cursor = source.execute(f"SELECT id, url, domain, title, text, label, lang, CAST(crawled_at AS VARCHAR), length "
+                                f"FROM {TABLE} ORDER BY id")
         copied = 0
         while batch := cursor.fetchmany(100_000):
-            target.executemany(f"INSERT INTO {TABLE} VALUES ({placeholders})",
-                               [tuple(str(v) if hasattr(v, "isoformat") else v for v in row) for row in batch])
+            target.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
             copied += len(batch)
             if copied % 1_000_000 < 100_000 or copied == total:
-                elapsed = time.perf_counter() - started
-                self.stdout.write(f"  sqlite copy: {copied:,}/{total:,} rows, {elapsed:.1f}s")
+                self.stdout.write(f"  sqlite copy: {copied:,}/{total:,} rows, {time.perf_counter() - started:.1f}s")
+        copied_at = time.perf_counter()
+        target.execute(f"INSERT INTO fts(rowid, {', '.join(FTS_TEXT)}) SELECT id, {', '.join(FTS_TEXT)} FROM {TABLE}")
         target.commit()
         target.close()
         source.close()
-        done_marker.write_text("ok\n")
-        build["sqlite"] = round(time.perf_counter() - started, 1)
+        done = {"sqlite_copy_seconds": round(copied_at - started, 1),
+                "sqlite_fts5_index_seconds": round(time.perf_counter() - copied_at, 1)}
+        done_marker.write_text(json.dumps(done))
+        build.update(done)
         return path
 
-    # --- workload ----------------------------------------------------------------------
-
-    def _workload(self, count: int, seed: int, limit: int) -> list[dict]:
-        vocab = demo_vocabulary()
-        rng = random.Random(seed)
-        extra = [("url", vocab["labels"]), ("title", [w.capitalize() for w in vocab["topic"]]),
-                 ("domain", [d.split(".")[0] for d in vocab["domains"]])]
-        workload = []
-        for _ in range(count):
-            term_class = rng.choices([c for c, _ in CLASSES], weights=[w for _, w in CLASSES])[0]
-            filters = [("text", rng.choice(vocab[term_class]))]
-            for column, terms in rng.sample(extra, rng.randint(0, 2)):
-                filters.append((column, rng.choice(terms)))
-            workload.append({"class": term_class, "filters": filters, "limit": limit})
-        return workload
+    def _sizes(self, duck_path, sqlite_path, build) -> dict:
+        folder = index_dir_for(duck_path)
+        meta = json.loads((folder / f"{TABLE}.json").read_text())
+        index_bytes = sum(p.stat().st_size for p in folder.iterdir())
+        subset_bytes = duck_path.stat().st_size
+        sizes = {"build_seconds": build, "subset_bytes": subset_bytes, "index_bytes": index_bytes,
+                 "index_to_subset": round(index_bytes / subset_bytes, 2),
+                 "index_parts_bytes": {"row_file": meta["rows_file_bytes"], "postings_and_words": meta["postings_bytes"]}}
+        if sqlite_path:
+            sizes["sqlite_fts5_bytes"] = sqlite_path.stat().st_size
+        return sizes
 
     # --- runs --------------------------------------------------------------------------
 
-    def _run(self, workload, duck_path, sqlite_path, limit) -> dict:
-        from django.contrib.auth import get_user_model
-
-
+    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess) -> dict:
+        spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
-        first_log = (SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0)
-        first_audit = (AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0)
+        first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        first_audit = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
         raw = duckdb.connect(str(duck_path), read_only=True, config={"threads": settings.SEARCH_DUCKDB_THREADS})
         lite = sqlite3.connect(sqlite_path) if sqlite_path else None
+        server = _HttpClient(http, token) if http else None
+
+        def query_of(item) -> SearchQuery:
+            return SearchQuery(TABLE, tuple(Filter(*f) for f in item["filters"]), item["limit"])
 
         def app(item):
-            query = SearchQuery(TABLE, tuple(Filter(c, "contains", v) for c, v in item["filters"]), item["limit"])
-            return len(search_answer(user=user, query=query, allow_fallback=False).rows)
+            answer = search_answer(user=user, query=query_of(item), allow_fallback=False)
+            return [row.values[spec.key] for row in answer.rows]
 
-        def duck(item):  # what an analyst types: literal LIKE patterns
-            where = " AND ".join(f"{c} LIKE '%{v}%'" for c, v in item["filters"])
-            return len(raw.execute(f"SELECT * FROM {TABLE} WHERE {where} LIMIT {item['limit']}").fetchall())
+        def app_http(item):
+            return [row[spec.key] for row in server.search(query_of(item))]
 
-        def sqlite(item):  # instr() is case-sensitive like contains(); SQLite's LIKE is not
-            where = " AND ".join(f"instr({c}, '{v}') > 0" for c, v in item["filters"])
-            return len(lite.execute(f"SELECT * FROM {TABLE} WHERE {where} LIMIT {item['limit']}").fetchall())
+        def duck(item):  # the scan the app ran before the index: the same compiled SQL, on its own connection
+            compiled = compile_search(query=query_of(item), spec=spec)
+            return [row[0] for row in raw.execute(compiled.sql, compiled.params).fetchall()]
 
-        engines = {"app": app, "duckdb_raw": duck}
+        def sqlite(item):
+            sql, params = _fts_sql(item)
+            return [row[0] for row in lite.execute(sql, params).fetchall()]
+
+        engines = {}
+        if not (server and skip_inprocess):
+            engines["app"] = app
+        if server:
+            engines["app_http"] = app_http
+        engines["duckdb_raw"] = duck
         if lite is not None:
-            engines["sqlite_raw"] = sqlite
+            engines["sqlite_fts5"] = sqlite
         for item in workload[:3]:  # warm the page cache and the connections
             for run in engines.values():
                 run(item)
         timings = {name: [] for name in engines}
-        by_class = {name: {c: [] for c, _ in CLASSES} for name in engines}
-        mismatches = 0
+        groups = {name: {} for name in engines}
+        mismatches = {name: 0 for name in engines}
+        mismatch_examples = []
         started = time.perf_counter()
         for index, item in enumerate(workload):
             names = list(engines)
             names = names[index % len(names):] + names[:index % len(names)]  # rotate: no engine always first
-            counts = {}
+            keys = {}
             for name in names:
                 t0 = time.perf_counter()
-                counts[name] = engines[name](item)
+                keys[name] = engines[name](item)
                 elapsed = (time.perf_counter() - t0) * 1000
                 timings[name].append(elapsed)
-                by_class[name][item["class"]].append(elapsed)
-            if len(set(counts.values())) != 1:
-                mismatches += 1
+                for group in _groups(item):
+                    groups[name].setdefault(group, []).append(elapsed)
+            truth = keys["duckdb_raw"]
+            for name in engines:
+                # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
+                same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
+                if not same:
+                    mismatches[name] += 1
+                    if len(mismatch_examples) < 5:
+                        mismatch_examples.append({"engine": name, "query": item, "rows": len(keys[name]),
+                                                  "scan_rows": len(truth)})
             if (index + 1) % max(1, len(workload) // 10) == 0:
                 self.stdout.write(f"  {index + 1}/{len(workload)} queries, {time.perf_counter() - started:.1f}s")
         raw.close()
@@ -199,9 +230,106 @@ class Command(BaseCommand):
             lite.close()
         SearchLog.objects.filter(id__gt=first_log, user=user).delete()  # benchmark noise, not real searches
         AuditEvent.objects.filter(id__gt=first_audit, action="search", user=user).delete()
-        result = {name: latency_summary(values) for name, values in timings.items()}
-        result["by_term_class_p50_ms"] = {
-            name: {c: latency_summary(v)["p50_ms"] for c, v in classes.items()} for name, classes in by_class.items()
-        }
-        result["row_count_mismatches"] = mismatches
+        result = {name: {**latency_summary(values), "mismatches": mismatches[name],
+                         "by_class": {g: {**latency_summary(v), "n": len(v)} for g, v in sorted(groups[name].items())}}
+                  for name, values in timings.items()}
+        result["mismatch_examples"] = mismatch_examples
+        if server:
+            result["http"] = {"url": http, "web_worker_rss_mib": _gunicorn_rss(http)}
         return result
+
+
+def _groups(item) -> list[str]:
+    return [f"term:{item['class']}", f"op:{item['op']}", f"limit:{item['limit']}", f"filters:{len(item['filters'])}",
+            f"{item['class']}/{item['op']}/limit {item['limit']}"]
+
+
+def _fts_sql(item) -> tuple[str, list]:
+    """The same filters on SQLite: substring filters through the FTS5 trigram index (LIKE is ASCII
+    case-insensitive, GLOB case-sensitive: both use the trigram index), the rest on the table."""
+    where, params = [], []
+    for column, op, value in item["filters"]:
+        if op in ("contains", "icontains", "startswith") and len(value) < 3:
+            # Under 3 characters the trigram index cannot help (and SQLite 3.40's FTS5 crashed on such a GLOB).
+            where.append({"contains": f"instr(s.{column}, ?) > 0", "icontains": f"s.{column} LIKE ? ESCAPE '\\'",
+                          "startswith": f"substr(s.{column}, 1, {len(value)}) = ?"}[op])
+            params.append("%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                          if op == "icontains" else value)
+        elif op == "contains":
+            where.append(f"f.{column} GLOB ?")
+            params.append("*" + "".join(f"[{c}]" if c in "*?[]" else c for c in value) + "*")
+        elif op == "icontains":
+            where.append(f"f.{column} LIKE ? ESCAPE '\\'")
+            params.append("%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        elif op == "startswith":
+            where.append(f"f.{column} GLOB ?")
+            params.append("".join(f"[{c}]" if c in "*?[]" else c for c in value) + "*")
+        elif op == "eq":
+            where.append(f"s.{column} = ?")
+            params.append(value)
+        elif op == "in":
+            values = value.split(",")
+            where.append(f"s.{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        elif op == "gt":
+            where.append(f"s.{column} > ?")
+            params.append(value)
+        else:
+            raise ValueError(op)
+    sql = (f"SELECT s.id FROM fts f JOIN {TABLE} s ON s.id = f.rowid WHERE {' AND '.join(where)} "
+           f"LIMIT {int(item['limit'])}")
+    return sql, params
+
+
+class _HttpClient:
+    """GET /api/search over one kept-alive connection, as a client library would."""
+
+    def __init__(self, base: str, token: str):
+        parsed = urllib.parse.urlparse(base)
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.prefix = parsed.path.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}", "Connection": "keep-alive"}
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+
+    def search(self, query: SearchQuery) -> list[dict]:
+        path = f"{self.prefix}/api/search?{urllib.parse.urlencode(query.to_params())}"
+        for attempt in range(2):
+            try:
+                self.conn.request("GET", path, headers=self.headers)
+                response = self.conn.getresponse()
+                body = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+                if attempt:
+                    raise
+        if response.status != 200:
+            raise CommandError(f"{path} answered {response.status}: {body[:300]!r}")
+        return json.loads(body)["rows"]
+
+
+def _gunicorn_rss(base: str) -> list[float]:
+    """RSS (MiB) of each gunicorn worker serving the benchmark: processes whose parent is the gunicorn
+    master bound to the URL's port."""
+    port = f":{urllib.parse.urlparse(base).port or 80}"
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "gunicorn" not in cmdline or "samplescope" not in cmdline:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parent = fields.get("PPid", "").strip()
+        try:
+            parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "gunicorn" in parent_cmd and port in parent_cmd.replace("\0", " "):  # a worker, not the master
+            found.append(round(int(fields["VmRSS"].split()[0]) / 1024, 1))
+    return sorted(found)

@@ -1,0 +1,468 @@
+"""The substring index of a subset file: a dictionary of the words of each text column, each word with
+the rows holding it, plus the rows themselves in column files for fast reads by position.
+
+Beside every immutable subset file `subset-<stamp>.duckdb` lies a folder `subset-<stamp>.duckdb.ngram/`
+built in the same `SwappedFiles.build` before the CURRENT pointer is swapped, so a file and its index
+are always installed (and deleted) together. For each table with text (VARCHAR) columns it holds:
+
+- `<table>.rows.bin` (+ `rows.npy` frame offsets, `rows_raw.npy` sizes, `schema.arrow`): the table in
+  table order, batches of exactly BATCH_ROWS rows, each an Arrow IPC record batch compressed as one
+  zstd frame. DuckDB has no fast point lookup by row position; this file gives candidate rows by
+  position, memory-mapped, so every web worker shares one page cache;
+- per indexed column n: `<table>.t<n>.tokens.arrow` (the column's distinct words, sorted),
+  `<table>.t<n>.offsets.npy` (uint64) and `<table>.t<n>.sizes.npy` (uint32): word i's rows are the
+  pyroaring BitMap serialized at postings[offsets[i]:offsets[i+1]] of `<table>.postings.bin`;
+- `<table>.json`: sizes, columns, build seconds, bytes.
+
+Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
+every character that is not a letter or digit (SEPARATOR). Words of ASCII digits only are not
+indexed (ids in URLs would make the dictionary as long as the table).
+
+Lookup of a needle (lowercased and split the same way into parts): one part → rows holding a word
+that contains it; several parts → the first part ends a word, the middle ones are whole words and
+the last starts a word. Each part's rows are the union of its words' postings; parts of digits only
+(not indexed), parts matching too many words and parts matching a frequent word (more than
+FREQUENT_SHARE of the rows: stored without postings, which halves the index) do not narrow. The result is a superset of the rows
+containing the needle: the caller (apps.search.selectors) verifies candidates with DuckDB's own WHERE.
+"""
+from __future__ import annotations
+
+import array
+import json
+import mmap
+import re
+import re._parser as sre_parse
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import ipc
+from pyroaring import BitMap
+
+from .sql import quote_identifier
+
+SUFFIX = ".ngram"
+BATCH_ROWS = 128  # rows per compressed record batch of the row file
+ROWS_CODEC = ("zstd", 6)  # each batch one frame (lz4: ~1.45x larger, ~4x faster to read a batch)
+CHUNK_ROWS = 131_072  # rows read and indexed per step while building
+SEPARATOR = r"[^\p{L}\p{N}]+"  # RE2 (pyarrow): what separates words
+DIGITS = re.compile(r"[0-9]+")
+MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a frequent fragment)
+FREQUENT_SHARE = 0.002  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
+FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT scan finds its rows at once
+MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
+TEXT_TYPES = ("VARCHAR",)
+INDEX_VERSION = 2
+
+
+def index_dir_for(path: Path) -> Path:
+    """The index folder that belongs to a subset (or learned) DuckDB file."""
+    return path.with_name(path.name + SUFFIX)
+
+
+def index_remove(path: Path) -> None:
+    shutil.rmtree(index_dir_for(path), ignore_errors=True)
+
+
+def lowered(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Values lowercased as the index lowercases them; NULL as ''."""
+    result = pc.fill_null(pc.utf8_lower(values.cast(pa.large_string())), "")
+    return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
+
+
+def lowered_text(value: str) -> str:
+    return lowered(pa.array([value], type=pa.string()))[0].as_py()
+
+
+_separator: dict[str, bool] = {}  # character -> is it a SEPARATOR character (asked of pyarrow's RE2 once)
+
+
+def _separators(chars: set[str]) -> None:
+    unseen = sorted(c for c in chars if c not in _separator)
+    if unseen:
+        flags = pc.match_substring_regex(pa.array(unseen, type=pa.large_string()), f"^{SEPARATOR[:-1]}$")
+        _separator.update(zip(unseen, flags.to_pylist()))
+
+
+_separators({chr(i) for i in range(128)})
+
+
+def needle_parts(value: str) -> list[str]:
+    """The needle lowercased and split at separators as rows are (pyarrow's split_pattern_regex with
+    SEPARATOR): '' first/last when it starts/ends with separators. Characters are classified once by the
+    same RE2 class, so query-time splitting costs no regex compilation."""
+    text = lowered_text(value)
+    _separators(set(text))
+    parts, current, in_separator = [], [], False
+    for char in text:
+        if _separator[char]:
+            if not in_separator:
+                parts.append("".join(current))
+                current, in_separator = [], True
+        else:
+            current.append(char)
+            in_separator = False
+    parts.append("".join(current))
+    return parts
+
+
+# --- building -----------------------------------------------------------------------------------
+
+@dataclass
+class _Dictionary:
+    ids: dict
+    bitmaps: list
+
+
+def chunk_words(column: pa.Array | pa.ChunkedArray, *, first_row: int, dictionary: _Dictionary) -> None:
+    """Add one column's words of consecutive rows (starting at first_row) to the dictionary's postings."""
+    words = pc.split_pattern_regex(lowered(column), SEPARATOR)
+    flat = pc.list_flatten(words)
+    parents = pc.list_parent_indices(words)
+    keep = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.match_substring_regex(flat, "^[0-9]+$")))
+    flat = flat.filter(keep)
+    parents = parents.filter(keep)
+    if not len(flat):
+        return
+    encoded = pc.dictionary_encode(flat)
+    ids = dictionary.ids
+    bitmaps = dictionary.bitmaps
+    local = encoded.dictionary.to_pylist()
+    global_ids = np.empty(len(local), dtype=np.uint64)
+    for i, word in enumerate(local):
+        found = ids.get(word)
+        if found is None:
+            found = ids[word] = len(bitmaps)
+            bitmaps.append(BitMap())
+        global_ids[i] = found
+    keys = (global_ids[encoded.indices.to_numpy()] << np.uint64(32)) | (
+        parents.to_numpy().astype(np.uint64) + np.uint64(first_row))
+    keys.sort()
+    word_of = (keys >> np.uint64(32)).astype(np.int64)
+    rows = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    cuts = np.flatnonzero(np.diff(word_of)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(keys)]])
+    for word, lo, hi in zip(word_of[starts].tolist(), starts.tolist(), ends.tolist()):
+        bitmaps[word].update(array.array("I", rows[lo:hi].tobytes()))  # pyroaring's fast path; repeats are fine
+
+
+def table_text_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [name for name, dtype in conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]).fetchall()
+        if dtype in TEXT_TYPES]
+
+
+def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str] | None = None,
+                stdout=None) -> dict:
+    """Build the index folder for the DuckDB file `path` (open as `conn`, being built): every table of
+    the main schema with text columns, or just `tables`. Returns {table: meta}."""
+    target = index_dir_for(path)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    if tables is None:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' ORDER BY table_name").fetchall()]
+    built = {}
+    for table in tables:
+        if table.startswith("_"):  # bookkeeping tables (the learned store's _answers, _answer_keys) are not searched
+            continue
+        columns = table_text_columns(conn, table)
+        if columns:
+            built[table] = _table_index_build(conn=conn, folder=target, table=table, columns=columns, stdout=stdout)
+    return built
+
+
+class _RowWriter:
+    """The row file: each batch of BATCH_ROWS rows serialized (Arrow IPC) and compressed as ONE frame,
+    so reading a row costs one decompression (Arrow's own IPC compression pays one per buffer)."""
+
+    def __init__(self, folder: Path, table: str):
+        self.folder, self.table = folder, table
+        self.codec = pa.Codec(ROWS_CODEC[0], compression_level=ROWS_CODEC[1])
+        self.out = open(folder / f"{table}.rows.bin", "wb")  # noqa: SIM115 - closed by close()
+        self.offsets = [0]
+        self.raw_sizes = []
+
+    def write(self, table: pa.Table) -> None:
+        for batch in table.combine_chunks().to_batches(max_chunksize=BATCH_ROWS):
+            raw = batch.serialize()
+            frame = self.codec.compress(raw, asbytes=True)
+            self.out.write(frame)
+            self.offsets.append(self.offsets[-1] + len(frame))
+            self.raw_sizes.append(raw.size)
+
+    def close(self) -> None:
+        self.out.close()
+        np.save(self.folder / f"{self.table}.rows.npy", np.array(self.offsets, dtype=np.uint64))
+        np.save(self.folder / f"{self.table}.rows_raw.npy", np.array(self.raw_sizes, dtype=np.uint64))
+
+
+def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
+    started = time.perf_counter()
+    dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
+    reader = conn.sql(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
+    schema = reader.schema
+    with ipc.new_file(str(folder / f"{table}.schema.arrow"), schema):
+        pass
+    rows = _RowWriter(folder, table)
+    pending = None
+    done = 0
+    try:
+        for batch in reader:
+            chunk = pa.Table.from_batches([batch], schema=schema)
+            # Every batch of the row file holds exactly BATCH_ROWS rows (the last one fewer), so row
+            # position p is in batch p // BATCH_ROWS.
+            pending = pa.concat_tables([pending, chunk]) if pending is not None else chunk
+            whole = pending.num_rows // BATCH_ROWS * BATCH_ROWS
+            if whole:
+                rows.write(pending.slice(0, whole))
+                pending = pending.slice(whole)
+            for name, dictionary in zip(columns, dictionaries):
+                chunk_words(chunk.column(name), first_row=done, dictionary=dictionary)
+            done += batch.num_rows
+            if stdout is not None and done % (CHUNK_ROWS * 8) == 0:
+                stdout.write(f"  substring index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
+        if pending is not None and pending.num_rows:
+            rows.write(pending)
+    finally:
+        rows.close()
+    words_total = 0
+    with open(folder / f"{table}.postings.bin", "wb") as out:
+        position = 0
+        for number, dictionary in enumerate(dictionaries):
+            words = pa.array(list(dictionary.ids), type=pa.large_string())
+            order = pc.sort_indices(words).to_numpy()
+            ids = np.array(list(dictionary.ids.values()), dtype=np.int64)[order]
+            sizes = np.zeros(len(ids), dtype=np.uint32)
+            offsets = np.zeros(len(ids) + 1, dtype=np.uint64)
+            frequent = max(FREQUENT_MIN_ROWS, FREQUENT_SHARE * done)
+            for i, word_id in enumerate(ids.tolist()):
+                bitmap = dictionary.bitmaps[word_id]
+                dictionary.bitmaps[word_id] = None
+                bitmap.run_optimize()
+                blob = bitmap.serialize() if len(bitmap) <= frequent else b""  # size > 0, no postings: frequent
+                out.write(blob)
+                sizes[i] = len(bitmap)
+                offsets[i] = position
+                position += len(blob)
+            offsets[len(ids)] = position
+            with ipc.new_file(str(folder / f"{table}.t{number}.tokens.arrow"),
+                              pa.schema([("word", pa.large_string())])) as writer:
+                writer.write_table(pa.table({"word": words.take(pa.array(order))}))
+            np.save(folder / f"{table}.t{number}.offsets.npy", offsets)
+            np.save(folder / f"{table}.t{number}.sizes.npy", sizes)
+            words_total += len(ids)
+    count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
+    index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
+    rows_bytes = sum((folder / f"{table}.{name}").stat().st_size for name in ("rows.bin", "rows.npy", "rows_raw.npy"))
+    meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done,
+            "schema": [f.name for f in schema], "dense_rowid": count == end == done, "batch_rows": BATCH_ROWS,
+            "words": words_total, "build_seconds": round(time.perf_counter() - started, 2),
+            "postings_bytes": index_bytes - rows_bytes, "rows_file_bytes": rows_bytes, "index_bytes": index_bytes}
+    (folder / f"{table}.json").write_text(json.dumps(meta, indent=1))
+    if stdout is not None:
+        stdout.write(f"  substring index {table}: {done:,} rows, {words_total:,} words, "
+                     f"{index_bytes / 1e6:,.1f} MB in {meta['build_seconds']:.1f}s\n")
+    return meta
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+class _ColumnWords:
+    """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`), searched with
+    bytes.find: contains = `part`, prefix = `\0part`, suffix = `part\0`, exact = `\0part\0`."""
+
+    def __init__(self, folder: Path, table: str, number: int):
+        with pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r") as source:
+            words = ipc.open_file(source).read_all().column(0).to_pylist()
+        encoded = [w.encode("utf-8") for w in words]
+        self.blob = b"\0" + b"\0".join(encoded) + b"\0"
+        lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
+        self.starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(encoded) else np.zeros(0, np.int64)
+        self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy", mmap_mode="r")
+        self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy", mmap_mode="r")
+
+    def matching(self, part: str, how: str, most: int) -> np.ndarray | None:
+        """Indexes of the words containing / starting / ending with / equal to `part`; None past `most`."""
+        needle = part.encode("utf-8")
+        pattern = {"contains": needle, "prefix": b"\0" + needle, "suffix": needle + b"\0",
+                   "exact": b"\0" + needle + b"\0"}[how]
+        shift = 1 if how in ("prefix", "exact") else 0
+        hits = []
+        find = self.blob.find
+        position = find(pattern)
+        while position != -1:
+            hits.append(position + shift)
+            if len(hits) > most * 4:  # several hits can fall in one word; far past `most` anyway
+                return None
+            position = find(pattern, position + 1)
+        words = np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
+        return None if len(words) > most else words
+
+
+class TableIndex:
+    """One table's index, memory-mapped read-only: shared by all threads (and, via the page cache,
+    all processes)."""
+
+    def __init__(self, folder: Path, table: str):
+        self.meta = json.loads((folder / f"{table}.json").read_text())
+        if self.meta.get("version") != INDEX_VERSION:
+            raise ValueError(f"index version {self.meta.get('version')} is not {INDEX_VERSION}")
+        self.columns = {name: number for number, name in enumerate(self.meta["columns"])}
+        self.batch_rows = int(self.meta["batch_rows"])
+        self.rows = int(self.meta["rows"])
+        self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
+        self._words = {name: _ColumnWords(folder, table, number) for name, number in self.columns.items()}
+        with open(folder / f"{table}.postings.bin", "rb") as handle:
+            size = handle.seek(0, 2)
+            self._postings = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.schema = ipc.open_file(pa.memory_map(str(folder / f"{table}.schema.arrow"), "r")).schema
+        self.row_offsets = np.load(folder / f"{table}.rows.npy", mmap_mode="r")
+        self.row_raw_sizes = np.load(folder / f"{table}.rows_raw.npy", mmap_mode="r")
+        with open(folder / f"{table}.rows.bin", "rb") as handle:
+            size = handle.seek(0, 2)
+            self._rows = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        for mapping in (self._rows, self._postings):  # ask the kernel to read them ahead: random reads
+            if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED"):  # then hit the page cache
+                mapping.madvise(mmap.MADV_WILLNEED)
+        self._codecs = threading.local()  # a codec per thread
+
+    def batch(self, index: int) -> pa.RecordBatch:
+        codec = getattr(self._codecs, "codec", None)
+        if codec is None:
+            codec = self._codecs.codec = pa.Codec(ROWS_CODEC[0])
+        start, end = int(self.row_offsets[index]), int(self.row_offsets[index + 1])
+        raw = codec.decompress(memoryview(self._rows)[start:end], decompressed_size=int(self.row_raw_sizes[index]))
+        return ipc.read_record_batch(raw, self.schema)
+
+    def part_rows(self, column: str, part: str, how: str) -> BitMap | None:
+        """Rows holding a word that contains / ends with / starts with / equals `part` (lowercased), or
+        None when this part cannot narrow (digits only: not indexed; too many words)."""
+        if not part or DIGITS.fullmatch(part):
+            return None
+        words = self._words[column]
+        matched = words.matching(part, how, MAX_PART_WORDS)
+        if matched is None:
+            return None
+        offsets = words.offsets
+        if len(matched) and np.any(offsets[matched + 1] == offsets[matched]):
+            return None  # a frequent word without postings
+        bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
+        return BitMap.union(*bitmaps) if bitmaps else BitMap()
+
+    def needle_rows(self, column: str, needle: str, *, at_start: bool = False) -> BitMap | None:
+        """A superset of the rows whose `column` contains `needle` (any case) — starts with it when
+        `at_start` — or None: no narrowing."""
+        if len(needle) < MIN_NEEDLE_CHARS or column not in self.columns:
+            return None
+        parts = needle_parts(needle)
+        # At the start of the value the first part begins a word (it is a whole word if more follow).
+        first = ("exact" if len(parts) > 1 else "prefix") if at_start else ("suffix" if len(parts) > 1 else "contains")
+        if len(parts) == 1:
+            constraints = [(parts[0], first)]
+        else:
+            constraints = [(parts[0], first)] + [(p, "exact") for p in parts[1:-1]] + [(parts[-1], "prefix")]
+        result = None
+        for part, how in constraints:
+            rows = self.part_rows(column, part, how)
+            if rows is not None:
+                result = rows if result is None else result & rows
+        return result
+
+    def rows_at(self, positions: np.ndarray) -> pa.Table:
+        """The rows at these ascending positions, every column (one batch read per batch touched)."""
+        if not len(positions):
+            return self.schema.empty_table()
+        batch_of = positions // self.batch_rows
+        cuts = np.flatnonzero(np.diff(batch_of)) + 1
+        pieces = []
+        for group in np.split(positions, cuts):
+            index = int(group[0] // self.batch_rows)
+            batch = self.batch(index)
+            local = (group - index * self.batch_rows).tolist()
+            start = run = local[0]
+            for offset in local[1:] + [None]:  # zero-copy slices of consecutive rows
+                if offset == run + 1:
+                    run = offset
+                    continue
+                pieces.append(batch.slice(start, run - start + 1))
+                if offset is not None:
+                    start = run = offset
+        return pa.Table.from_batches(pieces, schema=self.schema)
+
+    def close(self) -> None:
+        for mapping in (self._postings, self._rows):
+            if isinstance(mapping, mmap.mmap):
+                mapping.close()
+
+
+class FileIndex:
+    """The index folder of one DuckDB file: its tables' indexes, opened on first use."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.folder = index_dir_for(path)
+        self._tables: dict[str, TableIndex | None] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> TableIndex | None:
+        with self._lock:
+            if name not in self._tables:
+                try:
+                    self._tables[name] = TableIndex(self.folder, name) if (self.folder / f"{name}.json").exists() else None
+                except (OSError, ValueError, KeyError, pa.ArrowException):
+                    self._tables[name] = None
+            return self._tables[name]
+
+
+_open: dict[Path, FileIndex] = {}
+_open_lock = threading.Lock()
+
+
+def file_index(path: Path) -> FileIndex:
+    """The (process-wide, cached) index of a DuckDB file; older files' indexes are dropped from the cache
+    once a newer one is asked for (open mappings stay valid for threads still using them)."""
+    with _open_lock:
+        found = _open.get(path)
+        if found is None:
+            for stale in [p for p in _open if p.parent == path.parent and p != path]:
+                _open.pop(stale)
+            found = _open[path] = FileIndex(path)
+        return found
+
+
+# --- regex literals ------------------------------------------------------------------------------
+
+def regex_required_literal(pattern: str) -> str | None:
+    """The longest run of literal characters every match must contain (top level of the pattern,
+    no alternation, no flags), or None. Used only to narrow candidates: DuckDB verifies the regex."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+        return None
+    best, run = "", []
+    for op, arg in list(parsed):
+        if op is sre_parse.LITERAL:
+            run.append(chr(arg))
+            continue
+        if op is sre_parse.BRANCH:
+            return None
+        text = "".join(run)
+        if len(text) > len(best):
+            best = text
+        run = []
+    text = "".join(run)
+    if len(text) > len(best):
+        best = text
+    return best if len(best) >= MIN_NEEDLE_CHARS else None

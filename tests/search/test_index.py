@@ -1,0 +1,246 @@
+"""The substring index (apps/search/ngram.py) and the planner in subset_search return exactly the rows the
+DuckDB scan returns: same rows, same order, on randomized data with Unicode, case folding, LIKE wildcard
+characters in values and needles, short needles, regexes and non-substring filters; and a new subset
+installed while searches run swaps the index with it."""
+from __future__ import annotations
+
+import io
+import random
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from apps.search import ngram, selectors
+from apps.search.query import Filter, SearchQuery, compile_search
+from apps.search.selectors import search_plan, subset_query_run, subset_search
+from apps.search.services import subset_table_write
+from apps.search.store import SUBSET, subset_current_path, subset_snapshot
+from apps.search.tables import table_spec_get
+
+TABLE = "rand"
+# Letters that fold interestingly (É/é, ß, Σ/σ/ς, the Kelvin sign, dotted İ, Turkish ı), CJK, emoji,
+# LIKE's wildcard and escape characters, separators and digits.
+ALPHABET = list("abcdeéÉxyzXYZßΣσςKİıö日本語🙂%_\\-/. 0123456789")
+WORDS = ["alpha", "Beta", "gamma", "ÉCOLE", "école", "straße", "ΣΟΦΙΑ", "σοφία", "50%", "a_b", "c\\d", "100%_off",
+         "İstanbul", "kelvin", "Kelvin", "日本語", "🙂smile", "x_y%z", "under_score", "back\\slash"]
+
+
+def _value(rng: random.Random) -> str | None:
+    if rng.random() < 0.05:
+        return None
+    parts = []
+    for _ in range(rng.randint(0, 6)):
+        if rng.random() < 0.6:
+            parts.append(rng.choice(WORDS))
+        else:
+            parts.append("".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 6))))
+    return rng.choice([" ", "-", "", "/"]).join(parts)
+
+
+def _table(rows: int, seed: int, marker: str = "") -> pa.Table:
+    rng = random.Random(seed)
+    start = datetime(2024, 1, 1)
+    return pa.table({
+        "id": pa.array(range(rows), type=pa.int64()),
+        "body": pa.array([(_value(rng) or "") + marker if i % 7 else _value(rng) for i in range(rows)]),
+        "title": pa.array([_value(rng) for _ in range(rows)]),
+        "kind": pa.array([rng.choice(["a", "b", "c"]) for _ in range(rows)]),
+        "score": pa.array([rng.randint(0, 100) for _ in range(rows)], type=pa.int32()),
+        "seen_at": pa.array([start + timedelta(hours=rng.randint(0, 5000)) for _ in range(rows)],
+                            type=pa.timestamp("us")),
+    })
+
+
+DESCRIPTION = {"key": "id", "searchable": "*", "shown": ["id", "body", "title", "kind", "score", "seen_at"]}
+
+
+def _install(rows: int = 3000, seed: int = 1, marker: str = ""):
+    return subset_table_write(name=TABLE, arrow=_table(rows, seed, marker), description=DESCRIPTION,
+                              keep_other_tables=False, stdout=io.StringIO())
+
+
+@pytest.fixture
+def subset(settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    _install()
+    return table_spec_get(name=TABLE)
+
+
+def _needle(rng: random.Random, values: list[str | None]) -> str:
+    """Mostly a real substring of some value (so rows match), sometimes a made-up one."""
+    value = rng.choice([v for v in values if v]) if rng.random() < 0.75 else None
+    if value:
+        start = rng.randrange(len(value))
+        return value[start: start + rng.randint(1, 9)]
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 7)))
+
+
+def _random_query(rng: random.Random, table: pa.Table) -> SearchQuery:
+    filters = []
+    for column in rng.sample(["body", "title"], rng.randint(1, 2)):
+        op = rng.choice(["contains", "icontains", "startswith", "contains", "icontains", "regex"])
+        needle = _needle(rng, table.column(column).to_pylist())
+        if op == "startswith":
+            value = rng.choice([v for v in table.column(column).to_pylist() if v] or ["x"])[: rng.randint(1, 8)]
+        elif op == "regex":
+            escaped = "".join("\\" + c if c.isascii() and not c.isalnum() else c for c in needle)
+            value = rng.choice([escaped, escaped + ".*a", "^" + escaped, "(" + escaped + ")", escaped + "|zz",
+                                "(?i)" + escaped])
+        else:
+            value = needle
+        if value.strip() == "":
+            value = "alpha"
+        filters.append(Filter(column, op, value))
+    extra = rng.choice([None, ("kind", "eq", rng.choice("abc")), ("kind", "in", "a,c"),
+                        ("score", "gt", str(rng.randint(0, 100))), ("seen_at", "lt", "2024-04-01"),
+                        ("body", "not_contains", "alpha")])
+    if extra:
+        filters.append(Filter(*extra))
+    return SearchQuery(TABLE, tuple(filters), rng.choice([1, 10, 100, 1000]))
+
+
+def _both(query: SearchQuery, spec):
+    compiled = compile_search(query=query, spec=spec)
+    indexed = subset_search(query=query, spec=spec, compiled=compiled, timeout_ms=60_000)
+    scanned = subset_query_run(compiled=compiled, timeout_ms=60_000)
+    assert not indexed.timed_out and not scanned.timed_out
+    return indexed, scanned
+
+
+def _plan(query, spec):
+    path, _ = subset_snapshot()
+    return search_plan(query=query, spec=spec, index=ngram.file_index(path).table(spec.name)).kind
+
+
+@pytest.mark.parametrize("dense_share", [selectors.DENSE_SHARE, 1.0])
+def test_index_returns_the_scans_rows_on_random_queries(subset, monkeypatch, dense_share):
+    """Same rows in the same order as the LIMIT scan; with dense_share=1.0 every narrowable query takes
+    the index path, and a small VERIFY_MAX_ROWS sends some through the scan that continues after it."""
+    monkeypatch.setattr(selectors, "DENSE_SHARE", dense_share)
+    monkeypatch.setattr(selectors, "VERIFY_MAX_ROWS", 40)
+    monkeypatch.setattr(selectors, "FIRST_ROUND_ROWS", 4)
+    table = _table(3000, 1)
+    rng = random.Random(dense_share)
+    plans = {"index": 0, "scan": 0, "empty": 0}
+    for _ in range(250):
+        query = _random_query(rng, table)
+        plans[_plan(query, subset)] += 1
+        indexed, scanned = _both(query, subset)
+        assert indexed.rows == scanned.rows, query.describe()
+        assert len(indexed.rows) <= query.limit
+    assert plans["index"] >= 40 and plans["empty"] >= 3 and plans["scan"] >= 10, plans
+
+
+@pytest.mark.parametrize(("op", "value", "expected"), [
+    ("contains", "50%", {"50%"}),
+    ("contains", "a_b", {"a_b"}),
+    ("contains", "c\\d", {"c\\d"}),
+    ("icontains", "%_o", {"100%_OFF"}),
+    ("icontains", "X_Y%", {"x_y%z"}),
+    ("icontains", "école", {"ÉCOLE", "école"}),
+    ("contains", "école", {"école"}),
+    ("icontains", "straSSe", set()),  # utf8_lower does not fold ß to ss, nor does DuckDB
+    ("icontains", "σοφ", {"ΣΟΦΙΑ", "σοφία"}),
+    ("icontains", "σοφία", {"σοφία"}),  # ΣΟΦΙΑ lowercases to σοφια, without the accent
+    ("icontains", "KELVIN", {"Kelvin", "kelvin", "\u212aelvin"}),
+    ("startswith", "日本", {"日本語 x"}),
+    ("contains", "ab", {"ab%"}),  # under 3 characters: the scan answers; "a_b" is not "ab"
+    ("contains", "%", {"50%", "100%_OFF", "x_y%z", "xay%z", "ab%"}),
+    ("regex", "o bi.*st", {"go bist"}),  # the literal "o bi" narrows: a word ending in o, one starting bi
+])
+def test_literal_unicode_and_short_needles(settings, tmp_path, op, value, expected):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    values = ["50%", "50x", "a_b", "axb", "c\\d", "cxd", "100%_OFF", "x_y%z", "xay%z", "ÉCOLE", "école", "ecole",
+              "straße", "ΣΟΦΙΑ", "σοφία", "Kelvin", "kelvin", "\u212aelvin", "日本語 x", "x 日本語", "ab%", "go bist"]
+    filler = [f"filler {i} words" for i in range(300)]
+    all_values = values + filler
+    subset_table_write(name=TABLE, arrow=pa.table({"id": list(range(len(all_values))), "body": all_values}),
+                       description={"key": "id", "searchable": "*", "shown": ["id", "body"]},
+                       keep_other_tables=False, stdout=io.StringIO())
+    spec = table_spec_get(name=TABLE)
+    query = SearchQuery(TABLE, (Filter("body", op, value),), 100)
+    indexed, scanned = _both(query, spec)
+    assert indexed.rows == scanned.rows
+    assert {row[1] for row in indexed.rows} == expected
+    if len(value) < 3:
+        assert _plan(query, spec) == "scan"
+
+
+def test_needle_words_split_like_rows():
+    assert ngram.needle_parts("Hello, World") == ["hello", "world"]
+    assert ngram.needle_parts(" wor") == ["", "wor"]
+    assert ngram.needle_parts("50%") == ["50", ""]
+    assert ngram.regex_required_literal("foo.*barbaz") == "barbaz"
+    assert ngram.regex_required_literal("ab|cdef") is None
+    assert ngram.regex_required_literal("(?i)abcdef") is None
+    assert ngram.regex_required_literal("a[bc]d") is None
+
+
+def test_index_folder_is_built_installed_and_removed_with_its_file(subset):
+    first = subset_current_path()
+    assert ngram.index_dir_for(first).is_dir()
+    second = _install(seed=2)
+    third = _install(seed=3)
+    assert subset_current_path() == third
+    assert not first.exists() and not ngram.index_dir_for(first).exists()  # keep=2: the oldest went
+    assert second.exists() and ngram.index_dir_for(second).is_dir()
+
+
+def test_a_failed_build_leaves_neither_file_nor_index(settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    with pytest.raises(RuntimeError), SUBSET.build() as (path, conn):
+        conn.execute("CREATE TABLE t AS SELECT 'abc' AS s")
+        raise RuntimeError("boom")
+    assert not path.exists() and not ngram.index_dir_for(path).exists()
+
+
+def test_new_subset_installed_while_searching(subset):
+    """Threads search while another installs new subsets: every answer is the old file's or the new one's."""
+    old_path = subset_current_path()
+    queries = [SearchQuery(TABLE, (Filter("body", "icontains", needle),), 10)
+               for needle in ("alpha", "école", "gamma", "oldmark", "newmark", "σοφία")]
+    expected = {q: [] for q in queries}
+
+    def truth():
+        return {q: subset_query_run(compiled=compile_search(query=q, spec=subset), timeout_ms=60_000).rows
+                for q in queries}
+
+    for q, rows in truth().items():
+        expected[q].append(rows)
+    new_path = _install(seed=5, marker=" newmark")
+    for q, rows in truth().items():
+        expected[q].append(rows)
+    SUBSET.install(path=old_path)  # serve the old one again; both files stay (keep=2)
+    assert all(expected[q][0] != expected[q][1] for q in queries if q.filters[0].value == "newmark")
+
+    errors: list[BaseException] = []
+    answers = []
+    stop = threading.Event()
+
+    def search():
+        try:
+            while not stop.is_set():
+                for q in queries:
+                    answers.append((q, subset_search(query=q, spec=subset, timeout_ms=60_000).rows))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    swaps = 0
+    deadline = time.monotonic() + 60
+    while (swaps < 12 or len(answers) < 60) and time.monotonic() < deadline and not errors:
+        SUBSET.install(path=new_path if swaps % 2 == 0 else old_path)
+        swaps += 1
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(answers) >= 60 and swaps >= 12
+    for q, rows in answers:
+        assert rows in expected[q], q.describe()
