@@ -126,9 +126,13 @@ def test_add_mention_moves_the_answer(kb):
 
 def test_add_alias_is_detected_by_the_next_request(kb):
     text = "Lutetia was founded by the Parisii on an island in the Seine."
-    assert answers(kb, text) == []  # no alias "Lutetia" yet: nothing detected
+
+    def known(found):  # names an alias covers (unknown capitalised names come back too, with no candidates)
+        return [item for item in found if item[2]]
+
+    assert known(answers(kb, text)) == []  # no alias "Lutetia" yet: no known name detected
     alias_add(user=None, kb=kb, key="paris_france", alias="Lutetia")
-    ((surface, entity, candidates),) = answers(kb, text)
+    ((surface, entity, candidates),) = known(answers(kb, text))
     assert (surface, entity) == ("Lutetia", "paris_france") and list(candidates) == ["paris_france"]
     assert AuditEvent.objects.filter(action="kb_edit", detail__op="alias_add").count() == 1
 
