@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .fetch import ChecksumMismatch
+from .fetch import ChecksumMismatch, sha256_is_valid
 from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
 from .runtime import (
     FAMILY_TEXT,
@@ -57,8 +57,15 @@ def card_validate(*, card: dict) -> None:
         raise RegistrationRefused(
             f"card.json kind {card['kind']!r} is not one of {', '.join(ModelVersion.Kind.values)}."
         )
+    if not isinstance(card["files"], dict):
+        raise RegistrationRefused("card.json files must map file names to sha256 checksums.")
     if "model.onnx" not in card["files"]:
         raise RegistrationRefused("card.json lists no checksum for model.onnx.")
+    for file_name, checksum in card["files"].items():
+        if not sha256_is_valid(checksum):
+            raise RegistrationRefused(
+                f"card.json checksum for {str(file_name)[:80]!r} is not a sha256 (64 lowercase hex digits)."
+            )
     input_kind = (card.get("input") or {}).get("kind")
     if input_kind not in CARD_INPUT_KINDS:
         raise RegistrationRefused(f"card.json input.kind must be 'text' or 'tokens', not {input_kind!r}.")

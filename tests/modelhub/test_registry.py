@@ -186,3 +186,13 @@ def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_
     response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
     assert response.status_code == 302 and response["Location"] == reverse("modelhub:detail", args=["page-clf"])
     assert model_version_get(name="page-clf").registered_by == staff_user
+
+
+@pytest.mark.django_db
+def test_a_traversal_checksum_is_refused_at_registration(tmp_path, demo_build, fresh_caches):
+    good = json.loads((local_path(demo_build.published["tfidf-logreg@2"][0]) / "card.json").read_text())
+    for bad in ("xx/../../../model-store/sentiment/1", "Z" * 64, 12):
+        message = _refusal(tmp_path / str(abs(hash(str(bad)))), demo_build,
+                           card_changes={"files": {**good["files"], "model.onnx": bad}})
+        assert "is not a sha256" in message
+    assert not ModelVersion.objects.exists()
