@@ -5,6 +5,8 @@ from __future__ import annotations
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from apps.accounts.roles import EDIT_KB, api_role_require
+
 from . import selectors, services
 from .linker import LinkResult
 from .services import EntityInput, LinkingError, MentionInput, NotFound
@@ -147,6 +149,7 @@ def entity_list(request, model: str, q: str = "", limit: int = 50):
 @router.post("/kb/{model}/entities", response={201: EntityOut, 400: ErrorOut, 404: ErrorOut})
 def entity_create(request, model: str, payload: EntityIn):
     """Add an entity with its aliases and mention sentences; linking uses it from the next request."""
+    api_role_require(request=request, permission=EDIT_KB, what="Adding an entity")
     try:
         kb = selectors.kb_get(name=model)
         entity = services.entity_create(
@@ -171,6 +174,7 @@ def entity_create(request, model: str, payload: EntityIn):
 
 @router.delete("/kb/{model}/entities/{entity_id}", response={204: None, 404: ErrorOut})
 def entity_delete(request, model: str, entity_id: str):
+    api_role_require(request=request, permission=EDIT_KB, what="Deleting an entity")
     try:
         kb = selectors.kb_get(name=model)
         services.entity_delete(user=request.user, kb=kb, key=entity_id)
@@ -182,6 +186,7 @@ def entity_delete(request, model: str, entity_id: str):
 @router.post("/kb/{model}/entities/{entity_id}/mentions", response={201: MentionOut, 400: ErrorOut, 404: ErrorOut})
 def mention_add(request, model: str, entity_id: str, payload: MentionIn):
     """Add a context sentence (with the mention's span) to an entity."""
+    api_role_require(request=request, permission=EDIT_KB, what="Adding a mention")
     try:
         kb = selectors.kb_get(name=model)
         mention = services.mention_add(

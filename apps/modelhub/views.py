@@ -5,14 +5,14 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from apps.accounts.roles import MANAGE_MODELS, user_has_role
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
@@ -46,6 +46,10 @@ from .snippets import api_snippets
 from .store import StoreError
 
 TOP_CLASSES = 5
+
+
+# Registering versions and moving aliases need the "model manager" role (apps/accounts/roles.py): else 403.
+model_manager_required = permission_required(MANAGE_MODELS, raise_exception=True)
 
 
 def _model_or_404(*, name: str, version: str | None = None) -> ModelVersion:
@@ -89,7 +93,7 @@ def _outcome(*, model_version: ModelVersion, text: str, user, chart_id: str) -> 
 @login_required
 def model_list(request):
     return render(request, "modelhub/list.html", {
-        "summaries": model_summary_list(), "register_form": RegisterForm() if request.user.is_staff else None,
+        "summaries": model_summary_list(), "register_form": RegisterForm() if user_has_role(user=request.user, permission=MANAGE_MODELS) else None,
         "store_uri": settings.MODEL_STORE_URI,
     })
 
@@ -287,7 +291,8 @@ def batch_download(request, job_id: int):
                         content_type="text/csv")
 
 
-@staff_member_required
+@login_required
+@model_manager_required
 @require_POST
 def model_register_view(request):
     form = RegisterForm(request.POST)
@@ -304,7 +309,8 @@ def model_register_view(request):
     return redirect("modelhub:list")
 
 
-@staff_member_required
+@login_required
+@model_manager_required
 @require_POST
 def alias_move_view(request, name: str):
     form = AliasForm(request.POST)

@@ -172,13 +172,16 @@ def test_a_model_whose_outputs_are_not_probabilities_is_refused(tmp_path, demo_b
 
 
 @pytest.mark.django_db
-def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_path, demo_build, fresh_caches):
+def test_only_model_managers_may_register_through_the_page(client, plain_user, staff_user, tmp_path, demo_build,
+                                                          fresh_caches):
     from django.urls import reverse
 
     uri = version_folder(tmp_path, demo_build, name="page-clf", version="1")
-    client.force_login(user)
+    client.force_login(plain_user)
     response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 403
+    response = client.post(reverse("modelhub:alias", args=["page-clf"]), {"alias": "production", "version": "1"})
+    assert response.status_code == 403
     assert not ModelVersion.objects.filter(name="page-clf").exists()
     assert not AuditEvent.objects.filter(action="model_registration").exists()
 
