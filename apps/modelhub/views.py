@@ -16,7 +16,7 @@ from apps.accounts.roles import MANAGE_MODELS, user_has_role
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
-from .models import ModelVersion
+from .models import BatchJob, ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
 from .selectors import (
     ModelNotFound,
@@ -219,6 +219,7 @@ def batch_page(request, name: str):
     versions = model_versions_of(name=name)
     form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions,
                            initial={"version": serving.version})
+    status = 200
     if request.method == "POST" and form.is_valid():
         model_version = _model_or_404(name=name, version=form.cleaned_data.get("version"))
         upload = form.cleaned_data["file"]
@@ -229,11 +230,15 @@ def batch_page(request, name: str):
         except BatchInputError as exc:
             form.add_error(None, str(exc))
         else:
-            return redirect("modelhub:batch-detail", job_id=job.id)
+            job.refresh_from_db()
+            if job.state != BatchJob.State.FAILED:
+                return redirect("modelhub:batch-detail", job_id=job.id)
+            form.add_error(None, job.error_message)  # Redis down: not queued, and the job says so
+            status = 503
     return render(request, "modelhub/batch.html", {
         "serving": serving, "form": form, "jobs": batch_job_list(name=name, user=request.user)[:20],
         "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20, "preview_max_bytes": PREVIEW_MAX_BYTES,
-    })
+    }, status=status)
 
 
 PREVIEW_MAX_BYTES = 64 * 1024

@@ -276,6 +276,19 @@ ORT_INTRA_OP_THREADS = env_int("ORT_INTRA_OP_THREADS", 2)  # 2 halves MiniLM lat
 ORT_INTER_OP_THREADS = env_int("ORT_INTER_OP_THREADS", 1)
 PREDICTION_CACHE_SIZE = env_int("PREDICTION_CACHE_SIZE", 4096)
 BATCH_UPLOAD_MAX_BYTES = env_int("BATCH_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+# The largest accepted job: BATCH_MAX_ROWS rows. MiniLM scores ~20-50 texts/s on 2 cores, so 50k rows take at
+# most ~2500 s: the time limits below fit it. A worker that dies mid-job stops the heartbeat (one per 256 rows,
+# ~13 s at worst); the sweeper (beat, every BATCH_SWEEP_EVERY_SECONDS) fails a running job silent for
+# BATCH_STALE_AFTER_SECONDS and a queued job no worker took within BATCH_QUEUED_MAX_SECONDS.
+BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 50_000)
+BATCH_SOFT_TIME_LIMIT = env_int("BATCH_SOFT_TIME_LIMIT", 3600)
+BATCH_TIME_LIMIT = env_int("BATCH_TIME_LIMIT", 3720)
+BATCH_STALE_AFTER_SECONDS = env_int("BATCH_STALE_AFTER_SECONDS", 600)
+BATCH_QUEUED_MAX_SECONDS = env_int("BATCH_QUEUED_MAX_SECONDS", 2 * 3600)
+CELERY_BEAT_SCHEDULE["modelhub-sweep-batches"] = {
+    "task": "modelhub.batch_job_sweep",
+    "schedule": env_float("BATCH_SWEEP_EVERY_SECONDS", 60.0),
+}
 
 # --- Entity linking (apps.linking) ------------------------------------------
 LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "qdrant"
