@@ -295,3 +295,12 @@ def logged_in_page(page, user, live_server):
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/accounts/login" not in url)
     return page
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counters live in Django's (local-memory) cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from ninja import Router, Schema, Status
 from pydantic import Field
 
 from apps.accounts.roles import EDIT_KB, api_role_require
+from apps.core.ratelimit import rate_limit_hit
 
 from . import selectors, services
 from .linker import LinkResult
@@ -126,6 +128,7 @@ def entity_json(entity) -> dict:
 @router.post("/link", response={200: LinkOut, 400: ErrorOut, 404: ErrorOut})
 def link(request, payload: LinkIn):
     """Find and link the entity mentions in `text` (at most settings.LINKING_MAX_TEXT_CHARS characters)."""
+    rate_limit_hit(user=request.user, scope="link")
     try:
         kb = selectors.kb_get(name=payload.model)
         result = services.text_link(user=request.user, kb=kb, text=payload.text)
@@ -150,6 +153,12 @@ def entity_list(request, model: str, q: str = "", limit: int = 50):
 def entity_create(request, model: str, payload: EntityIn):
     """Add an entity with its aliases and mention sentences; linking uses it from the next request."""
     api_role_require(request=request, permission=EDIT_KB, what="Adding an entity")
+    if len(payload.mentions) > settings.LINKING_MAX_MENTIONS_PER_CALL:
+        return Status(400, {"detail": f"At most {settings.LINKING_MAX_MENTIONS_PER_CALL} mentions per call; "
+                                      f"got {len(payload.mentions)}."})
+    if len(payload.aliases) > settings.LINKING_MAX_ALIASES_PER_CALL:
+        return Status(400, {"detail": f"At most {settings.LINKING_MAX_ALIASES_PER_CALL} aliases per call; "
+                                      f"got {len(payload.aliases)}."})
     try:
         kb = selectors.kb_get(name=model)
         entity = services.entity_create(

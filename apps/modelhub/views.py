@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from apps.accounts.roles import MANAGE_MODELS, user_has_role
+from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limited_response
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
@@ -215,6 +216,11 @@ def flag_list_view(request, name: str):
 
 @login_required
 def batch_page(request, name: str):
+    if request.method == "POST":
+        try:
+            rate_limit_hit(user=request.user, scope="batch")
+        except RateLimited as exc:
+            return rate_limited_response(exc)
     serving = _model_or_404(name=name)
     versions = model_versions_of(name=name)
     form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions,

@@ -9,6 +9,7 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer, django_auth
 
 from apps.accounts.selectors import api_token_active_get
+from apps.core.ratelimit import RateLimited
 from apps.search.errors import SearchError
 
 
@@ -43,6 +44,14 @@ api = NinjaAPI(
 def search_error(request, exc: SearchError):
     """The one mapping of search errors to HTTP: 400 malformed, 422 does not fit the table, 503 no subset."""
     return api.create_response(request, {"detail": str(exc), "errors": exc.errors}, status=exc.status)
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request, exc: RateLimited):
+    """429 with Retry-After for the per-user limits on expensive endpoints (apps/core/ratelimit.py)."""
+    response = api.create_response(request, {"detail": str(exc)}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 api.add_router("/", "apps.core.api.router")
