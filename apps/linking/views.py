@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from apps.accounts.roles import EDIT_KB, user_has_role
@@ -228,7 +229,9 @@ def mention_add(request, model: str, key: str):
     kb = _kb_or_404(model)
     form = MentionForm(request.POST)
     back = request.POST.get("next") or ""
-    if not back.startswith("/"):
+    # Only back to this site: "//evil.example" and "/\\evil.example" start with "/" but leave it.
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
         back = reverse("linking:entity", kwargs={"model": kb.label, "key": key})
     if not form.is_valid():
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
