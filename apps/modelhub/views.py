@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from apps.accounts.roles import MANAGE_MODELS, user_has_role
+from apps.accounts.roles import MANAGE_MODELS, SEARCH, user_has_role
 from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limited_response
 from apps.search.errors import SearchError
 
@@ -338,6 +338,7 @@ def alias_move_view(request, name: str):
 
 
 @login_required
+@permission_required(SEARCH, raise_exception=True)  # it runs a search: the analyst role
 def score_search(request):
     """Runs the samples page's query, scores the text column with a model, compares with the label column."""
     from .services import search_results_score

@@ -87,3 +87,8 @@ def test_the_demo_user_holds_every_role(settings):
     demo = get_user_model().objects.get(username=settings.DEMO_USERNAME)
     assert {g.name for g in demo.groups.all()} == {"analyst", "model manager", "kb editor"}
     assert demo.has_perms(["accounts.search_samples", "accounts.manage_models", "accounts.edit_kb"])
+
+
+def test_scoring_search_results_is_403_without_the_analyst_role(client, plain_user):
+    client.force_login(plain_user)
+    assert client.get("/models/score-search/", {"model": "x", "text__contains": "a"}).status_code == 403
