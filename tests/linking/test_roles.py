@@ -15,7 +15,10 @@ def test_kb_edits_on_the_pages_are_403_without_the_kb_editor_role(client, plain_
     entities, mentions, aliases = Entity.objects.count(), Mention.objects.count(), Alias.objects.count()
     label = kb.label
     kb_url = reverse("linking:kb", kwargs={"model": label})
-    assert client.get(kb_url).status_code == 200  # reading the KB is fine
+    page = client.get(kb_url)
+    assert page.status_code == 200 and 'id="add-entity"' not in page.content.decode()  # reading is fine
+    entity_page = client.get(reverse("linking:entity", kwargs={"model": label, "key": "java_island"})).content
+    assert b"entity-delete" not in entity_page and b"/delete/" not in entity_page
     posts = [
         (kb_url, {"id": "x", "name": "X", "type": "other", "mentions": "A [X] here."}),
         (reverse("linking:entity-delete", kwargs={"model": label, "key": "java_island"}), {}),
