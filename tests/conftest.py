@@ -213,14 +213,31 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker, tmp_path_fac
 
 # --- Users and API --------------------------------------------------------------------------
 
+def _with_every_role(user):
+    """Most tests are about something else than roles: their users hold analyst, model manager and kb
+    editor (apps/accounts/roles.py). Role tests use `plain_user`, who holds none."""
+    from apps.accounts.services import user_roles_grant
+
+    user_roles_grant(user=user)
+    return user
+
+
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="analyst", password="analyst-password-1")
+    return _with_every_role(django_user_model.objects.create_user(username="analyst", password="analyst-password-1"))
 
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="boss", password="boss-password-1", is_staff=True)
+    return _with_every_role(
+        django_user_model.objects.create_user(username="boss", password="boss-password-1", is_staff=True)
+    )
+
+
+@pytest.fixture
+def plain_user(django_user_model):
+    """A signed-in user with no role: every role-gated page and endpoint answers 403."""
+    return django_user_model.objects.create_user(username="nobody", password="nobody-password-1")
 
 
 @pytest.fixture
@@ -278,3 +295,12 @@ def logged_in_page(page, user, live_server):
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/accounts/login" not in url)
     return page
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counters live in Django's (local-memory) cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -12,9 +12,18 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    read_only = models.BooleanField(
+        default=False, help_text="A read-only token may only GET: any other API call answers 403."
+    )
 
     class Meta:
         ordering = ["-created_at"]
+        # The role permissions (apps/accounts/roles.py); the groups holding them come from migration 0003.
+        permissions = [
+            ("search_samples", "Search samples and run warehouse fallbacks within budget"),
+            ("manage_models", "Register model versions and move aliases"),
+            ("edit_kb", "Create, change and delete entities, mentions and aliases in the serving KB"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -19,6 +19,12 @@ def api_token_hash(*, raw_token: str) -> str:
 
 def api_token_authenticate(*, raw_token: str) -> AbstractBaseUser | None:
     """The active user owning this token, or None."""
+    token = api_token_active_get(raw_token=raw_token)
+    return token.user if token is not None else None
+
+
+def api_token_active_get(*, raw_token: str) -> ApiToken | None:
+    """The active token (of an active user) with this raw value, or None; records its last use."""
     if not raw_token:
         return None
     token = (
@@ -31,7 +37,7 @@ def api_token_authenticate(*, raw_token: str) -> AbstractBaseUser | None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
 
 
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:

@@ -3,25 +3,31 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 
+from . import roles
 from .models import ApiToken
 from .selectors import api_token_hash
 
 TOKEN_PREFIX = "ssk_"
 
 
-def api_token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
-    """Create a token and return it with its raw value, which is shown once and never stored."""
+def api_token_create(*, user: AbstractBaseUser, name: str = "", read_only: bool = False) -> tuple[ApiToken, str]:
+    """Create a token and return it with its raw value, which is shown once and never stored.
+
+    A token acts with its user's permissions; a read-only one may only GET."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, name=name[:100], prefix=raw[: len(TOKEN_PREFIX) + 8], token_hash=api_token_hash(raw_token=raw)
+        user=user, name=name[:100], prefix=raw[: len(TOKEN_PREFIX) + 8], token_hash=api_token_hash(raw_token=raw),
+        read_only=read_only,
     )
-    audit_record(user=user, action="token_create", target=token.prefix, detail={"name": name})
+    audit_record(user=user, action="token_create", target=token.prefix, detail={"name": name, "read_only": read_only})
     return token, raw
 
 
@@ -45,3 +51,29 @@ def user_get_or_create(*, username: str, password: str | None = None, is_staff: 
             user.set_unusable_password()
         user.save()
     return user, created
+
+
+@transaction.atomic
+def roles_ensure() -> dict[str, Group]:
+    """The role groups with their permissions (migration 0003 does the same); idempotent."""
+    content_type = ContentType.objects.get_for_model(ApiToken)
+    groups = {}
+    for group_name, codenames in roles.GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=group_name)
+        for codename in codenames:
+            permission, _ = Permission.objects.get_or_create(
+                content_type=content_type, codename=codename, defaults={"name": roles.PERMISSION_NAMES[codename]}
+            )
+            group.permissions.add(permission)
+        groups[group_name] = group
+    return groups
+
+
+def user_roles_grant(*, user: AbstractBaseUser, group_names: tuple[str, ...] | None = None) -> None:
+    """Adds `user` to the named role groups (all of them by default)."""
+    groups = roles_ensure()
+    for name in group_names if group_names is not None else tuple(groups):
+        user.groups.add(groups[name])
+    # has_perm caches per user object
+    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cache, None)

@@ -8,8 +8,11 @@ from django.db.models import Count, QuerySet, Sum
 from .models import AuditEvent
 
 
-def audit_event_list(*, since: datetime | None = None, action: str | None = None) -> QuerySet[AuditEvent]:
+def audit_event_list(*, since: datetime | None = None, action: str | None = None, user=None) -> QuerySet[AuditEvent]:
+    """Events, newest first; only `user`'s when given (non-staff see only their own)."""
     events = AuditEvent.objects.select_related("user")
+    if user is not None:
+        events = events.filter(user=user)
     if since is not None:
         events = events.filter(created_at__gte=since)
     if action:
@@ -17,10 +20,14 @@ def audit_event_list(*, since: datetime | None = None, action: str | None = None
     return events
 
 
-def audit_spend_by_user(*, since: datetime) -> list[dict]:
-    """[{username, events, cost_usd}] for events with a cost since `since`, biggest spender first."""
+def audit_spend_by_user(*, since: datetime, user=None) -> list[dict]:
+    """[{username, events, cost_usd}] for events with a cost since `since`, biggest spender first; only `user`'s
+    row when given."""
+    events = AuditEvent.objects.filter(created_at__gte=since)
+    if user is not None:
+        events = events.filter(user=user)
     rows = (
-        AuditEvent.objects.filter(created_at__gte=since)
+        events
         .values("user__username")
         .annotate(events=Count("id"), cost_usd=Sum("cost_usd"))
         .order_by("-cost_usd", "user__username")

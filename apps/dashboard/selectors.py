@@ -100,9 +100,10 @@ def fallback_daily(*, period: DateRange) -> list[FallbackDay]:
             for d in period.days]
 
 
-def fallback_spend_by_user(*, period: DateRange) -> list[dict]:
-    """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first."""
-    rows = (Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until)
+def fallback_spend_by_user(*, period: DateRange, user=None) -> list[dict]:
+    """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first; only `user`'s row when given."""
+    fallbacks = Fallback.objects.all() if user is None else Fallback.objects.filter(user=user)
+    rows = (fallbacks.filter(created_at__gte=period.since, created_at__lt=period.until)
             .exclude(state=Fallback.State.REFUSED).values("user__username")
             .annotate(fallbacks=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd"))
             .order_by("-cost_usd", "user__username"))

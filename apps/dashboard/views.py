@@ -1,6 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from apps.accounts.roles import user_sees_everyone
 from apps.audit.selectors import audit_event_list, audit_spend_by_user
 from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
 
@@ -17,7 +18,9 @@ def dashboard(request):
         form = DateRangeForm(initial={"from": period.start, "to": period.end})
     searches = search_daily(period=period)
     fallbacks = fallback_daily(period=period)
-    spend = fallback_spend_by_user(period=period)
+    # Staff see everyone's audit events and spend; everyone else only their own.
+    only = None if user_sees_everyone(user=request.user) else request.user
+    spend = fallback_spend_by_user(period=period, user=only)
     context = {
         "form": form,
         "period": period,
@@ -30,12 +33,13 @@ def dashboard(request):
             "spend_by_user": charts.spend_by_user_chart(spend),
         },
         "spend": spend,
+        "sees_everyone": only is None,
         "frequent": frequent_fallback_queries(period=period),
         "subset": subset_status_get(),
         "learned": learned_status_get(),
         "last_refresh": refresh_last(),
         "refreshes": refresh_list(limit=5),
-        "audit_spend": audit_spend_by_user(since=period.since),
-        "events": audit_event_list(since=period.since).filter(created_at__lt=period.until)[:50],
+        "audit_spend": audit_spend_by_user(since=period.since, user=only),
+        "events": audit_event_list(since=period.since, user=only).filter(created_at__lt=period.until)[:50],
     }
     return render(request, "dashboard/page.html", context)

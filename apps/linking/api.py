@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from ninja import Router, Schema, Status
 from pydantic import Field
+
+from apps.accounts.roles import EDIT_KB, api_role_require
+from apps.core.ratelimit import rate_limit_hit
 
 from . import selectors, services
 from .linker import LinkResult
@@ -124,6 +128,7 @@ def entity_json(entity) -> dict:
 @router.post("/link", response={200: LinkOut, 400: ErrorOut, 404: ErrorOut})
 def link(request, payload: LinkIn):
     """Find and link the entity mentions in `text` (at most settings.LINKING_MAX_TEXT_CHARS characters)."""
+    rate_limit_hit(user=request.user, scope="link")
     try:
         kb = selectors.kb_get(name=payload.model)
         result = services.text_link(user=request.user, kb=kb, text=payload.text)
@@ -147,6 +152,13 @@ def entity_list(request, model: str, q: str = "", limit: int = 50):
 @router.post("/kb/{model}/entities", response={201: EntityOut, 400: ErrorOut, 404: ErrorOut})
 def entity_create(request, model: str, payload: EntityIn):
     """Add an entity with its aliases and mention sentences; linking uses it from the next request."""
+    api_role_require(request=request, permission=EDIT_KB, what="Adding an entity")
+    if len(payload.mentions) > settings.LINKING_MAX_MENTIONS_PER_CALL:
+        return Status(400, {"detail": f"At most {settings.LINKING_MAX_MENTIONS_PER_CALL} mentions per call; "
+                                      f"got {len(payload.mentions)}."})
+    if len(payload.aliases) > settings.LINKING_MAX_ALIASES_PER_CALL:
+        return Status(400, {"detail": f"At most {settings.LINKING_MAX_ALIASES_PER_CALL} aliases per call; "
+                                      f"got {len(payload.aliases)}."})
     try:
         kb = selectors.kb_get(name=model)
         entity = services.entity_create(
@@ -171,6 +183,7 @@ def entity_create(request, model: str, payload: EntityIn):
 
 @router.delete("/kb/{model}/entities/{entity_id}", response={204: None, 404: ErrorOut})
 def entity_delete(request, model: str, entity_id: str):
+    api_role_require(request=request, permission=EDIT_KB, what="Deleting an entity")
     try:
         kb = selectors.kb_get(name=model)
         services.entity_delete(user=request.user, kb=kb, key=entity_id)
@@ -182,6 +195,7 @@ def entity_delete(request, model: str, entity_id: str):
 @router.post("/kb/{model}/entities/{entity_id}/mentions", response={201: MentionOut, 400: ErrorOut, 404: ErrorOut})
 def mention_add(request, model: str, entity_id: str, payload: MentionIn):
     """Add a context sentence (with the mention's span) to an entity."""
+    api_role_require(request=request, permission=EDIT_KB, what="Adding a mention")
     try:
         kb = selectors.kb_get(name=model)
         mention = services.mention_add(

@@ -150,17 +150,26 @@ def nil_bar_for(*, typical: float | None, params: LinkerParams) -> float:
 
 
 def typical_similarity(
-    *, vectors: np.ndarray, entity_ids: np.ndarray, profiles: dict[int, np.ndarray], params: LinkerParams
+    *, vectors: np.ndarray, entity_ids: np.ndarray, profiles: dict[int, np.ndarray], params: LinkerParams,
+    max_mentions: int | None = None,
 ) -> dict[int, float]:
     """Per entity: the similarity its own stored mentions get, each scored against the others.
 
     Some entities are described by looser contexts than others; the NIL bar is set relative to
     this (leave-one-out on the demo KB: 32% NIL recall vs 10% for one absolute threshold at the
     same in-KB accuracy). Computed at every rebuild, so it follows each edit.
+
+    A rebuild must not be quadratic in an entity's mentions: past `max_mentions` (settings
+    LINKING_TYPICAL_MAX_MENTIONS) a fixed sample of them (seeded by the entity id, so the same KB gives
+    the same bar) stands for the rest.
     """
+    cap = settings.LINKING_TYPICAL_MAX_MENTIONS if max_mentions is None else max_mentions
     typical: dict[int, float] = {}
     for entity in np.unique(entity_ids):
         own = vectors[entity_ids == entity]
+        if len(own) > cap:
+            rows = np.random.default_rng(int(entity)).choice(len(own), size=cap, replace=False)
+            own = own[np.sort(rows)]
         sims = own @ own.T
         profile = profiles.get(int(entity))
         values = []

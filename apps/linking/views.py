@@ -5,17 +5,25 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+
+from apps.accounts.roles import EDIT_KB, user_has_role
 
 from . import selectors, services
 from .detection import sentence_around
 from .forms import AliasForm, EntityForm, LinkForm, MentionForm
 from .linker import LinkResult
 from .services import LinkingError, NotFound
+
+
+# KB edits need the "kb editor" role (apps/accounts/roles.py); without it: 403.
+kb_editor_required = permission_required(EDIT_KB, raise_exception=True)
 
 
 def _kb_or_404(model: str | None):
@@ -153,6 +161,8 @@ def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> st
 @login_required
 def kb_entities(request, model: str):
     """KB editor: search entities, add one."""
+    if request.method == "POST" and not user_has_role(user=request.user, permission=EDIT_KB):
+        raise PermissionDenied("Editing the knowledge base needs the kb editor role.")
     kb = _kb_or_404(model)
     prefill = {k: request.GET[k] for k in ("id", "name", "aliases", "mentions") if k in request.GET}
     form = EntityForm(request.POST or None, initial=prefill)
@@ -199,6 +209,7 @@ def entity_detail(request, model: str, key: str):
 
 
 @login_required
+@kb_editor_required
 @require_POST
 def entity_delete(request, model: str, key: str):
     kb = _kb_or_404(model)
@@ -211,13 +222,16 @@ def entity_delete(request, model: str, key: str):
 
 
 @login_required
+@kb_editor_required
 @require_POST
 def mention_add(request, model: str, key: str):
     """Add a mention: from the entity page ([bracketed] sentence) or from the demo ("this is the one I meant")."""
     kb = _kb_or_404(model)
     form = MentionForm(request.POST)
     back = request.POST.get("next") or ""
-    if not back.startswith("/"):
+    # Only back to this site: "//evil.example" and "/\\evil.example" start with "/" but leave it.
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
         back = reverse("linking:entity", kwargs={"model": kb.label, "key": key})
     if not form.is_valid():
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
@@ -238,6 +252,7 @@ def mention_add(request, model: str, key: str):
 
 
 @login_required
+@kb_editor_required
 @require_POST
 def alias_add(request, model: str, key: str):
     kb = _kb_or_404(model)
@@ -261,6 +276,7 @@ def alias_add(request, model: str, key: str):
 
 
 @login_required
+@kb_editor_required
 @require_POST
 def mention_correct(request, model: str):
     """"This is the one I meant": store the mention as the linker read it, link again, show the outcome."""

@@ -1,6 +1,9 @@
 """`GET /api/models` and `POST /api/models/{name}/predict` (one onnxruntime batch per call)."""
+from django.conf import settings
 from ninja import Router, Schema
 from ninja.errors import HttpError
+
+from apps.core.ratelimit import rate_limit_hit
 
 from .models import ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
@@ -9,7 +12,6 @@ from .services import prediction_make
 from .store import StoreError
 
 router = Router(tags=["models"])
-MAX_API_INPUTS = 1000
 
 
 class ModelOut(Schema):
@@ -44,14 +46,20 @@ def models_list(request):
 
 @router.post("/models/{name}/predict", response=PredictOut, summary="Classify texts with a model version")
 def models_predict(request, name: str, payload: PredictIn):
+    rate_limit_hit(user=request.user, scope="predict")
+    max_inputs, max_chars = settings.PREDICT_MAX_INPUTS, settings.PREDICT_MAX_TEXT_CHARS
+    if len(payload.inputs) > max_inputs:
+        raise HttpError(400, f"At most {max_inputs} inputs per call; got {len(payload.inputs)}.")
+    too_long = [i for i, text in enumerate(payload.inputs) if len(text) > max_chars]
+    if too_long:
+        raise HttpError(422, f"Input #{too_long[0] + 1} has {len(payload.inputs[too_long[0]])} characters; the "
+                             f"limit is {max_chars} per input ({len(too_long)} input(s) over it).")
     try:
         model_version = model_version_get(name=name, version=payload.version)
     except ModelNotFound as exc:
         raise HttpError(404, str(exc)) from exc
     if model_version.kind != ModelVersion.Kind.CLASSIFIER:
         raise HttpError(400, f"{model_version} is an {model_version.kind}: only classifiers predict labels.")
-    if len(payload.inputs) > MAX_API_INPUTS:
-        raise HttpError(400, f"At most {MAX_API_INPUTS} inputs per call; got {len(payload.inputs)}.")
     try:
         batch = prediction_make(user=request.user, model_version=model_version, texts=payload.inputs, source="api")
     except PredictionInputError as exc:

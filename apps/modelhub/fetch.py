@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -26,8 +27,19 @@ _verified: dict[Path, tuple[str, int, int]] = {}
 fetch_stats = {"downloads": 0}
 
 
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
 class ChecksumMismatch(StoreError):
     """The downloaded bytes do not match the checksum in the card: nothing was cached."""
+
+
+class UnsafeCachePath(StoreError):
+    """A checksum or file name that would put a cache path outside MODEL_CACHE_DIR: nothing was touched."""
+
+
+def sha256_is_valid(value) -> bool:
+    return isinstance(value, str) and bool(SHA256_RE.match(value))
 
 
 def file_sha256(path: Path) -> str:
@@ -41,8 +53,20 @@ def file_sha256(path: Path) -> str:
 def cache_path_for(*, uri: str, sha256: str | None) -> Path:
     # Keyed by content when the checksum is known, so a re-uploaded file at the same URI
     # never reuses a stale copy; otherwise by URI.
+    # The checksum comes from a card.json anyone with store access wrote: it must be 64 hex digits
+    # before it becomes a path, and the result must stay inside the cache (no "..", no absolute parts).
+    if sha256 is not None and not sha256_is_valid(sha256):
+        raise UnsafeCachePath(f"refusing checksum {str(sha256)[:80]!r}: a sha256 is 64 lowercase hex digits")
     key = sha256 or "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:32]
-    return Path(settings.MODEL_CACHE_DIR) / key[:2] / key / uri.rstrip("/").rsplit("/", 1)[-1]
+    file_name = uri.rstrip("/").rsplit("/", 1)[-1]
+    if file_name in ("", ".", "..") or "\x00" in file_name:
+        raise UnsafeCachePath(f"refusing file name {file_name[:80]!r} for the model cache")
+    target = Path(settings.MODEL_CACHE_DIR) / key[:2] / key / file_name
+    root = Path(settings.MODEL_CACHE_DIR).resolve()
+    resolved = target.resolve()
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise UnsafeCachePath(f"refusing cache path {str(resolved)[:200]!r}: outside MODEL_CACHE_DIR")
+    return target
 
 
 def _thread_lock(target: Path) -> threading.Lock:

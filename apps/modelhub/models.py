@@ -108,6 +108,9 @@ class BatchJob(models.Model):
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="when a worker began scoring (for the ETA)")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="the worker's last progress; the sweeper fails a running job silent too long"
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -9,6 +9,7 @@ turned into probabilities with a softmax here.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -228,6 +229,12 @@ def texts_clean(texts: list[str]) -> list[str]:
     return list(texts)
 
 
+def text_digest(text: str) -> bytes:
+    """The prediction cache's key for a text: 32 bytes, whatever the text's length (a cache of full
+    texts would hold up to PREDICTION_CACHE_SIZE × the longest accepted input)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 def predict(*, model_version, texts: list[str], use_cache: bool = True) -> PredictionBatch:
     """Scores `texts` as one onnxruntime batch; repeated inputs come from the prediction cache."""
     texts = texts_clean(texts)
@@ -241,7 +248,7 @@ def predict(*, model_version, texts: list[str], use_cache: bool = True) -> Predi
     rows: list[tuple[list[float], bool, bool] | None] = [None] * len(texts)
     if use_cache:
         for index, text in enumerate(texts):
-            hit = prediction_cache.get((name, version, text))
+            hit = prediction_cache.get((name, version, text_digest(text)))
             if hit is not None:
                 rows[index] = (hit[0], hit[1], True)
     missing = [i for i, row in enumerate(rows) if row is None] if use_cache else list(range(len(texts)))
@@ -251,7 +258,8 @@ def predict(*, model_version, texts: list[str], use_cache: bool = True) -> Predi
         for position, index in enumerate(missing):
             rows[index] = (probabilities[position], cut[position], False)
             if use_cache:
-                prediction_cache.put((name, version, texts[index]), (probabilities[position], cut[position]))
+                prediction_cache.put((name, version, text_digest(texts[index])),
+                                     (probabilities[position], cut[position]))
     predictions = []
     for values, was_cut, was_cached in rows:
         best = max(range(len(values)), key=values.__getitem__)

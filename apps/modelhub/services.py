@@ -1,22 +1,24 @@
 from __future__ import annotations
 
 import csv
+import logging
 import io
 import json
 import os
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .fetch import ChecksumMismatch
+from .fetch import ChecksumMismatch, sha256_is_valid
 from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
 from .runtime import (
     FAMILY_TEXT,
@@ -30,6 +32,7 @@ from .runtime import (
 from .store import StoreError, store_read_bytes, uri_join
 
 CARD_INPUT_KINDS = {"text": FAMILY_TEXT, "tokens": FAMILY_TOKENS}
+logger = logging.getLogger(__name__)
 BATCH_SIZE = 256
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
@@ -57,8 +60,15 @@ def card_validate(*, card: dict) -> None:
         raise RegistrationRefused(
             f"card.json kind {card['kind']!r} is not one of {', '.join(ModelVersion.Kind.values)}."
         )
+    if not isinstance(card["files"], dict):
+        raise RegistrationRefused("card.json files must map file names to sha256 checksums.")
     if "model.onnx" not in card["files"]:
         raise RegistrationRefused("card.json lists no checksum for model.onnx.")
+    for file_name, checksum in card["files"].items():
+        if not sha256_is_valid(checksum):
+            raise RegistrationRefused(
+                f"card.json checksum for {str(file_name)[:80]!r} is not a sha256 (64 lowercase hex digits)."
+            )
     input_kind = (card.get("input") or {}).get("kind")
     if input_kind not in CARD_INPUT_KINDS:
         raise RegistrationRefused(f"card.json input.kind must be 'text' or 'tokens', not {input_kind!r}.")
@@ -422,6 +432,8 @@ def batch_job_create(
         raise BatchInputError(f"The file is not a readable CSV: {exc}") from exc
     if total == 0:
         raise BatchInputError("The CSV has a header but no rows to score.")
+    if total > settings.BATCH_MAX_ROWS:
+        raise BatchInputError(f"The CSV has {total} rows; the limit is {settings.BATCH_MAX_ROWS} per job. Split it.")
     path = batch_dir() / f"{uuid.uuid4().hex}-input.csv"
     path.write_bytes(data)
     job = BatchJob.objects.create(
@@ -430,10 +442,51 @@ def batch_job_create(
     )
     audit_record(user=user, action="batch", target=str(model_version), detail={"job_id": job.id, "rows": total})
 
+    # Outside a transaction this runs at once: with Redis down the job is failed before this returns.
+    transaction.on_commit(lambda: batch_job_enqueue(job=job))
+    return job
+
+
+BATCH_QUEUE_UNAVAILABLE = (
+    "The job queue is unavailable (Redis does not answer), so the file was not queued for scoring. "
+    "Try again in a minute; if it persists, tell whoever runs this server."
+)
+
+
+def batch_job_enqueue(*, job: BatchJob) -> bool:
+    """Send the scoring task; with Redis down, fail the job at once (broker timeouts are short, no publish
+    retry, no result channel), as apps.warehouse does for fallbacks."""
     from .tasks import batch_job_score
 
-    transaction.on_commit(lambda: batch_job_score.delay(job.id))
-    return job
+    try:
+        batch_job_score.apply_async(args=[job.pk], soft_time_limit=settings.BATCH_SOFT_TIME_LIMIT,
+                                    time_limit=settings.BATCH_TIME_LIMIT, retry=False)
+        return True
+    except Exception as exc:  # kombu/redis raise several types; all mean "not queued"
+        logger.warning("could not enqueue batch job %s: %s", job.pk, exc)
+        BatchJob.objects.filter(pk=job.pk, state=BatchJob.State.QUEUED).update(
+            state=BatchJob.State.FAILED, error_message=BATCH_QUEUE_UNAVAILABLE, finished_at=timezone.now())
+        job.refresh_from_db()
+        return False
+
+
+def batch_job_sweep(*, stale_after_seconds: int | None = None, queued_max_seconds: int | None = None) -> dict:
+    """Fail batch jobs whose worker died (running, no progress for `stale_after_seconds`) or that no worker took
+    (queued longer than `queued_max_seconds`), so none shows "running" or "queued" forever."""
+    now = timezone.now()
+    stale_after = settings.BATCH_STALE_AFTER_SECONDS if stale_after_seconds is None else stale_after_seconds
+    queued_max = settings.BATCH_QUEUED_MAX_SECONDS if queued_max_seconds is None else queued_max_seconds
+    silent = now - timedelta(seconds=stale_after)
+    running = BatchJob.objects.filter(state=BatchJob.State.RUNNING).filter(
+        models.Q(heartbeat_at__lt=silent) | models.Q(heartbeat_at__isnull=True, started_at__lt=silent))
+    failed_running = running.update(
+        state=BatchJob.State.FAILED, finished_at=now,
+        error_message=f"Its worker stopped: no progress for over {stale_after} s. Upload the file again.")
+    failed_queued = BatchJob.objects.filter(
+        state=BatchJob.State.QUEUED, created_at__lt=now - timedelta(seconds=queued_max)).update(
+        state=BatchJob.State.FAILED, finished_at=now,
+        error_message=f"No worker picked it up within {queued_max} s. Upload the file again.")
+    return {"failed_running": failed_running, "failed_queued": failed_queued}
 
 
 def batch_job_run(*, job_id: int) -> BatchJob:
@@ -441,7 +494,9 @@ def batch_job_run(*, job_id: int) -> BatchJob:
     job = BatchJob.objects.select_related("model_version").get(pk=job_id)
     if job.is_done:
         return job
-    BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0, started_at=timezone.now())
+    now = timezone.now()
+    BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0, started_at=now,
+                                              heartbeat_at=now)
     output_path = batch_dir() / f"{Path(job.input_path).stem.removesuffix('-input')}-scored.csv"
     temporary = output_path.with_suffix(".partial")
     try:
@@ -459,12 +514,13 @@ def batch_job_run(*, job_id: int) -> BatchJob:
                 chunk.append(row)
                 if len(chunk) >= BATCH_SIZE:
                     processed += _batch_chunk_score(job=job, rows=chunk, writer=writer)
-                    BatchJob.objects.filter(pk=job.pk).update(processed=processed)
+                    BatchJob.objects.filter(pk=job.pk, state=BatchJob.State.RUNNING).update(
+                        processed=processed, heartbeat_at=timezone.now())
                     chunk = []
             if chunk:
                 processed += _batch_chunk_score(job=job, rows=chunk, writer=writer)
         os.replace(temporary, output_path)
-        BatchJob.objects.filter(pk=job.pk).update(
+        BatchJob.objects.filter(pk=job.pk, state=BatchJob.State.RUNNING).update(
             state=BatchJob.State.SUCCEEDED, processed=processed, total=processed, output_path=str(output_path),
             finished_at=timezone.now(),
         )

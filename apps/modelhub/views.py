@@ -5,18 +5,19 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from apps.accounts.roles import MANAGE_MODELS, SEARCH, user_has_role
+from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limited_response
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
-from .models import ModelVersion
+from .models import BatchJob, ModelVersion
 from .runtime import ModelRuntimeError, PredictionInputError
 from .selectors import (
     ModelNotFound,
@@ -46,6 +47,10 @@ from .snippets import api_snippets
 from .store import StoreError
 
 TOP_CLASSES = 5
+
+
+# Registering versions and moving aliases need the "model manager" role (apps/accounts/roles.py): else 403.
+model_manager_required = permission_required(MANAGE_MODELS, raise_exception=True)
 
 
 def _model_or_404(*, name: str, version: str | None = None) -> ModelVersion:
@@ -89,7 +94,7 @@ def _outcome(*, model_version: ModelVersion, text: str, user, chart_id: str) -> 
 @login_required
 def model_list(request):
     return render(request, "modelhub/list.html", {
-        "summaries": model_summary_list(), "register_form": RegisterForm() if request.user.is_staff else None,
+        "summaries": model_summary_list(), "register_form": RegisterForm() if user_has_role(user=request.user, permission=MANAGE_MODELS) else None,
         "store_uri": settings.MODEL_STORE_URI,
     })
 
@@ -211,10 +216,16 @@ def flag_list_view(request, name: str):
 
 @login_required
 def batch_page(request, name: str):
+    if request.method == "POST":
+        try:
+            rate_limit_hit(user=request.user, scope="batch")
+        except RateLimited as exc:
+            return rate_limited_response(exc)
     serving = _model_or_404(name=name)
     versions = model_versions_of(name=name)
     form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions,
                            initial={"version": serving.version})
+    status = 200
     if request.method == "POST" and form.is_valid():
         model_version = _model_or_404(name=name, version=form.cleaned_data.get("version"))
         upload = form.cleaned_data["file"]
@@ -225,11 +236,15 @@ def batch_page(request, name: str):
         except BatchInputError as exc:
             form.add_error(None, str(exc))
         else:
-            return redirect("modelhub:batch-detail", job_id=job.id)
+            job.refresh_from_db()
+            if job.state != BatchJob.State.FAILED:
+                return redirect("modelhub:batch-detail", job_id=job.id)
+            form.add_error(None, job.error_message)  # Redis down: not queued, and the job says so
+            status = 503
     return render(request, "modelhub/batch.html", {
         "serving": serving, "form": form, "jobs": batch_job_list(name=name, user=request.user)[:20],
         "limit_mb": settings.BATCH_UPLOAD_MAX_BYTES / 2**20, "preview_max_bytes": PREVIEW_MAX_BYTES,
-    })
+    }, status=status)
 
 
 PREVIEW_MAX_BYTES = 64 * 1024
@@ -287,7 +302,8 @@ def batch_download(request, job_id: int):
                         content_type="text/csv")
 
 
-@staff_member_required
+@login_required
+@model_manager_required
 @require_POST
 def model_register_view(request):
     form = RegisterForm(request.POST)
@@ -304,7 +320,8 @@ def model_register_view(request):
     return redirect("modelhub:list")
 
 
-@staff_member_required
+@login_required
+@model_manager_required
 @require_POST
 def alias_move_view(request, name: str):
     form = AliasForm(request.POST)
@@ -321,6 +338,7 @@ def alias_move_view(request, name: str):
 
 
 @login_required
+@permission_required(SEARCH, raise_exception=True)  # it runs a search: the analyst role
 def score_search(request):
     """Runs the samples page's query, scores the text column with a model, compares with the label column."""
     from .services import search_results_score

@@ -8,6 +8,8 @@ from __future__ import annotations
 from django.conf import settings
 from ninja import Router, Schema
 
+from apps.accounts.roles import SEARCH, api_role_require
+from apps.core.ratelimit import rate_limit_hit
 from apps.search.operators import OPERATORS
 from apps.search.query import query_from_params
 from apps.search.tables import default_table_name
@@ -83,6 +85,8 @@ _FILTER_DOC = (
     },
 )
 def search(request):
+    api_role_require(request=request, permission=SEARCH, what="Searching")
+    rate_limit_hit(user=request.user, scope="search")
     query = query_from_params(
         params=request.GET, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,

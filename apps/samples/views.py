@@ -5,13 +5,14 @@ import json
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_htmx.http import push_url
 
+from apps.accounts.roles import SEARCH
 from apps.audit.services import audit_record
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
 from apps.search.operators import operator_get
@@ -120,7 +121,12 @@ def _fallback_id(params) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+# Searching (and so starting fallbacks) needs the "analyst" role (apps/accounts/roles.py): else 403.
+analyst_required = permission_required(SEARCH, raise_exception=True)
+
+
 @login_required
+@analyst_required
 def search_page(request):
     """The search page; for htmx requests only its results; with ?format=csv|json an export."""
     params = request.GET
@@ -219,6 +225,7 @@ FACET_TOP, FACET_MORE = 10, 50
 
 
 @login_required
+@analyst_required
 def search_facets_view(request):
     """Facets, loaded by htmx after the results so they never delay them: for each facet column, its
     values among every matching subset row, each a link that adds `column = value` to the search."""

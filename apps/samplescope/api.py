@@ -5,9 +5,11 @@ app's own pages, with their session. Anything else gets 401.
 """
 from django.contrib.auth.decorators import login_required
 from ninja import NinjaAPI
+from ninja.errors import HttpError
 from ninja.security import HttpBearer, django_auth
 
-from apps.accounts.selectors import api_token_authenticate
+from apps.accounts.selectors import api_token_active_get
+from apps.core.ratelimit import RateLimited
 from apps.search.errors import SearchError
 
 
@@ -15,11 +17,16 @@ class BearerToken(HttpBearer):
     openapi_scheme = "bearer"
 
     def authenticate(self, request, token):
-        user = api_token_authenticate(raw_token=token)
-        if user is None:
+        api_token = api_token_active_get(raw_token=token)
+        if api_token is None:
             return None
-        request.user = user
-        return user
+        if api_token.read_only and request.method not in SAFE_METHODS:
+            raise HttpError(403, "This API token is read-only: it may only GET.")
+        request.user = api_token.user
+        return api_token.user
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 api = NinjaAPI(
@@ -37,6 +44,14 @@ api = NinjaAPI(
 def search_error(request, exc: SearchError):
     """The one mapping of search errors to HTTP: 400 malformed, 422 does not fit the table, 503 no subset."""
     return api.create_response(request, {"detail": str(exc), "errors": exc.errors}, status=exc.status)
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request, exc: RateLimited):
+    """429 with Retry-After for the per-user limits on expensive endpoints (apps/core/ratelimit.py)."""
+    response = api.create_response(request, {"detail": str(exc)}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 api.add_router("/", "apps.core.api.router")

@@ -2,7 +2,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
 from .models import Fallback
-from .selectors import fallback_can_cancel
+from .selectors import fallback_can_cancel, fallback_can_view
 from .services import fallback_cancel
 
 router = Router(tags=["warehouse"])
@@ -40,10 +40,13 @@ def _out(fallback: Fallback) -> dict:
     }
 
 
-@router.get("/fallbacks/{fallback_id}", response=FallbackOut, url_name="fallback-detail",
+@router.get("/fallbacks/{fallback_id}", response={200: FallbackOut, 403: ErrorOut}, url_name="fallback-detail",
             summary="A warehouse fallback: state, its rows once succeeded, bytes scanned, cost")
 def fallback_get_endpoint(request, fallback_id: int):
-    return _out(get_object_or_404(Fallback, pk=fallback_id))
+    fallback = get_object_or_404(Fallback, pk=fallback_id)
+    if not fallback_can_view(fallback=fallback, user=request.user):
+        return Status(403, {"detail": "Only its creator, the people whose searches joined it, and staff see a fallback."})
+    return Status(200, _out(fallback))
 
 
 @router.post("/fallbacks/{fallback_id}/cancel", response={200: FallbackOut, 403: ErrorOut},

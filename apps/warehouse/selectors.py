@@ -25,11 +25,6 @@ def fallback_list(*, user, limit: int = 50) -> QuerySet[Fallback]:
     return Fallback.objects.filter(Q(user=user) | Q(requests__user=user)).distinct().order_by("-created_at")[:limit]
 
 
-def fallback_can_view(*, fallback: Fallback, user) -> bool:
-    # Everyone searches the same dataset, so any signed-in user may watch any fallback.
-    return bool(user and user.is_authenticated)
-
-
 def fallback_can_cancel(*, fallback: Fallback, user) -> bool:
     """Its creator, anyone whose search joined it, or staff: cancelling stops it for all of them."""
     if not (user and user.is_authenticated):
@@ -37,6 +32,11 @@ def fallback_can_cancel(*, fallback: Fallback, user) -> bool:
     if user.is_staff or fallback.user_id == user.pk:
         return True
     return fallback.requests.filter(user=user).exists()
+
+
+def fallback_can_view(*, fallback: Fallback, user) -> bool:
+    """Its query and rows: its creator, anyone whose search joined it, and staff."""
+    return fallback_can_cancel(fallback=fallback, user=user)
 
 
 def fallback_inflight_for(*, fingerprint: str) -> Fallback | None:

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from .models import Fallback
-from .selectors import fallback_budget_left, fallback_can_cancel, fallback_list
+from .selectors import fallback_budget_left, fallback_can_cancel, fallback_can_view, fallback_list
 from .services import fallback_cancel
 from .views_support import panel_handle, request_id_from
 
@@ -27,6 +27,8 @@ def fallback_list_page(request):
 def fallback_detail(request, fallback_id: int):
     """The status page; for htmx, just the panel (polled until the fallback finishes)."""
     fallback = get_object_or_404(Fallback.objects.select_related("user"), pk=fallback_id)
+    if not fallback_can_view(fallback=fallback, user=request.user):
+        raise PermissionDenied("Only its creator, the people whose searches joined it, and staff see a fallback.")
     handle = panel_handle(fallback=fallback, request_id=request_id_from(request.GET))
     if request.htmx:
         return _panel_response(request, handle)

@@ -61,7 +61,7 @@ def test_per_day_hit_rate_latency_and_spend_within_the_date_range(client, user, 
     _fallback(day=today, seconds=4, bytes_scanned=1024**3, cost="0.005", user=staff_user)
     _fallback(day=long_ago, seconds=9, bytes_scanned=1024**4, cost="5", user=user)
 
-    client.force_login(user)
+    client.force_login(staff_user)  # staff see everyone's spend (tests/accounts/test_roles.py: others their own)
     response = client.get("/dashboard/", {"from": yesterday.isoformat(), "to": today.isoformat()})
     assert response.status_code == 200
     ctx = response.context

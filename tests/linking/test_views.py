@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
@@ -124,3 +126,22 @@ def test_linking_page_shows_api_snippets_with_the_text(client, user):
     client.force_login(user)
     html = client.get(reverse("linking:page"), {"text": "Paris is big"}).content.decode()
     assert "http://testserver/api/link" in html and "&quot;text&quot;: &quot;Paris is big&quot;" in html
+
+
+@pytest.mark.parametrize("target", ["//evil.example", "//evil.example/linking/", "/\\evil.example",
+                                    "https://evil.example/", "http:evil.example", " //evil.example",
+                                    "javascript:alert(1)"])
+def test_next_after_adding_a_mention_never_leaves_the_site(client, user, kb, target):
+    client = login(client, user)
+    url = reverse("linking:mention-add", kwargs={"model": kb.label, "key": "java_island"})
+    response = client.post(url, {"sentence": "Ferries link Bali to eastern [Java] daily.", "next": target})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("linking:entity", kwargs={"model": kb.label, "key": "java_island"})
+
+
+def test_next_after_adding_a_mention_may_point_inside_the_site(client, user, kb):
+    client = login(client, user)
+    url = reverse("linking:mention-add", kwargs={"model": kb.label, "key": "java_island"})
+    response = client.post(url, {"sentence": "Ferries link Bali to eastern [Java] daily.",
+                                 "next": "/linking/?text=Java"})
+    assert response.status_code == 302 and response["Location"] == "/linking/?text=Java"

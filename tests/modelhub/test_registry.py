@@ -172,13 +172,16 @@ def test_a_model_whose_outputs_are_not_probabilities_is_refused(tmp_path, demo_b
 
 
 @pytest.mark.django_db
-def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_path, demo_build, fresh_caches):
+def test_only_model_managers_may_register_through_the_page(client, plain_user, staff_user, tmp_path, demo_build,
+                                                          fresh_caches):
     from django.urls import reverse
 
     uri = version_folder(tmp_path, demo_build, name="page-clf", version="1")
-    client.force_login(user)
+    client.force_login(plain_user)
     response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 403
+    response = client.post(reverse("modelhub:alias", args=["page-clf"]), {"alias": "production", "version": "1"})
+    assert response.status_code == 403
     assert not ModelVersion.objects.filter(name="page-clf").exists()
     assert not AuditEvent.objects.filter(action="model_registration").exists()
 
@@ -186,3 +189,13 @@ def test_only_staff_may_register_through_the_page(client, user, staff_user, tmp_
     response = client.post(reverse("modelhub:register"), {"uri": uri, "aliases": "production"})
     assert response.status_code == 302 and response["Location"] == reverse("modelhub:detail", args=["page-clf"])
     assert model_version_get(name="page-clf").registered_by == staff_user
+
+
+@pytest.mark.django_db
+def test_a_traversal_checksum_is_refused_at_registration(tmp_path, demo_build, fresh_caches):
+    good = json.loads((local_path(demo_build.published["tfidf-logreg@2"][0]) / "card.json").read_text())
+    for bad in ("xx/../../../model-store/sentiment/1", "Z" * 64, 12):
+        message = _refusal(tmp_path / str(abs(hash(str(bad)))), demo_build,
+                           card_changes={"files": {**good["files"], "model.onnx": bad}})
+        assert "is not a sha256" in message
+    assert not ModelVersion.objects.exists()

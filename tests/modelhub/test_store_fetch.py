@@ -148,3 +148,38 @@ def test_concurrent_processes_share_one_download(tmp_path):
         child.join(10)
     assert len(list(markers.iterdir())) == 1  # fcntl.flock made the other processes wait and reuse the file
     assert len(set(results)) == 1 and results[0][1] == len(data)
+
+
+TRAVERSAL = "xx/../../../model-store/sentiment/1"
+
+
+def test_a_traversal_checksum_never_touches_a_served_model(tmp_path, settings):
+    """Issue 13: sha256 "xx/../../../model-store/sentiment/1" made the cache delete a served model.onnx."""
+    from apps.modelhub.fetch import UnsafeCachePath, cache_path_for
+
+    settings.MODEL_CACHE_DIR = str(tmp_path / "data" / "model-cache")
+    served = tmp_path / "data" / "model-store" / "sentiment" / "1" / "model.onnx"
+    served.parent.mkdir(parents=True)
+    served.write_bytes(b"the serving model")
+    source = tmp_path / "elsewhere" / "model.onnx"
+    source.parent.mkdir()
+    source.write_bytes(b"other bytes")
+
+    with pytest.raises(UnsafeCachePath):
+        cache_path_for(uri=str(source), sha256=TRAVERSAL)
+    with pytest.raises(UnsafeCachePath):
+        model_file_fetch(uri=str(source), sha256=TRAVERSAL)
+    for bad in ("A" * 64, "0" * 63, "0" * 65, "../" + "0" * 61, "0" * 63 + "\n"):
+        with pytest.raises(UnsafeCachePath):
+            cache_path_for(uri=str(source), sha256=bad)
+    assert served.read_bytes() == b"the serving model"
+    assert not (tmp_path / "data" / "model-cache").exists() or not any((tmp_path / "data" / "model-cache").rglob("*"))
+
+
+def test_a_file_name_of_dot_dot_is_refused(tmp_path, settings):
+    from apps.modelhub.fetch import UnsafeCachePath, cache_path_for
+
+    settings.MODEL_CACHE_DIR = str(tmp_path / "cache")
+    with pytest.raises(UnsafeCachePath):
+        cache_path_for(uri=str(tmp_path / "x" / ".."), sha256="0" * 64)
+    assert cache_path_for(uri=str(tmp_path / "x" / "model.onnx"), sha256="0" * 64).is_relative_to(tmp_path / "cache")

@@ -149,12 +149,12 @@ def test_list_models_only_shows_own_batch_jobs(logged_in, demo_models, staff_use
     assert logged_in.get(reverse("modelhub:batch-detail", args=[job.id])).status_code == 404
 
 
-def test_staff_register_and_alias_pages(client, staff_user, user, demo_models):
-    client.force_login(user)
-    assert client.post(reverse("modelhub:alias", args=["tfidf-logreg"]), {"alias": "production", "version": "2"}).status_code == 302
+def test_model_manager_register_and_alias_pages(client, staff_user, plain_user, demo_models):
+    client.force_login(plain_user)
+    assert client.post(reverse("modelhub:alias", args=["tfidf-logreg"]), {"alias": "production", "version": "2"}).status_code == 403
     from apps.modelhub.selectors import model_version_get
 
-    assert model_version_get(name="tfidf-logreg").version == "1"  # not staff: redirected to the admin login
+    assert model_version_get(name="tfidf-logreg").version == "1"  # no model manager role: 403
     client.force_login(staff_user)
     client.post(reverse("modelhub:alias", args=["tfidf-logreg"]), {"alias": "production", "version": "2"})
     assert model_version_get(name="tfidf-logreg").version == "2"

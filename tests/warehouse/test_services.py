@@ -298,7 +298,7 @@ def test_only_people_using_a_fallback_may_cancel_it(client, user, django_user_mo
     stranger = django_user_model.objects.create_user(username="stranger", password="stranger-pass-1")
     client.force_login(stranger)
     assert client.post(handle.cancel_url).status_code == 403
-    assert client.get(handle.poll_url).status_code == 200  # watching is fine
+    assert client.get(handle.poll_url).status_code == 403  # nor see its query and rows (issue 13)
     assert Fallback.objects.get(pk=handle.id).state == "queued"
 
 
@@ -520,3 +520,29 @@ def test_a_user_who_joined_a_fallback_can_cancel_it_through_the_api(client, user
     response = client.post(f"/api/fallbacks/{created.id}/cancel", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
     assert Fallback.objects.get(pk=created.id).state == "cancelled"
+
+
+# --- who may see a fallback (issue 13) ------------------------------------------------------
+
+def test_another_users_fallback_is_403_on_the_page_and_the_api(client, user, plain_user, staff_user,
+                                                               django_user_model, warehouse_data):
+    from apps.accounts.services import api_token_create
+
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=680)
+    handle = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+    client.force_login(plain_user)
+    assert client.get(handle.poll_url).status_code == 403
+    assert client.get(handle.poll_url, HTTP_HX_REQUEST="true").status_code == 403
+    response = client.get(f"/api/fallbacks/{handle.id}")
+    assert response.status_code == 403 and "rows" not in response.json()
+    _, raw = api_token_create(user=plain_user, name="tests")
+    client.logout()
+    assert client.get(f"/api/fallbacks/{handle.id}", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 403
+
+    # Its creator, a user whose search joined it, and staff see it.
+    colleague = django_user_model.objects.create_user(username="colleague", password="colleague-pass-1")
+    fallback_for_search(user=colleague, query=query, local_rows=local_rows_for(query))
+    for viewer in (user, colleague, staff_user):
+        client.force_login(viewer)
+        assert client.get(handle.poll_url).status_code == 200, viewer
+        assert client.get(f"/api/fallbacks/{handle.id}").status_code == 200, viewer

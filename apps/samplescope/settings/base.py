@@ -275,7 +275,22 @@ MODEL_SESSION_CACHE_SIZE = env_int("MODEL_SESSION_CACHE_SIZE", 8)
 ORT_INTRA_OP_THREADS = env_int("ORT_INTRA_OP_THREADS", 2)  # 2 halves MiniLM latency on 2 cores
 ORT_INTER_OP_THREADS = env_int("ORT_INTER_OP_THREADS", 1)
 PREDICTION_CACHE_SIZE = env_int("PREDICTION_CACHE_SIZE", 4096)
+PREDICT_MAX_TEXT_CHARS = env_int("PREDICT_MAX_TEXT_CHARS", 20_000)  # per input of /api/models/<name>/predict
+PREDICT_MAX_INPUTS = env_int("PREDICT_MAX_INPUTS", 1000)  # inputs per call
 BATCH_UPLOAD_MAX_BYTES = env_int("BATCH_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+# The largest accepted job: BATCH_MAX_ROWS rows. MiniLM scores ~20-50 texts/s on 2 cores, so 50k rows take at
+# most ~2500 s: the time limits below fit it. A worker that dies mid-job stops the heartbeat (one per 256 rows,
+# ~13 s at worst); the sweeper (beat, every BATCH_SWEEP_EVERY_SECONDS) fails a running job silent for
+# BATCH_STALE_AFTER_SECONDS and a queued job no worker took within BATCH_QUEUED_MAX_SECONDS.
+BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 50_000)
+BATCH_SOFT_TIME_LIMIT = env_int("BATCH_SOFT_TIME_LIMIT", 3600)
+BATCH_TIME_LIMIT = env_int("BATCH_TIME_LIMIT", 3720)
+BATCH_STALE_AFTER_SECONDS = env_int("BATCH_STALE_AFTER_SECONDS", 600)
+BATCH_QUEUED_MAX_SECONDS = env_int("BATCH_QUEUED_MAX_SECONDS", 2 * 3600)
+CELERY_BEAT_SCHEDULE["modelhub-sweep-batches"] = {
+    "task": "modelhub.batch_job_sweep",
+    "schedule": env_float("BATCH_SWEEP_EVERY_SECONDS", 60.0),
+}
 
 # --- Entity linking (apps.linking) ------------------------------------------
 LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "qdrant"
@@ -295,6 +310,20 @@ LINKING_PROFILE_WEIGHT = env_float("LINKING_PROFILE_WEIGHT", 0.7)
 # and only the best LINKING_SHORTLIST get the exact per-mention comparison.
 LINKING_AGGREGATE_CUTOFF = env_int("LINKING_AGGREGATE_CUTOFF", 200)
 LINKING_SHORTLIST = env_int("LINKING_SHORTLIST", 8)
+# A KB rebuild scores each entity's mentions against each other (its NIL bar): past this many mentions a fixed
+# sample stands for the rest, so a rebuild is not quadratic in a popular entity's mentions.
+LINKING_TYPICAL_MAX_MENTIONS = env_int("LINKING_TYPICAL_MAX_MENTIONS", 200)
+# One API call may add at most this many mentions / aliases to an entity.
+LINKING_MAX_MENTIONS_PER_CALL = env_int("LINKING_MAX_MENTIONS_PER_CALL", 200)
+LINKING_MAX_ALIASES_PER_CALL = env_int("LINKING_MAX_ALIASES_PER_CALL", 100)
+
+# --- Rate limits (apps/core/ratelimit.py) -------------------------------------
+# Requests per user per minute (a fixed window counted in Django's cache) on the expensive endpoints; over it:
+# 429 with Retry-After. 0 turns a limit off.
+RATE_LIMIT_PREDICT_PER_MINUTE = env_int("RATE_LIMIT_PREDICT_PER_MINUTE", 120)
+RATE_LIMIT_LINK_PER_MINUTE = env_int("RATE_LIMIT_LINK_PER_MINUTE", 120)
+RATE_LIMIT_SEARCH_PER_MINUTE = env_int("RATE_LIMIT_SEARCH_PER_MINUTE", 120)
+RATE_LIMIT_BATCH_PER_MINUTE = env_int("RATE_LIMIT_BATCH_PER_MINUTE", 10)
 
 # --- Demo setup (`python manage.py setup_demo`, apps/samplescope/management/commands/setup_demo.py) ---
 # Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).

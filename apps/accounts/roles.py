@@ -1,0 +1,53 @@
+"""Roles: Django groups holding the custom permissions declared on ApiToken.Meta.
+
+| group | permission | may |
+| --- | --- | --- |
+| analyst | accounts.search_samples | search (page, export, /api/search) and run fallbacks within budget |
+| model manager | accounts.manage_models | register model versions, move aliases |
+| kb editor | accounts.edit_kb | create/delete/change entities, mentions and aliases in the serving KB |
+
+Staff (`is_staff`) see everyone's audit events and spend; everyone else sees only their own.
+Superusers hold every permission. Migration 0003 creates the groups; `roles_ensure` does the same
+idempotently (the demo user, tests after a flush).
+"""
+from __future__ import annotations
+
+SEARCH = "accounts.search_samples"
+MANAGE_MODELS = "accounts.manage_models"
+EDIT_KB = "accounts.edit_kb"
+
+ANALYST = "analyst"
+MODEL_MANAGER = "model manager"
+KB_EDITOR = "kb editor"
+
+# group name → permission codenames (app label "accounts")
+GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    ANALYST: ("search_samples",),
+    MODEL_MANAGER: ("manage_models",),
+    KB_EDITOR: ("edit_kb",),
+}
+PERMISSION_NAMES = {
+    "search_samples": "Search samples and run warehouse fallbacks within budget",
+    "manage_models": "Register model versions and move aliases",
+    "edit_kb": "Create, change and delete entities, mentions and aliases in the serving KB",
+}
+
+
+def user_has_role(*, user, permission: str) -> bool:
+    return bool(user and user.is_authenticated and user.has_perm(permission))
+
+
+def user_sees_everyone(*, user) -> bool:
+    """Staff see every user's audit events, spend and fallbacks."""
+    return bool(user and user.is_authenticated and user.is_staff)
+
+
+def api_role_require(*, request, permission: str, what: str) -> None:
+    """For API endpoints: 403 unless the request's user (session or token) holds `permission`."""
+    from ninja.errors import HttpError
+
+    if not user_has_role(user=request.user, permission=permission):
+        raise HttpError(403, f"{what} needs the {ROLE_OF[permission]} role.")
+
+
+ROLE_OF = {SEARCH: ANALYST, MANAGE_MODELS: MODEL_MANAGER, EDIT_KB: KB_EDITOR}

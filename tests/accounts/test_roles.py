@@ -1,0 +1,94 @@
+"""Issue 13: roles as Django groups and permissions; read-only API tokens; who sees whose audit and spend."""
+import io
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+
+from apps.accounts.models import ApiToken
+from apps.accounts.services import api_token_create
+from apps.audit.services import audit_record
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_data_migration_created_the_role_groups_with_their_permissions():
+    perms = {g.name: sorted(p.codename for p in g.permissions.all()) for g in Group.objects.all()}
+    assert perms["analyst"] == ["search_samples"]
+    assert perms["model manager"] == ["manage_models"]
+    assert perms["kb editor"] == ["edit_kb"]
+
+
+def test_search_page_and_api_are_403_without_the_analyst_role(client, plain_user):
+    client.force_login(plain_user)
+    assert client.get("/samples/", {"text__contains": "x"}).status_code == 403
+    assert client.get("/samples/", {"text__contains": "x", "format": "csv"}).status_code == 403
+    response = client.get("/api/search", {"text__contains": "x"})
+    assert response.status_code == 403 and "analyst" in response.json()["detail"]
+
+
+def test_a_read_only_token_may_only_get(client, user):
+    _, raw = api_token_create(user=user, name="ro", read_only=True)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert client.get("/api/me", **auth).status_code == 200
+    for method in ("post", "delete", "put", "patch"):
+        response = getattr(client, method)("/api/models/anything/predict", {"inputs": ["x"]},
+                                           content_type="application/json", **auth)
+        assert response.status_code in (403, 405), method
+    response = client.post("/api/models/anything/predict", {"inputs": ["x"]}, content_type="application/json", **auth)
+    assert response.status_code == 403 and "read-only" in response.json()["detail"]
+    assert client.delete("/api/kb/any/entities/x", **auth).status_code == 403
+    # The same user's read-write token gets past authentication (404: no such model).
+    _, rw = api_token_create(user=user, name="rw")
+    response = client.post("/api/models/anything/predict", {"inputs": ["x"]}, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {rw}")
+    assert response.status_code == 404
+
+
+def test_create_api_token_read_only_flag(capsys):
+    call_command("create_api_token", "robot", "--read-only", stdout=io.StringIO(), stderr=io.StringIO())
+    assert ApiToken.objects.get(user__username="robot").read_only
+    call_command("create_api_token", "robot2", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not ApiToken.objects.get(user__username="robot2").read_only
+
+
+def test_only_staff_see_everyones_audit_events_and_spend(client, plain_user, user, staff_user):
+    from apps.warehouse.models import Fallback
+
+    audit_record(user=user, action="search", target="secret-of-analyst", cost_usd=Decimal("1.5"))
+    audit_record(user=plain_user, action="search", target="mine-own-search", cost_usd=Decimal("0.25"))
+    Fallback.objects.create(user=user, table="samples", query={}, fingerprint="f" * 64, limit=10, backend="local",
+                            state="succeeded", cost_usd=Decimal("3"))
+
+    client.force_login(plain_user)
+    response = client.get("/dashboard/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "secret-of-analyst" not in html and "mine-own-search" in html
+    assert [r["username"] for r in response.context["audit_spend"]] == ["nobody"]
+    assert response.context["spend"] == []
+    assert {e.user for e in response.context["events"]} == {plain_user}
+
+    client.force_login(staff_user)
+    response = client.get("/dashboard/")
+    html = response.content.decode()
+    assert "secret-of-analyst" in html and "mine-own-search" in html
+    assert {r["username"] for r in response.context["audit_spend"]} == {"analyst", "nobody"}
+    assert [r["username"] for r in response.context["spend"]] == ["analyst"]
+
+
+def test_the_demo_user_holds_every_role(settings):
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.demo import ensure_demo_user
+
+    ensure_demo_user(stdout=io.StringIO())
+    demo = get_user_model().objects.get(username=settings.DEMO_USERNAME)
+    assert {g.name for g in demo.groups.all()} == {"analyst", "model manager", "kb editor"}
+    assert demo.has_perms(["accounts.search_samples", "accounts.manage_models", "accounts.edit_kb"])
+
+
+def test_scoring_search_results_is_403_without_the_analyst_role(client, plain_user):
+    client.force_login(plain_user)
+    assert client.get("/models/score-search/", {"model": "x", "text__contains": "a"}).status_code == 403
