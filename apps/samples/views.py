@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -163,6 +164,11 @@ def search_page(request):
     rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
     columns, rows = _cells(answer) if answer is not None else ([], [])
     context = {
+        "headers": _headers(columns, query) if answer is not None else [],
+        "next_url": (f"{reverse('samples:page')}?{urlencode(answer.next_params())}"
+                     if answer is not None and answer.next_token else ""),
+        "first_page_url": (f"{reverse('samples:page')}?{urlencode(query.to_params(page=False))}"
+                           if answer is not None and query.paged else ""),
         "notice": answer_notice(answer=answer, may_start_fallback=may_start_fallback) if answer is not None else "",
         "spec": spec,
         "tables": _safe_table_list(),
@@ -192,6 +198,25 @@ def search_page(request):
             return response
         return push_url(response, f"{reverse('samples:page')}?{querystring}")
     return render(request, "samples/page.html", context, status=status)
+
+
+def _headers(columns: list[str], query: SearchQuery) -> list[dict]:
+    """Column headers, each a link that sorts by it: ascending first, then descending, then unsorted."""
+    base = [p for p in query.to_params(page=False) if p[0] not in ("_sort", "_sort_desc")]
+    headers = []
+    for column in columns:
+        current = query.order.column == column and ("desc" if query.order.desc else "asc") if query.order else ""
+        if current == "asc":
+            sort = [("_sort_desc", column)]
+        elif current == "desc":
+            sort = []
+        else:
+            sort = [("_sort", column)]
+        params = base[:-1] + sort + base[-1:]  # limit stays last
+        headers.append({"name": column, "sorted": current or "",
+                        "url": f"{reverse('samples:page')}?{urlencode(params)}"})
+    return headers
+
 
 
 def _known_values(spec) -> dict[str, tuple[str, ...]]:
@@ -234,7 +259,7 @@ def search_facets_view(request):
     except SearchError as exc:
         context["facet_error"] = str(exc)
     else:
-        base = query.to_params()
+        base = query.to_params(page=False)  # a new filter starts again from the first page
         chosen = {(f.column, f.value) for f in query.filters if f.op == "eq"}
         context["facets"] = [{
             "column": facet.column,
@@ -267,7 +292,7 @@ def _export(request, params, export_format: str):
         return HttpResponse(f"Unknown format {export_format!r}; use csv or json.", status=400, content_type="text/plain")
     try:
         query = _parse(params, max_limit=10**9)
-        query = SearchQuery(query.table, query.filters, min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
+        query = replace(query, limit=min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
         answer = search_answer(user=request.user, query=query, allow_fallback=False,
                                fallback_id=_fallback_id(params), log=False)
     except SearchError as exc:
