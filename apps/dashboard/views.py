@@ -6,7 +6,14 @@ from apps.subsets.selectors import learned_status_get, refresh_last, refresh_lis
 
 from . import charts
 from .forms import DateRangeForm
-from .selectors import fallback_daily, fallback_spend_by_user, frequent_fallback_queries, search_daily, totals
+from .selectors import (
+    activity_list,
+    fallback_daily,
+    fallback_spend_by_user,
+    frequent_fallback_queries,
+    search_daily,
+    totals,
+)
 
 
 @login_required
@@ -36,6 +43,6 @@ def dashboard(request):
         "last_refresh": refresh_last(),
         "refreshes": refresh_list(limit=5),
         "audit_spend": audit_spend_by_user(since=period.since),
-        "events": audit_event_list(since=period.since).filter(created_at__lt=period.until)[:50],
+        "activity": activity_list(events=audit_event_list(since=period.since).filter(created_at__lt=period.until)[:50]),
     }
     return render(request, "dashboard/page.html", context)
