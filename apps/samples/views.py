@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from urllib.parse import urlencode
 
@@ -97,6 +98,19 @@ def _snippet(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return out
 
 
+_URL_BREAK = re.compile(r"(?<=[/.?&=#_-])(?=[^/.?&=#_-])")  # after a run of separators, before the next word
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://")) and " " not in text
+
+
+def _url_parts(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """A URL's pieces cut after its slashes, dots, ?, & and = so the template can put <wbr> there: it then
+    wraps between words, not one letter per line."""
+    return [(piece, hit) for text, hit in parts for piece in _URL_BREAK.split(text) if piece]
+
+
 def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
     """The table on screen: every row's cells (matches marked, long text as a snippet around the first
     match), and where the row came from."""
@@ -109,8 +123,12 @@ def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
             text = "" if value is None else str(value)
             parts = _marked(text, needles[column]) if column in needles else [(text, False)]
             long = len(text) > LONG_TEXT
-            cells.append({"value": value, "text": text, "parts": parts, "long": long,
-                          "snippet": _snippet(parts) if long else parts,
+            url = _is_url(text)
+            snippet = _snippet(parts) if long else parts
+            if url:
+                parts, snippet = _url_parts(parts), _url_parts(snippet)
+            cells.append({"value": value, "text": text, "parts": parts, "long": long, "url": url,
+                          "snippet": snippet,
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
         rows.append({"source": row.source.value, "cells": cells})
     return answer.columns, rows
