@@ -22,6 +22,9 @@ def shot(page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}-top.png"))
+        if page.locator("#results").count():
+            page.locator("#results").screenshot(path=str(Path(SHOTS) / f"{name}-results.png"))
 
 
 def ids_on_page(page) -> list[int]:

@@ -289,3 +289,14 @@ def test_api_sorts_pages_and_counts(api_client, demo_subset):
     assert api_client.get("/api/search?_sort_desc=text_x").status_code == 422
     last = api_client.get(f"/api/search?id__eq={want[0]}").json()
     assert last["next"] is None and last["subset_match_count"] == 1 and last["sort"] is None
+
+
+def test_urls_wrap_after_slashes_and_dots_not_letter_by_letter(logged_in, demo_subset):
+    from apps.samples.views import _url_parts
+
+    assert _url_parts([("https://news.example.com/sports/", False), ("match", True), ("-x?a=1", False)]) == [
+        ("https://", False), ("news.", False), ("example.", False), ("com/", False), ("sports/", False),
+        ("match", True), ("-", False), ("x?", False), ("a=", False), ("1", False)]
+    page = logged_in.get("/samples/?url__contains=sports&limit=3").content.decode()
+    assert '<td class="cell-url">https://<wbr>' in page
+    assert "<mark>sports</mark>/<wbr>" in page and "<mark>sports</mark><wbr>" not in page  # never inside a word
