@@ -365,7 +365,7 @@ def _after_value(kind: str, value: object) -> object:
     if kind == "text":
         return str(value)
     if isinstance(value, bool):
-        raise ValueError("not a number")
+        raise ValueError("not a number")  # noqa: TRY004 - callers catch ValueError
     return _typed(kind, str(value))
 
 

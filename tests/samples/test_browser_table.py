@@ -67,7 +67,7 @@ PAGES = {
 
 
 @pytest.mark.parametrize("width", [390, 1366])
-def test_pages_fit_the_screen_without_sideways_scrolling(logged_in_page, demo_subset, demo_models, kb, width):
+def test_pages_fit_the_screen_without_sideways_scrolling(logged_in_page, demo_subset, demo_models, kb, width):  # noqa: F811
     page = logged_in_page
     page.set_viewport_size({"width": width, "height": 844 if width == 390 else 900})
     overflowing = {}
