@@ -183,6 +183,7 @@ def search_page(request):
     columns, rows = _cells(answer) if answer is not None else ([], [])
     context = {
         "headers": _headers(columns, query) if answer is not None else [],
+        "sort_param": query.order.param if query is not None and query.order is not None else None,
         "next_url": (f"{reverse('samples:page')}?{urlencode(answer.next_params())}"
                      if answer is not None and answer.next_token else ""),
         "first_page_url": (f"{reverse('samples:page')}?{urlencode(query.to_params(page=False))}"

@@ -300,3 +300,12 @@ def test_urls_wrap_after_slashes_and_dots_not_letter_by_letter(logged_in, demo_s
     page = logged_in.get("/samples/?url__contains=sports&limit=3").content.decode()
     assert '<td class="cell-url">https://<wbr>' in page
     assert "<mark>sports</mark>/<wbr>" in page and "<mark>sports</mark><wbr>" not in page  # never inside a word
+
+
+def test_a_new_search_from_the_form_keeps_the_sort(logged_in, demo_subset):
+    page = logged_in.get("/samples/?text__contains=match&_sort_desc=length&limit=5").content.decode()
+    assert '<input type="hidden" name="_sort_desc" value="length" data-sort-input>' in page
+    response = logged_in.get("/samples/", {"col": ["lang"], "op": ["eq"], "val": ["en"], "_sort_desc": "length",
+                                            "limit": "5"})
+    assert response.status_code == 302
+    assert response["Location"] == "/samples/?lang__eq=en&_sort_desc=length&limit=5"
