@@ -156,3 +156,39 @@ def totals(*, searches: list[SearchDay], fallbacks: list[FallbackDay]) -> dict:
         "bytes_scanned": sum(d.bytes_scanned for d in fallbacks),
         "cost_usd": sum((d.cost_usd for d in fallbacks), Decimal(0)),
     }
+
+
+@dataclass(frozen=True)
+class Activity:
+    event: object  # apps.audit.models.AuditEvent
+    search_params: list[tuple[str, str]] | None  # the search it ran, to run it again; None for other events
+    fallback_id: int | None = None
+
+    @property
+    def query_string(self) -> str:
+        from django.utils.http import urlencode
+
+        return urlencode(self.search_params or [])
+
+
+def activity_list(*, events) -> list[Activity]:
+    """Audit events with the search each one ran (a search, a fallback): the dashboard links them to it."""
+    events = list(events)
+    log_ids = {e.detail.get("search_log_id") for e in events
+               if e.action == "search" and isinstance(e.detail, dict) and e.detail.get("search_log_id")}
+    queries = dict(SearchLog.objects.filter(pk__in=log_ids).values_list("id", "query")) if log_ids else {}
+    result = []
+    for event in events:
+        detail = event.detail if isinstance(event.detail, dict) else {}
+        data = queries.get(detail.get("search_log_id")) if event.action == "search" else \
+            detail.get("query") if event.action == "fallback" else None
+        params = None
+        if isinstance(data, dict):
+            try:
+                params = SearchQuery.from_dict(data).to_params()
+            except (KeyError, TypeError, ValueError):
+                params = None
+        fallback_id = detail.get("fallback_id") if event.action == "fallback" else None
+        result.append(Activity(event=event, search_params=params,
+                               fallback_id=fallback_id if isinstance(fallback_id, int) else None))
+    return result

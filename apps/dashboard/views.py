@@ -7,7 +7,14 @@ from apps.subsets.selectors import learned_status_get, refresh_last, refresh_lis
 
 from . import charts
 from .forms import DateRangeForm
-from .selectors import fallback_daily, fallback_spend_by_user, frequent_fallback_queries, search_daily, totals
+from .selectors import (
+    activity_list,
+    fallback_daily,
+    fallback_spend_by_user,
+    frequent_fallback_queries,
+    search_daily,
+    totals,
+)
 
 
 @login_required
@@ -40,6 +47,7 @@ def dashboard(request):
         "last_refresh": refresh_last(),
         "refreshes": refresh_list(limit=5),
         "audit_spend": audit_spend_by_user(since=period.since, user=only),
-        "events": audit_event_list(since=period.since, user=only).filter(created_at__lt=period.until)[:50],
+        "activity": activity_list(events=audit_event_list(since=period.since, user=only).filter(
+            created_at__lt=period.until)[:50]),
     }
     return render(request, "dashboard/page.html", context)

@@ -5,7 +5,10 @@ apps/samplescope/api.py: 400 malformed parameters, 422 filters the table cannot 
 """
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
+from django.urls import reverse
 from ninja import Router, Schema
 
 from apps.accounts.roles import SEARCH, api_role_require
@@ -37,6 +40,10 @@ class SearchOut(Schema):
     table: str
     limit: int
     search_log_id: int | None
+    sort: str | None
+    next: str | None
+    subset_match_count: int | None
+    subset_match_count_exact: bool
 
 
 class SearchErrorOut(Schema):
@@ -64,7 +71,11 @@ _FILTER_DOC = (
         "`warehouse`); `counts` gives rows per source. `complete` is true when the full dataset is known to "
         "have no more matching rows. When rows are still short and the table has a warehouse, `fallback` "
         "describes the warehouse query (`{id, state, url}`): poll its `url`, and when it has succeeded ask "
-        "again with `&fallback=<id>` to get the merged rows. Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
+        "again with `&fallback=<id>` to get the merged rows. `_sort=<column>` / `_sort_desc=<column>` sort the rows "
+        "(rows merged from several sources are sorted together); `next` is the URL of the next page of subset rows "
+        "(null on the last page; later pages never ask the warehouse). `subset_match_count` counts the subset rows "
+        "that match, over all pages: exact when `subset_match_count_exact`, else a lower bound (the count ran past its "
+        "time limit). Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
         + _FILTER_DOC
     ),
@@ -76,6 +87,12 @@ _FILTER_DOC = (
              "description": "table name (default: the default table)"},
             {"name": "confirm", "in": "query", "required": False, "schema": {"type": "integer", "enum": [1]},
              "description": "query the warehouse even for a value the subset has never seen (`unknown_values`)"},
+            {"name": "_sort", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "sort by this column (one of `columns`), ascending, then by the key"},
+            {"name": "_sort_desc", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "sort by this column, descending, then by the key"},
+            {"name": "_next", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "the next page of subset rows: pass the token from `next` (or just follow `next`)"},
             {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
              "description": "merge the rows of this finished fallback of the same query"},
             {"name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
@@ -115,4 +132,10 @@ def search(request):
         "table": answer.spec.name,
         "limit": query.limit,
         "search_log_id": answer.log_id,
+        "sort": (f"-{query.order.column}" if query.order.desc else query.order.column) if query.order else None,
+        "next": request.build_absolute_uri(f"{reverse('api:search')}?{urlencode(answer.next_params())}")
+        if answer.next_token else None,
+        "subset_match_count": answer.match_count,
+        "subset_match_count_exact": answer.match_count_exact,
     }
+

@@ -37,6 +37,9 @@ def form_to_params(params) -> list[tuple[str, str]]:
     for column, op, value in zip(columns, ops, values):
         if column and op and (value.strip() != "" or op == "isnull"):
             out.append((f"{column}__{op}", value))
+    for name in ("_sort", "_sort_desc"):  # the sort on screen stays for the new search (a hidden input)
+        if params.get(name):
+            out.append((name, params.get(name)))
     if params.get("limit"):
         out.append(("limit", params.get("limit")))
     return out

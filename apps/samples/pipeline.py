@@ -26,8 +26,8 @@ from enum import StrEnum
 from django.conf import settings
 
 from apps.audit.services import audit_record
-from apps.search.query import SearchQuery, compile_search
-from apps.search.selectors import facet_values_known, subset_search
+from apps.search.query import NEXT_PARAM, SearchQuery, compile_search, next_token, sort_value
+from apps.search.selectors import facet_values_known, subset_match_count, subset_search
 from apps.search.services import search_log_create
 from apps.search.tables import TableSpec, table_spec_get
 from apps.warehouse.handles import FallbackHandle
@@ -75,6 +75,10 @@ class SearchAnswer:
     notice: str = ""  # why no fallback runs although rows are short, or what went wrong asking for one
     sql: str = ""
     unknown_values: dict[str, str] = field(default_factory=dict)  # column -> a value the subset never saw
+    next_token: str | None = None  # `_next` for the following page of subset rows; None on the last page
+    match_count: int | None = None  # subset rows matching the filters (all pages); None when unknown
+    match_count_exact: bool = False  # False: at least match_count
+    merged_sort: bool = False  # rows from several sources were sorted together here, in Python
 
     @property
     def columns(self) -> list[str]:
@@ -110,7 +114,24 @@ class SearchAnswer:
             head += "; the warehouse is being asked for more"
         elif total < self.query.limit and not self.has_warehouse:
             head += "; this table has no warehouse"
+        if self.query.order is not None:
+            head += f"; sorted by {self.query.order.column}{' descending' if self.query.order.desc else ''}"
+            if self.merged_sort:
+                head += " across all sources"
         return head
+
+    def next_params(self) -> list[tuple[str, str]] | None:
+        """URL parameters of the next page (page, export and API alike); None on the last page."""
+        if not self.next_token:
+            return None
+        base = self.query.to_params(page=False)
+        return base[:-1] + [(NEXT_PARAM, self.next_token)] + base[-1:]  # limit stays last
+
+    def match_count_text(self) -> str:
+        """"1,234" or "≥ 10": subset rows that match (every page)."""
+        if self.match_count is None:
+            return ""
+        return f"{'' if self.match_count_exact else '≥ '}{self.match_count:,}"
 
     def as_dicts(self) -> list[dict]:
         return [row.as_dict() for row in self.rows]
@@ -125,7 +146,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     A search for a value of a low-cardinality column that the subset has never seen (`label = cooking`)
     does not start a paid fallback unless `confirmed`: `unknown_values` says which, and `notice` asks."""
     spec = table_spec_get(name=query.table)
-    compiled = compile_search(query=query, spec=spec)
+    compiled = compile_search(query=query, spec=spec)  # validates, the sort and the page token included
     outcome = subset_search(query=query, spec=spec, compiled=compiled,
                             timeout_ms=timeout_ms or settings.SEARCH_TIMEOUT_MS)
     rows = _Rows(key=spec.key, limit=query.limit)
@@ -133,6 +154,10 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     began = time.perf_counter()
     has_warehouse = spec.has_warehouse(settings.WAREHOUSE_BACKEND)
     complete = False
+    token = _next_token(query=query, spec=spec, rows=rows, subset_rows=len(outcome.rows))
+    match = _match_count(query=query, spec=spec, outcome=outcome, more=token is not None)
+    if query.paged:  # later pages are pages of the subset: no learned rows, no warehouse
+        allow_fallback, fallback_id = False, None
 
     attached = fallback_for_query(fallback_id=fallback_id, fingerprint=query.fingerprint()) if fallback_id else None
     if attached is not None and attached.row_count and not attached.rows:
@@ -140,13 +165,13 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     if attached is not None and attached.state == Fallback.State.SUCCEEDED:
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
-    if rows.short and not complete and not outcome.timed_out:
+    if rows.short and not complete and not outcome.timed_out and not query.paged:
         learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values())
         rows.add(learned.rows, RowSource.LEARNED)
         complete = learned.complete
     elapsed_ms = round(outcome.elapsed_ms + (time.perf_counter() - began) * 1000, 2)
 
-    needs_more = rows.short and not complete and attached is None
+    needs_more = rows.short and not complete and attached is None and not query.paged
     log_row = None
     if log:
         counts = rows.counts()
@@ -179,10 +204,43 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
                 if log_row is not None:
                     log_row.source_counts = rows.counts()
                     log_row.save(update_fields=["source_counts"])
+    merged_sort = query.order is not None and len({row.source for row in rows.rows}) > 1
+    if merged_sort:
+        rows.sort(column=query.order.column, kind=spec.kind(query.order.column), desc=query.order.desc)
     return SearchAnswer(query=query, spec=spec, rows=rows.rows, complete=complete, has_warehouse=has_warehouse,
                         timed_out=outcome.timed_out, elapsed_ms=elapsed_ms, fallback=handle,
                         log_id=log_row.pk if log_row else None, notice=notice, sql=compiled.sql,
-                        unknown_values=unknown if not confirmed else {})
+                        unknown_values=unknown if not confirmed else {}, next_token=token,
+                        match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
+                        merged_sort=merged_sort)
+
+
+def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:
+    """A token for the next page when the subset filled this one (it may have more): the last row's
+    (sort value, key), or its key alone when unsorted (later pages then go in key order)."""
+    if subset_rows < query.limit or not rows.rows:
+        return None
+    last = rows.rows[-1].values
+    if query.order is not None:
+        return next_token([last.get(query.order.column), last.get(spec.key)])
+    if not query.paged:
+        # An unsorted first page is in scan order: the pages after it go in key order, after the
+        # largest key shown here.
+        return next_token([max(rows.keys(), key=lambda k: (k is None, k))])
+    return next_token([last.get(spec.key)])
+
+
+def _match_count(*, query: SearchQuery, spec: TableSpec, outcome, more: bool) -> tuple[int, bool] | None:
+    """(subset rows matching the filters, exact?) over every page. Free when the first page held them
+    all; else count(*) under SEARCH_COUNT_TIMEOUT_MS, and past it "at least what we have seen"."""
+    if outcome.timed_out:
+        return None
+    if not query.paged and not more:
+        return len(outcome.rows), True
+    counted = subset_match_count(query=query, spec=spec, timeout_ms=settings.SEARCH_COUNT_TIMEOUT_MS)
+    if counted is not None:
+        return counted.count, True
+    return len(outcome.rows) + (1 if more else 0), False
 
 
 def _unknown_values(*, query: SearchQuery, spec: TableSpec) -> dict[str, str]:
@@ -233,6 +291,14 @@ class _Rows:
 
     def keys(self) -> list:
         return [row.values.get(self.key) for row in self.rows]
+
+    def sort(self, *, column: str, kind: str, desc: bool) -> None:
+        """As ORDER BY column [DESC] NULLS LAST, key: rows from several sources, sorted together."""
+        self.rows.sort(key=lambda r: (r.values.get(self.key) is None, r.values.get(self.key)))  # tie-breaker
+        present = [r for r in self.rows if r.values.get(column) is not None]
+        missing = [r for r in self.rows if r.values.get(column) is None]
+        present.sort(key=lambda r: sort_value(kind, r.values.get(column)), reverse=desc)
+        self.rows[:] = present + missing
 
     def counts(self) -> dict[str, int]:
         return _source_counts(self.rows)

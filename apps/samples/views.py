@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from dataclasses import replace
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -97,6 +99,19 @@ def _snippet(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return out
 
 
+_URL_BREAK = re.compile(r"(?<=[/.?&=#_-])(?=[^/.?&=#_-])")  # after a run of separators, before the next word
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://")) and " " not in text
+
+
+def _url_parts(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """A URL's pieces cut after its slashes, dots, ?, & and = so the template can put <wbr> there: it then
+    wraps between words, not one letter per line."""
+    return [(piece, hit) for text, hit in parts for piece in _URL_BREAK.split(text) if piece]
+
+
 def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
     """The table on screen: every row's cells (matches marked, long text as a snippet around the first
     match), and where the row came from."""
@@ -109,8 +124,12 @@ def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
             text = "" if value is None else str(value)
             parts = _marked(text, needles[column]) if column in needles else [(text, False)]
             long = len(text) > LONG_TEXT
-            cells.append({"value": value, "text": text, "parts": parts, "long": long,
-                          "snippet": _snippet(parts) if long else parts,
+            url = _is_url(text)
+            snippet = _snippet(parts) if long else parts
+            if url:
+                parts, snippet = _url_parts(parts), _url_parts(snippet)
+            cells.append({"value": value, "text": text, "parts": parts, "long": long, "url": url,
+                          "snippet": snippet,
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
         rows.append({"source": row.source.value, "cells": cells})
     return answer.columns, rows
@@ -169,6 +188,12 @@ def search_page(request):
     rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
     columns, rows = _cells(answer) if answer is not None else ([], [])
     context = {
+        "headers": _headers(columns, query) if answer is not None else [],
+        "sort_param": query.order.param if query is not None and query.order is not None else None,
+        "next_url": (f"{reverse('samples:page')}?{urlencode(answer.next_params())}"
+                     if answer is not None and answer.next_token else ""),
+        "first_page_url": (f"{reverse('samples:page')}?{urlencode(query.to_params(page=False))}"
+                           if answer is not None and query.paged else ""),
         "notice": answer_notice(answer=answer, may_start_fallback=may_start_fallback) if answer is not None else "",
         "spec": spec,
         "tables": _safe_table_list(),
@@ -198,6 +223,25 @@ def search_page(request):
             return response
         return push_url(response, f"{reverse('samples:page')}?{querystring}")
     return render(request, "samples/page.html", context, status=status)
+
+
+def _headers(columns: list[str], query: SearchQuery) -> list[dict]:
+    """Column headers, each a link that sorts by it: ascending first, then descending, then unsorted."""
+    base = [p for p in query.to_params(page=False) if p[0] not in ("_sort", "_sort_desc")]
+    headers = []
+    for column in columns:
+        current = query.order.column == column and ("desc" if query.order.desc else "asc") if query.order else ""
+        if current == "asc":
+            sort = [("_sort_desc", column)]
+        elif current == "desc":
+            sort = []
+        else:
+            sort = [("_sort", column)]
+        params = base[:-1] + sort + base[-1:]  # limit stays last
+        headers.append({"name": column, "sorted": current or "",
+                        "url": f"{reverse('samples:page')}?{urlencode(params)}"})
+    return headers
+
 
 
 def _known_values(spec) -> dict[str, tuple[str, ...]]:
@@ -241,7 +285,7 @@ def search_facets_view(request):
     except SearchError as exc:
         context["facet_error"] = str(exc)
     else:
-        base = query.to_params()
+        base = query.to_params(page=False)  # a new filter starts again from the first page
         chosen = {(f.column, f.value) for f in query.filters if f.op == "eq"}
         context["facets"] = [{
             "column": facet.column,
@@ -274,7 +318,7 @@ def _export(request, params, export_format: str):
         return HttpResponse(f"Unknown format {export_format!r}; use csv or json.", status=400, content_type="text/plain")
     try:
         query = _parse(params, max_limit=10**9)
-        query = SearchQuery(query.table, query.filters, min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
+        query = replace(query, limit=min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
         answer = search_answer(user=request.user, query=query, allow_fallback=False,
                                fallback_id=_fallback_id(params), log=False)
     except SearchError as exc:

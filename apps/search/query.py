@@ -9,6 +9,8 @@ value are escaped and the pattern carries an explicit ESCAPE clause.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -20,7 +22,10 @@ from .operators import LIKE_ESCAPE, OPERATORS, like_escape, operator_get, regex_
 from .tables import TableSpec, quote_identifier
 
 DIALECTS = ("duckdb", "trino")
-RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm")
+RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next")
+SORT_PARAMS = ("_sort", "_sort_desc")  # Datasette's names: sort by a column, ascending or descending
+NEXT_PARAM = "_next"  # a keyset token: the page after the row it names
+MAX_TOKEN_LENGTH = 4000
 MAX_VALUE_LENGTH = 1000
 MAX_IN_VALUES = 200
 MAX_FILTERS = 20
@@ -38,37 +43,97 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class Order:
+    column: str
+    desc: bool = False
+
+    @property
+    def param(self) -> tuple[str, str]:
+        return ("_sort_desc" if self.desc else "_sort", self.column)
+
+
+def next_token(values: list) -> str:
+    """The `_next` token for the page after a row: [sort value, key] when sorted, [key] when not."""
+    from django.core.serializers.json import DjangoJSONEncoder
+    raw = json.dumps(list(values), cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def next_token_read(token: str) -> tuple:
+    """Raises ValueError for a token we did not write."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError("The next-page token is too long.")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        values = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("The next-page token is not valid; start again from the first page.") from None
+    if not isinstance(values, list) or not 1 <= len(values) <= 2 or \
+            any(isinstance(v, (list, dict)) for v in values):
+        raise ValueError("The next-page token is not valid; start again from the first page.")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
 class SearchQuery:
     table: str
     filters: tuple[Filter, ...]
     limit: int
+    order: Order | None = None  # ORDER BY column [DESC], key
+    after: tuple | None = None  # keyset paging: (sort value, key) when ordered, else (key,); implies ORDER BY key
+
+    @property
+    def paged(self) -> bool:
+        return self.after is not None
 
     def _normalized(self) -> dict:
         filters = sorted((f.column, f.op, f.value if f.value is not None else "") for f in self.filters)
-        return {"table": self.table, "filters": [list(f) for f in filters], "limit": int(self.limit)}
+        normalized = {"table": self.table, "filters": [list(f) for f in filters], "limit": int(self.limit)}
+        # Only present when used, so unsorted first pages keep the fingerprints they always had.
+        if self.order is not None:
+            normalized["order"] = [self.order.column, bool(self.order.desc)]
+        if self.after is not None:
+            normalized["after"] = list(self.after)
+        return normalized
 
     def fingerprint(self) -> str:
-        payload = json.dumps(self._normalized(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        from django.core.serializers.json import DjangoJSONEncoder
+        payload = json.dumps(self._normalized(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                             cls=DjangoJSONEncoder)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "table": self.table,
             "filters": [{"column": f.column, "op": f.op, "value": f.value} for f in self.filters],
             "limit": int(self.limit),
         }
+        if self.order is not None:
+            data["order"] = {"column": self.order.column, "desc": bool(self.order.desc)}
+        if self.after is not None:
+            data["after"] = list(self.after)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchQuery:
+        order = data.get("order")
+        after = data.get("after")
         return cls(
             table=data["table"],
             filters=tuple(Filter(f["column"], f["op"], f.get("value")) for f in data.get("filters", [])),
             limit=int(data["limit"]),
+            order=Order(order["column"], bool(order.get("desc"))) if order else None,
+            after=tuple(after) if after is not None else None,
         )
 
-    def to_params(self) -> list[tuple[str, str]]:
+    def to_params(self, *, page: bool = True) -> list[tuple[str, str]]:
+        """URL parameters; `limit` stays last. Without `page`, the first page of the same search."""
         params = [("table", self.table)] if self.table else []
         params += [(f.param, f.value if f.value is not None else "") for f in self.filters]
+        if self.order is not None:
+            params.append(self.order.param)
+        if page and self.after is not None:
+            params.append((NEXT_PARAM, next_token(list(self.after))))
         params.append(("limit", str(self.limit)))
         return params
 
@@ -76,7 +141,12 @@ class SearchQuery:
         """Short human text, e.g. for the audit log: `text contains 'foo' AND lang = 'en'`."""
         parts = [operator_get(f.op).human.format(col=f.column, value=repr(f.value or "") if f.op != "isnull"
                                                  else (f.value or "true")) for f in self.filters]
-        return f"{self.table}: " + (" AND ".join(parts) or "(no filters)") + f" LIMIT {self.limit}"
+        text = f"{self.table}: " + (" AND ".join(parts) or "(no filters)")
+        if self.order is not None:
+            text += f" ORDER BY {self.order.column}{' DESC' if self.order.desc else ''}"
+        if self.after is not None:
+            text += f" AFTER {list(self.after)!r}"
+        return text + f" LIMIT {self.limit}"
 
 
 @dataclass(frozen=True)
@@ -111,12 +181,29 @@ def query_from_params(
     table = default_table
     limit_raw = None
     filters: list[Filter] = []
+    order: Order | None = None
+    after: tuple | None = None
     for name, value in items:
         value = "" if value is None else str(value)
         if name == "table":
             table = value.strip() or default_table
         elif name == "limit":
             limit_raw = value.strip()
+        elif name in SORT_PARAMS:
+            column = value.strip()
+            if not column:
+                continue
+            if order is not None and order != Order(column, name == "_sort_desc"):
+                errors.setdefault(name, []).append("Sort by one column: give _sort or _sort_desc once.")
+                continue
+            order = Order(column, name == "_sort_desc")
+        elif name == NEXT_PARAM:
+            if not value.strip():
+                continue
+            try:
+                after = next_token_read(value.strip())
+            except ValueError as exc:
+                errors.setdefault(name, []).append(str(exc))
         elif name in RESERVED_PARAMS:
             continue
         elif "__" in name:
@@ -146,7 +233,7 @@ def query_from_params(
         errors.setdefault("filters", []).append(f"At most {MAX_FILTERS} filters.")
     if errors:
         raise SearchParamsError(errors)
-    return SearchQuery(table=table, filters=tuple(filters), limit=limit)
+    return SearchQuery(table=table, filters=tuple(filters), limit=limit, order=order, after=after)
 
 
 # --- Validation -----------------------------------------------------------------------------
@@ -243,9 +330,55 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
             errors.setdefault(field, []).append(str(exc))
             continue
         typed.append((flt, value))
+    if query.order is not None and query.order.column not in spec.selected:
+        errors.setdefault(query.order.param[0], []).append(
+            f"Cannot sort by {query.order.column!r}: sort by one of the columns shown "
+            f"({', '.join(spec.selected)}).")
+    elif query.after is not None:
+        try:
+            _after_values(query, spec)
+        except ValueError:
+            errors.setdefault(NEXT_PARAM, []).append(
+                "The next-page token does not fit this search; start again from the first page.")
     if errors:
         raise SearchValidationError(errors)
     return typed
+
+
+def sort_value(kind: str, value: object) -> object:
+    """A row's value comparable across sources (the subset gives dates, the warehouse ISO text)."""
+    if value is None or kind in ("text", "boolean"):
+        return value
+    try:
+        return _typed(kind, str(value))
+    except ValueError:
+        return value
+
+
+def _after_value(kind: str, value: object) -> object:
+    if value is None:
+        return None
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError("not a boolean")
+        return value
+    if kind == "text":
+        return str(value)
+    if isinstance(value, bool):
+        raise ValueError("not a number")  # noqa: TRY004 - callers catch ValueError
+    return _typed(kind, str(value))
+
+
+def _after_values(query: SearchQuery, spec: TableSpec) -> tuple[object | None, object]:
+    """(sort value, key) of the token, typed; the sort value is None when unsorted. Raises ValueError."""
+    after = query.after or ()
+    if len(after) != (2 if query.order is not None else 1):
+        raise ValueError("token does not match the sort")
+    key = _after_value(spec.kind(spec.key), after[-1])
+    if key is None:
+        raise ValueError("no key")
+    sort_value = _after_value(spec.kind(query.order.column), after[0]) if query.order is not None else None
+    return sort_value, key
 
 
 # --- Compiling ------------------------------------------------------------------------------
@@ -287,7 +420,33 @@ def compile_search(
     table); by default the subset table named by the spec.
     """
     where = where_compile(query=query, spec=spec, dialect=dialect)
+    params = list(where.params)
+    conditions = where.sql
+    key = quote_identifier(spec.key)
+    key_ph = _placeholder(spec.kind(spec.key))
+    order_sql = ""
+    if query.order is not None:
+        col = quote_identifier(query.order.column)
+        direction = "DESC" if query.order.desc else "ASC"
+        # NULLS LAST in both directions, spelled out: the keyset condition below relies on it.
+        order_sql = f" ORDER BY {col} {direction} NULLS LAST, {key} ASC"
+    elif query.after is not None:
+        order_sql = f" ORDER BY {key} ASC"  # paging without a sort: key order
+    if query.after is not None:
+        sort_value, key_value = _after_values(query, spec)
+        if query.order is None:
+            keyset = f"{key} > {key_ph}"
+            params.append(key_value)
+        elif sort_value is None:  # the last row had no value: only the other NULL rows remain
+            keyset = f"({col} IS NULL AND {key} > {key_ph})"
+            params.append(key_value)
+        else:
+            ph = _placeholder(spec.kind(query.order.column))
+            beyond = "<" if query.order.desc else ">"
+            keyset = f"({col} {beyond} {ph} OR {col} IS NULL OR ({col} = {ph} AND {key} > {key_ph}))"
+            params += [sort_value, sort_value, key_value]
+        conditions = keyset if conditions == "TRUE" else f"{conditions} AND {keyset}"
     columns = ", ".join(quote_identifier(c) for c in spec.selected)
     target = relation or quote_identifier(spec.name)
-    sql = f"SELECT {columns} FROM {target} WHERE {where.sql} LIMIT {int(query.limit)}"
-    return CompiledQuery(sql=sql, params=where.params)
+    sql = f"SELECT {columns} FROM {target} WHERE {conditions}{order_sql} LIMIT {int(query.limit)}"
+    return CompiledQuery(sql=sql, params=params)

@@ -73,6 +73,8 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         return SearchPlan("scan", "no filter the index can narrow (short needles, frequent fragments, other operators)")
     if not candidates:
         return SearchPlan("empty", "no row holds the needles' words", index, candidates, needles)
+    if query.order is not None or query.after is not None:
+        return SearchPlan("scan", "sorted or paged: the scan's ORDER BY and keyset answer", index, candidates, needles)
     if len(candidates) > DENSE_SHARE * index.rows:
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
     return SearchPlan("index", "candidate rows from the word postings", index, candidates, needles)
@@ -350,3 +352,20 @@ def facet_values_known(*, spec: TableSpec) -> dict[str, tuple[str, ...]]:
     with _known_lock:
         _known_cache[key] = known
     return known
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    count: int
+    exact: bool  # False: at least `count` (counting ran past its time limit)
+
+
+def subset_match_count(*, query: SearchQuery, spec: TableSpec, timeout_ms: int) -> MatchCount | None:
+    """How many subset rows match the filters (every page, not just this one): count(*) under a short
+    time limit; None when it ran past it (the caller then knows only a lower bound)."""
+    where = where_compile(query=query, spec=spec)
+    sql = f"SELECT count(*) FROM {quote_identifier(spec.name)} WHERE {where.sql}"
+    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms)
+    if outcome.timed_out or not outcome.rows:
+        return None
+    return MatchCount(int(outcome.rows[0][0]), True)

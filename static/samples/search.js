@@ -70,7 +70,7 @@
 
   // Back and Forward: htmx restores the results from its history cache, but a form's typed values are
   // not part of that snapshot. Rebuild the filter rows, limit and table from the URL every time.
-  var RESERVED = ["limit", "table", "format", "fallback"];
+  var RESERVED = ["limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next"];
 
   function fillFormFromUrl() {
     var form = document.querySelector("form.search-form");
@@ -101,6 +101,15 @@
     if (limit) limit.value = params.get("limit") || limit.defaultValue;
     var table = form.querySelector("[name=table]");
     if (table && params.get("table")) table.value = params.get("table");
+    // The sort on screen travels with the next search: a hidden input, rebuilt from the URL too.
+    form.querySelectorAll("[data-sort-input]").forEach(function (input) { input.remove(); });
+    ["_sort", "_sort_desc"].forEach(function (name) {
+      if (!params.get(name)) return;
+      var input = document.createElement("input");
+      input.type = "hidden"; input.name = name; input.value = params.get(name);
+      input.setAttribute("data-sort-input", "");
+      form.appendChild(input);
+    });
   }
 
   document.addEventListener("htmx:historyRestore", fillFormFromUrl);

@@ -20,6 +20,31 @@ def test_dashboard_lists_recent_activity(client, user):
     assert "text contains &#x27;needle&#x27;" in page
 
 
+@pytest.mark.django_db
+def test_recent_activity_and_frequent_fallbacks_link_to_their_search(client, user):
+    from apps.warehouse.models import Fallback
+
+    log = _log(day=timezone.localdate(), elapsed_ms=5, needed=True, word="needle")
+    SearchLog = type(log)
+    SearchLog.objects.filter(pk=log.pk).update(created_at=timezone.now())
+    audit_record(user=user, action="search", target="samples: text contains 'needle'",
+                 detail={"search_log_id": log.pk})
+    query = {"table": "samples", "filters": [{"column": "lang", "op": "eq", "value": "en"}], "limit": 5,
+             "order": {"column": "length", "desc": True}}
+    fallback = Fallback.objects.create(user=user, table="samples", query=query, fingerprint="f" * 64, limit=5,
+                                       backend="local", state="succeeded")
+    audit_record(user=user, action="fallback", target="samples: lang = 'en'", outcome="succeeded",
+                 detail={"fallback_id": fallback.pk, "query": query})
+    audit_record(user=user, action="token_create", target="abc")  # no search: no link
+    client.force_login(user)
+    page = client.get("/dashboard/").content.decode()
+    rerun = "/samples/?table=samples&amp;text__contains=needle&amp;limit=10"
+    assert page.count(f'<a href="{rerun}" data-rerun') == 2  # the activity row and the frequent search
+    assert '<a href="/samples/?table=samples&amp;lang__eq=en&amp;_sort_desc=length&amp;limit=5" data-rerun' in page
+    assert f'href="/fallbacks/{fallback.pk}/"' in page or f"#{fallback.pk}</a>" in page
+    assert page.count("data-rerun") == 3
+
+
 def _log(*, day: dt.date, elapsed_ms: float, needed: bool, user=None, word="w"):
     from apps.search.models import SearchLog
     from apps.search.query import Filter, SearchQuery

@@ -252,3 +252,64 @@ def test_an_unknown_value_asks_before_a_paid_search(demo_subset, user, api_clien
     known = sorted(v for (v,) in demo_subset.query("SELECT DISTINCT label FROM samples"))[0]
     rare = SearchQuery("samples", (Filter("label", "in", f"{known},cookery"), Filter("text", "contains", "xqzzv")), 10)
     assert search_answer(user=user, query=rare).unknown_values == {"label": "cookery"}
+
+
+# --- Sorting, paging, the match count -------------------------------------------------------------
+
+def test_a_sorted_search_merged_with_the_warehouse_is_sorted_across_sources(warehouse_data, user):
+    from dataclasses import replace
+
+    from apps.search.query import Order
+
+    plain, local, remote = warehouse_data.id_query(in_subset=3, missing=4, limit=10, offset=300)
+    query = replace(plain, order=Order("length", desc=True))
+    first = search_answer(user=user, query=query)
+    assert first.fallback is not None and [r.source for r in first.rows] == [SUBSET] * 3
+    lengths = [r.values["length"] for r in first.rows]
+    assert lengths == sorted(lengths, reverse=True) and "sorted by length descending" in first.summary()
+    fallback_execute(fallback_id=first.fallback.id)
+
+    merged = search_answer(user=user, query=query, fallback_id=first.fallback.id, log=False)
+    assert {r.values["id"] for r in merged.rows} == local | remote and merged.merged_sort
+    got = [(r.values["length"], r.values["id"]) for r in merged.rows]
+    assert got == sorted(got, key=lambda p: (-p[0], p[1]))  # ORDER BY length DESC, id across sources
+    assert {r.source for r in merged.rows} == {SUBSET, WAREHOUSE}
+    assert merged.summary().endswith("sorted by length descending across all sources")
+    # The warehouse was asked with the same ORDER BY as the subset.
+    assert SearchQuery.from_dict(Fallback.objects.get(pk=first.fallback.id).query).order == Order("length", True)
+
+
+def test_pages_of_the_subset_follow_next_tokens_and_never_ask_the_warehouse(demo_subset, user):
+    from dataclasses import replace
+
+    from apps.search.query import Order, query_from_params
+
+    base = SearchQuery("samples", (Filter("text", "contains", "match"),), 7, order=Order("length"))
+    total = demo_subset.count("contains(text, 'match')")
+    want = [r[0] for r in demo_subset.query(
+        "SELECT id FROM samples WHERE contains(text, 'match') ORDER BY length NULLS LAST, id LIMIT 21")]
+    got, query = [], base
+    for _ in range(3):
+        answer = search_answer(user=user, query=query)
+        assert answer.match_count == total and answer.match_count_exact
+        assert answer.fallback is None and answer.counts["subset"] == 7
+        got += [r.values["id"] for r in answer.rows]
+        params = answer.next_params()
+        assert ("_next", answer.next_token) in params and params[-1] == ("limit", "7")
+        query = query_from_params(params=params, default_table="samples", default_limit=10, max_limit=100)
+    assert got == want and query.paged
+
+    # The last page has no next token, and a short first page knows its count for free.
+    few = search_answer(user=user, query=replace(base, filters=(Filter("id", "eq", str(want[0])),)))
+    assert few.next_token is None and few.match_count == 1 and few.match_count_exact
+
+
+def test_a_slow_count_says_at_least(demo_subset, user, settings, monkeypatch):
+    asked = []
+    monkeypatch.setattr("apps.samples.pipeline.subset_match_count",
+                        lambda **kw: asked.append(kw["timeout_ms"]))  # ran past its limit: None
+    settings.SEARCH_COUNT_TIMEOUT_MS = 123
+    answer = search_answer(user=user, query=SearchQuery("samples", (Filter("text", "contains", "match"),), 5))
+    assert answer.next_token is not None
+    assert not answer.match_count_exact and answer.match_count == 6 and answer.match_count_text() == "≥ 6"
+    assert asked == [123]

@@ -242,3 +242,70 @@ def test_api_search_from_another_site_never_starts_a_fallback(client, user, demo
                       HTTP_SEC_FETCH_SITE="cross-site").json()
     assert body["fallback"] is None and "open this search from the app" in body["notice"]
     assert not Fallback.objects.exists()
+
+
+def test_headers_sort_and_the_page_offers_the_next_page(logged_in, demo_subset):
+    import re
+    from html import unescape
+
+    page = logged_in.get("/samples/?text__contains=match&limit=5").content.decode()
+    headers = dict(re.findall(r'<a href="([^"]+)" data-sort-column="(\w+)"', page)[i][::-1] for i in range(9))
+    assert unescape(headers["length"]) == "/samples/?table=samples&text__contains=match&_sort=length&limit=5"
+    assert "Next page →" in page and "in the subset" in page
+    total = demo_subset.count("contains(text, 'match')")
+    assert f"of {total:,} matching rows in the subset" in page
+
+    sorted_page = logged_in.get("/samples/?text__contains=match&_sort_desc=length&limit=5")
+    html = sorted_page.content.decode()
+    assert 'aria-sort="descending"' in html and "sorted by length descending" in html
+    want = [r[0] for r in demo_subset.query(
+        "SELECT id FROM samples WHERE contains(text, 'match') ORDER BY length DESC NULLS LAST, id LIMIT 10")]
+    assert [r["id"] for r in sorted_page.context["answer"].as_dicts()] == want[:5]
+    next_url = unescape(re.search(r'<a href="([^"]+)" rel="next"', html).group(1))
+    assert "_sort_desc=length" in next_url and "_next=" in next_url
+    second = logged_in.get(next_url)
+    assert [r["id"] for r in second.context["answer"].as_dicts()] == want[5:]
+    assert "← First page" in second.content.decode()
+
+    # The export of a sorted second page is that page.
+    export = logged_in.get(next_url + "&format=json")
+    assert [r["id"] for r in json.loads(b"".join(export.streaming_content))] == want[5:]
+
+    bad = logged_in.get("/samples/?text__contains=match&_sort=nope")
+    assert bad.status_code == 400 and "Cannot sort by" in bad.content.decode()
+    assert logged_in.get("/samples/?_next=!!!").status_code == 400
+
+
+def test_api_sorts_pages_and_counts(api_client, demo_subset):
+    body = api_client.get("/api/search?text__contains=match&_sort=crawled_at&limit=4").json()
+    total = demo_subset.count("contains(text, 'match')")
+    assert body["subset_match_count"] == total and body["subset_match_count_exact"] is True
+    assert body["sort"] == "crawled_at" and body["next"].startswith("http://testserver/api/search?")
+    want = [r[0] for r in demo_subset.query(
+        "SELECT id FROM samples WHERE contains(text, 'match') ORDER BY crawled_at NULLS LAST, id LIMIT 8")]
+    assert [r["id"] for r in body["rows"]] == want[:4]
+    second = api_client.get(body["next"]).json()
+    assert [r["id"] for r in second["rows"]] == want[4:] and second["fallback"] is None
+    assert api_client.get("/api/search?_sort_desc=text_x").status_code == 422
+    last = api_client.get(f"/api/search?id__eq={want[0]}").json()
+    assert last["next"] is None and last["subset_match_count"] == 1 and last["sort"] is None
+
+
+def test_urls_wrap_after_slashes_and_dots_not_letter_by_letter(logged_in, demo_subset):
+    from apps.samples.views import _url_parts
+
+    assert _url_parts([("https://news.example.com/sports/", False), ("match", True), ("-x?a=1", False)]) == [
+        ("https://", False), ("news.", False), ("example.", False), ("com/", False), ("sports/", False),
+        ("match", True), ("-", False), ("x?", False), ("a=", False), ("1", False)]
+    page = logged_in.get("/samples/?url__contains=sports&limit=3").content.decode()
+    assert '<td class="cell-url">https://<wbr>' in page
+    assert "<mark>sports</mark>/<wbr>" in page and "<mark>sports</mark><wbr>" not in page  # never inside a word
+
+
+def test_a_new_search_from_the_form_keeps_the_sort(logged_in, demo_subset):
+    page = logged_in.get("/samples/?text__contains=match&_sort_desc=length&limit=5").content.decode()
+    assert '<input type="hidden" name="_sort_desc" value="length" data-sort-input>' in page
+    response = logged_in.get("/samples/", {"col": ["lang"], "op": ["eq"], "val": ["en"], "_sort_desc": "length",
+                                            "limit": "5"})
+    assert response.status_code == 302
+    assert response["Location"] == "/samples/?lang__eq=en&_sort_desc=length&limit=5"

@@ -1,6 +1,9 @@
 """The filter compiler: every operator in both dialects, escaping proved by running the SQL."""
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from datetime import datetime
 
 import duckdb
@@ -11,10 +14,12 @@ from apps.search.operators import OPERATORS
 from apps.search.query import (
     CompiledQuery,
     Filter,
+    Order,
     SearchQuery,
     SearchValidationError,
     compile_search,
     like_escape,
+    next_token,
     query_from_params,
 )
 from apps.search.tables import TableSpec
@@ -239,3 +244,111 @@ def test_query_from_params_errors():
     blank = query_from_params(params=[("text__contains", ""), ("n__isnull", "")], default_table="t",
                               default_limit=10, max_limit=1000, skip_blank=True)
     assert blank.filters == (Filter("n", "isnull", ""),)
+
+
+# --- Sorting and keyset paging ------------------------------------------------------------------
+
+SORT_SPEC = replace(SPEC, shown=("body", "score", "n", "day", "seen"))
+
+
+def run_ordered(conn, compiled: CompiledQuery, dialect: str) -> list[int]:
+    """The ids in the order the query returns them (Trino via sqlglot, as above)."""
+    sql = compiled.sql if dialect == "duckdb" else sqlglot.transpile(compiled.sql, read="trino", write="duckdb")[0]
+    return [r[0] for r in conn.execute(sql, compiled.params).fetchall()]
+
+
+def expected_order(column: str, desc: bool) -> list[int]:
+    """ORDER BY column [DESC] NULLS LAST, id, computed in Python from the fixture rows."""
+    values = {
+        "body": lambda i: BODIES[i], "score": lambda i: i / 2, "n": lambda i: None if i % 3 == 0 else i,
+        "day": lambda i: i, "seen": lambda i: i, "id": lambda i: i,
+    }[column]
+    ids = list(range(len(BODIES)))
+    present = sorted((i for i in ids if values(i) is not None), key=lambda i: (values(i), i))
+    if desc:  # descending on the value, the key still ascending among equal values
+        present = sorted(present, key=lambda i: values(i), reverse=True)
+    return present + [i for i in ids if values(i) is None]
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "trino"])
+@pytest.mark.parametrize("column", ["body", "score", "n", "day", "seen", "id"])
+@pytest.mark.parametrize("desc", [False, True])
+def test_order_by_column_then_key_nulls_last(conn, dialect, column, desc):
+    query = SearchQuery("docs", (), 100, order=Order(column, desc))
+    compiled = compile_search(query=query, spec=SORT_SPEC, dialect=dialect)
+    direction = "DESC" if desc else "ASC"
+    assert compiled.sql.endswith(f'ORDER BY "{column}" {direction} NULLS LAST, "id" ASC LIMIT 100')
+    assert run_ordered(conn, compiled, dialect) == expected_order(column, desc)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "trino"])
+@pytest.mark.parametrize("column,desc", [("n", False), ("n", True), ("body", False), ("score", True),
+                                         ("day", True), ("seen", False), (None, False)])
+def test_keyset_pages_walk_every_row_once_in_order(conn, dialect, column, desc):
+    """Follow `_next` tokens page by page (3 rows a page) through both dialects: the pages, joined, are the
+    whole sorted table, NULL sort values (the last pages) included."""
+    order = Order(column, desc) if column else None
+    want = expected_order(column or "id", desc)
+    seen: list[int] = []
+    after = None
+    for _ in range(20):
+        query = SearchQuery("docs", (), 3, order=order, after=after)
+        compiled = compile_search(query=query, spec=SORT_SPEC, dialect=dialect)
+        assert compiled.sql.count("?") == len(compiled.params)
+        page = run_ordered(conn, compiled, dialect)
+        seen += page
+        if len(page) < 3:
+            break
+        last = conn.execute(f'SELECT {column or "id"}, id FROM docs WHERE id = ?', [page[-1]]).fetchone()
+        token = next_token(list(last) if column else [last[1]])
+        after = query_from_params(params=[("_next", token)], default_table="docs", default_limit=3,
+                                  max_limit=10).after
+    assert seen == want
+
+
+def test_paging_without_a_sort_implies_key_order_only_on_later_pages():
+    first = compile_search(query=q(("body", "contains", "a")), spec=SORT_SPEC)
+    assert "ORDER BY" not in first.sql  # unsorted first pages stay a plain scan
+    later = compile_search(query=SearchQuery("docs", (Filter("body", "contains", "a"),), 5, after=(4,)),
+                           spec=SORT_SPEC, dialect="trino")
+    assert later.sql.endswith('AND "id" > ? ORDER BY "id" ASC LIMIT 5') and later.params[-1] == 4
+
+
+def test_sort_and_next_params_are_reserved_validated_and_round_trip():
+    params = [("body__contains", "a"), ("_sort_desc", "score"), ("_next", next_token([1.5, 3])), ("limit", "5")]
+    query = query_from_params(params=params, default_table="docs", default_limit=10, max_limit=100, strict=True)
+    assert query.order == Order("score", True) and query.after == (1.5, 3)
+    assert query.to_params() == [("table", "docs"), ("body__contains", "a"), ("_sort_desc", "score"),
+                                 ("_next", next_token([1.5, 3])), ("limit", "5")]
+    assert query.to_params(page=False)[-2:] == [("_sort_desc", "score"), ("limit", "5")]
+    assert query_from_params(params=query.to_params(), default_table="x", default_limit=10, max_limit=100) == query
+    assert SearchQuery.from_dict(query.to_dict()) == query
+    assert "ORDER BY score DESC" in query.describe()
+    plain = SearchQuery("docs", query.filters, 5)
+    assert len({plain.fingerprint(), replace(plain, order=Order("score")).fingerprint(),
+                replace(plain, order=Order("score", True)).fingerprint(), query.fingerprint()}) == 4
+    # An unsorted first page keeps the fingerprint it always had (cached fallbacks stay found).
+    assert plain.fingerprint() == hashlib.sha256(json.dumps(
+        {"filters": [["body", "contains", "a"]], "limit": 5, "table": "docs"},
+        sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    with pytest.raises(SearchValidationError) as info:
+        compile_search(query=SearchQuery("docs", (), 5, order=Order("flag")), spec=SORT_SPEC)  # not shown
+    assert "_sort" in info.value.errors
+    with pytest.raises(SearchValidationError) as info:
+        compile_search(query=SearchQuery("docs", (), 5, order=Order("nope", True)), spec=SORT_SPEC)
+    assert "_sort_desc" in info.value.errors
+    with pytest.raises(SearchValidationError) as info:  # a token of the wrong shape for this sort
+        compile_search(query=SearchQuery("docs", (), 5, order=Order("score"), after=(3,)), spec=SORT_SPEC)
+    assert "_next" in info.value.errors
+    with pytest.raises(SearchValidationError) as info:
+        compile_search(query=SearchQuery("docs", (), 5, order=Order("day"), after=("not a date", 3)), spec=SORT_SPEC)
+    assert "_next" in info.value.errors
+    for bad in ["!!!", next_token([[1], 2]), "e30"]:  # not base64, nested, a dict
+        with pytest.raises(SearchValidationError) as info:
+            query_from_params(params=[("_next", bad)], default_table="docs", default_limit=10, max_limit=100)
+        assert "_next" in info.value.errors
+    with pytest.raises(SearchValidationError) as info:
+        query_from_params(params=[("_sort", "a"), ("_sort_desc", "b")], default_table="docs", default_limit=10,
+                          max_limit=100)
+    assert "_sort_desc" in info.value.errors
