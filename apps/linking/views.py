@@ -21,7 +21,6 @@ from .forms import AliasForm, EntityForm, LinkForm, MentionForm
 from .linker import LinkResult
 from .services import LinkingError, NotFound
 
-
 # KB edits need the "kb editor" role (apps/accounts/roles.py); without it: 403.
 kb_editor_required = permission_required(EDIT_KB, raise_exception=True)
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import csv
-import logging
 import io
 import json
+import logging
 import os
 import re
 import uuid
