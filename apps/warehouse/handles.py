@@ -3,12 +3,8 @@ panel template renders, so the search page and the panel's polls show the same t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlencode
-
 from django.conf import settings
 from django.urls import reverse
-
-from apps.search.query import SearchQuery
 
 from .models import Fallback
 
@@ -88,19 +84,11 @@ class FallbackHandle:
 
     @property
     def query_text(self) -> str:
-        try:
-            return SearchQuery.from_dict(self.fallback.query).describe()
-        except (KeyError, TypeError, ValueError):
-            return self.fallback.fingerprint
+        return self.fallback.query_text
 
     @property
     def querystring(self) -> str:
-        """The search's URL parameters plus `fallback=<id>`: the search page merges this fallback's rows."""
-        try:
-            params = SearchQuery.from_dict(self.fallback.query).to_params()
-        except (KeyError, TypeError, ValueError):
-            return ""
-        return urlencode(params + [("fallback", str(self.id))])
+        return self.fallback.querystring
 
     def as_api(self) -> dict:
         return {"id": self.id, "state": self.state, "url": self.url}

@@ -1,6 +1,10 @@
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+
+from apps.search.query import SearchQuery
 
 
 class Fallback(models.Model):
@@ -67,6 +71,23 @@ class Fallback(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+    @property
+    def query_text(self) -> str:
+        """`text contains 'foo' AND lang = 'de' LIMIT 10`, for lists and the audit log."""
+        try:
+            return SearchQuery.from_dict(self.query).describe().split(": ", 1)[-1]
+        except (KeyError, TypeError, ValueError):
+            return self.fingerprint
+
+    @property
+    def querystring(self) -> str:
+        """The search's URL parameters plus `fallback=<id>`: the search page merges this fallback's rows."""
+        try:
+            params = SearchQuery.from_dict(self.query).to_params()
+        except (KeyError, TypeError, ValueError):
+            return ""
+        return urlencode(params + [("fallback", str(self.pk))])
 
     @property
     def elapsed_ms(self) -> int:

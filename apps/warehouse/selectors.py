@@ -22,7 +22,8 @@ def fallback_for_query(*, fallback_id: int, fingerprint: str) -> Fallback | None
 
 
 def fallback_list(*, user, limit: int = 50) -> QuerySet[Fallback]:
-    return Fallback.objects.filter(Q(user=user) | Q(requests__user=user)).distinct().order_by("-created_at")[:limit]
+    return (Fallback.objects.filter(Q(user=user) | Q(requests__user=user)).distinct().select_related("user")
+            .order_by("-created_at")[:limit])
 
 
 def fallback_can_cancel(*, fallback: Fallback, user) -> bool:

@@ -80,3 +80,27 @@ def test_add_two_filters_see_results_and_export_csv(logged_in_page, demo_subset)
     page.wait_for_function("() => !location.search.includes('text__contains')")
     page.wait_for_function("() => document.querySelectorAll('input[name=val]')[0].value === ''")
     assert page.console_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_matches_are_marked_and_markup_in_the_data_stays_text(logged_in_page, demo_subset, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from django.core.management import call_command
+
+    pq.write_table(pa.table({"k": [1, 2], "body": ["<script>window.pwned = 1</script> wool sock", "plain wool"]}),
+                   tmp_path / "xss.parquet")
+    call_command("import_subset", str(tmp_path / "xss.parquet"), table="xss", key="k", stdout=io.StringIO())
+    page = logged_in_page
+    page.goto("/samples/?table=xss&body__contains=wool&limit=10")
+    marks = page.locator("[data-results] mark")
+    assert marks.count() == 2 and {m.inner_text() for m in marks.all()} == {"wool"}
+    cell = page.locator("[data-results] tbody tr").first.locator("td").nth(1)
+    assert cell.inner_text().startswith("<script>window.pwned = 1</script>")  # shown as text ...
+    assert page.evaluate("() => window.pwned") is None  # ... never run
+    page.locator("details.api-link summary").click()
+    curl = page.locator("[data-api-curl]").inner_text()
+    assert curl.startswith('curl -H "Authorization: Bearer $SAMPLESCOPE_TOKEN"')
+    assert "/api/search?table=xss&body__contains=wool&limit=10" in curl
+    assert page.console_errors == []

@@ -546,3 +546,13 @@ def test_another_users_fallback_is_403_on_the_page_and_the_api(client, user, pla
         client.force_login(viewer)
         assert client.get(handle.poll_url).status_code == 200, viewer
         assert client.get(f"/api/fallbacks/{handle.id}").status_code == 200, viewer
+
+
+def test_the_fallback_list_shows_the_query_and_who_ran_it(client, user, warehouse_data):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=640)
+    handle = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
+    client.force_login(user)
+    html = client.get(reverse("warehouse:list")).content.decode()
+    row = html.split(f'href="/fallbacks/{handle.id}/"')[1].split("</tr>")[0]
+    assert f"samples: id is one of &#x27;{query.filters[0].value}&#x27; LIMIT {query.limit}" in row
+    assert f"fallback={handle.id}" in row and f"<td>{user.username}</td>" in row
