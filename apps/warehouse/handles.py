@@ -3,6 +3,7 @@ panel template renders, so the search page and the panel's polls show the same t
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from django.conf import settings
 from django.urls import reverse
 
