@@ -116,10 +116,11 @@ def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
     """The table on screen: every row's cells (matches marked, long text as a snippet around the first
     match), and where the row came from."""
     needles = _needles(answer)
+    columns = _screen_order(answer)
     rows = []
     for row in answer.rows:
         cells = []
-        for column in answer.columns:
+        for column in columns:
             value = row.values.get(column)
             text = "" if value is None else str(value)
             parts = _marked(text, needles[column]) if column in needles else [(text, False)]
@@ -132,7 +133,18 @@ def _cells(answer: SearchAnswer) -> tuple[list[str], list[dict]]:
                           "snippet": snippet,
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
         rows.append({"source": row.source.value, "cells": cells})
-    return answer.columns, rows
+    return columns, rows
+
+
+def _screen_order(answer: SearchAnswer) -> list[str]:
+    """The key, then the table's main text column (where the matches are), then the rest in table order,
+    so a narrow screen that scrolls the table sideways shows the matched snippet first."""
+    text = answer.spec.text_column
+    columns = list(answer.columns)
+    if text in columns and columns.index(text) > 1:
+        columns.remove(text)
+        columns.insert(1, text)
+    return columns
 
 
 def _fallback_id(params) -> int | None:

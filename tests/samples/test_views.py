@@ -42,6 +42,8 @@ def test_page_shows_results_in_a_table(logged_in, demo_subset):
     assert f"<strong>{expected} rows from the subset; the warehouse is being asked for more</strong>" in html
     assert re.search(r"data-elapsed[^>]*>[\d.]+ ms<", html)
     assert html.count('<tr data-source="subset">') == expected and html.count("<table") == 1  # one results table
+    headers = re.findall(r'<th scope="col"[^>]*>(?:<a[^>]*>)?([a-z_]+)', html.split("data-results")[1])
+    assert headers[:3] == ["id", "text", "url"]  # the matched text right after the key, then table order
     assert "<details class=\"cell\">" in html  # long text folds
     # the form keeps the filters, plus empty rows for adding filters without JavaScript
     assert 'value="match"' in html and 'value="sports"' in html and html.count('name="val"') == 4
