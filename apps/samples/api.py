@@ -73,7 +73,7 @@ _FILTER_DOC = (
         "describes the warehouse query (`{id, state, url}`): poll its `url`, and when it has succeeded ask "
         "again with `&fallback=<id>` to get the merged rows. `_sort=<column>` / `_sort_desc=<column>` sort the rows "
         "(rows merged from several sources are sorted together); `next` is the URL of the next page of subset rows "
-        "(null on the last page; later pages never ask the warehouse). `subset_match_count` counts the subset rows "
+        "(null on the last page; later pages never ask the warehouse). `subset_match_count` (with `_count=1`, or when the first page held every match; else null) counts the subset rows "
         "that match, over all pages: exact when `subset_match_count_exact`, else a lower bound (the count ran past its "
         "time limit). Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
@@ -112,7 +112,7 @@ def search(request):
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
                            fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
-                           confirmed=request.GET.get("confirm") == "1")
+                           confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1")
     notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
     counts = answer.counts
     return {

@@ -138,13 +138,17 @@ class SearchAnswer:
 
 
 def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,
-                  log: bool = True, timeout_ms: int | None = None, confirmed: bool = False) -> SearchAnswer:
+                  log: bool = True, timeout_ms: int | None = None, confirmed: bool = False,
+                  count: bool = True) -> SearchAnswer:
     """Answer `query` (see the module docstring). Raises SearchValidationError, TableNotFound or
     SubsetMissing (apps.search.errors); a problem with the warehouse never raises: it is on `notice`
     or on the fallback handle, and the local rows still come back.
 
     A search for a value of a low-cardinality column that the subset has never seen (`label = cooking`)
-    does not start a paid fallback unless `confirmed`: `unknown_values` says which, and `notice` asks."""
+    does not start a paid fallback unless `confirmed`: `unknown_values` says which, and `notice` asks.
+
+    `count=False` skips the count(*) of every matching subset row when the first page did not hold them
+    all (it can take up to SEARCH_COUNT_TIMEOUT_MS): the API counts only when asked (`_count=1`)."""
     spec = table_spec_get(name=query.table)
     compiled = compile_search(query=query, spec=spec)  # validates, the sort and the page token included
     outcome = subset_search(query=query, spec=spec, compiled=compiled,
@@ -155,7 +159,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     has_warehouse = spec.has_warehouse(settings.WAREHOUSE_BACKEND)
     complete = False
     token = _next_token(query=query, spec=spec, rows=rows, subset_rows=len(outcome.rows))
-    match = _match_count(query=query, spec=spec, outcome=outcome, more=token is not None)
+    match = _match_count(query=query, spec=spec, outcome=outcome, more=token is not None, count=count)
     if query.paged:  # later pages are pages of the subset: no learned rows, no warehouse
         allow_fallback, fallback_id = False, None
 
@@ -230,13 +234,15 @@ def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows
     return next_token([last.get(spec.key)])
 
 
-def _match_count(*, query: SearchQuery, spec: TableSpec, outcome, more: bool) -> tuple[int, bool] | None:
+def _match_count(*, query: SearchQuery, spec: TableSpec, outcome, more: bool, count: bool) -> tuple[int, bool] | None:
     """(subset rows matching the filters, exact?) over every page. Free when the first page held them
     all; else count(*) under SEARCH_COUNT_TIMEOUT_MS, and past it "at least what we have seen"."""
     if outcome.timed_out:
         return None
     if not query.paged and not more:
         return len(outcome.rows), True
+    if not count:
+        return None
     counted = subset_match_count(query=query, spec=spec, timeout_ms=settings.SEARCH_COUNT_TIMEOUT_MS)
     if counted is not None:
         return counted.count, True

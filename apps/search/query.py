@@ -22,7 +22,7 @@ from .operators import LIKE_ESCAPE, OPERATORS, like_escape, operator_get, regex_
 from .tables import TableSpec, quote_identifier
 
 DIALECTS = ("duckdb", "trino")
-RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next")
+RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next", "_count")
 SORT_PARAMS = ("_sort", "_sort_desc")  # Datasette's names: sort by a column, ascending or descending
 NEXT_PARAM = "_next"  # a keyset token: the page after the row it names
 MAX_TOKEN_LENGTH = 4000

@@ -173,7 +173,7 @@ class Command(BaseCommand):
             return SearchQuery(TABLE, tuple(Filter(*f) for f in item["filters"]), item["limit"])
 
         def app(item):
-            answer = search_answer(user=user, query=query_of(item), allow_fallback=False)
+            answer = search_answer(user=user, query=query_of(item), allow_fallback=False, count=False)
             return [row.values[spec.key] for row in answer.rows]
 
         def app_http(item):
