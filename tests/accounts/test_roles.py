@@ -68,7 +68,7 @@ def test_only_staff_see_everyones_audit_events_and_spend(client, plain_user, use
     assert "secret-of-analyst" not in html and "mine-own-search" in html
     assert [r["username"] for r in response.context["audit_spend"]] == ["nobody"]
     assert response.context["spend"] == []
-    assert {e.user for e in response.context["events"]} == {plain_user}
+    assert {a.event.user for a in response.context["activity"]} == {plain_user}
 
     client.force_login(staff_user)
     response = client.get("/dashboard/")
