@@ -102,8 +102,7 @@ class PostgresServer:
         import tempfile
 
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not bins:
-            pytest.skip("PostgreSQL is not installed: scripts/install_system_deps.sh installs it")
+        assert bins, "PostgreSQL is not installed: `make test` installs it (scripts/install_system_deps.sh)"
         self.bin = Path(bins[-1]).parent
         self.port = free_port()
         self.as_root = os.geteuid() == 0
