@@ -65,23 +65,24 @@ def subset_table_write(
     if (arrow is None) == (parquet is None):
         raise ValueError("Give exactly one of arrow= or parquet=.")
     started = time.perf_counter()
-    current = subset_current_path()
-    with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
-        if keep_other_tables and current is not None:
-            subset_tables_copy(conn=conn, source=current, skip=name)
-        target = quote_identifier(name)
-        if arrow is not None:
-            conn.register("incoming", arrow)
-            conn.execute(f"CREATE TABLE {target} AS SELECT * FROM incoming")
-            conn.unregister("incoming")
-        else:
-            files = [parquet] if isinstance(parquet, str) else list(parquet)
-            sample = f" USING SAMPLE {float(sample_fraction) * 100:.6f}% (bernoulli)" if sample_fraction < 1 else ""
-            conn.execute(f"CREATE TABLE {target} AS SELECT * FROM read_parquet(?){sample}", [files])
-        if description:
-            conn.execute(f"COMMENT ON TABLE {target} IS {quote_string(json.dumps(description))}")
-        rows = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-    subset_install(path=path)
+    with SUBSET.writer_lock():  # copy, build and install as one writer: no other write is lost
+        current = subset_current_path()
+        with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
+            if keep_other_tables and current is not None:
+                subset_tables_copy(conn=conn, source=current, skip=name)
+            target = quote_identifier(name)
+            if arrow is not None:
+                conn.register("incoming", arrow)
+                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM incoming")
+                conn.unregister("incoming")
+            else:
+                files = [parquet] if isinstance(parquet, str) else list(parquet)
+                sample = f" USING SAMPLE {float(sample_fraction) * 100:.6f}% (bernoulli)" if sample_fraction < 1 else ""
+                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM read_parquet(?){sample}", [files])
+            if description:
+                conn.execute(f"COMMENT ON TABLE {target} IS {quote_string(json.dumps(description))}")
+            rows = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        subset_install(path=path)
     if stdout is not None:
         stdout.write(f"  subset: table {name!r} with {rows:,} rows installed as {path.name} "
                      f"in {time.perf_counter() - started:.1f}s\n")

@@ -12,6 +12,7 @@ together.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -54,12 +55,36 @@ class SwappedFiles:
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
         return self.directory() / f"{self.prefix}-{stamp}.duckdb"
 
+    @contextmanager
+    def writer_lock(self, *, timeout: float = 600.0) -> Iterator[None]:
+        """One writer at a time (an flock on `.writer.lock` in the folder, so across processes too), held
+        around "read the current file, build the next one from it, install it": two writers never build
+        from the same current file, so neither loses what the other wrote."""
+        self.directory().mkdir(parents=True, exist_ok=True)
+        with open(self.directory() / ".writer.lock", "a+") as handle:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.directory()} stayed locked by another writer for {timeout}s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def install(self, *, path: Path, keep: int = 2) -> Path:
-        """Make `path` (a complete, closed file in the folder) the served one."""
+        """Make `path` (a complete, closed file in the folder) the served one. Older files beyond `keep`
+        are deleted; a file newer than `path` (another writer's, not yet installed) never is."""
         tmp_pointer = self.directory() / f".{POINTER}.{os.getpid()}.tmp"
         tmp_pointer.write_text(path.name)
         os.replace(tmp_pointer, self.directory() / POINTER)
-        old = sorted(p for p in self.directory().glob(f"{self.prefix}-*.duckdb") if p != path)
+        installed_at = path.stat().st_mtime_ns
+        old = sorted(p for p in self.directory().glob(f"{self.prefix}-*.duckdb")
+                     if p != path and _mtime_ns(p) <= installed_at)
         for stale in old[: max(0, len(old) - (keep - 1))]:
             stale.unlink(missing_ok=True)  # open readers keep their handle (and mappings); new ones see CURRENT
             index_remove(stale)
@@ -81,6 +106,13 @@ class SwappedFiles:
             index_remove(path)
             raise
         conn.close()
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # deleted meanwhile
+        return 0
 
 
 SUBSET = SwappedFiles(dir_setting="SEARCH_SUBSET_DIR", prefix="subset")

@@ -112,8 +112,9 @@ def subset_refresh(
                 relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
-            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
-        subset_install(path=path)
+            with SUBSET.writer_lock():  # copy the other tables, build and install as one writer
+                path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
+                subset_install(path=path)
     except Exception as exc:
         if path is not None:
             path.unlink(missing_ok=True)

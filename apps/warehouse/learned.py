@@ -20,13 +20,9 @@ Rows are stored even when the subset holds them too: the subset may be refreshed
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import logging
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -66,24 +62,9 @@ def learned_install(*, path: Path, keep: int = 2) -> None:
     LEARNED.install(path=path, keep=keep)
 
 
-@contextmanager
-def learned_write_lock(timeout: float = 60.0) -> Iterator[None]:
-    """The single-writer lock (flock on a file next to the store): concurrent workers take turns."""
-    learned_dir().mkdir(parents=True, exist_ok=True)
-    with open(learned_dir() / ".lock", "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the learned-rows store in {learned_dir()} stayed locked for {timeout}s")
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def learned_write_lock(timeout: float = 60.0):
+    """The single-writer lock of the learned store (SwappedFiles.writer_lock): concurrent workers take turns."""
+    return LEARNED.writer_lock(timeout=timeout)
 
 
 def filters_key(filters) -> frozenset[tuple[str, str, str]]:

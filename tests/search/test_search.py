@@ -106,3 +106,32 @@ def test_table_spec_falls_back_to_the_full_parquet_schema(demo_subset, settings,
     spec = table_spec_get(name="samples")
     assert list(spec.columns)[:3] == ["id", "url", "domain"] and spec.columns["length"] == "INTEGER"
     assert "contains" in spec.searchable["text"]
+
+
+def test_two_subset_writers_at_once_lose_nothing(demo_subset):
+    """Two writers build at the same moment (two imports, a refresh during an import): each copies the
+    other tables of the current file, so without one writer at a time the later install drops the table
+    the earlier one added."""
+    import threading
+
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def write(name):
+        try:
+            barrier.wait(10)
+            subset_table_write(name=name, arrow=pa.table({"id": list(range(20_000)), "v": [name] * 20_000}),
+                               description={"key": "id"})
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in ("writer_a", "writer_b", "writer_c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    tables = {row[0] for row in subset_connection().execute("SHOW TABLES").fetchall()}
+    assert {"samples", "writer_a", "writer_b", "writer_c"} <= tables
+    current = subset_current_path()
+    assert current is not None and current.exists()  # CURRENT never names a deleted file
