@@ -591,7 +591,7 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
     Raises apps.search.errors.SearchError for bad filters, an unknown table or no subset, and
     PredictionInputError when nothing can be scored.
     """
-    from apps.samples.pipeline import search_answer
+    from apps.samples.pipeline import fallback_id_from, search_answer
     from apps.search.query import query_from_params
     from apps.search.tables import default_table_name
 
@@ -600,9 +600,8 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
     query = query_from_params(params=params, default_table=default_table_name(),
                               default_limit=settings.SEARCH_DEFAULT_LIMIT, max_limit=settings.SEARCH_MAX_LIMIT,
                               skip_blank=True, strict=False)
-    fallback = dict(params).get("fallback", "")
     answer = search_answer(user=user, query=query, allow_fallback=False, log=False,
-                           fallback_id=int(fallback) if fallback.isdigit() else None)
+                           fallback_id=fallback_id_from(params))
     result_rows = [row.values for row in answer.rows]
     spec = answer.spec
     text_column = spec.text_column

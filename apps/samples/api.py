@@ -18,7 +18,7 @@ from apps.search.query import query_from_params
 from apps.search.tables import default_table_name
 
 from .origin import answer_notice, request_may_start_fallback
-from .pipeline import RowSource, search_answer
+from .pipeline import RowSource, fallback_id_from, search_answer
 
 router = Router(tags=["search"])
 
@@ -108,10 +108,9 @@ def search(request):
         params=request.GET, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
-    raw_fallback = (request.GET.get("fallback") or "").strip()
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
-                           fallback_id=int(raw_fallback) if raw_fallback.isdigit() else None,
+                           fallback_id=fallback_id_from(request.GET),
                            confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1")
     notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
     counts = answer.counts

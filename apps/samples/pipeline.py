@@ -73,7 +73,6 @@ class SearchAnswer:
     fallback: FallbackHandle | None = None
     log_id: int | None = None
     notice: str = ""  # why no fallback runs although rows are short, or what went wrong asking for one
-    sql: str = ""
     unknown_values: dict[str, str] = field(default_factory=dict)  # column -> a value the subset never saw
     next_token: str | None = None  # `_next` for the following page of subset rows; None on the last page
     match_count: int | None = None  # subset rows matching the filters (all pages); None when unknown
@@ -135,6 +134,14 @@ class SearchAnswer:
 
     def as_dicts(self) -> list[dict]:
         return [row.as_dict() for row in self.rows]
+
+
+def fallback_id_from(params) -> int | None:
+    """The `fallback=<id>` URL parameter (a QueryDict or (name, value) pairs): the finished fallback whose
+    rows the page, the export, the API and score-search merge."""
+    raw = params.get("fallback") if hasattr(params, "get") else dict(params).get("fallback")
+    raw = (raw or "").strip()
+    return int(raw) if raw.isdigit() else None
 
 
 def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,
@@ -213,7 +220,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
         rows.sort(column=query.order.column, kind=spec.kind(query.order.column), desc=query.order.desc)
     return SearchAnswer(query=query, spec=spec, rows=rows.rows, complete=complete, has_warehouse=has_warehouse,
                         timed_out=outcome.timed_out, elapsed_ms=elapsed_ms, fallback=handle,
-                        log_id=log_row.pk if log_row else None, notice=notice, sql=compiled.sql,
+                        log_id=log_row.pk if log_row else None, notice=notice,
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
                         merged_sort=merged_sort)

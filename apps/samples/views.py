@@ -24,7 +24,7 @@ from apps.search.tables import default_table_name, table_spec_get, table_spec_li
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
 from .origin import answer_notice, request_may_start_fallback
-from .pipeline import SOURCE_COLUMN, SearchAnswer, search_answer
+from .pipeline import SOURCE_COLUMN, SearchAnswer, fallback_id_from, search_answer
 from .selectors import search_recent_list
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
@@ -147,11 +147,6 @@ def _screen_order(answer: SearchAnswer) -> list[str]:
     return columns
 
 
-def _fallback_id(params) -> int | None:
-    raw = (params.get("fallback") or "").strip()
-    return int(raw) if raw.isdigit() else None
-
-
 # Searching (and so starting fallbacks) needs the "analyst" role (apps/accounts/roles.py): else 403.
 analyst_required = permission_required(SEARCH, raise_exception=True)
 
@@ -175,7 +170,7 @@ def search_page(request):
     answer = None
     spec = None
     query = None
-    fallback_id = _fallback_id(params)
+    fallback_id = fallback_id_from(params)
     may_start_fallback = request_may_start_fallback(request)
     try:
         query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
@@ -332,7 +327,7 @@ def _export(request, params, export_format: str):
         query = _parse(params, max_limit=10**9)
         query = replace(query, limit=min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
         answer = search_answer(user=request.user, query=query, allow_fallback=False,
-                               fallback_id=_fallback_id(params), log=False)
+                               fallback_id=fallback_id_from(params), log=False)
     except SearchError as exc:
         return HttpResponse(json.dumps({"detail": str(exc), "errors": exc.errors}), status=exc.status,
                             content_type="application/json")
