@@ -40,7 +40,11 @@ class Operator:
     human: str  # "{col} contains {value}"
     duckdb_params: Callable[[object], list] = lambda v: [v]
     trino_params: Callable[[object], list] = lambda v: [v]
-    substring: bool = False  # a literal substring test on text: the n-gram index can narrow it
+    substring: bool = False  # a literal substring test on text (highlighted in results)
+    # How the substring index (apps.search.ngram) narrows it: "contains" (the needle is in the value),
+    # "start" (the value begins with it), "whole" (the value is it, or one of the list), "regex" (through
+    # the pattern's required literal); "" cannot narrow.
+    narrows: str = ""
     check: Callable[[str], str | None] | None = None  # extra validation of the raw value: the problem, or None
 
     def sql(self, *, dialect: str, column: str, value: object, placeholder: str) -> tuple[str, list]:
@@ -78,31 +82,32 @@ def _contains_pattern(v):
 OPERATOR_TABLE: tuple[Operator, ...] = (
     Operator("contains", "contains", TEXT, "scalar",
              duckdb="contains({col}, ?)", trino="{col} LIKE ? {esc}", human="{col} contains {value}",
-             trino_params=_contains_pattern, substring=True),
+             trino_params=_contains_pattern, substring=True, narrows="contains"),
     Operator("icontains", "contains (any case)", TEXT, "scalar",
              duckdb="{col} ILIKE ? {esc}", trino="lower({col}) LIKE lower(?) {esc}",
              human="{col} contains {value} (any case)",
-             duckdb_params=_contains_pattern, trino_params=_contains_pattern, substring=True),
+             duckdb_params=_contains_pattern, trino_params=_contains_pattern, substring=True, narrows="contains"),
     Operator("not_contains", "does not contain", TEXT, "scalar",
              duckdb="({col} IS NULL OR NOT contains({col}, ?))", trino="({col} IS NULL OR NOT {col} LIKE ? {esc})",
              human="{col} does not contain {value}", trino_params=_contains_pattern),
     Operator("startswith", "starts with", TEXT, "scalar",
              duckdb="starts_with({col}, ?)", trino="{col} LIKE ? {esc}", human="{col} starts with {value}",
-             trino_params=lambda v: [like_escape(v) + "%"], substring=True),
-    Operator("eq", "=", ALL_KINDS[:-1], "scalar", duckdb="{col} = {p}", trino="{col} = {p}", human="{col} = {value}"),
+             trino_params=lambda v: [like_escape(v) + "%"], substring=True, narrows="start"),
+    Operator("eq", "=", ALL_KINDS[:-1], "scalar", duckdb="{col} = {p}", trino="{col} = {p}", human="{col} = {value}",
+             narrows="whole"),
     # A NULL differs from every value, so it matches "≠".
     Operator("ne", "≠", ALL_KINDS[:-1], "scalar", duckdb="{col} IS DISTINCT FROM {p}",
              trino="{col} IS DISTINCT FROM {p}", human="{col} ≠ {value}"),
     Operator("in", "is one of (a,b,c)", ("text", "integer"), "list",
              duckdb="{col} IN ({ps})", trino="{col} IN ({ps})", human="{col} is one of {value}",
-             duckdb_params=list, trino_params=list),
+             duckdb_params=list, trino_params=list, narrows="whole"),
     Operator("gt", ">", ORDERED, "scalar", duckdb="{col} > {p}", trino="{col} > {p}", human="{col} > {value}"),
     Operator("gte", "≥", ORDERED, "scalar", duckdb="{col} >= {p}", trino="{col} >= {p}", human="{col} ≥ {value}"),
     Operator("lt", "<", ORDERED, "scalar", duckdb="{col} < {p}", trino="{col} < {p}", human="{col} < {value}"),
     Operator("lte", "≤", ORDERED, "scalar", duckdb="{col} <= {p}", trino="{col} <= {p}", human="{col} ≤ {value}"),
     Operator("regex", "matches regex", TEXT, "scalar",
              duckdb="regexp_matches({col}, ?)", trino="regexp_like({col}, ?)", human="{col} matches /{value}/",
-             check=regex_problem),
+             check=regex_problem, narrows="regex"),
     Operator("isnull", "is empty (true/false)", ALL_KINDS, "bool",
              duckdb="{col} IS {not_}NULL", trino="{col} IS {not_}NULL", human="{col} is empty: {value}",
              duckdb_params=lambda v: [], trino_params=lambda v: []),

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
+from .deadline import WATCHDOG
 from .ngram import TableIndex, file_index, regex_required_literal
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
@@ -51,8 +52,9 @@ class SearchPlan:
 
 
 def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None) -> SearchPlan:
-    """Choose by posting sizes. Filters that narrow: contains / icontains / startswith (Operator.substring)
-    and regexes with a required literal, on indexed columns, 3+ characters (TableIndex.needle_rows)."""
+    """Choose by posting sizes. Filters on indexed text columns narrow by their operator's `narrows`
+    (apps.search.operators): contains / icontains, startswith, eq / in (each value's words) and regexes
+    with a required literal; the candidates are the intersection (TableIndex.needle_rows)."""
     if index is None:
         return SearchPlan("scan", "no substring index for this table")
     candidates: BitMap | None = None
@@ -60,14 +62,10 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
     for flt, value in query_validate(query=query, spec=spec):
         if flt.column not in index.columns:
             continue
-        operator = operator_get(flt.op)
-        needle = value if operator.substring else regex_required_literal(value) if flt.op == "regex" else None
-        if not isinstance(needle, str):
-            continue
-        rows = index.needle_rows(flt.column, needle, at_start=flt.op == "startswith")
+        rows = _filter_rows(index, flt.column, operator_get(flt.op).narrows, value)
         if rows is None:
             continue
-        needles.append((flt.column, needle))
+        needles.append((flt.column, ",".join(value) if isinstance(value, list) else value))
         candidates = rows if candidates is None else candidates & rows
     if candidates is None:
         return SearchPlan("scan", "no filter the index can narrow (short needles, frequent fragments, other operators)")
@@ -78,6 +76,24 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
     if len(candidates) > DENSE_SHARE * index.rows:
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
     return SearchPlan("index", "candidate rows from the word postings", index, candidates, needles)
+
+
+def _filter_rows(index: TableIndex, column: str, narrows: str, value) -> BitMap | None:
+    """A superset of the rows one filter keeps, or None when the index cannot narrow it."""
+    if narrows == "whole":  # eq, or in: any of the values
+        found = BitMap()
+        for item in value if isinstance(value, list) else [value]:
+            rows = index.needle_rows(column, item, whole=True)
+            if rows is None:
+                return None
+            found |= rows
+        return found
+    if narrows == "regex":
+        literal = regex_required_literal(value)
+        return index.needle_rows(column, literal) if literal else None
+    if narrows in ("contains", "start"):
+        return index.needle_rows(column, value, at_start=narrows == "start")
+    return None
 
 
 def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
@@ -263,9 +279,8 @@ def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
     `timed_out=True` instead of holding a web worker.
     """
     cursor = (conn or subset_connection()).cursor()
-    timer = threading.Timer(timeout_ms / 1000.0, cursor.interrupt)
     started = time.perf_counter()
-    timer.start()
+    deadline = WATCHDOG.schedule(timeout_ms / 1000.0, cursor.interrupt)
     try:
         result = cursor.execute(compiled.sql, compiled.params)
         columns = [d[0] for d in result.description]
@@ -274,7 +289,7 @@ def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
     except duckdb.InterruptException:
         columns, rows, timed_out = [], [], True
     finally:
-        timer.cancel()
+        WATCHDOG.cancel(deadline)
         cursor.close()
     return QueryOutcome(columns, rows, round((time.perf_counter() - started) * 1000, 2), timed_out)
 

@@ -244,3 +244,64 @@ def test_new_subset_installed_while_searching(subset):
     assert len(answers) >= 60 and swaps >= 12
     for q, rows in answers:
         assert rows in expected[q], q.describe()
+
+
+def _narrowed(query, spec):
+    path, _ = subset_snapshot()
+    return search_plan(query=query, spec=spec, index=ngram.file_index(path).table(spec.name))
+
+
+def test_eq_and_in_on_text_narrow_through_each_values_words(subset, monkeypatch):
+    """eq / in on an indexed text column narrow to the rows holding every word of a value (short values
+    included), and the rows are still exactly the scan's."""
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    table = _table(3000, 1)
+    bodies = [v for v in table.column("body").to_pylist() if v and "," not in v]
+    rng = random.Random(5)
+    kinds = {"index": 0, "empty": 0, "scan": 0}
+    for _ in range(80):
+        picked = rng.sample(bodies, 2)
+        flt = rng.choice([Filter("body", "eq", picked[0]), Filter("body", "in", ",".join(picked)),
+                          Filter("body", "eq", picked[0] + "zz"), Filter("title", "eq", "a")])
+        query = SearchQuery(TABLE, (flt,), rng.choice([1, 10, 1000]))
+        plan = _narrowed(query, subset)
+        kinds[plan.kind] += 1
+        if plan.kind != "scan":
+            truth = {i for i, v in enumerate(table.column(flt.column).to_pylist())
+                     if v is not None and v in (flt.value.split(",") if flt.op == "in" else [flt.value])}
+            assert truth <= set(plan.candidates), query.describe()
+        indexed, scanned = _both(query, subset)
+        assert indexed.rows == scanned.rows, query.describe()
+    assert kinds["index"] >= 20 and kinds["empty"] >= 5, kinds
+
+
+def test_startswith_looks_up_first_words_only(subset, monkeypatch):
+    """A one-word startswith needle narrows to the rows whose value BEGINS with it (the FIRST-marked
+    words), not to every row holding such a word somewhere."""
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    lowered = [(v or "").lower() for v in _table(3000, 1).column("body").to_pylist()]
+    for needle in ("gam", "Alph", "ÉCO", "stra"):
+        plan = _narrowed(SearchQuery(TABLE, (Filter("body", "startswith", needle),), 10), subset)
+        starting = {i for i, v in enumerate(lowered) if v.startswith(needle.lower())}
+        anywhere = {i for i, v in enumerate(lowered) if needle.lower() in v}
+        assert set(plan.candidates) == starting, needle
+        assert len(anywhere) > len(starting), needle  # the data has the word later in other values too
+
+
+def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path, monkeypatch):
+    """Only words in more than FREQUENT_SHARE of the rows go without postings; a conjunction of common
+    words (each under that share) is an intersection, answered from the index."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    monkeypatch.setattr(ngram, "FREQUENT_MIN_ROWS", 0)
+    rows = 4000
+    body = [("apple " if i % 50 == 0 else "") + ("pear " if i % 40 == 0 else "") + "the end" for i in range(rows)]
+    arrow = pa.table({"id": pa.array(range(rows), type=pa.int64()), "body": body, "title": body,
+                      "kind": ["a"] * rows, "score": pa.array([1] * rows, type=pa.int32()),
+                      "seen_at": pa.array([datetime(2024, 1, 1)] * rows, type=pa.timestamp("us"))})
+    subset_table_write(name=TABLE, arrow=arrow, description=DESCRIPTION, keep_other_tables=False, stdout=io.StringIO())
+    spec = table_spec_get(name=TABLE)
+    index = ngram.file_index(subset_current_path()).table(TABLE)
+    assert index.needle_rows("body", "the") is None  # in every row: more than FREQUENT_SHARE, no postings
+    both = _narrowed(SearchQuery(TABLE, (Filter("body", "contains", "apple"), Filter("title", "contains", "pear")), 10),
+                     spec)
+    assert set(both.candidates) == {i for i in range(rows) if i % 200 == 0}

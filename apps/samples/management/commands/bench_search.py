@@ -21,7 +21,7 @@ from apps.core.stats import latency_summary
 from apps.samples.bench.workload import english_words, realistic_table, search_workload
 from apps.samples.pipeline import search_answer
 from apps.search.models import SearchLog
-from apps.search.ngram import index_dir_for
+from apps.search.ngram import index_build, index_dir_for
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.store import SUBSET, subset_current_path, subset_install
 from apps.search.tables import table_spec_get
@@ -46,6 +46,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", default="", help="also write the result JSON here")
         parser.add_argument("--seed", type=int, default=7, help="seed for the data and the workload")
         parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark data even if present")
+        parser.add_argument("--reindex", action="store_true",
+                            help="rebuild only the substring index of the existing benchmark subset (after an index "
+                                 "format change); no server may be serving it meanwhile")
         parser.add_argument("--skip-sqlite", action="store_true", help="leave SQLite FTS5 out")
         parser.add_argument("--build-only", action="store_true", help="build the data (and SQLite) and stop")
         parser.add_argument("--chunk-rows", type=int, default=500_000, help="rows generated per step")
@@ -54,7 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--skip-inprocess", action="store_true", help="with --http: leave the in-process app out")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, **options):
+               http, token, skip_inprocess, reindex, **options):
         if subset_rows < 1 or queries < 1:
             raise CommandError("--subset-rows and --queries must be positive")
         if http and not token:
@@ -65,6 +68,8 @@ class Command(BaseCommand):
         with override_settings(SEARCH_SUBSET_DIR=bench_dir / "subset", SEARCH_TIMEOUT_MS=600_000):
             build: dict = {}
             duck_path = self._duckdb_build(subset_rows, seed, chunk_rows, rebuild, build)
+            if reindex and not rebuild:
+                self._reindex(duck_path, build)
             sqlite_path = None if skip_sqlite else self._sqlite_build(bench_dir, duck_path, rebuild, build)
             result = {"rows": subset_rows, "queries": queries, "data_dir": str(bench_dir),
                       "subset_dir": str(bench_dir / "subset"), "cpu_count": os.cpu_count(),
@@ -107,6 +112,20 @@ class Command(BaseCommand):
         build["subset_and_index_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         (path.parent / "build.json").write_text(json.dumps(build))
         return path
+
+    def _reindex(self, duck_path: Path, build: dict) -> None:
+        """Rebuild the index folder of the benchmark subset in place (the subset file is unchanged)."""
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        conn = duckdb.connect(str(duck_path), read_only=True, config={"threads": settings.SEARCH_DUCKDB_THREADS})
+        try:
+            index_build(conn=conn, path=duck_path, stdout=self.stdout)
+        finally:
+            conn.close()
+        build["index_seconds"] = round(time.perf_counter() - started, 1)
+        build["index_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
+        build.pop("subset_and_index_seconds", None)
+        (duck_path.parent / "build.json").write_text(json.dumps(build))
 
     def _sqlite_build(self, bench_dir, duck_path, rebuild, build) -> Path:
         """A table of the same rows with an FTS5 trigram index over url, title and text."""
