@@ -1,0 +1,15 @@
+"""Static files storage for `make run` (settings.local): WhiteNoise's compressed manifest storage,
+with hashed names even when DEBUG is on.
+
+Django's manifest storage links the plain names while DEBUG is on (HashedFilesMixin._url), so
+WhiteNoise cannot tell them apart from files that may change and sends them with max-age=0: every
+page reload asked again for the 1 MB plotly.js. With the hashed names it sends
+`max-age=315360000, public, immutable`, as in production. `make run` collects static files before
+serving (Makefile), so every name is in the manifest.
+"""
+from whitenoise.storage import CompressedManifestStaticFilesStorage
+
+
+class HashedCompressedManifestStaticFilesStorage(CompressedManifestStaticFilesStorage):
+    def url(self, name, force=False):
+        return super().url(name, force=True)
