@@ -14,9 +14,13 @@ dashboard, a model's demo page with a prediction (bar chart), the compare page (
 and the score-search page (the heatmap); --page PATH (repeatable) measures others.
 
 "Charts drawn" is the first animation frame at which every [data-chart] element holds Plotly's
-svg.main-svg, measured in the page (performance.now(), like the navigation timings). The load
-event does not wait for it (app.js draws when the deferred scripts have run, before
-DOMContentLoaded today), so both are reported.
+svg.main-svg, measured in the page (performance.now(), like the navigation timings). Today app.js
+draws in its DOMContentLoaded handler, so the three end close together; were drawing moved later,
+the load event would no longer cover it, hence both are reported. Each run then reloads the page in
+the same context ("warm"), which shows what the cache headers save.
+
+Several servers (--base-url before=URL --base-url after=URL) are measured run by run in turn, so a
+busy machine weighs on each alike. Needs the demo models (tfidf-logreg v1 and v2) for the default pages.
 
 Uses Debian's Chromium (/usr/bin/chromium), never a downloaded one.
 """
