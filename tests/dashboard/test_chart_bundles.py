@@ -52,6 +52,7 @@ def test_each_bundle_registers_the_trace_types_bundles_json_lists(page, live_ser
 def test_make_run_serves_plotly_compressed_under_a_hashed_name_cached_for_years(client, user, settings, tmp_path):
     """settings.local (DEBUG on, files collected): pages link hashed names, which WhiteNoise sends gzipped
     and immutable; Django's own manifest storage would link the plain names, sent with max-age=0."""
+    from django.contrib.staticfiles.storage import staticfiles_storage
     from django.core.management import call_command
     from django.test import Client
 
@@ -73,3 +74,4 @@ def test_make_run_serves_plotly_compressed_under_a_hashed_name_cached_for_years(
     assert "immutable" in response["Cache-Control"] and "max-age=315360000" in response["Cache-Control"]
     assert int(response["Content-Length"]) < 500_000
     response.close()
+    assert staticfiles_storage.url("vendor/added-since.js") == "/static/vendor/added-since.js"  # not an error page
