@@ -106,7 +106,7 @@ def test_per_day_hit_rate_latency_and_spend_within_the_date_range(client, user, 
     assert "ancient" not in response.content.decode(), "outside the date range"
     html = response.content.decode()
     assert 'data-chart="chart-answered"' in html and 'id="chart-answered" type="application/json"' in html
-    assert "vendor/plotly-cartesian-3.7.0.min.js" in html
+    assert "vendor/plotly-basic-3.7.0.min.js" in html
     json.loads(html.split('id="chart-spend-by-user" type="application/json">')[1].split("</script>")[0])
 
 
