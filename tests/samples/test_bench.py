@@ -1,10 +1,12 @@
 import io
 import json
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from apps.search import ngram
 from apps.search.models import SearchLog
 
 
@@ -20,9 +22,22 @@ def test_bench_search_small_run(tmp_path, user):
         assert 0 < result[engine]["p50_ms"] <= result[engine]["p95_ms"] <= result[engine]["max_ms"]
         assert result[engine]["mismatches"] == 0  # same rows as the scan (FTS5: same count)
         assert {"term:frequent", "term:rare", "term:absent", "limit:10", "limit:100"} <= set(result[engine]["by_class"])
+        slowest = result[engine]["slowest"]
+        assert len(slowest) == 5 and slowest[0]["ms"] == result[engine]["max_ms"]
+        assert [s["ms"] for s in slowest] == sorted((s["ms"] for s in slowest), reverse=True)
     assert result["index_bytes"] > 0 and result["subset_bytes"] > 0 and result["sqlite_fts5_bytes"] > 0
     assert settings.SEARCH_SUBSET_DIR == subset_dir  # the benchmark's subset was only borrowed
     assert not SearchLog.objects.exists()  # and its searches do not pollute the log
     again = io.StringIO()
     call_command("bench_search", subset_rows=3000, queries=2, stdout=again)
     assert "Reusing the benchmark subset" in again.getvalue()
+    # --reindex rebuilds only the index of that same subset file (after an index format change)
+    before = json.loads(out.read_text())
+    index_json = next(Path(before["subset_dir"]).glob("*.ngram")) / "samples.json"
+    index_json.write_text(json.dumps({**json.loads(index_json.read_text()), "version": 0}))  # an old format
+    rebuilt = io.StringIO()
+    call_command("bench_search", subset_rows=3000, queries=2, reindex=True, build_only=True, skip_sqlite=True,
+                 stdout=rebuilt)
+    assert "Reusing the benchmark subset" in rebuilt.getvalue() and "substring index samples" in rebuilt.getvalue()
+    assert json.loads(index_json.read_text())["version"] == ngram.INDEX_VERSION
+    assert "index_cpu_seconds" in json.loads((Path(before["subset_dir"]) / "build.json").read_text())

@@ -252,6 +252,11 @@ class Command(BaseCommand):
         result = {name: {**latency_summary(values), "mismatches": mismatches[name],
                          "by_class": {g: {**latency_summary(v), "n": len(v)} for g, v in sorted(groups[name].items())}}
                   for name, values in timings.items()}
+        for name, values in timings.items():  # where the tail comes from
+            slowest = sorted(range(len(values)), key=values.__getitem__, reverse=True)[:5]
+            result[name]["slowest"] = [{"ms": round(values[i], 2), "class": workload[i]["class"],
+                                        "filters": workload[i]["filters"], "limit": workload[i]["limit"]}
+                                       for i in slowest]
         result["mismatch_examples"] = mismatch_examples
         if server:
             result["http"] = {"url": http, "web_worker_rss_mib": _gunicorn_rss(http)}
