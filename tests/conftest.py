@@ -298,8 +298,8 @@ def logged_in_page(page, user, live_server):
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
-    """Rate-limit counters live in Django's (local-memory) cache: each test starts with none."""
-    from django.core.cache import cache
+    """Each test starts with no rate-limit counters (Redis when one is set, and the local fallback)."""
+    from apps.core.ratelimit import rate_limits_reset
 
-    cache.clear()
+    rate_limits_reset()
     yield

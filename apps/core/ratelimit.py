@@ -2,19 +2,31 @@
 
 `rate_limit_hit(user=..., scope="predict")` counts one request and raises `RateLimited` (→ 429 with
 Retry-After: the seconds left in the window) once the user went over settings.RATE_LIMIT_<SCOPE>_PER_MINUTE.
-A limit of 0 turns the scope off. With several web processes the cache must be shared (Redis, memcached)
-for the limit to hold across them; the local-memory default counts per process.
+A limit of 0 turns the scope off. The counters live in Redis (settings.RATE_LIMIT_REDIS_URL, the broker's
+Redis by default), so the limit holds across every web process and thread. When Redis cannot be reached,
+requests are not refused for it: each process counts in its local cache instead (the limit then holds per
+process), logs it, and tries Redis again after REDIS_RETRY_SECONDS.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpResponse
 
+logger = logging.getLogger(__name__)
+
 WINDOW_SECONDS = 60
 SCOPES = ("predict", "link", "search", "batch")
+KEY_PREFIX = "samplescope:ratelimit:"
+REDIS_RETRY_SECONDS = 10.0  # after a Redis error, count locally this long before trying Redis again
+_clients: dict[str, redis.Redis] = {}
+_redis_state = {"down_until": 0.0}
+_lock = threading.Lock()
 
 
 class RateLimited(Exception):
@@ -36,16 +48,55 @@ def rate_limit_hit(*, user, scope: str, now: float | None = None) -> None:
         return
     now = time.time() if now is None else now
     window = int(now // WINDOW_SECONDS)
-    key = f"ratelimit:{scope}:{user.pk}:{window}"
-    cache.add(key, 0, timeout=WINDOW_SECONDS + 5)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=WINDOW_SECONDS + 5)
-        count = 1
+    count = _count(f"{KEY_PREFIX}{scope}:{user.pk}:{window}")
     if count > limit:
         retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
         raise RateLimited(scope=scope, limit=limit, retry_after=retry_after)
+
+
+def _client() -> redis.Redis | None:
+    url = getattr(settings, "RATE_LIMIT_REDIS_URL", "")
+    if not url or time.monotonic() < _redis_state["down_until"]:
+        return None
+    with _lock:
+        if url not in _clients:
+            _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.5)
+        return _clients[url]
+
+
+def _count(key: str) -> int:
+    """This request's number in its window: shared in Redis, else in this process's cache."""
+    client = _client()
+    if client is not None:
+        try:
+            pipe = client.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_SECONDS + 5)
+            return int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            _redis_state["down_until"] = time.monotonic() + REDIS_RETRY_SECONDS
+            logger.warning("Rate limits: Redis is unreachable (%s); counting per process for %.0f s.",
+                           exc, REDIS_RETRY_SECONDS)
+    cache.add(key, 0, timeout=WINDOW_SECONDS + 5)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=WINDOW_SECONDS + 5)
+        return 1
+
+
+def rate_limits_reset() -> None:
+    """Forget every counter (tests; an admin after changing limits): Redis keys and the local fallback."""
+    cache.clear()
+    _redis_state["down_until"] = 0.0
+    client = _client()
+    if client is not None:
+        try:
+            keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        except redis.RedisError:
+            pass  # nothing to forget there; the next count notices and says so
 
 
 def rate_limited_response(exc: RateLimited) -> HttpResponse:

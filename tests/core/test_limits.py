@@ -1,9 +1,15 @@
 """Issue 13: unbounded work. Per-item and per-call caps on the predict and link APIs, a prediction cache keyed
 by a hash of the text, a KB rebuild that is not quadratic, and per-user rate limits (429 + Retry-After)."""
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
-from apps.core.ratelimit import RateLimited, rate_limit_hit
+from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limits_reset
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -124,3 +130,54 @@ def test_batch_upload_answers_429_with_retry_after(client, user, settings):
     client.post("/models/nope/batch/")
     response = client.post("/models/nope/batch/")
     assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+
+
+_OTHER_PROCESS = """
+import os, sys, types
+import django
+django.setup()
+from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limits_reset
+from tests.conftest import free_port
+try:
+    rate_limit_hit(user=types.SimpleNamespace(pk=int(sys.argv[1]), is_authenticated=True), scope="search",
+                   now=float(sys.argv[2]))
+except RateLimited:
+    print("limited")
+else:
+    print("allowed")
+"""
+
+
+def test_the_limit_holds_across_web_processes_through_redis(redis_server, settings, user):
+    """gunicorn runs several processes: the counter is in Redis, so another process's requests count too."""
+    settings.RATE_LIMIT_REDIS_URL = redis_server.url
+    settings.RATE_LIMIT_SEARCH_PER_MINUTE = 3
+    rate_limits_reset()
+    now = time.time() // 60 * 60 + 5
+    rate_limit_hit(user=user, scope="search", now=now)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "apps.samplescope.settings.test",
+           "RATE_LIMIT_REDIS_URL": redis_server.url, "RATE_LIMIT_SEARCH_PER_MINUTE": "3"}
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(user.pk), str(now)], env=env,
+                              capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+    assert other_process() == "allowed"  # 2nd
+    assert other_process() == "allowed"  # 3rd
+    with pytest.raises(RateLimited):  # the 4th, here: the other process's requests were counted
+        rate_limit_hit(user=user, scope="search", now=now)
+    assert other_process() == "limited"
+
+
+def test_with_redis_down_each_process_still_counts_and_nothing_stalls(settings, user, caplog):
+    settings.RATE_LIMIT_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens
+    settings.RATE_LIMIT_SEARCH_PER_MINUTE = 2
+    rate_limits_reset()
+    now = time.time() // 60 * 60 + 5
+    started = time.perf_counter()
+    rate_limit_hit(user=user, scope="search", now=now)
+    rate_limit_hit(user=user, scope="search", now=now)
+    with pytest.raises(RateLimited):
+        rate_limit_hit(user=user, scope="search", now=now)
+    assert time.perf_counter() - started < 1.0
+    assert "Redis is unreachable" in caplog.text

@@ -322,6 +322,8 @@ LINKING_MAX_ALIASES_PER_CALL = env_int("LINKING_MAX_ALIASES_PER_CALL", 100)
 # --- Rate limits (apps/core/ratelimit.py) -------------------------------------
 # Requests per user per minute (a fixed window counted in Django's cache) on the expensive endpoints; over it:
 # 429 with Retry-After. 0 turns a limit off.
+# Counters shared by every web process; when this Redis is down each process counts on its own.
+RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", REDIS_URL)
 RATE_LIMIT_PREDICT_PER_MINUTE = env_int("RATE_LIMIT_PREDICT_PER_MINUTE", 120)
 RATE_LIMIT_LINK_PER_MINUTE = env_int("RATE_LIMIT_LINK_PER_MINUTE", 120)
 RATE_LIMIT_SEARCH_PER_MINUTE = env_int("RATE_LIMIT_SEARCH_PER_MINUTE", 120)
