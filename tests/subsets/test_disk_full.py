@@ -28,7 +28,7 @@ def _limit_file_size():  # preexec_fn: runs in the child, before exec
 def _refresh_command(*, env, limited: bool) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "refresh_subset", "--fraction", "1", "--method", "hash"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
         preexec_fn=_limit_file_size if limited else None,
     )
 
