@@ -459,7 +459,8 @@ def batch_job_enqueue(*, job: BatchJob) -> bool:
     from .tasks import batch_job_score
 
     try:
-        batch_job_score.apply_async(args=[job.pk], soft_time_limit=settings.BATCH_SOFT_TIME_LIMIT,
+        batch_job_score.apply_async(args=[job.pk], queue=settings.BATCH_TASK_QUEUE,
+                                    soft_time_limit=settings.BATCH_SOFT_TIME_LIMIT,
                                     time_limit=settings.BATCH_TIME_LIMIT, retry=False)
         return True
     except Exception as exc:  # kombu/redis raise several types; all mean "not queued"
@@ -479,9 +480,13 @@ def batch_job_sweep(*, stale_after_seconds: int | None = None, queued_max_second
     silent = now - timedelta(seconds=stale_after)
     running = BatchJob.objects.filter(state=BatchJob.State.RUNNING).filter(
         models.Q(heartbeat_at__lt=silent) | models.Q(heartbeat_at__isnull=True, started_at__lt=silent))
-    failed_running = running.update(
+    stale_ids = list(running.values_list("pk", flat=True))
+    failed_running = running.filter(pk__in=stale_ids).update(
         state=BatchJob.State.FAILED, finished_at=now,
         error_message=f"Its worker stopped: no progress for over {stale_after} s. Upload the file again.")
+    # The dead worker's half-written output would stay on disk for good: remove it.
+    for job in BatchJob.objects.filter(pk__in=stale_ids, state=BatchJob.State.FAILED):
+        _batch_output_paths(job=job)[1].unlink(missing_ok=True)
     failed_queued = BatchJob.objects.filter(
         state=BatchJob.State.QUEUED, created_at__lt=now - timedelta(seconds=queued_max)).update(
         state=BatchJob.State.FAILED, finished_at=now,
@@ -497,8 +502,7 @@ def batch_job_run(*, job_id: int) -> BatchJob:
     now = timezone.now()
     BatchJob.objects.filter(pk=job.pk).update(state=BatchJob.State.RUNNING, processed=0, started_at=now,
                                               heartbeat_at=now)
-    output_path = batch_dir() / f"{Path(job.input_path).stem.removesuffix('-input')}-scored.csv"
-    temporary = output_path.with_suffix(".partial")
+    output_path, temporary = _batch_output_paths(job=job)
     try:
         with open(job.input_path, encoding="utf-8-sig", newline="") as source, \
                 open(temporary, "w", encoding="utf-8", newline="") as target:
@@ -526,11 +530,18 @@ def batch_job_run(*, job_id: int) -> BatchJob:
         )
     except Exception as exc:  # any failure must end the job visibly, not leave it "running"
         temporary.unlink(missing_ok=True)
-        BatchJob.objects.filter(pk=job.pk).update(
+        # Unless the sweeper has ended it meanwhile (its message says why): a job ends once.
+        BatchJob.objects.filter(pk=job.pk, state=BatchJob.State.RUNNING).update(
             state=BatchJob.State.FAILED, error_message=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
         )
     job.refresh_from_db()
     return job
+
+
+def _batch_output_paths(*, job: BatchJob) -> tuple[Path, Path]:
+    """The scored CSV a job writes, and the `.partial` file it writes first (renamed when complete)."""
+    output_path = batch_dir() / f"{Path(job.input_path).stem.removesuffix('-input')}-scored.csv"
+    return output_path, output_path.with_suffix(".partial")
 
 
 def _batch_chunk_score(*, job: BatchJob, rows: list[dict], writer: csv.DictWriter) -> int:

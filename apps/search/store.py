@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -93,7 +93,8 @@ class SwappedFiles:
     @contextmanager
     def build(self, *, threads: int | None = None, stdout=None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
         """A new file open for writing; then its n-gram index is built from it (apps/search/ngram.py), and
-        it is checkpointed and closed; on any failure both are deleted. The caller installs it (or not)."""
+        it is checkpointed and closed; on any failure both are deleted (with DuckDB's `.wal` beside the file, which a
+        write that failed half way, e.g. on a full disk, leaves). The caller installs it (or not)."""
         path = self.new_path()
         conn = duckdb.connect(str(path), config={"threads": threads} if threads else {})
         try:
@@ -101,8 +102,10 @@ class SwappedFiles:
             conn.execute("CHECKPOINT")
             index_build(conn=conn, path=path, stdout=stdout)
         except BaseException:
-            conn.close()
+            with suppress(Exception):  # closing may fail too (a disk full): the files go all the same
+                conn.close()
             path.unlink(missing_ok=True)
+            path.with_name(f"{path.name}.wal").unlink(missing_ok=True)  # DuckDB's log of the failed write
             index_remove(path)
             raise
         conn.close()

@@ -8,12 +8,15 @@ One refresh per table at a time: SubsetRefresh.running_key is unique while a ref
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -115,18 +118,50 @@ def subset_refresh(
             with SUBSET.writer_lock():  # copy the other tables, build and install as one writer
                 path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
                 subset_install(path=path)
-    except Exception as exc:
+    except BaseException as exc:
+        # Exception: the run fails and is returned. KeyboardInterrupt / SystemExit (SIGTERM, Ctrl-C): the run is
+        # ended the same way (never left "running"), then the interruption goes on up.
         if path is not None:
             path.unlink(missing_ok=True)
             index_remove(path)
-        logger.exception("subset refresh #%s failed", run.pk)
-        out.write(f"  refresh #{run.pk} FAILED, the current subset keeps serving: {exc}\n")
-        return _end(run=run, state=SubsetRefresh.State.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")
+        error = _error_text(exc)
+        if _disk_full(exc):
+            error = (f"could not write the new subset file: the disk is full (or the file is over the size limit); "
+                     f"free space under {SUBSET.directory()} and run the refresh again. {error}")
+        # A full disk needs space, not a traceback; anything else gets one in the log.
+        logger.error("subset refresh #%s failed: %s", run.pk, error, exc_info=not _disk_full(exc))
+        out.write(f"  refresh #{run.pk} FAILED, the current subset keeps serving: {error}\n")
+        failed = _end(run=run, state=SubsetRefresh.State.FAILED, started=started, error=error)
+        if not isinstance(exc, Exception):
+            raise
+        return failed
     run = _end(run=run, state=SubsetRefresh.State.SUCCEEDED, started=started, rows=rows, file_name=path.name,
                file_bytes=path.stat().st_size)
     out.write(f"  installed {path.name}: {rows:,} rows in {run.duration_ms / 1000:.1f}s "
               f"({rows / max(run.duration_ms / 1000, 1e-3):,.0f} rows/s)\n")
     return run
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# DuckDB reports a failed write as a duckdb.Error (IOException, TransactionException, ...) with the OS's text.
+DISK_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a write refused for want of space or over a file-size limit."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(exc, duckdb.Error) and any(text in str(exc) for text in DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _error_text(exc: BaseException) -> str:
+    """`Type: message`, plus the notes added on the way up (e.g. that the Athena UNLOAD was stopped)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return "; ".join([text, *getattr(exc, "__notes__", ())])
 
 
 class _Null:
@@ -256,9 +291,16 @@ def _athena_unload(*, run, spec, fraction, method, workdir: Path, athena_backend
     if settings.ATHENA_OUTPUT_LOCATION:
         request["ResultConfiguration"] = {"OutputLocation": settings.ATHENA_OUTPUT_LOCATION}
     query_id = athena.call("start_query_execution", **request)["QueryExecutionId"]
+    SubsetRefresh.objects.filter(pk=run.pk).update(engine_query_id=query_id)
     out.write(f"  Athena UNLOAD {query_id} -> {target}\n")
-    # The warehouse's polling loop (backoff, throttling retries, DataScannedInBytes); limit=0 fetches no rows.
-    result = athena._follow(query_id=query_id, limit=0, control=_RefreshControl(run.pk), started=time.monotonic())
+    try:
+        # The warehouse's polling loop (backoff, throttling retries, DataScannedInBytes); limit=0 fetches no rows.
+        result = athena._follow(query_id=query_id, limit=0, control=_RefreshControl(run.pk), started=time.monotonic())
+    except BaseException as exc:
+        # SoftTimeLimitExceeded, SIGTERM (SystemExit), Ctrl-C, a bug or a lost connection while waiting: the UNLOAD
+        # may still be running (and billing): stop it, say so on the run (subset_refresh records the note), re-raise.
+        _unload_stop(athena=athena, query_id=query_id, exc=exc, out=out)
+        raise
     SubsetRefresh.objects.filter(pk=run.pk).update(engine_query_id=query_id, bytes_scanned=result.bytes_scanned,
                                                    cost_usd=result.cost_usd)
     if result.state != "succeeded":
@@ -279,3 +321,11 @@ def _athena_unload(*, run, spec, fraction, method, workdir: Path, athena_backend
     if not files:
         raise RefreshVerificationError(f"the UNLOAD wrote no files under {target}")
     return files
+
+
+def _unload_stop(*, athena, query_id: str, exc: BaseException, out) -> None:
+    """Stop an UNLOAD whose wait was interrupted (AthenaBackend.stop: best effort, logs a failure)."""
+    athena.stop(engine_query_id=query_id)
+    note = f"interrupted while waiting for Athena UNLOAD {query_id}, so it was stopped (StopQueryExecution sent)"
+    exc.add_note(note)
+    out.write(f"  {note}\n")

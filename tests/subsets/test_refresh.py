@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.stub import ANY, Stubber
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from moto import mock_aws
@@ -162,6 +163,11 @@ class UnloadingAthena:
     def __init__(self, client, s3, table: pa.Table, parts: int = 2):
         self.client, self.s3, self.table, self.parts = client, s3, table, parts
         self.statements: list[str] = []
+        self.stopped: list[str] = []  # every StopQueryExecution asked for, even one the Stubber would refuse
+
+    def stop_query_execution(self, **kwargs):
+        self.stopped.append(kwargs.get("QueryExecutionId"))
+        return self.client.stop_query_execution(**kwargs)
 
     def start_query_execution(self, **kwargs):
         response = self.client.start_query_execution(**kwargs)
@@ -230,6 +236,7 @@ def test_athena_refresh_unloads_to_s3_downloads_and_swaps(dataset, aws):
     stubber.assert_no_pending_responses()
 
     assert run.state == "succeeded", run.error
+    assert athena.client.stopped == []  # a finished UNLOAD is never stopped
     statement = athena.client.statements[0]
     columns = ", ".join(f'"{c}"' for c in ("id", "url", "domain", "title", "text", "label", "lang", "crawled_at", "length"))
     assert statement == (
@@ -269,6 +276,70 @@ def test_athena_hash_predicate_and_a_failed_unload_keeps_the_subset(dataset, aws
     assert "abs(from_big_endian_64(xxhash64(to_utf8(CAST(\"id\" AS varchar) || 'samplescope'))) % 1000000) < 50000" \
         in athena.client.statements[0]
     assert _current_name(dataset) == before_file and subset_count() == before_rows
+    assert athena.client.stopped == []  # it ended in Athena: nothing to stop
+
+
+def _interrupting_sleep(exc: BaseException):
+    """The backend's sleep between polls, raising `exc` on the first wait: the interruption lands while the
+    refresh waits for Athena, where Celery's soft time limit or a SIGTERM would land."""
+
+    def sleep(_seconds):
+        raise exc
+
+    return sleep
+
+
+@pytest.mark.parametrize("interruption", [
+    SoftTimeLimitExceeded("soft time limit (10800s) exceeded"),  # the beat task's limit
+    KeyboardInterrupt(),  # Ctrl-C on `refresh_subset`
+    SystemExit(143),  # SIGTERM, as a worker's warm shutdown turns it into
+    ConnectionResetError("connection reset by peer"),  # anything else going wrong mid-wait
+], ids=lambda exc: type(exc).__name__)
+@pytest.mark.django_db
+def test_an_interrupted_refresh_stops_its_athena_unload(dataset, aws, interruption):
+    from apps.search.demo_data import demo_table
+    from apps.search.selectors import subset_search
+    from apps.search.tables import table_spec_get
+    from apps.subsets.models import SubsetRefresh
+    from apps.subsets.services import subset_refresh
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    before_file, before_rows = _current_name(dataset), subset_count()
+    client = boto3.client("athena", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "unload-stop-1"}, {
+        "QueryString": ANY, "ClientRequestToken": ANY, "QueryExecutionContext": ANY, "WorkGroup": ANY,
+        "ResultConfiguration": ANY})
+    stubber.add_response("get_query_execution", {"QueryExecution": {
+        "QueryExecutionId": "unload-stop-1", "Status": {"State": "RUNNING"},
+        "Statistics": {"DataScannedInBytes": 5 * 1024**3}}}, {"QueryExecutionId": "unload-stop-1"})
+    stubber.add_response("stop_query_execution", {}, {"QueryExecutionId": "unload-stop-1"})
+    unloading = UnloadingAthena(client, aws, demo_table(rows=10, seed=3))
+    athena = AthenaBackend(client=unloading, sleep=_interrupting_sleep(interruption))
+    out = io.StringIO()
+
+    with stubber:
+        if isinstance(interruption, Exception):  # the refresh fails and says so, as any failure does
+            run = subset_refresh(backend="athena", fraction=0.05, trigger="test", athena_backend=athena,
+                                 s3_client=aws, stdout=out)
+        else:  # the interruption goes on up, after the run is ended
+            with pytest.raises(type(interruption)):
+                subset_refresh(backend="athena", fraction=0.05, trigger="test", athena_backend=athena,
+                               s3_client=aws, stdout=out)
+            run = SubsetRefresh.objects.get()
+    stubber.assert_no_pending_responses()
+
+    assert unloading.stopped == ["unload-stop-1"], "exactly one StopQueryExecution, for the UNLOAD it started"
+    run.refresh_from_db()
+    assert run.state == "failed" and run.running_key is None and run.finished_at is not None
+    assert run.engine_query_id == "unload-stop-1"
+    assert run.error.startswith(type(interruption).__name__)
+    assert "interrupted while waiting for Athena UNLOAD unload-stop-1, so it was stopped" in run.error
+    assert "stopped (StopQueryExecution sent)" in out.getvalue()
+    # The served subset is untouched and still answers.
+    assert _current_name(dataset) == before_file and subset_count() == before_rows
+    assert len(subset_search(query=_common_word_query(limit=3), spec=table_spec_get(name="samples"),
+                             timeout_ms=5000).rows) == 3
 
 
 def test_sample_clauses_per_dialect():

@@ -289,6 +289,7 @@ BATCH_SOFT_TIME_LIMIT = env_int("BATCH_SOFT_TIME_LIMIT", 3600)
 BATCH_TIME_LIMIT = env_int("BATCH_TIME_LIMIT", 3720)
 BATCH_STALE_AFTER_SECONDS = env_int("BATCH_STALE_AFTER_SECONDS", 600)
 BATCH_QUEUED_MAX_SECONDS = env_int("BATCH_QUEUED_MAX_SECONDS", 2 * 3600)
+BATCH_TASK_QUEUE = env_str("BATCH_TASK_QUEUE", "celery")  # the Celery queue scoring tasks go to
 CELERY_BEAT_SCHEDULE["modelhub-sweep-batches"] = {
     "task": "modelhub.batch_job_sweep",
     "schedule": env_float("BATCH_SWEEP_EVERY_SECONDS", 60.0),
