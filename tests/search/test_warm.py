@@ -1,0 +1,38 @@
+"""A gunicorn worker opens the subset and its index before it serves (apps/samplescope/gunicorn_conf.py)."""
+from __future__ import annotations
+
+from apps.samplescope import gunicorn_conf
+from apps.search import ngram
+from apps.search.store import subset_current_path
+
+
+class _Log:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, message, *args):
+        self.lines.append(("info", message % args))
+
+    def warning(self, message, *args):
+        self.lines.append(("warning", message % args))
+
+
+class _Worker:
+    def __init__(self):
+        self.log = _Log()
+
+
+def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
+    ngram._open.clear()
+    worker = _Worker()
+    gunicorn_conf.post_worker_init(worker)
+    assert worker.log.lines == [("info", "Samplescope: subset and index open (samples)")]
+    index = ngram._open[subset_current_path()]
+    assert index._tables["samples"] is not None  # opened, not just named
+
+
+def test_a_worker_without_a_subset_still_starts_and_says_why(settings, tmp_path):
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
+    worker = _Worker()
+    gunicorn_conf.post_worker_init(worker)
+    assert worker.log.lines[0][0] == "warning" and "No local subset" in worker.log.lines[0][1]
