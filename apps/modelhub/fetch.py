@@ -107,8 +107,13 @@ def model_file_fetch(*, uri: str, sha256: str | None = None) -> Path:
     cannot be read.
     """
     target = cache_path_for(uri=uri, sha256=sha256)
-    if sha256 is not None and _verified.get(target, ("",))[0] == sha256 and target.is_file():
-        return target
+    if sha256 is not None:  # verified by this process, and not rewritten since (one stat, no hashing)
+        try:
+            stat = target.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is not None and _verified.get(target) == (sha256, stat.st_mtime_ns, stat.st_size):
+            return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _thread_lock(target), _process_lock(target):
         if _already_verified(target, sha256):

@@ -114,6 +114,16 @@ def test_corrupted_cache_entry_is_fetched_again(tmp_path):
     assert model_file_fetch(uri=str(source), sha256=digest).read_bytes() == b"good bytes"
 
 
+def test_a_cache_entry_rewritten_after_this_process_verified_it_is_fetched_again(tmp_path):
+    """The fast path trusts a file this process verified only while its size and mtime are unchanged."""
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"good bytes")
+    digest = hashlib.sha256(b"good bytes").hexdigest()
+    cached = model_file_fetch(uri=str(source), sha256=digest)
+    cached.write_bytes(b"overwritten later")  # no _verified.clear(): the same, long-running process
+    assert model_file_fetch(uri=str(source), sha256=digest).read_bytes() == b"good bytes"
+
+
 def _fetch_in_child(uri, digest, marker_dir, queue):
     import time as time_module
 
