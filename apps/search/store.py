@@ -12,6 +12,7 @@ together.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -188,3 +189,19 @@ def subset_status() -> tuple[bool, str]:
     if not tables:
         return False, f"{path.name} has no tables"
     return True, f"{path.name}: {', '.join(tables)}"
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# DuckDB reports a failed write as a duckdb.Error (IOException, TransactionException, ...) with the OS's text.
+DISK_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is a write refused for want of space or over a file-size limit."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(exc, duckdb.Error) and any(text in str(exc) for text in DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -8,22 +8,19 @@ One refresh per table at a time: SubsetRefresh.running_key is unique while a ref
 """
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.search.ngram import index_remove
-from apps.search.store import SUBSET, subset_current_path, subset_install, subset_tables_copy
+from apps.search.store import SUBSET, disk_full, subset_current_path, subset_install, subset_tables_copy
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 from apps.warehouse.backends.athena import AthenaBackend
 
@@ -125,11 +122,11 @@ def subset_refresh(
             path.unlink(missing_ok=True)
             index_remove(path)
         error = _error_text(exc)
-        if _disk_full(exc):
+        if disk_full(exc):
             error = (f"could not write the new subset file: the disk is full (or the file is over the size limit); "
                      f"free space under {SUBSET.directory()} and run the refresh again. {error}")
         # A full disk needs space, not a traceback; anything else gets one in the log.
-        logger.error("subset refresh #%s failed: %s", run.pk, error, exc_info=not _disk_full(exc))
+        logger.error("subset refresh #%s failed: %s", run.pk, error, exc_info=not disk_full(exc))
         out.write(f"  refresh #{run.pk} FAILED, the current subset keeps serving: {error}\n")
         failed = _end(run=run, state=SubsetRefresh.State.FAILED, started=started, error=error)
         if not isinstance(exc, Exception):
@@ -140,22 +137,6 @@ def subset_refresh(
     out.write(f"  installed {path.name}: {rows:,} rows in {run.duration_ms / 1000:.1f}s "
               f"({rows / max(run.duration_ms / 1000, 1e-3):,.0f} rows/s)\n")
     return run
-
-
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-# DuckDB reports a failed write as a duckdb.Error (IOException, TransactionException, ...) with the OS's text.
-DISK_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) is a write refused for want of space or over a file-size limit."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-            return True
-        if isinstance(exc, duckdb.Error) and any(text in str(exc) for text in DISK_FULL_TEXTS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _error_text(exc: BaseException) -> str:

@@ -94,3 +94,26 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     new_file = (subset_dir / "CURRENT").read_text().strip()
     assert new_file != old_file and subset_count() == 20_000
     assert (subset_dir / f"{new_file}.ngram").is_dir() and len(_search_ids()) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_disk_full_during_an_import_says_so_without_a_traceback_and_leaves_nothing(dataset, tmp_path):
+    subset_dir = dataset.subset_dir
+    old_file = (subset_dir / "CURRENT").read_text().strip()
+    old_rows = subset_count()
+    database = tmp_path / "import.sqlite3"
+    with sqlite3.connect(connection.settings_dict["NAME"]) as db:
+        db.execute("VACUUM INTO ?", (str(database),))
+    env = worker_env("redis://127.0.0.1:1/0")
+    env.update(DATABASE_URL=f"sqlite:///{database}", SEARCH_SUBSET_DIR=str(subset_dir),
+               SEARCH_FULL_DATA_DIR=str(dataset.full_dir))
+    full = subprocess.run(
+        [sys.executable, "manage.py", "import_subset", str(dataset.full_dir / "samples" / "*.parquet"),
+         "--table", "copy", "--key", "id"],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, preexec_fn=_limit_file_size)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "CommandError: could not write the new subset file: the disk is full" in full.stderr
+    assert "The current subset keeps serving" in full.stderr and "Traceback" not in full.stderr, full.stderr
+    assert (subset_dir / "CURRENT").read_text().strip() == old_file and subset_count() == old_rows
+    assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
+        sorted(["CURRENT", old_file, f"{old_file}.ngram"])

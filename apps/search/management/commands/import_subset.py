@@ -5,6 +5,7 @@ import duckdb
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.search.services import subset_table_write
+from apps.search.store import SUBSET, disk_full
 from apps.search.tables import TABLE_NAME_RE, quote_identifier
 
 
@@ -68,10 +69,18 @@ class Command(BaseCommand):
             "label_column": label_column or None, "text_column": text_column or None,
             "full_data_glob": full_data_glob, "athena_table": athena_table,
         }
-        subset_table_write(
-            name=table, parquet=files, description=description, keep_other_tables=not replace_all,
-            sample_fraction=sample_fraction, stdout=self.stdout,
-        )
+        try:
+            subset_table_write(
+                name=table, parquet=files, description=description, keep_other_tables=not replace_all,
+                sample_fraction=sample_fraction, stdout=self.stdout,
+            )
+        except (OSError, duckdb.Error) as exc:
+            if not disk_full(exc):
+                raise
+            raise CommandError(  # a full disk needs space, not a traceback; nothing of the new file is left
+                f"could not write the new subset file: the disk is full (or the file is over the size limit); free "
+                f"space under {SUBSET.directory()} and import again. The current subset keeps serving. ({exc})"
+            ) from exc
         self.stdout.write(self.style.SUCCESS(f"Table {table!r} is searchable at /samples/?table={table}"))
         if not (full_data_glob or athena_table):
             self.stdout.write("It has no warehouse: searches answer from this local copy only (give --full-data-glob "
