@@ -468,6 +468,7 @@ def batch_job_enqueue(*, job: BatchJob) -> bool:
         BatchJob.objects.filter(pk=job.pk, state=BatchJob.State.QUEUED).update(
             state=BatchJob.State.FAILED, error_message=BATCH_QUEUE_UNAVAILABLE, finished_at=timezone.now())
         job.refresh_from_db()
+        _batch_input_drop(job=job)
         return False
 
 
@@ -484,13 +485,17 @@ def batch_job_sweep(*, stale_after_seconds: int | None = None, queued_max_second
     failed_running = running.filter(pk__in=stale_ids).update(
         state=BatchJob.State.FAILED, finished_at=now,
         error_message=f"Its worker stopped: no progress for over {stale_after} s. Upload the file again.")
-    # The dead worker's half-written output would stay on disk for good: remove it.
+    # The dead worker's half-written output and the upload would stay on disk for good: remove them.
     for job in BatchJob.objects.filter(pk__in=stale_ids, state=BatchJob.State.FAILED):
         _batch_output_paths(job=job)[1].unlink(missing_ok=True)
-    failed_queued = BatchJob.objects.filter(
-        state=BatchJob.State.QUEUED, created_at__lt=now - timedelta(seconds=queued_max)).update(
+        _batch_input_drop(job=job)
+    never_taken = BatchJob.objects.filter(state=BatchJob.State.QUEUED, created_at__lt=now - timedelta(seconds=queued_max))
+    never_taken_ids = list(never_taken.values_list("pk", flat=True))
+    failed_queued = never_taken.filter(pk__in=never_taken_ids).update(
         state=BatchJob.State.FAILED, finished_at=now,
         error_message=f"No worker picked it up within {queued_max} s. Upload the file again.")
+    for job in BatchJob.objects.filter(pk__in=never_taken_ids, state=BatchJob.State.FAILED):
+        _batch_input_drop(job=job)
     return {"failed_running": failed_running, "failed_queued": failed_queued}
 
 
@@ -535,7 +540,15 @@ def batch_job_run(*, job_id: int) -> BatchJob:
             state=BatchJob.State.FAILED, error_message=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
         )
     job.refresh_from_db()
+    if job.is_done:  # ended here or by the sweeper: the scored CSV holds every input column, or the user re-uploads
+        _batch_input_drop(job=job)
     return job
+
+
+def _batch_input_drop(*, job: BatchJob) -> None:
+    """Delete an ended job's uploaded CSV (nothing reads it again)."""
+    if job.input_path:
+        Path(job.input_path).unlink(missing_ok=True)
 
 
 def _batch_output_paths(*, job: BatchJob) -> tuple[Path, Path]:

@@ -1,6 +1,7 @@
 """Batch scoring through the real Redis and Celery worker fixtures."""
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -40,6 +41,7 @@ def test_csv_is_scored_in_batches_by_the_worker(client, user, demo_models, demo_
     assert "succeeded" in final.content.decode() and "Download the scored CSV" in final.content.decode()
     job.refresh_from_db()
     assert (job.state, job.processed, job.total) == ("succeeded", 601, 601)
+    assert not Path(job.input_path).exists()  # scored: the upload is not kept (the scored CSV has its columns)
 
     download = client.get(reverse("modelhub:batch-download", args=[job.id]))
     assert download.status_code == 200 and "reviews-scored.csv" in download["Content-Disposition"]

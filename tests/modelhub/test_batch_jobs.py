@@ -2,6 +2,7 @@
 the largest accepted upload fits the task's time limits."""
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -49,6 +50,7 @@ def test_an_upload_with_redis_down_fails_fast_says_so_and_marks_the_job_failed(c
     assert "job queue is unavailable" in response.content.decode()
     job = BatchJob.objects.get()
     assert job.state == BatchJob.State.FAILED and "Redis" in job.error_message and job.finished_at
+    assert not Path(job.input_path).exists()  # the upload of a job that ended is not kept
 
 
 def test_the_service_alone_fails_the_job_when_redis_is_down(user, model_version, broker_down,
@@ -62,16 +64,21 @@ def test_the_service_alone_fails_the_job_when_redis_is_down(user, model_version,
     assert job.state == BatchJob.State.FAILED
 
 
-def test_the_sweeper_fails_jobs_whose_worker_died_and_leaves_live_ones(user, model_version):
+def test_the_sweeper_fails_jobs_whose_worker_died_and_leaves_live_ones(user, model_version, tmp_path):
     now = timezone.now()
     common = dict(model_version=model_version, user=user, original_name="x.csv", text_column="body",
                   input_path="/nowhere.csv", total=10)
+    uploads = {name: tmp_path / f"{name}-input.csv" for name in ("dead", "never_taken", "alive")}
+    for path in uploads.values():
+        path.write_bytes(CSV)
     dead = BatchJob.objects.create(state="running", started_at=now - timedelta(hours=1),
-                                   heartbeat_at=now - timedelta(seconds=601), processed=256, **common)
+                                   heartbeat_at=now - timedelta(seconds=601), processed=256,
+                                   **{**common, "input_path": str(uploads["dead"])})
     dead_no_beat = BatchJob.objects.create(state="running", started_at=now - timedelta(hours=1), **common)
     alive = BatchJob.objects.create(state="running", started_at=now - timedelta(hours=1),
-                                    heartbeat_at=now - timedelta(seconds=30), **common)
-    never_taken = BatchJob.objects.create(state="queued", **common)
+                                    heartbeat_at=now - timedelta(seconds=30),
+                                    **{**common, "input_path": str(uploads["alive"])})
+    never_taken = BatchJob.objects.create(state="queued", **{**common, "input_path": str(uploads["never_taken"])})
     BatchJob.objects.filter(pk=never_taken.pk).update(created_at=now - timedelta(hours=3))
     waiting = BatchJob.objects.create(state="queued", **common)
     done = BatchJob.objects.create(state="succeeded", started_at=now - timedelta(days=1), **common)
@@ -81,6 +88,8 @@ def test_the_sweeper_fails_jobs_whose_worker_died_and_leaves_live_ones(user, mod
     assert states[dead.pk] == states[dead_no_beat.pk] == states[never_taken.pk] == "failed"
     assert (states[alive.pk], states[waiting.pk], states[done.pk]) == ("running", "queued", "succeeded")
     assert "no progress" in BatchJob.objects.get(pk=dead.pk).error_message
+    # The uploads of the jobs that ended are deleted; a live job keeps its own.
+    assert [name for name, path in uploads.items() if path.exists()] == ["alive"]
     assert batch_job_sweep(stale_after_seconds=600) == {"failed_running": 0, "failed_queued": 0}
 
 
