@@ -135,3 +135,26 @@ def test_two_subset_writers_at_once_lose_nothing(demo_subset):
     assert {"samples", "writer_a", "writer_b", "writer_c"} <= tables
     current = subset_current_path()
     assert current is not None and current.exists()  # CURRENT never names a deleted file
+
+
+def test_two_writer_processes_at_once_lose_nothing(demo_subset, tmp_path, settings):
+    """The same with two real processes (two `import_subset` commands started together): the writer lock
+    is an flock on a file, so it holds between processes, not just threads."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, worker_env
+
+    commands = []
+    for name in ("proc_a", "proc_b"):
+        source = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"id": list(range(30_000)), "v": [f"{name} value {i}" for i in range(30_000)]}), source)
+        commands.append([sys.executable, "manage.py", "import_subset", str(source), "--table", name, "--key", "id"])
+    env = {**worker_env("redis://127.0.0.1:1/0"), "SEARCH_SUBSET_DIR": str(settings.SEARCH_SUBSET_DIR)}
+    running = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command in commands]
+    outputs = [process.communicate(timeout=240) for process in running]
+    assert [process.returncode for process in running] == [0, 0], outputs
+    tables = {row[0] for row in subset_connection().execute("SHOW TABLES").fetchall()}
+    assert {"samples", "proc_a", "proc_b"} <= tables
+    assert subset_connection().execute("SELECT count(*) FROM proc_a").fetchone()[0] == 30_000
