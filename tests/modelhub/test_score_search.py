@@ -7,10 +7,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def samples_subset():
+def samples_subset(settings, tmp_path):
+    """A 400-row `samples` table in a subset folder of this test's own: writing it into the session's shared
+    subset replaced the demo table that later tests (warehouse_data) read their expectations from."""
     from apps.search.demo_data import demo_table
     from apps.search.services import subset_table_write
 
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
     subset_table_write(name="samples", arrow=demo_table(rows=400, seed=3))
 
 

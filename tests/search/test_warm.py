@@ -26,7 +26,8 @@ def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
     ngram._open.clear()
     worker = _Worker()
     gunicorn_conf.post_worker_init(worker)
-    assert worker.log.lines == [("info", "Samplescope: subset and index open (samples)")]
+    (level, line), = worker.log.lines
+    assert level == "info" and line.startswith("Samplescope: subset and index open (") and "samples" in line
     index = ngram._open[subset_current_path()]
     assert index._tables["samples"] is not None  # opened, not just named
 
