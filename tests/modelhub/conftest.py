@@ -74,3 +74,14 @@ def s3_bucket(monkeypatch):
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="models")
         yield "s3://models/registry"
+
+
+@pytest.fixture
+def samples_subset(settings, tmp_path):
+    """A 400-row `samples` table in a subset folder of this test's own: writing it into the session's shared
+    subset replaced the demo table that later tests (warehouse_data) read their expectations from."""
+    from apps.search.demo_data import demo_table
+    from apps.search.services import subset_table_write
+
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    subset_table_write(name="samples", arrow=demo_table(rows=400, seed=3))

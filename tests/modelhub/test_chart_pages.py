@@ -8,14 +8,6 @@ from tests.chart_bundles import chart_page_bundle
 EXAMPLE = "The team won the match and the league title"
 
 
-@pytest.fixture
-def samples_subset():
-    from apps.search.demo_data import demo_table
-    from apps.search.services import subset_table_write
-
-    subset_table_write(name="samples", arrow=demo_table(rows=400, seed=3))
-
-
 @pytest.mark.django_db
 def test_model_pages_load_a_bundle_that_draws_their_charts(client, user, demo_models, samples_subset, fresh_caches):
     client.force_login(user)

@@ -6,17 +6,6 @@ from django.urls import reverse
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def samples_subset(settings, tmp_path):
-    """A 400-row `samples` table in a subset folder of this test's own: writing it into the session's shared
-    subset replaced the demo table that later tests (warehouse_data) read their expectations from."""
-    from apps.search.demo_data import demo_table
-    from apps.search.services import subset_table_write
-
-    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    subset_table_write(name="samples", arrow=demo_table(rows=400, seed=3))
-
-
 def test_score_search_results_with_agreement_and_confusion(client, user, demo_models, samples_subset, fresh_caches):
     client.force_login(user)
     response = client.get(reverse("modelhub:score-search"),
