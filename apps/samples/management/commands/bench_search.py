@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from contextlib import nullcontext
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ from django.test.utils import override_settings
 
 from apps.audit.models import AuditEvent
 from apps.core.stats import latency_summary
+from apps.samples.bench.datasette_peer import DatasettePeer, datasette_same
 from apps.samples.bench.workload import english_words, realistic_table, search_workload
 from apps.samples.pipeline import search_answer
 from apps.search.models import SearchLog
@@ -52,13 +54,17 @@ class Command(BaseCommand):
         parser.add_argument("--http", default="", help="also query a running server at this base URL")
         parser.add_argument("--token", default="", help="API token for --http (manage.py create_api_token USER)")
         parser.add_argument("--skip-inprocess", action="store_true", help="with --http: leave the in-process app out")
+        parser.add_argument("--datasette", action="store_true",
+                            help="also query a `datasette serve` of the SQLite copy (engine datasette; needs SQLite)")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, **options):
+               http, token, skip_inprocess, datasette=False, **options):
         if subset_rows < 1 or queries < 1:
             raise CommandError("--subset-rows and --queries must be positive")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
+        if datasette and skip_sqlite:
+            raise CommandError("--datasette serves the SQLite copy: leave out --skip-sqlite")
         bench_dir = Path(settings.DATA_DIR) / "bench" / f"words-{subset_rows}-seed-{seed}"
         bench_dir.mkdir(parents=True, exist_ok=True)
         # The app reads this subset exactly as it reads the real one, through the same store.
@@ -71,7 +77,8 @@ class Command(BaseCommand):
                       "duckdb_threads": settings.SEARCH_DUCKDB_THREADS, **self._sizes(duck_path, sqlite_path, build)}
             if not build_only:
                 workload = search_workload(count=queries, seed=seed, words=english_words()[0])
-                result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess))
+                with DatasettePeer(sqlite_path) if datasette else nullcontext() as peer:  # started before, stopped after
+                    result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, peer))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
@@ -160,7 +167,7 @@ class Command(BaseCommand):
 
     # --- runs --------------------------------------------------------------------------
 
-    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess) -> dict:
+    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, peer=None) -> dict:
         spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -195,6 +202,8 @@ class Command(BaseCommand):
         engines["duckdb_raw"] = duck
         if lite is not None:
             engines["sqlite_fts5"] = sqlite
+        if peer is not None:
+            engines["datasette"] = peer.search  # Datasette's table JSON API (datasette_peer.py: mapping, rule)
         for item in workload[:3]:  # warm the page cache and the connections
             for run in engines.values():
                 run(item)
@@ -218,6 +227,8 @@ class Command(BaseCommand):
             for name in engines:
                 # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
                 same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
+                if name == "datasette":
+                    same = datasette_same(keys[name], truth, item["limit"])
                 if not same:
                     mismatches[name] += 1
                     if len(mismatch_examples) < 5:
@@ -234,6 +245,8 @@ class Command(BaseCommand):
                          "by_class": {g: {**latency_summary(v), "n": len(v)} for g, v in sorted(groups[name].items())}}
                   for name, values in timings.items()}
         result["mismatch_examples"] = mismatch_examples
+        if peer is not None:
+            result["datasette_peer"] = peer.describe()
         if server:
             result["http"] = {"url": http, "web_worker_rss_mib": _gunicorn_rss(http)}
         return result
