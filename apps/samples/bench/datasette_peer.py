@@ -24,12 +24,20 @@ How the workload's operators map to table filters (docs: "Column filter argument
                                               fetches limit + 1 rows (to know if there is a next page)
 Datasette does not use the FTS5 table for these filters: LIKE scans the `samples` table in id order.
 Rows come back with all columns, as the app's API returns them.
+
+search_fts(item) (engine datasette_fts) is the same query as a Datasette user with full-text search
+would write it: each substring filter of 3+ characters on a column of the FTS5 table (trigram) also
+gets `_search_<col>=v` (`rowid in (select rowid from fts where <col> match '"v"')`), with
+`_fts_table=fts`: bench_search's `content='samples'` is not one of the spellings Datasette detects.
+The LIKE filter stays, so the answer is the same as search()'s; FTS only narrows the rows. Datasette
+reads one `_search_<col>` per column, so a second substring filter on that column is LIKE only.
 """
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,7 +52,7 @@ OPERATORS = {"contains": "contains", "icontains": "contains", "startswith": "sta
 SETTINGS = {"sql_time_limit_ms": "600000", "max_returned_rows": "1000", "suggest_facets": "off"}
 # bench_search's check of the peer's answers, also written into its JSON.
 MISMATCH_RULE = (
-    "datasette is checked like sqlite_fts5, a little stricter: the same number of rows as duckdb_raw, and when "
+    "datasette (and datasette_fts) is checked like sqlite_fts5, a little stricter: the same number of rows as duckdb_raw, and when "
     "duckdb_raw returned fewer rows than the limit (the whole answer) the same set of ids. Ids are not compared "
     "in order, nor when the limit cut the answer: Datasette returns the lowest ids (ORDER BY id), the scan any "
     "matching rows. A mismatch is legitimate where the peer's semantics differ: its contains and startswith are "
@@ -69,7 +77,7 @@ def free_port() -> int:
 class DatasettePeer:
     """`with DatasettePeer(path) as peer: peer.search(item)`; the server is stopped on exit."""
 
-    def __init__(self, sqlite_path, *, key: str = "id", start_timeout: float = 180.0):
+    def __init__(self, sqlite_path, *, key: str = "id", fts_table: str = "fts", start_timeout: float = 180.0):
         self.path = Path(sqlite_path)
         self.key = key
         self.start_timeout = start_timeout
@@ -82,6 +90,14 @@ class DatasettePeer:
         from datasette.utils import tilde_encode  # bench-only dependency (requirements/local.txt)
 
         self.table_path = f"/{tilde_encode(self.path.stem)}/{TABLE}.json"
+        self.fts_table, self.fts_columns = fts_table, self._columns_of(fts_table)
+
+    def _columns_of(self, table: str) -> set[str]:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return {row[1] for row in conn.execute(f"PRAGMA table_info({json.dumps(table)})")}
+        finally:
+            conn.close()
 
     # --- process -----------------------------------------------------------------------
 
@@ -151,24 +167,35 @@ class DatasettePeer:
         return {"version": self.version, "command": " ".join(self.command()[1:]), "rss_mib": self.rss_mib(),
                 "operators": {op: f"<col>__{name}" for op, name in OPERATORS.items()},
                 "contains": "case-insensitive (SQLite LIKE, ASCII only), for contains and icontains alike",
+                "datasette_fts": "the same filters plus _search_<col>=v (FTS5 trigram MATCH) per substring filter of "
+                                 "3+ characters on an FTS column, first per column; same answers",
                 "mismatch_rule": MISMATCH_RULE}
 
     # --- queries -----------------------------------------------------------------------
 
-    def url(self, item) -> str:
-        params = []
+    def url(self, item, *, fts: bool = False) -> str:
+        params, searched = [], set()
         for column, op, value in item["filters"]:
             if op not in OPERATORS:
                 raise ValueError(f"datasette peer: no filter for operator {op!r}")
             if op == "in":
                 value = json.dumps([v.strip() for v in str(value).split(",")])
+            elif (fts and op in ("contains", "icontains", "startswith") and column in self.fts_columns
+                  and column not in searched and len(value) >= 3):
+                searched.add(column)
+                params.append((f"_search_{column}", str(value)))
             params.append((f"{column}__{OPERATORS[op]}", str(value)))
+        if searched:
+            params.append(("_fts_table", self.fts_table))
         params += [("_size", str(int(item["limit"]))), ("_shape", "array"), ("_nocount", "1"), ("_nofacet", "1"),
                    ("_nosuggest", "1")]
         return f"{self.table_path}?{urllib.parse.urlencode(params)}"
 
-    def search(self, item) -> list:
-        path = self.url(item)
+    def search_fts(self, item) -> list:
+        return self.search(item, fts=True)
+
+    def search(self, item, *, fts: bool = False) -> list:
+        path = self.url(item, fts=fts)
         status, body = self._get(path, retry=True)
         if status != 200:
             raise RuntimeError(f"datasette answered {status} to {path}: {body[:300]!r}")

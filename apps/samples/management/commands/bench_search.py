@@ -56,14 +56,16 @@ class Command(BaseCommand):
         parser.add_argument("--skip-inprocess", action="store_true", help="with --http: leave the in-process app out")
         parser.add_argument("--datasette", action="store_true",
                             help="also query a `datasette serve` of the SQLite copy (engine datasette; needs SQLite)")
+        parser.add_argument("--datasette-fts", action="store_true",
+                            help="also query it with its full-text search on the FTS5 table (engine datasette_fts)")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, datasette=False, **options):
+               http, token, skip_inprocess, datasette=False, datasette_fts=False, **options):
         if subset_rows < 1 or queries < 1:
             raise CommandError("--subset-rows and --queries must be positive")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
-        if datasette and skip_sqlite:
+        if (datasette or datasette_fts) and skip_sqlite:
             raise CommandError("--datasette serves the SQLite copy: leave out --skip-sqlite")
         bench_dir = Path(settings.DATA_DIR) / "bench" / f"words-{subset_rows}-seed-{seed}"
         bench_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +79,9 @@ class Command(BaseCommand):
                       "duckdb_threads": settings.SEARCH_DUCKDB_THREADS, **self._sizes(duck_path, sqlite_path, build)}
             if not build_only:
                 workload = search_workload(count=queries, seed=seed, words=english_words()[0])
-                with DatasettePeer(sqlite_path) if datasette else nullcontext() as peer:  # started before, stopped after
-                    result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, peer))
+                with DatasettePeer(sqlite_path) if datasette or datasette_fts else nullcontext() as peer:
+                    result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess,
+                                            peer, datasette, datasette_fts))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
@@ -167,7 +170,8 @@ class Command(BaseCommand):
 
     # --- runs --------------------------------------------------------------------------
 
-    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, peer=None) -> dict:
+    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, peer=None, datasette=False,
+             datasette_fts=False) -> dict:
         spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -202,8 +206,10 @@ class Command(BaseCommand):
         engines["duckdb_raw"] = duck
         if lite is not None:
             engines["sqlite_fts5"] = sqlite
-        if peer is not None:
-            engines["datasette"] = peer.search  # Datasette's table JSON API (datasette_peer.py: mapping, rule)
+        if peer is not None and datasette:  # Datasette's table JSON API (datasette_peer.py: mapping, rule)
+            engines["datasette"] = peer.search
+        if peer is not None and datasette_fts:
+            engines["datasette_fts"] = peer.search_fts
         for item in workload[:3]:  # warm the page cache and the connections
             for run in engines.values():
                 run(item)
@@ -227,7 +233,7 @@ class Command(BaseCommand):
             for name in engines:
                 # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
                 same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
-                if name == "datasette":
+                if name.startswith("datasette"):
                     same = datasette_same(keys[name], truth, item["limit"])
                 if not same:
                     mismatches[name] += 1
