@@ -52,12 +52,12 @@ OPERATORS = {"contains": "contains", "icontains": "contains", "startswith": "sta
 SETTINGS = {"sql_time_limit_ms": "600000", "max_returned_rows": "1000", "suggest_facets": "off"}
 # bench_search's check of the peer's answers, also written into its JSON.
 MISMATCH_RULE = (
-    "datasette (and datasette_fts) is checked like sqlite_fts5, a little stricter: the same number of rows as duckdb_raw, and when "
-    "duckdb_raw returned fewer rows than the limit (the whole answer) the same set of ids. Ids are not compared "
-    "in order, nor when the limit cut the answer: Datasette returns the lowest ids (ORDER BY id), the scan any "
-    "matching rows. A mismatch is legitimate where the peer's semantics differ: its contains and startswith are "
-    "SQLite LIKE, ASCII case-insensitive (the app's contains/startswith are case-sensitive, its icontains folds "
-    "non-ASCII letters too), and % or _ in a needle are wildcards there."
+    "datasette (and datasette_fts) is checked like sqlite_fts5, a little stricter: the same number of rows as "
+    "duckdb_raw, and when duckdb_raw returned fewer rows than the limit (the whole answer) the same set of ids. "
+    "Ids are not compared in order, nor when the limit cut the answer: Datasette returns the lowest ids (ORDER BY"
+    " id), the scan any matching rows. A mismatch is legitimate where the peer's semantics differ: its contains "
+    "and startswith are SQLite LIKE, ASCII case-insensitive (the app's contains/startswith are case-sensitive, "
+    "its icontains folds non-ASCII letters too), and % or _ in a needle are wildcards there."
 )
 
 
