@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from contextlib import nullcontext
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ from django.test.utils import override_settings
 
 from apps.audit.models import AuditEvent
 from apps.core.stats import latency_summary
+from apps.samples.bench.datasette_peer import DatasettePeer, datasette_same
 from apps.samples.bench.workload import english_words, realistic_table, search_workload
 from apps.samples.pipeline import search_answer
 from apps.search.models import SearchLog
@@ -55,13 +57,19 @@ class Command(BaseCommand):
         parser.add_argument("--http", default="", help="also query a running server at this base URL")
         parser.add_argument("--token", default="", help="API token for --http (manage.py create_api_token USER)")
         parser.add_argument("--skip-inprocess", action="store_true", help="with --http: leave the in-process app out")
+        parser.add_argument("--datasette", action="store_true",
+                            help="also query a `datasette serve` of the SQLite copy (engine datasette; needs SQLite)")
+        parser.add_argument("--datasette-fts", action="store_true",
+                            help="also query it with its full-text search on the FTS5 table (engine datasette_fts)")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, reindex, **options):
+               http, token, skip_inprocess, reindex, datasette=False, datasette_fts=False, **options):
         if subset_rows < 1 or queries < 1:
             raise CommandError("--subset-rows and --queries must be positive")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
+        if (datasette or datasette_fts) and skip_sqlite:
+            raise CommandError("--datasette serves the SQLite copy: leave out --skip-sqlite")
         bench_dir = Path(settings.DATA_DIR) / "bench" / f"words-{subset_rows}-seed-{seed}"
         bench_dir.mkdir(parents=True, exist_ok=True)
         # The app reads this subset exactly as it reads the real one, through the same store.
@@ -76,7 +84,9 @@ class Command(BaseCommand):
                       "duckdb_threads": settings.SEARCH_DUCKDB_THREADS, **self._sizes(duck_path, sqlite_path, build)}
             if not build_only:
                 workload = search_workload(count=queries, seed=seed, words=english_words()[0])
-                result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, seed))
+                with DatasettePeer(sqlite_path) if datasette or datasette_fts else nullcontext() as peer:
+                    result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, seed,
+                                            peer, datasette, datasette_fts))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
@@ -179,7 +189,8 @@ class Command(BaseCommand):
 
     # --- runs --------------------------------------------------------------------------
 
-    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, seed) -> dict:
+    def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, seed, peer=None, datasette=False,
+             datasette_fts=False) -> dict:
         spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -214,6 +225,10 @@ class Command(BaseCommand):
         engines["duckdb_raw"] = duck
         if lite is not None:
             engines["sqlite_fts5"] = sqlite
+        if peer is not None and datasette:  # Datasette's table JSON API (datasette_peer.py: mapping, rule)
+            engines["datasette"] = peer.search
+        if peer is not None and datasette_fts:
+            engines["datasette_fts"] = peer.search_fts
         # Warm the page cache, the connections and every server thread on queries of their own (the
         # measured ones stay cold: there is no result cache to hit, but the page cache would be).
         for item in search_workload(count=12, seed=seed + 1000, words=english_words()[0]):
@@ -239,6 +254,8 @@ class Command(BaseCommand):
             for name in engines:
                 # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
                 same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
+                if name.startswith("datasette"):
+                    same = datasette_same(keys[name], truth, item["limit"])
                 if not same:
                     mismatches[name] += 1
                     if len(mismatch_examples) < 5:
@@ -260,6 +277,8 @@ class Command(BaseCommand):
                                         "filters": workload[i]["filters"], "limit": workload[i]["limit"]}
                                        for i in slowest]
         result["mismatch_examples"] = mismatch_examples
+        if peer is not None:
+            result["datasette_peer"] = peer.describe()
         if server:
             result["http"] = {"url": http, "web_worker_rss_mib": _gunicorn_rss(http)}
         return result
