@@ -12,7 +12,7 @@ def post_worker_init(worker) -> None:
     from apps.search.errors import SearchError
     from apps.search.selectors import subset_warm
 
-    get_resolver().url_patterns  # import every view now, not during the first request (~0.5 s)
+    get_resolver().url_patterns  # noqa: B018 - import every view now, not during the first request (~0.5 s)
     try:
         tables = subset_warm()
     except (SearchError, OSError) as exc:  # no subset yet: searches will say so; the worker serves anyway

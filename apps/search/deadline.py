@@ -58,7 +58,7 @@ class Watchdog:
                 callback = self._live.pop(token)
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - a query that ended meanwhile; the watchdog must live on
+            except Exception:  # a query that ended meanwhile; the watchdog must live on
                 logger.debug("deadline callback failed", exc_info=True)
 
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 import array
 import bisect
 import json
-import queue
 import mmap
+import queue
 import re
 import re._parser as sre_parse
 import shutil
