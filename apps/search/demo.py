@@ -8,7 +8,8 @@ from django.conf import settings
 
 from .demo_data import demo_dataset_write
 from .errors import SubsetMissing, TableNotFound
-from .services import subset_table_write
+from .selectors import subset_index_stale
+from .services import subset_reindex, subset_table_write
 from .tables import _subset_schema, table_spec_get
 
 DEMO_TABLE = "samples"
@@ -44,6 +45,10 @@ def build_demo_data(*, stdout, force: bool = False) -> None:
     """Setup step: build the demo dataset and subset unless they exist."""
     if not force and demo_data_present():
         stdout.write(f"Demo data exists in {settings.SEARCH_FULL_DATA_DIR} (use --force to rebuild)\n")
+        stale = subset_index_stale()
+        if stale:  # made by an older version: rebuild it, or searches would scan
+            stdout.write(f"  rebuilding the substring index of {', '.join(stale)} (another format version)\n")
+            subset_reindex(stdout=stdout)
         return
     demo_data_build(rows=settings.DEMO_DATA_ROWS, subset_fraction=settings.DEMO_SUBSET_FRACTION, seed=7,
                     stdout=stdout)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import array
 import bisect
 import json
+import logging
 import mmap
 import queue
 import re
@@ -57,6 +58,8 @@ from pyarrow import ipc
 from pyroaring import BitMap
 
 from .sql import quote_identifier
+
+logger = logging.getLogger(__name__)
 
 SUFFIX = ".ngram"
 BATCH_ROWS = 32  # rows per compressed record batch of the row file (with the dictionary, 32-row frames are
@@ -500,7 +503,9 @@ class FileIndex:
             if name not in self._tables:
                 try:
                     self._tables[name] = TableIndex(self.folder, name) if (self.folder / f"{name}.json").exists() else None
-                except (OSError, ValueError, KeyError, pa.ArrowException):
+                except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+                    logger.warning("Substring index of %s/%s not used (%s): searches scan until "
+                                   "`manage.py reindex_subset` rebuilds it.", self.path.name, name, exc)
                     self._tables[name] = None
             return self._tables[name]
 

@@ -2,6 +2,7 @@
 the known values of low-cardinality columns."""
 from __future__ import annotations
 
+import json
 import operator
 import threading
 import time
@@ -15,7 +16,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from .deadline import WATCHDOG
-from .ngram import TableIndex, file_index, regex_required_literal
+from .ngram import INDEX_VERSION, TableIndex, file_index, index_dir_for, regex_required_literal, table_text_columns
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
 from .store import subset_connection, subset_current_path, subset_snapshot
@@ -413,3 +414,29 @@ def subset_match_count(*, query: SearchQuery, spec: TableSpec, timeout_ms: int) 
     if outcome.timed_out or not outcome.rows:
         return None
     return MatchCount(int(outcome.rows[0][0]), True)
+
+
+def subset_index_stale() -> list[str]:
+    """Tables of the current subset whose substring index is missing or of another format version: their
+    searches scan until `subset_reindex` (or any rebuild) makes a new one."""
+    if subset_current_path() is None:
+        return []
+    path, conn = subset_snapshot()
+    cursor = conn.cursor()
+    try:
+        tables = [name for (name,) in cursor.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND NOT starts_with(table_name, '_')").fetchall()
+            if table_text_columns(cursor, name)]
+    finally:
+        cursor.close()
+    folder = index_dir_for(path)
+    stale = []
+    for name in tables:
+        try:
+            version = json.loads((folder / f"{name}.json").read_text()).get("version")
+        except (OSError, ValueError):
+            version = None
+        if version != INDEX_VERSION:
+            stale.append(name)
+    return stale

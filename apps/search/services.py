@@ -10,6 +10,7 @@ import pyarrow as pa
 from django.conf import settings
 from django.utils import timezone
 
+from .errors import SubsetMissing
 from .models import SearchLog
 from .query import SearchQuery
 from .store import SUBSET, subset_current_path, subset_install, subset_tables_copy
@@ -89,3 +90,17 @@ def subset_table_write(
     return path
 
 
+def subset_reindex(*, stdout=None) -> Path:
+    """A new subset file with the same tables and a fresh substring index, installed atomically (as one
+    writer): after an upgrade changed the index format, or to repair a damaged index folder."""
+    started = time.perf_counter()
+    with SUBSET.writer_lock():
+        current = subset_current_path()
+        if current is None:
+            raise SubsetMissing(f"No local subset in {SUBSET.directory()} to reindex.")
+        with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS), stdout=stdout) as (path, conn):
+            subset_tables_copy(conn=conn, source=current, skip="")
+        subset_install(path=path)
+    if stdout is not None:
+        stdout.write(f"  subset reindexed as {path.name} in {time.perf_counter() - started:.1f}s\n")
+    return path

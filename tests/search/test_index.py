@@ -305,3 +305,28 @@ def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path
     both = _narrowed(SearchQuery(TABLE, (Filter("body", "contains", "apple"), Filter("title", "contains", "pear")), 10),
                      spec)
     assert set(both.candidates) == {i for i in range(rows) if i % 300 == 0}
+
+
+def test_an_index_of_another_format_is_ignored_then_rebuilt(subset, caplog):
+    """After an upgrade changes the index format, the old folder is not read (searches scan, same rows, and
+    the log says so); `reindex_subset --if-stale` installs a new file with a current index."""
+    from django.core.management import call_command
+
+    from apps.search.selectors import subset_index_stale
+
+    assert subset_index_stale() == []
+    out = io.StringIO()
+    call_command("reindex_subset", "--if-stale", stdout=out)
+    assert "is current" in out.getvalue()
+    old = subset_current_path()
+    meta = ngram.index_dir_for(old) / f"{TABLE}.json"
+    meta.write_text(meta.read_text().replace(f'"version": {ngram.INDEX_VERSION}', '"version": 1'))
+    ngram._open.clear()
+    assert subset_index_stale() == [TABLE]
+    query = SearchQuery(TABLE, (Filter("body", "contains", "alpha"),), 10)
+    assert _plan(query, subset) == "scan" and "reindex_subset" in caplog.text
+    scanned_rows = _both(query, subset)[0].rows
+    call_command("reindex_subset", "--if-stale", stdout=io.StringIO())
+    assert subset_current_path() != old and subset_index_stale() == []
+    assert _plan(query, subset) in ("index", "scan") and _both(query, subset)[0].rows == scanned_rows
+    assert ngram.file_index(subset_current_path()).table(TABLE) is not None

@@ -158,3 +158,19 @@ def test_two_writer_processes_at_once_lose_nothing(demo_subset, tmp_path, settin
     tables = {row[0] for row in subset_connection().execute("SHOW TABLES").fetchall()}
     assert {"samples", "proc_a", "proc_b"} <= tables
     assert subset_connection().execute("SELECT count(*) FROM proc_a").fetchone()[0] == 30_000
+
+
+def test_setup_demo_rebuilds_an_index_of_an_older_format(demo_subset):
+    """`make run` on a checkout whose demo subset was indexed by an older version heals it (else searches scan)."""
+    from apps.search import ngram
+    from apps.search.demo import build_demo_data
+    from apps.search.selectors import subset_index_stale
+
+    current = subset_current_path()
+    meta = ngram.index_dir_for(current) / "samples.json"
+    meta.write_text(meta.read_text().replace(f'"version": {ngram.INDEX_VERSION}', '"version": 1'))
+    assert subset_index_stale() == ["samples"]
+    out = io.StringIO()
+    build_demo_data(stdout=out)
+    assert "rebuilding the substring index of samples" in out.getvalue()
+    assert subset_index_stale() == [] and subset_current_path() != current
