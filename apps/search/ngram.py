@@ -29,8 +29,8 @@ by more parts, is) the value's first word; a whole value (eq, in) → every part
 Each part's rows are the union of its words' postings; parts of digits only (not indexed), parts
 matching too many words and parts matching a very frequent word (in more than FREQUENT_SHARE of the
 rows: stored without postings, since such a word barely narrows) do not narrow. Every other word
-keeps its postings (roaring, or byte-sized gaps for common words: postings_encode), so a conjunction
-of common words (each in 1-5% of the rows, together in 0.004%) is an intersection, not a scan. The result is a superset of the matching rows: the caller
+keeps its postings, so a conjunction of common words (each in 1% of the rows, together in 0.004%)
+is an intersection, not a scan. The result is a superset of the matching rows: the caller
 (apps.search.selectors) verifies candidates with DuckDB's own WHERE.
 """
 from __future__ import annotations
@@ -71,12 +71,12 @@ CHUNK_ROWS = 131_072  # rows read and indexed per step while building
 SEPARATOR = r"[^\p{L}\p{N}]+"  # RE2 (pyarrow): what separates words
 DIGITS = re.compile(r"[0-9]+")
 MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a frequent fragment)
-FREQUENT_SHARE = 0.05  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
+FREQUENT_SHARE = 0.02  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
 FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT scan finds its rows at once
 FIRST = "\x01"  # marks a value's first word (sorts before any word: words hold letters and digits only)
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 6
+INDEX_VERSION = 5
 
 
 def index_dir_for(path: Path) -> Path:
@@ -128,40 +128,6 @@ def needle_parts(value: str) -> list[str]:
             in_separator = False
     parts.append("".join(current))
     return parts
-
-
-# --- postings ------------------------------------------------------------------------------------
-
-DELTAS = b"DV1\0"  # a posting list stored as byte-sized gaps (a roaring one starts with its cookie, 0x303A/0x303B)
-
-
-def postings_encode(bitmap: BitMap) -> bytes:
-    """A word's rows, as small as possible: pyroaring's portable format, or — for a common word, whose rows lie
-    a few dozen apart — the gaps between them as one byte each (a gap of 255 or more is stored whole, aside):
-    ~1 byte per row instead of roaring's 2, which lets words in up to FREQUENT_SHARE of the rows keep postings."""
-    roaring = bitmap.serialize()
-    if len(bitmap) < 1024:
-        return roaring
-    rows = np.frombuffer(bitmap.to_array(), dtype=np.uint32)
-    gaps = np.diff(rows, prepend=np.uint32(0))
-    wide = np.flatnonzero(gaps >= 255).astype(np.uint32)
-    if 12 + len(rows) + 8 * len(wide) >= len(roaring):
-        return roaring
-    head = np.array([len(rows), len(wide)], dtype=np.uint32).tobytes()
-    return b"".join([DELTAS, head, np.minimum(gaps, 255).astype(np.uint8).tobytes(), wide.tobytes(),
-                     gaps[wide].astype(np.uint32).tobytes()])
-
-
-def postings_decode(blob) -> BitMap:
-    if bytes(blob[:4]) != DELTAS:
-        return BitMap.deserialize(blob)
-    count, wide_count = np.frombuffer(blob, dtype=np.uint32, count=2, offset=4).tolist()
-    gaps = np.frombuffer(blob, dtype=np.uint8, count=count, offset=12).astype(np.uint32)
-    wide = np.frombuffer(blob, dtype=np.uint32, count=wide_count, offset=12 + count)
-    gaps[wide] = np.frombuffer(blob, dtype=np.uint32, count=wide_count, offset=12 + count + 4 * wide_count)
-    rows = array.array("I")
-    rows.frombytes(np.cumsum(gaps, dtype=np.uint32).tobytes())
-    return BitMap(rows)
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -353,7 +319,7 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
                 bitmap = dictionary.bitmaps[word_id]
                 dictionary.bitmaps[word_id] = None
                 bitmap.run_optimize()
-                blob = postings_encode(bitmap) if len(bitmap) <= frequent else b""  # size > 0, no postings: frequent
+                blob = bitmap.serialize() if len(bitmap) <= frequent else b""  # size > 0, no postings: frequent
                 out.write(blob)
                 sizes[i] = len(bitmap)
                 offsets[i] = position
@@ -468,7 +434,7 @@ class TableIndex:
         offsets = words.offsets
         if len(matched) and np.any(offsets[matched + 1] == offsets[matched]):
             return None  # a frequent word without postings
-        bitmaps = [postings_decode(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
+        bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
         return BitMap.union(*bitmaps) if bitmaps else BitMap()
 
     def needle_rows(self, column: str, needle: str, *, at_start: bool = False, whole: bool = False) -> BitMap | None:

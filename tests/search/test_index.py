@@ -10,11 +10,8 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-import numpy as np
 import pyarrow as pa
 import pytest
-
-from pyroaring import BitMap
 
 from apps.search import ngram, selectors
 from apps.search.query import Filter, SearchQuery, compile_search
@@ -333,22 +330,3 @@ def test_an_index_of_another_format_is_ignored_then_rebuilt(subset, caplog):
     assert subset_current_path() != old and subset_index_stale() == []
     assert _plan(query, subset) in ("index", "scan") and _both(query, subset)[0].rows == scanned_rows
     assert ngram.file_index(subset_current_path()).table(TABLE) is not None
-
-
-@pytest.mark.parametrize("density", [0.0005, 0.01, 0.05, 0.3])
-def test_postings_roundtrip_and_common_words_take_about_a_byte_a_row(density):
-    """Postings are stored as roaring, or as byte-sized gaps where that is smaller (common words); both read
-    back exactly, including row 0, gaps of exactly 254 / 255 / 256 and very long gaps."""
-    rng = np.random.default_rng(int(density * 10_000))
-    rows = np.flatnonzero(rng.random(400_000) < density).astype(np.uint32)
-    rows = np.unique(np.concatenate([rows, np.array([0, 500_000, 500_254, 500_509, 500_765, 4_000_000_000],
-                                                    dtype=np.uint32)]))
-    bitmap = BitMap(rows.tolist())
-    blob = ngram.postings_encode(bitmap)
-    assert ngram.postings_decode(blob) == bitmap
-    assert len(blob) <= len(bitmap.serialize())
-    # Gaps win between rare words (roaring's 2-byte arrays: gaps over 255) and very common ones (roaring's
-    # bitsets: 1 bit a row), which no word under FREQUENT_SHARE is.
-    assert (blob[:4] == ngram.DELTAS) == (density in (0.01, 0.05))
-    if density == 0.05:
-        assert len(blob) < 0.6 * len(bitmap.serialize())
