@@ -183,6 +183,29 @@ def table_text_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]
         if dtype in TEXT_TYPES]
 
 
+def _main_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' ORDER BY table_name").fetchall()]
+
+
+def indexed_tables(conn: duckdb.DuckDBPyConnection, tables: list[str] | None = None) -> dict[str, list[str]]:
+    """The tables an index covers — those of the main schema (or just `tables`) that have text columns,
+    bookkeeping tables aside (the learned store's _answers, _answer_keys are not searched) — with those columns."""
+    if tables is None:
+        tables = _main_tables(conn)
+    covered = {table: table_text_columns(conn, table) for table in tables if not table.startswith("_")}
+    return {table: columns for table, columns in covered.items() if columns}
+
+
+def index_is_current(path: Path, table: str) -> bool:
+    """Whether the index folder of the DuckDB file `path` holds `table` in this code's format version."""
+    try:
+        return json.loads((index_dir_for(path) / f"{table}.json").read_text()).get("version") == INDEX_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str] | None = None,
                 stdout=None) -> dict:
     """Build the index folder for the DuckDB file `path` (open as `conn`, being built): every table of
@@ -191,16 +214,11 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     if tables is None:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' ORDER BY table_name").fetchall()]
+        tables = _main_tables(conn)
     built = {}
-    for table in tables:
-        if table.startswith("_"):  # bookkeeping tables (the learned store's _answers, _answer_keys) are not searched
-            continue
-        columns = table_text_columns(conn, table)
-        if columns:
-            built[table] = _table_index_build(conn=conn, folder=target, table=table, columns=columns, stdout=stdout)
+    for table in tables:  # one at a time: DuckDB wants each table's reader done before the next query
+        for name, columns in indexed_tables(conn, [table]).items():
+            built[name] = _table_index_build(conn=conn, folder=target, table=name, columns=columns, stdout=stdout)
     return built
 
 

@@ -2,7 +2,6 @@
 the known values of low-cardinality columns."""
 from __future__ import annotations
 
-import json
 import operator
 import threading
 import time
@@ -16,7 +15,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from .deadline import WATCHDOG
-from .ngram import INDEX_VERSION, TableIndex, file_index, index_dir_for, regex_required_literal, table_text_columns
+from .ngram import TableIndex, file_index, index_is_current, indexed_tables, regex_required_literal
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
 from .store import subset_connection, subset_current_path, subset_snapshot
@@ -424,19 +423,7 @@ def subset_index_stale() -> list[str]:
     path, conn = subset_snapshot()
     cursor = conn.cursor()
     try:
-        tables = [name for (name,) in cursor.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND NOT starts_with(table_name, '_')").fetchall()
-            if table_text_columns(cursor, name)]
+        tables = indexed_tables(cursor)
     finally:
         cursor.close()
-    folder = index_dir_for(path)
-    stale = []
-    for name in tables:
-        try:
-            version = json.loads((folder / f"{name}.json").read_text()).get("version")
-        except (OSError, ValueError):
-            version = None
-        if version != INDEX_VERSION:
-            stale.append(name)
-    return stale
+    return [table for table in tables if not index_is_current(path, table)]
