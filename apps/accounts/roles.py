@@ -34,7 +34,23 @@ PERMISSION_NAMES = {
 
 
 def user_has_role(*, user, permission: str) -> bool:
-    return bool(user and user.is_authenticated and user.has_perm(permission))
+    """As `user.has_perm(permission)` with Django's ModelBackend (inactive users hold nothing, superusers
+    everything), in one query instead of two (own and group permissions): every API call asks."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    held = user.__dict__.get("_perm_cache")
+    if held is None:
+        from django.contrib.auth.models import Permission
+        from django.db.models import Q
+
+        held = user.__dict__["_perm_cache"] = {  # ModelBackend's own per-object cache: has_perm reuses it
+            f"{app_label}.{codename}" for app_label, codename in
+            Permission.objects.filter(Q(user=user) | Q(group__user=user))
+            .values_list("content_type__app_label", "codename").distinct()
+        }
+    return permission in held
 
 
 def user_sees_everyone(*, user) -> bool:

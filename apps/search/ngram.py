@@ -11,8 +11,11 @@ are always installed (and deleted) together. For each table with text (VARCHAR) 
   ~1.25x smaller with it, and 32-row frames as small as 128-row ones). DuckDB has no fast point lookup by row position; this file gives candidate
   rows by position, memory-mapped, so every web worker shares one page cache;
 - per indexed column n: `<table>.t<n>.tokens.arrow` (the column's distinct words, sorted),
-  `<table>.t<n>.offsets.npy` (uint64) and `<table>.t<n>.sizes.npy` (uint32): word i's rows are the
-  pyroaring BitMap serialized at postings[offsets[i]:offsets[i+1]] of `<table>.postings.bin`;
+  `<table>.t<n>.offsets.npy` (uint64), `<table>.t<n>.sizes.npy` (uint32, rows per word) and
+  `<table>.t<n>.kinds.npy` (uint8): word i's rows are postings[offsets[i]:offsets[i+1]] of
+  `<table>.postings.bin`, stored as kind says: a serialized pyroaring BitMap (ROARING), or, where that is
+  smaller, the row numbers as little-endian uint32 (ARRAY: a rare word's rows lie in as many roaring
+  containers as rows, ~10 bytes a row; an array takes 4), or nothing (NONE: a very frequent word);
 - `<table>.json`: sizes, columns, build seconds, bytes.
 
 Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
@@ -29,9 +32,11 @@ by more parts, is) the value's first word; a whole value (eq, in) → every part
 Each part's rows are the union of its words' postings; parts of digits only (not indexed), parts
 matching too many words and parts matching a very frequent word (in more than FREQUENT_SHARE of the
 rows: stored without postings, since such a word barely narrows) do not narrow. Every other word
-keeps its postings, so a conjunction of common words (each in 1% of the rows, together in 0.004%)
-is an intersection, not a scan. The result is a superset of the matching rows: the caller
-(apps.search.selectors) verifies candidates with DuckDB's own WHERE.
+keeps its postings, so a conjunction of common words (each in 3% of the rows, together in 0.004%)
+is an intersection, not a scan. A lookup first resolves words and sums their sizes (`Lookup.estimate`,
+an upper bound of its rows) without reading postings, so the planner skips reading those of a lookup
+too large to narrow, and intersects the smallest first. The result is a superset of the matching rows:
+the caller (apps.search.selectors) verifies candidates with DuckDB's own WHERE.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ import queue
 import re
 import re._parser as sre_parse
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -71,12 +77,13 @@ CHUNK_ROWS = 131_072  # rows read and indexed per step while building
 SEPARATOR = r"[^\p{L}\p{N}]+"  # RE2 (pyarrow): what separates words
 DIGITS = re.compile(r"[0-9]+")
 MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a frequent fragment)
-FREQUENT_SHARE = 0.02  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
+FREQUENT_SHARE = 0.05  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
 FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT scan finds its rows at once
 FIRST = "\x01"  # marks a value's first word (sorts before any word: words hold letters and digits only)
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 5
+INDEX_VERSION = 7  # 6 was a reverted experiment (byte-gap postings); never read its folders as 7
+NONE, ROARING, ARRAY = 0, 1, 2  # how a word's postings are stored (`<table>.t<n>.kinds.npy`)
 
 
 def index_dir_for(path: Path) -> Path:
@@ -294,6 +301,18 @@ class _RowWriter:
         np.save(self.folder / f"{self.table}.rows.npy", np.array(self.offsets, dtype=np.uint64))
 
 
+def _postings_blob(bitmap: BitMap, frequent: float) -> tuple[int, bytes]:
+    """How one word's rows are stored: (kind, bytes), whichever of roaring and a uint32 array is smaller;
+    nothing for a word in more than `frequent` rows."""
+    if len(bitmap) > frequent:
+        return NONE, b""
+    bitmap.run_optimize()
+    serialized = bitmap.serialize()
+    if 4 * len(bitmap) < len(serialized):
+        return ARRAY, np.asarray(bitmap.to_array(), dtype="<u4").tobytes()
+    return ROARING, serialized
+
+
 def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
     started = time.perf_counter()
     dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
@@ -331,13 +350,13 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
             order = pc.sort_indices(words).to_numpy()
             ids = np.array(list(dictionary.ids.values()), dtype=np.int64)[order]
             sizes = np.zeros(len(ids), dtype=np.uint32)
+            kinds = np.zeros(len(ids), dtype=np.uint8)
             offsets = np.zeros(len(ids) + 1, dtype=np.uint64)
             frequent = max(FREQUENT_MIN_ROWS, FREQUENT_SHARE * done)
             for i, word_id in enumerate(ids.tolist()):
                 bitmap = dictionary.bitmaps[word_id]
                 dictionary.bitmaps[word_id] = None
-                bitmap.run_optimize()
-                blob = bitmap.serialize() if len(bitmap) <= frequent else b""  # size > 0, no postings: frequent
+                kinds[i], blob = _postings_blob(bitmap, frequent)
                 out.write(blob)
                 sizes[i] = len(bitmap)
                 offsets[i] = position
@@ -348,6 +367,7 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
                 writer.write_table(pa.table({"word": words.take(pa.array(order))}))
             np.save(folder / f"{table}.t{number}.offsets.npy", offsets)
             np.save(folder / f"{table}.t{number}.sizes.npy", sizes)
+            np.save(folder / f"{table}.t{number}.kinds.npy", kinds)
             words_total += len(ids)
     count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
     index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
@@ -367,9 +387,10 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
 # --- reading ------------------------------------------------------------------------------------
 
 class _ColumnWords:
-    """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`), searched with
-    bytes.find: contains = `part`, prefix = `\0part`, suffix = `part\0`, exact = `\0part\0`. The FIRST-marked
-    words sort first: `first_end` is where the plain words begin, so each lookup searches one region."""
+    """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`). Prefix and exact
+    lookups are binary searches (words sort by code point, which is UTF-8 byte order); contains and suffix
+    lookups are bytes.find (`part`, `part\0`). The FIRST-marked words sort first: `first_end` is where the
+    plain words begin, so each find searches one region."""
 
     def __init__(self, folder: Path, table: str, number: int):
         with pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r") as source:
@@ -378,29 +399,59 @@ class _ColumnWords:
         self.blob = b"\0" + b"\0".join(encoded) + b"\0"
         lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
         self.starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(encoded) else np.zeros(0, np.int64)
+        self.ends = np.append(self.starts[1:] - 1, len(self.blob) - 1) if len(encoded) else np.zeros(0, np.int64)
         marked = bisect.bisect_left(words, chr(ord(FIRST) + 1))  # how many words are FIRST-marked (they sort first)
         self.first_end = int(self.starts[marked]) - 1 if marked < len(words) else len(self.blob) - 1
         self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy", mmap_mode="r")
         self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy", mmap_mode="r")
+        self.kinds = np.load(folder / f"{table}.t{number}.kinds.npy", mmap_mode="r")
+
+    def _before(self, key: bytes) -> int:
+        """How many words sort before `key`."""
+        blob, starts, ends = self.blob, self.starts, self.ends
+        low, high = 0, len(starts)
+        while low < high:
+            middle = (low + high) // 2
+            if blob[starts[middle]: ends[middle]] < key:
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
     def matching(self, part: str, how: str, most: int, *, first: bool = False) -> np.ndarray | None:
         """Indexes of the words containing / starting / ending with / equal to `part` — of the values'
         first words when `first` — or None past `most`."""
         needle = (FIRST + part if first else part).encode("utf-8")
-        pattern = {"contains": needle, "prefix": b"\0" + needle, "suffix": needle + b"\0",
-                   "exact": b"\0" + needle + b"\0"}[how]
-        shift = 1 if how in ("prefix", "exact") else 0
+        if how == "exact":
+            at = self._before(needle)
+            found = at < len(self.starts) and self.blob[self.starts[at]: self.ends[at]] == needle
+            return np.array([at] if found else [], dtype=np.int64)
+        if how == "prefix":  # no UTF-8 byte is 0xff: needle + 0xff sorts after every word beginning with needle
+            low, high = self._before(needle), self._before(needle + b"\xff")
+            return None if high - low > most else np.arange(low, high, dtype=np.int64)
+        pattern = needle if how == "contains" else needle + b"\0"
         low, high = (0, self.first_end + 1) if first else (self.first_end, len(self.blob))
         hits = []
         find = self.blob.find
         position = find(pattern, low, high)
         while position != -1:
-            hits.append(position + shift)
+            hits.append(position)
             if len(hits) > most * 4:  # several hits can fall in one word; far past `most` anyway
                 return None
             position = find(pattern, position + 1, high)
         words = np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
         return None if len(words) > most else words
+
+
+@dataclass
+class Lookup:
+    """What the index knows of one needle before reading any postings: for each part that narrows, the
+    words it may be (the part's rows are the union of theirs), smallest part first. `estimate` bounds the
+    rows from above: the smallest part's summed word sizes."""
+
+    column: str
+    parts: list[np.ndarray]
+    estimate: int
 
 
 class TableIndex:
@@ -439,25 +490,21 @@ class TableIndex:
         raw = codec.decompress(memoryview(self._rows)[start:end])
         return ipc.read_record_batch(pa.py_buffer(raw), self.schema)
 
-    def part_rows(self, column: str, part: str, how: str, *, first: bool = False) -> BitMap | None:
-        """Rows holding a word that contains / ends with / starts with / equals `part` (lowercased) — whose
-        first word does, when `first` — or None when this part cannot narrow (digits only: not indexed; too
-        many words; a very frequent word, kept without postings)."""
+    def part_words(self, column: str, part: str, how: str, *, first: bool = False) -> np.ndarray | None:
+        """The words that contain / end with / start with / equal `part` (lowercased) — of the values' first
+        words, when `first` — or None when this part cannot narrow (digits only: not indexed; too many
+        words; a very frequent word, kept without postings)."""
         if not part or DIGITS.fullmatch(part):
             return None
         words = self._words[column]
         matched = words.matching(part, how, MAX_PART_WORDS, first=first)
-        if matched is None:
+        if matched is None or (len(matched) and np.any(words.kinds[matched] == NONE)):
             return None
-        offsets = words.offsets
-        if len(matched) and np.any(offsets[matched + 1] == offsets[matched]):
-            return None  # a frequent word without postings
-        bitmaps = [BitMap.deserialize(self._postings[int(offsets[i]): int(offsets[i + 1])]) for i in matched]
-        return BitMap.union(*bitmaps) if bitmaps else BitMap()
+        return matched
 
-    def needle_rows(self, column: str, needle: str, *, at_start: bool = False, whole: bool = False) -> BitMap | None:
-        """A superset of the rows whose `column` contains `needle` (any case) — starts with it when
-        `at_start`, equals it when `whole` — or None: no narrowing."""
+    def lookup(self, column: str, needle: str, *, at_start: bool = False, whole: bool = False) -> Lookup | None:
+        """The words a value containing `needle` (any case) must hold — starting with it when `at_start`,
+        equal to it when `whole` — or None: no narrowing. Reads no postings."""
         # Short needles do not narrow (a part matching too many words gives up anyway) — except as a whole
         # value or at the value's start: first words are far fewer, so "d9" finds the few titles beginning so.
         if column not in self.columns or (len(needle) < MIN_NEEDLE_CHARS and not (whole or at_start)):
@@ -473,12 +520,41 @@ class TableIndex:
             # last begins one.
             constraints = ([(parts[0], "exact", True) if at_start else (parts[0], "suffix", False)]
                            + [(p, "exact", False) for p in parts[1:-1]] + [(parts[-1], "prefix", False)])
-        result = None
-        for part, how, first in constraints:
-            rows = self.part_rows(column, part, how, first=first)
-            if rows is not None:
-                result = rows if result is None else result & rows
+        found = [words for part, how, first in constraints
+                 if (words := self.part_words(column, part, how, first=first)) is not None]
+        if not found:
+            return None
+        sizes = self._words[column].sizes
+        estimates = [int(sizes[words].sum()) for words in found]
+        order = sorted(range(len(found)), key=estimates.__getitem__)
+        return Lookup(column, [found[i] for i in order], min(estimates[order[0]], self.rows))
+
+    def _posting(self, column: str, word: int) -> BitMap:
+        words = self._words[column]
+        raw = self._postings[int(words.offsets[word]): int(words.offsets[word + 1])]
+        if words.kinds[word] == ARRAY:
+            rows = array.array("I", raw)
+            if sys.byteorder == "big":
+                rows.byteswap()
+            return BitMap(rows)
+        return BitMap.deserialize(raw)
+
+    def lookup_rows(self, lookup: Lookup, within: BitMap | None = None) -> BitMap:
+        """A superset of the rows holding the lookup's needle (of `within`, when given): the intersection
+        of its parts' unions, smallest part first."""
+        result = within
+        for words in lookup.parts:
+            union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
+            result = union if result is None else result & union
+            if not result:
+                break
         return result
+
+    def needle_rows(self, column: str, needle: str, *, at_start: bool = False, whole: bool = False) -> BitMap | None:
+        """A superset of the rows whose `column` contains `needle` (any case) — starts with it when
+        `at_start`, equals it when `whole` — or None: no narrowing."""
+        found = self.lookup(column, needle, at_start=at_start, whole=whole)
+        return None if found is None else self.lookup_rows(found)
 
     def rows_at(self, positions: np.ndarray) -> pa.Table:
         """The rows at these ascending positions, every column (one batch read per batch touched)."""
