@@ -11,7 +11,7 @@ is cached (HTTP cache, cookies other than the session one); the median of --runs
 
 `--cookie sessionid=...` instead of a username and password reuses a session. Pages default to the
 dashboard, a model's demo page with a prediction (bar chart), the compare page (two bar charts)
-and the score-search page (the heatmap); --page PATH (repeatable) measures others.
+and the score-search page (its confusion matrix is an HTML table: no plotly); --page PATH (repeatable) measures others.
 
 "Charts drawn" is the first animation frame at which every [data-chart] element holds Plotly's
 svg.main-svg, measured in the page (performance.now(), like the navigation timings). Today app.js
@@ -43,7 +43,7 @@ DEFAULT_PAGES = {
     "model detail": "/models/tfidf-logreg/?" + urllib.parse.urlencode({"text": EXAMPLE}),
     "compare": "/models/tfidf-logreg/compare/?" + urllib.parse.urlencode(
         {"a": "tfidf-logreg@1", "b": "tfidf-logreg@2", "text": EXAMPLE}),
-    "score search (heatmap)": "/models/score-search/?" + urllib.parse.urlencode({"model": "tfidf-logreg"}),
+    "score search (confusion table)": "/models/score-search/?" + urllib.parse.urlencode({"model": "tfidf-logreg"}),
 }
 
 # Injected before any page script (not subject to the page's CSP): records when every chart is drawn.

@@ -588,23 +588,34 @@ class ScoredSearch:
     batch: PredictionBatch | None
     agreement: float | None
     compared: int
-    confusion_chart: dict | None
+    confusion: ConfusionMatrix | None
     query_description: str
 
 
-def confusion_chart_spec(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
-    """Plotly heatmap: rows are the table's labels, columns the model's predictions."""
-    axis = [x for x in labels if x in set(truth) | set(predicted)] + sorted((set(truth) | set(predicted)) - set(labels))
+@dataclass(frozen=True)
+class ConfusionMatrix:
+    """Counts of (label column, prediction) pairs, drawn as an HTML table whose cells are shaded by count
+    (score_search.html): the numbers are readable at once, and the page needs no chart library."""
+
+    labels: list[str]  # the axis: the model's labels first (in its order), then any others seen
+    rows: list[dict]  # per label column value: {"label", "total", "cells": [{"predicted", "count", "shade", "correct"}]}
+    most: int
+
+
+def confusion_matrix(*, truth: list[str], predicted: list[str], labels: list[str]) -> ConfusionMatrix:
+    """Rows are the table's labels, columns the model's predictions; `shade` is count / the largest count."""
+    seen = set(truth) | set(predicted)
+    axis = [x for x in labels if x in seen] + sorted(seen - set(labels))
     index = {label: i for i, label in enumerate(axis)}
     counts = [[0] * len(axis) for _ in axis]
     for t, p in zip(truth, predicted):
         counts[index[t]][index[p]] += 1
-    return {
-        "data": [{"type": "heatmap", "z": counts, "x": axis, "y": axis, "colorscale": [[0, "#f4f7fd"], [1, "#1f4fa8"]],
-                  "hovertemplate": "label %{y} → predicted %{x}: %{z}<extra></extra>"}],
-        "layout": {"height": 380, "xaxis": {"title": {"text": "predicted"}, "automargin": True},
-                   "yaxis": {"title": {"text": "label column"}, "autorange": "reversed", "automargin": True}},
-    }
+    most = max((max(row) for row in counts), default=0)
+    rows = [{"label": label, "total": sum(counts[i]),
+             "cells": [{"predicted": other, "count": counts[i][j], "shade": round(counts[i][j] / most, 3) if most else 0,
+                        "correct": i == j} for j, other in enumerate(axis)]}
+            for i, label in enumerate(axis)]
+    return ConfusionMatrix(labels=axis, rows=rows, most=most)
 
 
 def search_results_score(*, user, model_version: ModelVersion, params: list[tuple[str, str]]) -> ScoredSearch:
@@ -659,6 +670,6 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
         table=spec.name, text_column=text_column, label_column=label_column,
         columns=columns,
         rows=rows, batch=batch, agreement=agreement, compared=len(truth),
-        confusion_chart=confusion_chart_spec(truth=truth, predicted=predicted, labels=model_version.labels) if truth else None,
+        confusion=confusion_matrix(truth=truth, predicted=predicted, labels=model_version.labels) if truth else None,
         query_description=query.describe(),
     )

@@ -27,8 +27,7 @@ def test_login_page_then_navigation(page, user):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_htmx_and_plotly_are_served_locally(page, logged_in_page, live_server):
-    for path in ("/static/vendor/htmx-2.0.11.min.js", "/static/vendor/plotly-basic-3.7.0.min.js",
-                 "/static/vendor/plotly-cartesian-3.7.0.min.js", "/static/js/app.js"):
+    for path in ("/static/vendor/htmx-2.0.11.min.js", "/static/vendor/plotly-basic-3.7.0.min.js", "/static/js/app.js"):
         response = logged_in_page.request.get(live_server.url + path)
         assert response.status == 200, path
     logged_in_page.goto("/")

@@ -73,7 +73,7 @@ def test_dockerfile_collectstatic_runs_and_collects_vendored_js(tmp_path):
     assert result.returncode == 0, result.stderr
     collected = tmp_path / "static"
     assert (collected / "vendor" / "htmx-2.0.11.min.js").exists()
-    assert (collected / "vendor" / "plotly-cartesian-3.7.0.min.js").exists()
+    assert (collected / "vendor" / "plotly-basic-3.7.0.min.js").exists()
     assert (collected / "staticfiles.json").exists()  # manifest storage in production
 
 

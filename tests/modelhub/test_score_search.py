@@ -1,4 +1,4 @@
-import json
+from collections import Counter
 
 import pytest
 from django.urls import reverse
@@ -18,10 +18,15 @@ def test_score_search_results_with_agreement_and_confusion(client, user, demo_mo
     assert all(item["row"]["lang"] == "en" for item in scored.rows)
     assert 0.5 < scored.agreement <= 1
     html = response.content.decode()
-    assert 'data-chart="confusion-chart"' in html and 'id="agreement"' in html
-    chart = json.loads(html.split('<script id="confusion-chart" type="application/json">')[1].split("</script>")[0])
-    assert chart["data"][0]["type"] == "heatmap"
-    assert sum(map(sum, chart["data"][0]["z"])) == scored.compared
+    assert 'id="confusion-matrix"' in html and 'id="agreement"' in html
+    matrix = scored.confusion
+    assert sum(row["total"] for row in matrix.rows) == scored.compared
+    assert sum(cell["count"] for row in matrix.rows for cell in row["cells"] if cell["correct"]) == round(
+        scored.agreement * scored.compared)
+    truth = Counter(str(item["truth"]) for item in scored.rows)
+    assert {row["label"]: row["total"] for row in matrix.rows if row["total"]} == dict(truth)
+    assert max(cell["shade"] for row in matrix.rows for cell in row["cells"]) == 1
+    assert "plotly" not in html  # a table: the page loads no chart library
     assert "lang__eq=en" in response.context["search_url"]
 
 

@@ -143,10 +143,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# plotly.js is vendored as the smallest bundles that draw our charts (static/vendor/README.txt), no CDN:
+# plotly.js is vendored as the smallest bundle that draws our charts (static/vendor/README.txt), no CDN:
 # plotly-basic-<version>.min.js (bar, scatter, pie; 1.1 MB) on the dashboard, model demo and compare
-# pages, plotly-cartesian-<version>.min.js (adds heatmap; 1.4 MB) only on score-search, whose
-# confusion matrix is a heatmap. static/vendor/bundles.json lists each bundle's trace types (tested).
+# pages. Score-search draws its confusion matrix as a shaded HTML table, without plotly.
+# static/vendor/bundles.json lists the bundle's trace types (tested).
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root before collectstatic
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)  # collectstatic is optional off production
