@@ -1,4 +1,5 @@
-"""Plotly specs ({"data", "layout"}) for static/js/app.js, built from the dashboard's selectors."""
+"""The dashboard's charts as plotly-style specs ({"data", "layout"}), built from its selectors and drawn on
+the server as SVG by svg.py (the page loads no chart library)."""
 from __future__ import annotations
 
 from .selectors import FallbackDay, SearchDay

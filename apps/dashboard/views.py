@@ -6,6 +6,7 @@ from apps.audit.selectors import audit_event_list, audit_spend_by_user
 from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
 
 from . import charts
+from .svg import chart_svg
 from .forms import DateRangeForm
 from .selectors import (
     activity_list,
@@ -28,17 +29,19 @@ def dashboard(request):
     # Staff see everyone's audit events and spend; everyone else only their own.
     only = None if user_sees_everyone(user=request.user) else request.user
     spend = fallback_spend_by_user(period=period, user=only)
+    chart_specs = {
+        "answered": charts.answered_chart(searches),
+        "local_latency": charts.local_latency_chart(searches),
+        "fallback_latency": charts.fallback_latency_chart(fallbacks),
+        "spend": charts.spend_chart(fallbacks),
+        "spend_by_user": charts.spend_by_user_chart(spend),
+    }
     context = {
         "form": form,
         "period": period,
         "totals": totals(searches=searches, fallbacks=fallbacks),
-        "charts": {
-            "answered": charts.answered_chart(searches),
-            "local_latency": charts.local_latency_chart(searches),
-            "fallback_latency": charts.fallback_latency_chart(fallbacks),
-            "spend": charts.spend_chart(fallbacks),
-            "spend_by_user": charts.spend_by_user_chart(spend),
-        },
+        "charts": chart_specs,
+        "chart_figures": [chart_svg(spec) for spec in chart_specs.values()],
         "spend": spend,
         "sees_everyone": only is None,
         "frequent": frequent_fallback_queries(period=period),
