@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from apps.samplescope import gunicorn_conf
-from apps.search import ngram
+from apps.search import ngram, selectors
 from apps.search.store import subset_current_path
 
 
@@ -24,12 +24,16 @@ class _Worker:
 
 def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
     ngram._open.clear()
+    selectors._known_cache.clear()
     worker = _Worker()
     gunicorn_conf.post_worker_init(worker)
     (level, line), = worker.log.lines
     assert level == "info" and line.startswith("Samplescope: subset and index open (") and "samples" in line
     index = ngram._open[subset_current_path()]
     assert index._tables["samples"] is not None  # opened, not just named
+    # the facet columns' known values are read too: a short answer with `label = x` needs them
+    assert any(key[0] == str(subset_current_path()) and key[1] == "samples" and known.get("label")
+               for key, known in selectors._known_cache.items())
 
 
 def test_a_worker_without_a_subset_still_starts_and_says_why(settings, tmp_path):
