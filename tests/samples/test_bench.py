@@ -29,8 +29,10 @@ def test_bench_search_small_run(tmp_path, user):
     assert settings.SEARCH_SUBSET_DIR == subset_dir  # the benchmark's subset was only borrowed
     assert not SearchLog.objects.exists()  # and its searches do not pollute the log
     again = io.StringIO()
-    call_command("bench_search", subset_rows=3000, queries=2, stdout=again)
+    call_command("bench_search", subset_rows=3000, queries=2, passes=2, json_path=str(out), stdout=again)
     assert "Reusing the benchmark subset" in again.getvalue()
+    repeat, = json.loads(out.read_text())["repeat_passes"]  # the same 2 queries once more, page cache warm
+    assert set(repeat) == {"app", "duckdb_raw", "sqlite_fts5"} and all(len(r["by_class"]) for r in repeat.values())
     # --reindex rebuilds only the index of that same subset file (after an index format change)
     before = json.loads(out.read_text())
     index_json = next(Path(before["subset_dir"]).glob("*.ngram")) / "samples.json"

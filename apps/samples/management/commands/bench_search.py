@@ -61,11 +61,14 @@ class Command(BaseCommand):
                             help="also query a `datasette serve` of the SQLite copy (engine datasette; needs SQLite)")
         parser.add_argument("--datasette-fts", action="store_true",
                             help="also query it with its full-text search on the FTS5 table (engine datasette_fts)")
+        parser.add_argument("--passes", type=int, default=1,
+                            help="replay the workload this many times; the headline figures are the first pass "
+                                 "(cold), `repeat_passes` the later ones (the pages the first one read are cached)")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, reindex, datasette=False, datasette_fts=False, **options):
-        if subset_rows < 1 or queries < 1:
-            raise CommandError("--subset-rows and --queries must be positive")
+               http, token, skip_inprocess, reindex, datasette=False, datasette_fts=False, passes=1, **options):
+        if subset_rows < 1 or queries < 1 or passes < 1:
+            raise CommandError("--subset-rows, --queries and --passes must be positive")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
         if (datasette or datasette_fts) and skip_sqlite:
@@ -86,7 +89,7 @@ class Command(BaseCommand):
                 workload = search_workload(count=queries, seed=seed, words=english_words()[0])
                 with DatasettePeer(sqlite_path) if datasette or datasette_fts else nullcontext() as peer:
                     result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, seed,
-                                            peer, datasette, datasette_fts))
+                                            peer, datasette, datasette_fts, passes))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
@@ -190,7 +193,7 @@ class Command(BaseCommand):
     # --- runs --------------------------------------------------------------------------
 
     def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, seed, peer=None, datasette=False,
-             datasette_fts=False) -> dict:
+             datasette_fts=False, passes=1) -> dict:
         spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -234,35 +237,42 @@ class Command(BaseCommand):
         for item in search_workload(count=12, seed=seed + 1000, words=english_words()[0]):
             for run in engines.values():
                 run(item)
-        timings = {name: [] for name in engines}
-        groups = {name: {} for name in engines}
         mismatches = {name: 0 for name in engines}
         mismatch_examples = []
-        started = time.perf_counter()
-        for index, item in enumerate(workload):
-            names = list(engines)
-            names = names[index % len(names):] + names[:index % len(names)]  # rotate: no engine always first
-            keys = {}
-            for name in names:
-                t0 = time.perf_counter()
-                keys[name] = engines[name](item)
-                elapsed = (time.perf_counter() - t0) * 1000
-                timings[name].append(elapsed)
-                for group in _groups(item):
-                    groups[name].setdefault(group, []).append(elapsed)
-            truth = keys["duckdb_raw"]
-            for name in engines:
-                # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
-                same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
-                if name.startswith("datasette"):
-                    same = datasette_same(keys[name], truth, item["limit"])
-                if not same:
-                    mismatches[name] += 1
-                    if len(mismatch_examples) < 5:
-                        mismatch_examples.append({"engine": name, "query": item, "rows": len(keys[name]),
-                                                  "scan_rows": len(truth)})
-            if (index + 1) % max(1, len(workload) // 10) == 0:
-                self.stdout.write(f"  {index + 1}/{len(workload)} queries, {time.perf_counter() - started:.1f}s")
+
+        def replay(label: str) -> tuple[dict, dict]:
+            timings = {name: [] for name in engines}
+            groups = {name: {} for name in engines}
+            started = time.perf_counter()
+            for index, item in enumerate(workload):
+                names = list(engines)
+                names = names[index % len(names):] + names[:index % len(names)]  # rotate: no engine always first
+                keys = {}
+                for name in names:
+                    t0 = time.perf_counter()
+                    keys[name] = engines[name](item)
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    timings[name].append(elapsed)
+                    for group in _groups(item):
+                        groups[name].setdefault(group, []).append(elapsed)
+                truth = keys["duckdb_raw"]
+                for name in engines:
+                    # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
+                    same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
+                    if name.startswith("datasette"):
+                        same = datasette_same(keys[name], truth, item["limit"])
+                    if not same:
+                        mismatches[name] += 1
+                        if len(mismatch_examples) < 5:
+                            mismatch_examples.append({"engine": name, "query": item, "rows": len(keys[name]),
+                                                      "scan_rows": len(truth)})
+                if (index + 1) % max(1, len(workload) // 10) == 0:
+                    self.stdout.write(f"  {label}{index + 1}/{len(workload)} queries, "
+                                      f"{time.perf_counter() - started:.1f}s")
+            return timings, groups
+
+        timings, groups = replay("")
+        repeats = [replay(f"pass {number + 2}: ") for number in range(passes - 1)]
         raw.close()
         if lite is not None:
             lite.close()
@@ -277,6 +287,11 @@ class Command(BaseCommand):
                                         "filters": workload[i]["filters"], "limit": workload[i]["limit"]}
                                        for i in slowest]
         result["mismatch_examples"] = mismatch_examples
+        if repeats:  # the same queries again: the pages (row file, postings, DuckDB blocks) the first pass read are cached
+            result["repeat_passes"] = [
+                {name: {**latency_summary(values), "by_class": {g: {**latency_summary(v), "n": len(v)}
+                                                               for g, v in sorted(pass_groups[name].items())}}
+                 for name, values in pass_timings.items()} for pass_timings, pass_groups in repeats]
         if peer is not None:
             result["datasette_peer"] = peer.describe()
         if server:
