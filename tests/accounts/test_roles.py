@@ -92,3 +92,26 @@ def test_the_demo_user_holds_every_role(settings):
 def test_scoring_search_results_is_403_without_the_analyst_role(client, plain_user):
     client.force_login(plain_user)
     assert client.get("/models/score-search/", {"model": "x", "text__contains": "a"}).status_code == 403
+
+
+def test_user_has_role_agrees_with_has_perm_in_one_query(plain_user, django_assert_num_queries):
+    """user_has_role answers as Django's has_perm would — a permission of the user's own or of a group,
+    none for an inactive user, all for a superuser — with one query, kept on the user object."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from apps.accounts.roles import EDIT_KB, MANAGE_MODELS, SEARCH, user_has_role
+    from apps.accounts.services import user_roles_grant
+
+    own = Permission.objects.get(codename="edit_kb")
+    plain_user.user_permissions.add(own)  # directly, not through a role group
+    user_roles_grant(user=plain_user, group_names=("analyst",))
+    user = get_user_model().objects.get(pk=plain_user.pk)
+    with django_assert_num_queries(1):
+        answers = {p: user_has_role(user=user, permission=p) for p in (SEARCH, MANAGE_MODELS, EDIT_KB)}
+    assert answers == {SEARCH: True, MANAGE_MODELS: False, EDIT_KB: True}
+    assert answers == {p: get_user_model().objects.get(pk=user.pk).has_perm(p) for p in answers}
+    user.is_active = False
+    assert not user_has_role(user=user, permission=SEARCH)
+    boss = get_user_model()(username="root", is_superuser=True, is_active=True)
+    assert user_has_role(user=boss, permission=MANAGE_MODELS)
