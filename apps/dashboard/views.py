@@ -6,7 +6,6 @@ from apps.audit.selectors import audit_event_list, audit_spend_by_user
 from apps.subsets.selectors import learned_status_get, refresh_last, refresh_list, subset_status_get
 
 from . import charts
-from .svg import chart_svg
 from .forms import DateRangeForm
 from .selectors import (
     activity_list,
@@ -16,6 +15,7 @@ from .selectors import (
     search_daily,
     totals,
 )
+from .svg import chart_svg
 
 
 @login_required
