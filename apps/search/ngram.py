@@ -16,7 +16,11 @@ are always installed (and deleted) together. For each table with text (VARCHAR) 
   `<table>.postings.bin`, stored as kind says: a serialized pyroaring BitMap (ROARING), or, where that is
   smaller, the row numbers as little-endian uint32 (ARRAY: a rare word's rows lie in as many roaring
   containers as rows, ~10 bytes a row; an array takes 4), or nothing (NONE: a very frequent word);
-- `<table>.json`: sizes, columns, build seconds, bytes.
+- per text column with at most CODED_MAX_VALUES (15) distinct values (label, lang):
+  `<table>.t<n>.codes.npy`, a 4-bit code per row (its value's rank among the sorted values in the meta's
+  `coded`; NO_CODE for NULL), two rows a byte: 5 MB a column at 10M rows. Such a column's words are too
+  frequent to narrow, but its code drops the candidates of an `eq` / `in` filter before their rows are read;
+- `<table>.json`: sizes, columns, coded columns and their values, build seconds, bytes.
 
 Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
 every character that is not a letter or digit (SEPARATOR). Words of ASCII digits only are not
@@ -82,8 +86,10 @@ FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT sc
 FIRST = "\x01"  # marks a value's first word (sorts before any word: words hold letters and digits only)
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 7  # 6 was a reverted experiment (byte-gap postings); never read its folders as 7
+INDEX_VERSION = 8  # 6 was a reverted experiment (byte-gap postings); 8 adds the 4-bit codes of low-cardinality columns
 NONE, ROARING, ARRAY = 0, 1, 2  # how a word's postings are stored (`<table>.t<n>.kinds.npy`)
+CODED_MAX_VALUES = 15  # a text column with this many distinct values or fewer also gets a 4-bit code per row
+NO_CODE = 15  # the code of NULL
 
 
 def index_dir_for(path: Path) -> Path:
@@ -313,9 +319,30 @@ def _postings_blob(bitmap: BitMap, frequent: float) -> tuple[int, bytes]:
     return ROARING, serialized
 
 
+def _coded_columns(conn, table: str, columns: list[str]) -> dict[str, list[str]]:
+    """The text columns with at most CODED_MAX_VALUES distinct values (label, lang), with those values."""
+    coded = {}
+    for name in columns:
+        col = quote_identifier(name)
+        values = conn.execute(f"SELECT DISTINCT {col} FROM {quote_identifier(table)} WHERE {col} IS NOT NULL "
+                              f"LIMIT {CODED_MAX_VALUES + 1}").fetchall()
+        if len(values) <= CODED_MAX_VALUES:
+            coded[name] = sorted(v[0] for v in values)
+    return coded
+
+
+def _codes_pack(codes: np.ndarray) -> np.ndarray:
+    """4-bit codes, two rows a byte: row 2k in the low half of byte k, row 2k+1 in the high half."""
+    if len(codes) % 2:
+        codes = np.append(codes, np.uint8(NO_CODE))
+    return (codes[0::2] | (codes[1::2] << 4)).astype(np.uint8)
+
+
 def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], stdout=None) -> dict:
     started = time.perf_counter()
     dictionaries = [_Dictionary(ids={}, bitmaps=[]) for _ in columns]
+    coded = _coded_columns(conn, table, columns)
+    codes: dict[str, list[np.ndarray]] = {name: [] for name in coded}
     reader = conn.sql(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
     schema = reader.schema
     with ipc.new_file(str(folder / f"{table}.schema.arrow"), schema):
@@ -335,6 +362,11 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
                 pending = pending.slice(whole)
             for name, dictionary in zip(columns, dictionaries):
                 chunk_words(chunk.column(name), first_row=done, dictionary=dictionary)
+            for name, values in coded.items():
+                found = pc.index_in(chunk.column(name), value_set=pa.array(values, type=chunk.schema.field(name).type))
+                found = pc.fill_null(found, NO_CODE)
+                found = found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
+                codes[name].append(found.to_numpy(zero_copy_only=False).astype(np.uint8))
             done += batch.num_rows
             if stdout is not None and done % (CHUNK_ROWS * 8) == 0:
                 stdout.write(f"  substring index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
@@ -369,13 +401,17 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
             np.save(folder / f"{table}.t{number}.sizes.npy", sizes)
             np.save(folder / f"{table}.t{number}.kinds.npy", kinds)
             words_total += len(ids)
+    for name in coded:
+        number = columns.index(name)
+        np.save(folder / f"{table}.t{number}.codes.npy",
+                _codes_pack(np.concatenate(codes[name]) if codes[name] else np.zeros(0, np.uint8)))
     count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
     index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
     rows_bytes = sum((folder / f"{table}.{name}").stat().st_size for name in ("rows.bin", "rows.npy", "rows.dict")
                      if (folder / f"{table}.{name}").exists())
     meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done,
             "schema": [f.name for f in schema], "dense_rowid": count == end == done, "batch_rows": BATCH_ROWS,
-            "words": words_total, "build_seconds": round(time.perf_counter() - started, 2),
+            "words": words_total, "coded": coded, "build_seconds": round(time.perf_counter() - started, 2),
             "postings_bytes": index_bytes - rows_bytes, "rows_file_bytes": rows_bytes, "index_bytes": index_bytes}
     (folder / f"{table}.json").write_text(json.dumps(meta, indent=1))
     if stdout is not None:
@@ -467,6 +503,8 @@ class TableIndex:
         self.rows = int(self.meta["rows"])
         self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
         self._words = {name: _ColumnWords(folder, table, number) for name, number in self.columns.items()}
+        self.coded = {name: (values, np.load(folder / f"{table}.t{self.columns[name]}.codes.npy", mmap_mode="r"))
+                      for name, values in self.meta.get("coded", {}).items()}
         with open(folder / f"{table}.postings.bin", "rb") as handle:
             size = handle.seek(0, 2)
             self._postings = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -549,6 +587,14 @@ class TableIndex:
             if not result:
                 break
         return result
+
+    def codes_keep(self, column: str, wanted: list[str], positions: np.ndarray) -> np.ndarray:
+        """Which of these row positions hold one of the `wanted` values in the coded column (exact, as `=`)."""
+        values, packed = self.coded[column]
+        allowed = np.zeros(16, dtype=bool)
+        allowed[[i for i, value in enumerate(values) if value in set(wanted)]] = True
+        codes = (np.asarray(packed[positions >> 1]) >> ((positions & 1) << 2)) & 0xF
+        return allowed[codes]
 
     def needle_rows(self, column: str, needle: str, *, at_start: bool = False, whole: bool = False) -> BitMap | None:
         """A superset of the rows whose `column` contains `needle` (any case) — starts with it when

@@ -2,6 +2,7 @@
 the known values of low-cardinality columns."""
 from __future__ import annotations
 
+import array
 import operator
 import re
 import threading
@@ -62,7 +63,10 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         return SearchPlan("scan", "no substring index for this table")
     lookups: list[tuple[int, list[Lookup]]] = []
     needles: list[tuple[str, str]] = []
+    coded: list[tuple[str, list[str]]] = []  # eq / in on a column with a code per row: candidates are kept by it
     for flt, value in query_validate(query=query, spec=spec):
+        if flt.column in index.coded and flt.op in ("eq", "in"):
+            coded.append((flt.column, value if isinstance(value, list) else [value]))
         if flt.column not in index.columns:
             continue
         found = _filter_lookups(index, flt.column, operator_get(flt.op).narrows, value)
@@ -82,6 +86,11 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         candidates = rows
         if not candidates:
             break
+    if candidates and coded:  # drop the candidates whose label / lang / … is not the one asked for
+        positions = np.frombuffer(candidates.to_array(), dtype=np.uint32).astype(np.int64)
+        for column, wanted in coded:
+            positions = positions[index.codes_keep(column, wanted, positions)]
+        candidates = BitMap(array.array("I", positions.astype(np.uint32).tobytes()))
     if not candidates:
         return SearchPlan("empty", "no row holds the needles' words", index, candidates, needles)
     if query.order is not None or query.after is not None:

@@ -329,6 +329,25 @@ def test_rare_words_postings_are_arrays_and_read_back_exactly(settings, tmp_path
     assert set(index.needle_rows("body", "dense")) == set(range(1, rows, 2)) - spread
 
 
+def test_low_cardinality_columns_keep_a_code_per_row_that_drops_candidates(subset, monkeypatch):
+    """A text column of at most 15 values (kind: a, b, c) gets a 4-bit code per row; an eq / in filter on it
+    keeps exactly the candidates holding one of its values, and the rows are still the scan's."""
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    path, _ = subset_snapshot()
+    index = ngram.file_index(path).table(TABLE)
+    assert set(index.coded) == {"kind"} and index.coded["kind"][0] == ["a", "b", "c"]
+    table = _table(3000, 1)
+    kinds, bodies = table.column("kind").to_pylist(), [(v or "").lower() for v in table.column("body").to_pylist()]
+    for kind_filter, wanted in ((Filter("kind", "in", "a,c"), {"a", "c"}), (Filter("kind", "eq", "b"), {"b"}),
+                                (Filter("kind", "eq", "zz"), set())):
+        query = SearchQuery(TABLE, (Filter("body", "icontains", "gamma"), kind_filter), 1000)
+        plan = search_plan(query=query, spec=subset, index=index)
+        expected = {i for i, (body, kind) in enumerate(zip(bodies, kinds)) if "gamma" in body and kind in wanted}
+        assert set(plan.candidates) == expected and (plan.kind == "empty") == (not expected)
+        indexed, scanned = _both(query, subset)
+        assert indexed.rows == scanned.rows
+
+
 def test_a_single_lookup_too_large_to_narrow_reads_no_postings(subset, monkeypatch):
     """One filter whose words hold more than DENSE_SHARE of the rows goes to the LIMIT scan before its
     postings are read; an absent word is an empty answer at once."""
