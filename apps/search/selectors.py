@@ -57,8 +57,9 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
     """Choose by posting sizes. Filters on indexed text columns narrow by their operator's `narrows`
     (apps.search.operators): contains / icontains, startswith, eq / in (each value's words) and regexes
     with a required literal. Each such filter is first a lookup (its words and an upper bound of its rows,
-    no postings read); the candidates are the intersection of their rows, smallest first. A single
-    lookup bounded above DENSE_SHARE of the rows is not read at all: the LIMIT scan answers it."""
+    no postings read); the candidates are the intersection of their rows, smallest first, less those whose
+    code (TableIndex.coded: label, lang, …) an eq / in filter does not ask for. A single lookup bounded above
+    DENSE_SHARE of the rows is not read at all: the LIMIT scan answers it."""
     if index is None:
         return SearchPlan("scan", "no substring index for this table")
     lookups: list[tuple[int, list[Lookup]]] = []
@@ -92,7 +93,8 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
             positions = positions[index.codes_keep(column, wanted, positions)]
         candidates = BitMap(array.array("I", positions.astype(np.uint32).tobytes()))
     if not candidates:
-        return SearchPlan("empty", "no row holds the needles' words", index, candidates, needles)
+        return SearchPlan("empty", "no row holds the needles' words (and the values asked of coded columns)",
+                          index, candidates, needles)
     if query.order is not None or query.after is not None:
         return SearchPlan("scan", "sorted or paged: the scan's ORDER BY and keyset answer", index, candidates, needles)
     if len(candidates) > dense:
