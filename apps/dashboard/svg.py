@@ -145,10 +145,11 @@ def _vertical(traces: list[dict], layout: dict) -> SafeString:
                                      _f(left + band * (k + 0.5)), bottom + 16, _x_label(value)))
 
     width = band * 0.7 / (1 if stacked or not bars else len(bars))
+    bar_values = {i: values(trace) for i, trace in bars}
     for k, value in enumerate(x):
         base = 0.0
         for position, (i, trace) in enumerate(bars):
-            v = values(trace)[k] if k < len(values(trace)) else None
+            v = bar_values[i][k] if k < len(bar_values[i]) else None
             if not v:
                 continue
             low = base if stacked else 0.0
