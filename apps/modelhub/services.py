@@ -599,7 +599,6 @@ class ConfusionMatrix:
 
     labels: list[str]  # the axis: the model's labels first (in its order), then any others seen
     rows: list[dict]  # per label column value: {"label", "total", "cells": [{"predicted", "count", "shade", "correct"}]}
-    most: int
 
 
 def confusion_matrix(*, truth: list[str], predicted: list[str], labels: list[str]) -> ConfusionMatrix:
@@ -615,7 +614,7 @@ def confusion_matrix(*, truth: list[str], predicted: list[str], labels: list[str
              "cells": [{"predicted": other, "count": counts[i][j], "shade": round(counts[i][j] / most, 3) if most else 0,
                         "correct": i == j} for j, other in enumerate(axis)]}
             for i, label in enumerate(axis)]
-    return ConfusionMatrix(labels=axis, rows=rows, most=most)
+    return ConfusionMatrix(labels=axis, rows=rows)
 
 
 def search_results_score(*, user, model_version: ModelVersion, params: list[tuple[str, str]]) -> ScoredSearch:

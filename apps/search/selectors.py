@@ -79,7 +79,7 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         return SearchPlan("scan", "no filter the index can narrow (short needles, frequent fragments, other operators)")
     lookups.sort(key=lambda item: item[0])
     dense = DENSE_SHARE * index.rows
-    if len(lookups) == 1 and lookups[0][0] > dense and lookups[0][0] > 0:
+    if len(lookups) == 1 and lookups[0][0] > dense:
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, None, needles)
     candidates: BitMap | None = None
     for _, found in lookups:
