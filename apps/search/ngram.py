@@ -92,6 +92,29 @@ CODED_MAX_VALUES = 15  # a text column with this many distinct values or fewer a
 NO_CODE = 15  # the code of NULL
 
 
+PREFETCH_GAP = 64 * 1024  # prefetched byte ranges closer than this are asked for as one
+PREFETCH_MAX_POSTINGS = 512  # a lookup's postings in more separate ranges than this are not prefetched
+_WILLNEED = getattr(mmap, "MADV_WILLNEED", 0)
+
+
+def _map_random(path: Path) -> mmap.mmap | bytes:
+    """A read-only mapping of a large index file read at random places (the row file, the postings):
+    shared by every process through the page cache. MADV_RANDOM: a page fault reads that page, not the
+    read-ahead window around it (up to the disk's read_ahead_kb: 8 MB on this machine's disk, where a
+    cold 3 KB frame took ~9 ms to read instead of ~0.2). The whole file is first asked for with
+    MADV_WILLNEED, so a freshly started server reads it once, in the background."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        if not size:
+            return b""
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    if _WILLNEED:
+        mapping.madvise(_WILLNEED)
+    if hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
+    return mapping
+
+
 def index_dir_for(path: Path) -> Path:
     """The index folder that belongs to a subset (or learned) DuckDB file."""
     return path.with_name(path.name + SUFFIX)
@@ -438,9 +461,11 @@ class _ColumnWords:
         self.ends = np.append(self.starts[1:] - 1, len(self.blob) - 1) if len(encoded) else np.zeros(0, np.int64)
         marked = bisect.bisect_left(words, chr(ord(FIRST) + 1))  # how many words are FIRST-marked (they sort first)
         self.first_end = int(self.starts[marked]) - 1 if marked < len(words) else len(self.blob) - 1
-        self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy", mmap_mode="r")
-        self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy", mmap_mode="r")
-        self.kinds = np.load(folder / f"{table}.t{number}.kinds.npy", mmap_mode="r")
+        # Read into memory, not mapped: every lookup touches them at random places (~1 MB a column per
+        # million words), and a cold page of a mapping costs a disk read.
+        self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy")
+        self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy")
+        self.kinds = np.load(folder / f"{table}.t{number}.kinds.npy")
 
     def _before(self, key: bytes) -> int:
         """How many words sort before `key`."""
@@ -503,22 +528,34 @@ class TableIndex:
         self.rows = int(self.meta["rows"])
         self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
         self._words = {name: _ColumnWords(folder, table, number) for name, number in self.columns.items()}
-        self.coded = {name: (values, np.load(folder / f"{table}.t{self.columns[name]}.codes.npy", mmap_mode="r"))
+        # In memory (0.5 byte a row a coded column, 8 bytes a frame): candidates are looked up at random.
+        self.coded = {name: (values, np.load(folder / f"{table}.t{self.columns[name]}.codes.npy"))
                       for name, values in self.meta.get("coded", {}).items()}
-        with open(folder / f"{table}.postings.bin", "rb") as handle:
-            size = handle.seek(0, 2)
-            self._postings = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._postings = _map_random(folder / f"{table}.postings.bin")
         self.schema = ipc.open_file(pa.memory_map(str(folder / f"{table}.schema.arrow"), "r")).schema
-        self.row_offsets = np.load(folder / f"{table}.rows.npy", mmap_mode="r")
-        with open(folder / f"{table}.rows.bin", "rb") as handle:
-            size = handle.seek(0, 2)
-            self._rows = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        for mapping in (self._rows, self._postings):  # ask the kernel to read them ahead: random reads
-            if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED"):  # then hit the page cache
-                mapping.madvise(mmap.MADV_WILLNEED)
+        self.row_offsets = np.load(folder / f"{table}.rows.npy")
+        self._rows = _map_random(folder / f"{table}.rows.bin")
         dictionary = folder / f"{table}.rows.dict"
         self._rows_dict = zstandard.ZstdCompressionDict(dictionary.read_bytes()) if dictionary.exists() else None
         self._codecs = threading.local()  # a decompressor per thread (they are not thread-safe)
+
+    def _prefetch(self, mapping, starts: np.ndarray, ends: np.ndarray, most: int | None = None) -> None:
+        """Ask the kernel for these byte ranges of a mapping at once (MADV_WILLNEED: asynchronous, so
+        the disk serves them in parallel) before they are read one by one: cold, each read would wait
+        for its own disk read (~0.15 ms each here; ~3.5x less together)."""
+        if not isinstance(mapping, mmap.mmap) or len(starts) < 2 or not _WILLNEED:
+            return
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order] // mmap.PAGESIZE * mmap.PAGESIZE, ends[order]
+        # Ranges closer than PREFETCH_GAP are asked as one (a few more pages cost less than a call).
+        cuts = np.flatnonzero(starts[1:] - np.maximum.accumulate(ends)[:-1] > PREFETCH_GAP) + 1
+        if most is not None and len(cuts) >= most:
+            return  # scattered: a call per range (~1.6 µs when cached) would cost more than reading them does
+        run_ends = np.maximum.accumulate(ends)
+        for first, last in zip(np.concatenate([[0], cuts]).tolist(), np.append(cuts - 1, len(starts) - 1).tolist()):
+            start, end = int(starts[first]), int(run_ends[last])
+            if end > start:
+                mapping.madvise(_WILLNEED, start, end - start)
 
     def batch(self, index: int) -> pa.RecordBatch:
         codec = getattr(self._codecs, "codec", None)
@@ -581,6 +618,10 @@ class TableIndex:
         """A superset of the rows holding the lookup's needle (of `within`, when given): the intersection
         of its parts' unions, smallest part first."""
         result = within
+        offsets = self._words[lookup.column].offsets
+        every = np.concatenate(lookup.parts) if lookup.parts else np.zeros(0, dtype=np.int64)
+        self._prefetch(self._postings, offsets[every].astype(np.int64), offsets[every + 1].astype(np.int64),
+                       most=PREFETCH_MAX_POSTINGS)
         for words in lookup.parts:
             union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
             result = union if result is None else result & union
@@ -607,6 +648,9 @@ class TableIndex:
         if not len(positions):
             return self.schema.empty_table()
         batch_of = positions // self.batch_rows
+        touched = np.unique(batch_of)
+        self._prefetch(self._rows, self.row_offsets[touched].astype(np.int64),
+                       self.row_offsets[touched + 1].astype(np.int64))
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
         pieces = []
         for group in np.split(positions, cuts):

@@ -392,3 +392,75 @@ def test_the_characters_lowering_to_ascii_are_all_known():
     lowered = [row[0] for row in conn.execute("SELECT lower(c) FROM t").fetchall()]
     found = {c for c, low in zip(chars, lowered) if any(x.isascii() for x in low + c.lower())}
     assert found == {c for c in chars if selectors.LOWERS_TO_ASCII.search(c)}
+
+
+def _vm_flags(path) -> set[str]:
+    """The VmFlags of this process's mapping of `path` (/proc/self/smaps): `rr` is MADV_RANDOM."""
+    lines = open("/proc/self/smaps").read().splitlines()
+    for number, line in enumerate(lines):
+        if line.endswith(" " + str(path)):
+            for following in lines[number + 1:]:
+                if following.startswith("VmFlags:"):
+                    return set(following.split()[1:])
+    raise AssertionError(f"{path} is not mapped")
+
+
+def test_large_files_are_mapped_for_random_reads_and_small_arrays_are_read_into_memory(subset):
+    """The row file and the postings are read at random places: mapped MADV_RANDOM, a cold page fault
+    reads that page and not the disk's read-ahead window (8 MB on some disks: ~9 ms a candidate row). The
+    arrays every lookup indexes at random (word offsets, sizes, kinds, row codes, frame offsets) are in
+    memory, so a lookup waits for no disk read."""
+    import numpy as np
+
+    path, _ = subset_snapshot()
+    index = ngram.file_index(path).table(TABLE)
+    folder = ngram.index_dir_for(path)
+    for name in (f"{TABLE}.rows.bin", f"{TABLE}.postings.bin"):
+        assert "rr" in _vm_flags(folder / name), name
+    words = index._words["body"]
+    arrays = [words.offsets, words.sizes, words.kinds, index.row_offsets, index.coded["kind"][1]]
+    assert not any(isinstance(array, np.memmap) for array in arrays)
+
+
+class _Recording(ngram.mmap.mmap):
+    def madvise(self, option, start=0, length=None):
+        self.asked.append((option, start, length))
+
+
+def test_prefetch_asks_for_each_run_of_ranges_once(tmp_path, monkeypatch):
+    """Reads of several candidate rows (or postings) are first asked for together (MADV_WILLNEED), one call
+    per run of ranges closer than PREFETCH_GAP, from a page boundary; a lone range and, for postings, too
+    many scattered ranges are not."""
+    import numpy as np
+
+    page, gap = ngram.mmap.PAGESIZE, ngram.PREFETCH_GAP
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * (10 * gap))
+    with open(data, "rb") as handle:
+        mapping = _Recording(handle.fileno(), 0, access=ngram.mmap.ACCESS_READ)
+    mapping.asked = []
+    prefetch = ngram.TableIndex._prefetch
+    starts = np.array([3 * gap + 10, 100, 5 * page + 300, 3 * gap + 7 * page, 9 * gap], dtype=np.int64)
+    ends = starts + 50
+    prefetch(None, mapping, starts, ends)
+    assert mapping.asked == [(ngram.mmap.MADV_WILLNEED, 0, 5 * page + 350),
+                             (ngram.mmap.MADV_WILLNEED, 3 * gap, 7 * page + 50),
+                             (ngram.mmap.MADV_WILLNEED, 9 * gap, 50)]
+    assert all(start % page == 0 for _, start, _ in mapping.asked)
+    mapping.asked = []
+    prefetch(None, mapping, starts[:1], ends[:1])
+    prefetch(None, mapping, starts, ends, most=2)
+    assert mapping.asked == []
+    mapping.close()
+
+
+def test_candidate_rows_and_postings_are_prefetched_before_they_are_read(subset, monkeypatch):
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    path, _ = subset_snapshot()
+    index = ngram.file_index(path).table(TABLE)
+    asked = []
+    monkeypatch.setattr(index, "_prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
+    query = SearchQuery(TABLE, (Filter("body", "icontains", "amm"),), 1000)  # gamma, …: several words, many rows
+    indexed, scanned = _both(query, subset)
+    assert indexed.rows == scanned.rows and _plan(query, subset) == "index"
+    assert {mapping for mapping, count in asked if count > 1} == {index._postings, index._rows}
