@@ -27,12 +27,17 @@ every character that is not a letter or digit (SEPARATOR). Words of ASCII digits
 indexed (ids in URLs would make the dictionary as long as the table). The value's first word (when
 the value starts with a letter or digit) is indexed a second time as FIRST + word: those entries sort
 before every word, and let `startswith` look up the rows whose value begins with the needle's first
-part instead of every row holding such a word anywhere.
+part instead of every row holding such a word anywhere. Words joined by apostrophes (india's, don't,
+rock'n'roll: the value split at every separator but the apostrophe, apostrophes trimmed from the ends,
+kept where one is left inside) are indexed too, as JOINED + word, sorting after the FIRST entries: a
+needle such as "ia's", whose parts `ia` and `s` are in too many words to narrow, is looked up among them.
 
 Lookup of a needle (lowercased and split the same way into parts): one part → rows holding a word
 that contains it; several parts → the first part ends a word, the middle ones are whole words and
 the last starts a word; at the start of the value (startswith) the first part begins (or, followed
-by more parts, is) the value's first word; a whole value (eq, in) → every part is a whole word.
+by more parts, is) the value's first word; a whole value (eq, in) → every part is a whole word. The
+needle's pieces split the joined way that hold an apostrophe between letters are placed the same way
+among the joined words, as further parts.
 Each part's rows are the union of its words' postings; parts of digits only (not indexed), parts
 matching too many words and parts matching a very frequent word (in more than FREQUENT_SHARE of the
 rows: stored without postings, since such a word barely narrows) do not narrow. Every other word
@@ -84,9 +89,13 @@ MAX_PART_WORDS = 4096  # a part matching more words than this does not narrow (a
 FREQUENT_SHARE = 0.05  # words in more than this share of the rows (and FREQUENT_MIN_ROWS) keep no postings:
 FREQUENT_MIN_ROWS = 2000  # a needle matching them is frequent, and the LIMIT scan finds its rows at once
 FIRST = "\x01"  # marks a value's first word (sorts before any word: words hold letters and digits only)
+JOINED = "\x02"  # marks a joined word: words joined by apostrophes (india's, don't), sorted after FIRST ones
+APOSTROPHE = "'"
+JOINED_SEPARATOR = r"[^\p{L}\p{N}']+"  # what separates joined words (RE2): SEPARATOR less the apostrophe
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 8  # 6 was a reverted experiment (byte-gap postings); 8 adds the 4-bit codes of low-cardinality columns
+INDEX_VERSION = 9  # 6 was a reverted experiment (byte-gap postings); 8 added the 4-bit codes of low-cardinality
+# columns, 9 the joined words (words joined by apostrophes)
 NONE, ROARING, ARRAY = 0, 1, 2  # how a word's postings are stored (`<table>.t<n>.kinds.npy`)
 CODED_MAX_VALUES = 15  # a text column with this many distinct values or fewer also gets a 4-bit code per row
 NO_CODE = 15  # the code of NULL
@@ -151,11 +160,21 @@ def needle_parts(value: str) -> list[str]:
     """The needle lowercased and split at separators as rows are (pyarrow's split_pattern_regex with
     SEPARATOR): '' first/last when it starts/ends with separators. Characters are classified once by the
     same RE2 class, so query-time splitting costs no regex compilation."""
+    return _split(value)
+
+
+def joined_segments(value: str) -> list[str]:
+    """The needle lowercased and split at JOINED_SEPARATOR (as rows are split into joined words), each
+    piece with its apostrophes; '' first/last when it starts/ends with such separators."""
+    return _split(value, keep=APOSTROPHE)
+
+
+def _split(value: str, keep: str = "") -> list[str]:
     text = lowered_text(value)
     _separators(set(text))
     parts, current, in_separator = [], [], False
     for char in text:
-        if _separator[char]:
+        if _separator[char] and char not in keep:
             if not in_separator:
                 parts.append("".join(current))
                 current, in_separator = [], True
@@ -178,15 +197,18 @@ def chunk_words(column: pa.Array | pa.ChunkedArray, *, first_row: int, dictionar
     """Add one column's words of consecutive rows (starting at first_row) to the dictionary's postings,
     and each value's first word again as FIRST + word."""
     # Separator runs become one space, then a plain split: the same words as split_pattern_regex, ~25% faster.
-    words = pc.split_pattern(pc.replace_substring_regex(lowered(column), SEPARATOR, " "), " ")
+    low = lowered(column)
+    words = pc.split_pattern(pc.replace_substring_regex(low, SEPARATOR, " "), " ")
     flat = pc.list_flatten(words)
     parents = pc.list_parent_indices(words)
     keep = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.ascii_is_decimal(flat)))
     firsts = pc.list_element(words, 0)  # '' when the value starts with a separator (or is empty)
     first_keep = pc.and_(pc.greater(pc.binary_length(firsts), 0), pc.invert(pc.ascii_is_decimal(firsts)))
-    flat = pa.concat_arrays([flat.filter(keep), pc.binary_join_element_wise(pa.scalar(FIRST, pa.large_string()), firsts, pa.scalar("", pa.large_string())).filter(first_keep)])
+    joined, joined_parents = _joined_words(low)
+    flat = pa.concat_arrays([flat.filter(keep), _marked(FIRST, firsts).filter(first_keep), _marked(JOINED, joined)])
     parents = pa.concat_arrays([parents.filter(keep),
-                                pa.array(np.arange(len(firsts), dtype=np.int64)).cast(parents.type).filter(first_keep)])
+                                pa.array(np.arange(len(firsts), dtype=np.int64)).cast(parents.type).filter(first_keep),
+                                joined_parents.cast(parents.type)])
     if not len(flat):
         return
     encoded = pc.dictionary_encode(flat)
@@ -210,6 +232,24 @@ def chunk_words(column: pa.Array | pa.ChunkedArray, *, first_row: int, dictionar
     ends = np.concatenate([cuts, [len(keys)]])
     for word, lo, hi in zip(word_of[starts].tolist(), starts.tolist(), ends.tolist()):
         bitmaps[word].update(array.array("I", rows[lo:hi].tobytes()))  # pyroaring's fast path; repeats are fine
+
+
+def _marked(mark: str, words: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(pa.scalar(mark, pa.large_string()), words, pa.scalar("", pa.large_string()))
+
+
+def _joined_words(low: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The joined words of lowercased values, and the value each comes from: the value split at
+    JOINED_SEPARATOR (every separator but the apostrophe), apostrophes trimmed from both ends, kept if an
+    apostrophe is left inside (india's, rock'n'roll, don't). Only values holding an apostrophe are split."""
+    holding = pc.indices_nonzero(pc.fill_null(pc.match_substring(low, APOSTROPHE), False))
+    if not len(holding):
+        return pa.array([], type=pa.large_string()), pa.array([], type=pa.int64())
+    pieces = pc.split_pattern(pc.replace_substring_regex(low.take(holding), JOINED_SEPARATOR, " "), " ")
+    flat = pc.utf8_trim(pc.list_flatten(pieces), APOSTROPHE)
+    parents = holding.take(pc.list_parent_indices(pieces)).cast(pa.int64())
+    keep = pc.match_substring(flat, APOSTROPHE)
+    return flat.filter(keep), parents.filter(keep)
 
 
 def table_text_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -448,8 +488,8 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
 class _ColumnWords:
     """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`). Prefix and exact
     lookups are binary searches (words sort by code point, which is UTF-8 byte order); contains and suffix
-    lookups are bytes.find (`part`, `part\0`). The FIRST-marked words sort first: `first_end` is where the
-    plain words begin, so each find searches one region."""
+    lookups are bytes.find (`part`, `part\0`). The FIRST-marked words sort first, then the JOINED-marked
+    ones, then the plain words: `regions` holds each kind's byte range, so each find searches one region."""
 
     def __init__(self, folder: Path, table: str, number: int):
         with pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r") as source:
@@ -459,13 +499,18 @@ class _ColumnWords:
         lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
         self.starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(encoded) else np.zeros(0, np.int64)
         self.ends = np.append(self.starts[1:] - 1, len(self.blob) - 1) if len(encoded) else np.zeros(0, np.int64)
-        marked = bisect.bisect_left(words, chr(ord(FIRST) + 1))  # how many words are FIRST-marked (they sort first)
-        self.first_end = int(self.starts[marked]) - 1 if marked < len(words) else len(self.blob) - 1
+        # Marked words sort first (FIRST < JOINED < any letter or digit): where each kind begins and ends.
+        bounds = [0, bisect.bisect_left(words, JOINED), bisect.bisect_left(words, chr(ord(JOINED) + 1)), len(words)]
+        self.regions = {mark: self._bytes(low, high) for mark, low, high in zip((FIRST, JOINED, ""), bounds, bounds[1:])}
         # Read into memory, not mapped: every lookup touches them at random places (~1 MB a column per
         # million words), and a cold page of a mapping costs a disk read.
         self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy")
         self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy")
         self.kinds = np.load(folder / f"{table}.t{number}.kinds.npy")
+
+    def _bytes(self, low: int, high: int) -> tuple[int, int]:
+        """The blob's bytes holding words low..high-1 with the NULs around them."""
+        return (int(self.starts[low]) - 1, int(self.ends[high - 1]) + 1) if high > low else (0, 0)
 
     def _before(self, key: bytes) -> int:
         """How many words sort before `key`."""
@@ -479,10 +524,10 @@ class _ColumnWords:
                 high = middle
         return low
 
-    def matching(self, part: str, how: str, most: int, *, first: bool = False) -> np.ndarray | None:
-        """Indexes of the words containing / starting / ending with / equal to `part` — of the values'
-        first words when `first` — or None past `most`."""
-        needle = (FIRST + part if first else part).encode("utf-8")
+    def matching(self, part: str, how: str, most: int, *, mark: str = "") -> np.ndarray | None:
+        """Indexes of the words containing / starting / ending with / equal to `part` — among the values'
+        first words (mark FIRST), joined words (JOINED) or plain words — or None past `most`."""
+        needle = (mark + part).encode("utf-8")
         if how == "exact":
             at = self._before(needle)
             found = at < len(self.starts) and self.blob[self.starts[at]: self.ends[at]] == needle
@@ -490,8 +535,8 @@ class _ColumnWords:
         if how == "prefix":  # no UTF-8 byte is 0xff: needle + 0xff sorts after every word beginning with needle
             low, high = self._before(needle), self._before(needle + b"\xff")
             return None if high - low > most else np.arange(low, high, dtype=np.int64)
-        pattern = needle if how == "contains" else needle + b"\0"
-        low, high = (0, self.first_end + 1) if first else (self.first_end, len(self.blob))
+        pattern = part.encode("utf-8") + (b"" if how == "contains" else b"\0")
+        low, high = self.regions[mark]
         hits = []
         find = self.blob.find
         position = find(pattern, low, high)
@@ -502,6 +547,18 @@ class _ColumnWords:
             position = find(pattern, position + 1, high)
         words = np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
         return None if len(words) > most else words
+
+
+def _placed(pieces: list[str], *, at_start: bool, whole: bool) -> list[tuple[str, str]]:
+    """How each piece of a needle split at separators sits in a matching value's words: a whole value's
+    pieces are whole words; one piece is inside a word (at the value's start: begins it); of several, the
+    first ends a word (at the start: is one), the middle ones are words and the last begins one."""
+    if whole:
+        return [(piece, "exact") for piece in pieces]
+    if len(pieces) == 1:
+        return [(pieces[0], "prefix" if at_start else "contains")]
+    return ([(pieces[0], "exact" if at_start else "suffix")] + [(piece, "exact") for piece in pieces[1:-1]]
+            + [(pieces[-1], "prefix")])
 
 
 @dataclass
@@ -565,14 +622,14 @@ class TableIndex:
         raw = codec.decompress(memoryview(self._rows)[start:end])
         return ipc.read_record_batch(pa.py_buffer(raw), self.schema)
 
-    def part_words(self, column: str, part: str, how: str, *, first: bool = False) -> np.ndarray | None:
-        """The words that contain / end with / start with / equal `part` (lowercased) — of the values' first
-        words, when `first` — or None when this part cannot narrow (digits only: not indexed; too many
-        words; a very frequent word, kept without postings)."""
+    def part_words(self, column: str, part: str, how: str, *, mark: str = "") -> np.ndarray | None:
+        """The words that contain / end with / start with / equal `part` (lowercased) — among the values'
+        first words, joined words or plain words, as `mark` says — or None when this part cannot narrow
+        (digits only: not indexed; too many words; a very frequent word, kept without postings)."""
         if not part or DIGITS.fullmatch(part):
             return None
         words = self._words[column]
-        matched = words.matching(part, how, MAX_PART_WORDS, first=first)
+        matched = words.matching(part, how, MAX_PART_WORDS, mark=mark)
         if matched is None or (len(matched) and np.any(words.kinds[matched] == NONE)):
             return None
         return matched
@@ -584,19 +641,20 @@ class TableIndex:
         # value or at the value's start: first words are far fewer, so "d9" finds the few titles beginning so.
         if column not in self.columns or (len(needle) < MIN_NEEDLE_CHARS and not (whole or at_start)):
             return None
-        parts = needle_parts(needle)
-        if whole:  # the value's words are exactly the needle's: each part is a whole word, the first one first
-            constraints = [(parts[0], "exact", True)] + [(p, "exact", False) for p in parts[1:]]
-        elif len(parts) == 1:
-            # At the start of the value the part begins the value's first word.
-            constraints = [(parts[0], "prefix", True) if at_start else (parts[0], "contains", False)]
-        else:
-            # The first part ends a word (at the start: is the first word), the middle ones are words, the
-            # last begins one.
-            constraints = ([(parts[0], "exact", True) if at_start else (parts[0], "suffix", False)]
-                           + [(p, "exact", False) for p in parts[1:-1]] + [(parts[-1], "prefix", False)])
-        found = [words for part, how, first in constraints
-                 if (words := self.part_words(column, part, how, first=first)) is not None]
+        # The needle's pieces holding an apostrophe between letters must be in joined words: "ia's" is in
+        # few of them (india's, russia's) while its parts `ia` and `s` are in too many words to narrow.
+        segments = joined_segments(needle)
+        found = [words for segment, how in _placed(segments, at_start=at_start, whole=whole)
+                 if APOSTROPHE in (core := segment.strip(APOSTROPHE))
+                 and (words := self.part_words(column, core, how, mark=JOINED)) is not None]
+        if not (found and len(segments) == 1 and not (at_start or whole)):
+            # Within one joined word its plain parts narrow little further (a joined word holding "ia's" holds
+            # a word ending in `ia` and a word starting with `s`), and their postings can cost more to read
+            # than all the rest (`ia` ends 1,600 words: ~30 ms): they are looked up only without it.
+            placed = _placed(needle_parts(needle), at_start=at_start, whole=whole)
+            found += [words for number, (part, how) in enumerate(placed)
+                      if (words := self.part_words(column, part, how,
+                                                   mark=FIRST if number == 0 and (whole or at_start) else "")) is not None]
         if not found:
             return None
         sizes = self._words[column].sizes
