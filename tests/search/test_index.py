@@ -520,3 +520,24 @@ def test_needles_with_apostrophes_narrow_through_joined_words_and_match_the_scan
     assert len(index.lookup("body", "ia's", at_start=True).parts) > 1  # the value's first word, too
     indexed, scanned = _both(query, spec)
     assert indexed.rows == scanned.rows and _plan(query, spec) == "index"
+
+
+def test_a_coded_filter_counts_before_a_single_lookup_is_left_to_the_scan(settings, tmp_path, monkeypatch):
+    """A single lookup too large to read alone is read when an eq / in filter on a coded column keeps few
+    enough of its rows: the share of rows per value is counted from the codes."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    monkeypatch.setattr(ngram, "FREQUENT_MIN_ROWS", 1)  # kind's values are then too frequent to narrow
+    _install()
+    spec = table_spec_get(name=TABLE)
+    path, _ = subset_snapshot()
+    index = ngram.file_index(path).table(TABLE)
+    kinds = _table(3000, 1).column("kind").to_pylist()
+    assert index.codes_share("kind", ["a", "c"]) == pytest.approx((kinds.count("a") + kinds.count("c")) / 3000)
+    assert index.codes_share("kind", ["zz"]) == 0 and index.lookup("kind", "b", whole=True) is None
+    estimate = index.lookup("body", "gamma").estimate
+    monkeypatch.setattr(selectors, "DENSE_SHARE", estimate * 0.5 / index.rows)
+    alone = SearchQuery(TABLE, (Filter("body", "icontains", "gamma"),), 10)
+    with_kind = SearchQuery(TABLE, (Filter("body", "icontains", "gamma"), Filter("kind", "eq", "b")), 10)
+    assert _plan(alone, spec) == "scan" and _plan(with_kind, spec) == "index"
+    indexed, scanned = _both(with_kind, spec)
+    assert indexed.rows == scanned.rows
