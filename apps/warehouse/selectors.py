@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .backends.base import scan_cost_usd
@@ -44,20 +44,17 @@ def fallback_inflight_for(*, fingerprint: str) -> Fallback | None:
     return Fallback.objects.filter(inflight_key=fingerprint).first()
 
 
-def fallback_cached_for(*, fingerprint: str, max_age_seconds: int | None = None) -> Fallback | None:
-    """The newest succeeded fallback for this fingerprint, if it finished recently enough to reuse."""
-    max_age = settings.FALLBACK_CACHE_MAX_AGE_SECONDS if max_age_seconds is None else max_age_seconds
-    if max_age <= 0:
-        return None
-    return (
-        Fallback.objects.filter(
-            fingerprint=fingerprint,
-            state=Fallback.State.SUCCEEDED,
-            finished_at__gte=timezone.now() - timedelta(seconds=max_age),
-        )
-        .order_by("-finished_at")
-        .first()
-    )
+def fallback_reusable_for(*, fingerprint: str) -> tuple[Fallback | None, Fallback | None]:
+    """(cached, in flight) for this fingerprint, in one query (every search short of rows asks): the newest
+    succeeded fallback if it finished within FALLBACK_CACHE_MAX_AGE_SECONDS, and the one in flight."""
+    max_age = timedelta(seconds=settings.FALLBACK_CACHE_MAX_AGE_SECONDS)  # 0: none is recent enough
+    wanted = Q(inflight_key=fingerprint) | Q(fingerprint=fingerprint, state=Fallback.State.SUCCEEDED,
+                                              finished_at__gte=timezone.now() - max_age)
+    found = list(Fallback.objects.filter(wanted)
+                 .order_by(F("inflight_key").desc(nulls_last=True), F("finished_at").desc(nulls_last=True))[:2])
+    inflight = found[0] if found and found[0].inflight_key == fingerprint else None
+    rest = [fallback for fallback in found if fallback is not inflight]
+    return (rest[0] if rest and rest[0].state == Fallback.State.SUCCEEDED else None), inflight
 
 
 def day_start(now: datetime | None = None) -> datetime:

@@ -37,9 +37,9 @@ from .handles import FallbackHandle
 from .learned import learned_from_fallback
 from .models import Fallback, FallbackRequest
 from .selectors import (
-    fallback_cached_for,
     fallback_inflight_for,
     fallback_previous_bytes,
+    fallback_reusable_for,
     fallback_spent_today_usd,
     fallback_stale_list,
     fallback_team_spent_today_usd,
@@ -61,15 +61,16 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
     user = user if getattr(user, "is_authenticated", False) else None
     local_keys = list(local_keys or [])
     fingerprint = query.fingerprint()
-    cached = fallback_cached_for(fingerprint=fingerprint)
+    cached, existing = fallback_reusable_for(fingerprint=fingerprint)
     if cached is not None:
         request = _request_record(fallback=cached, user=user, kind=FallbackRequest.Kind.CACHE,
                                   search_log=search_log, local_keys=local_keys)
         return FallbackHandle(fallback=cached, request_id=request.pk, from_cache=True)
 
     backend = backend_get()
-    for _ in range(3):
-        existing = fallback_inflight_for(fingerprint=fingerprint)
+    for attempt in range(3):
+        if attempt:  # an identical search created one since: join it
+            existing = fallback_inflight_for(fingerprint=fingerprint)
         if existing is not None:
             request = _request_record(fallback=existing, user=user, kind=FallbackRequest.Kind.JOINED,
                                       search_log=search_log, local_keys=local_keys)

@@ -556,3 +556,30 @@ def test_the_fallback_list_shows_the_query_and_who_ran_it(client, user, warehous
     row = html.split(f'href="/fallbacks/{handle.id}/"')[1].split("</tr>")[0]
     assert f"samples: id is one of &#x27;{query.filters[0].value}&#x27; LIMIT {query.limit}" in row
     assert f"fallback={handle.id}" in row and f"<td>{user.username}</td>" in row
+
+
+def test_one_query_finds_the_newest_recent_success_and_the_fallback_in_flight(settings, django_assert_num_queries):
+    from apps.warehouse.selectors import fallback_reusable_for
+
+    common = dict(table="samples", query={}, limit=1, backend="local", fingerprint="g" * 64)
+    now = timezone.now()
+    with django_assert_num_queries(1):
+        assert fallback_reusable_for(fingerprint="g" * 64) == (None, None)
+    old = Fallback.objects.create(state="succeeded", finished_at=now - timedelta(seconds=600), **common)
+    new = Fallback.objects.create(state="succeeded", finished_at=now - timedelta(seconds=60), **common)
+    Fallback.objects.create(state="failed", finished_at=now, **common)
+    Fallback.objects.create(state="succeeded", finished_at=now, **{**common, "fingerprint": "h" * 64})
+    assert fallback_reusable_for(fingerprint="g" * 64) == (new, None)
+    running = Fallback.objects.create(state="running", inflight_key="g" * 64, **common)
+    with django_assert_num_queries(1):
+        assert fallback_reusable_for(fingerprint="g" * 64) == (new, running)
+    settings.FALLBACK_CACHE_MAX_AGE_SECONDS = 300  # `new` only
+    Fallback.objects.filter(pk=new.pk).update(finished_at=now - timedelta(seconds=400))
+    assert fallback_reusable_for(fingerprint="g" * 64) == (None, running)
+    settings.FALLBACK_CACHE_MAX_AGE_SECONDS = 0  # no cache
+    assert fallback_reusable_for(fingerprint="g" * 64) == (None, running)
+    Fallback.objects.filter(pk=running.pk).update(inflight_key=None, state="cancelled")
+    settings.FALLBACK_CACHE_MAX_AGE_SECONDS = 3600
+    assert fallback_reusable_for(fingerprint="g" * 64) == (new, None)  # 400 s ago: newer than `old`
+    Fallback.objects.filter(pk=new.pk).delete()
+    assert fallback_reusable_for(fingerprint="g" * 64) == (old, None)
