@@ -18,7 +18,15 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from .deadline import WATCHDOG
-from .ngram import Lookup, TableIndex, file_index, index_is_current, indexed_tables, regex_required_literal
+from .ngram import (
+    Lookup,
+    TableIndex,
+    file_index,
+    index_is_current,
+    indexed_tables,
+    regex_required_literal,
+    worth_verifying,
+)
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
 from .store import subset_connection, subset_current_path, subset_snapshot
@@ -88,6 +96,8 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, None, needles)
     candidates: BitMap | None = None
     for _, found in lookups:
+        if candidates is not None and worth_verifying(len(candidates), sum(lookup.words for lookup in found)):
+            continue  # few candidates left: verifying them costs less than reading these postings
         rows = BitMap.union(BitMap(), *(index.lookup_rows(lookup, within=candidates) for lookup in found))
         candidates = rows
         if not candidates:

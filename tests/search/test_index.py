@@ -541,3 +541,35 @@ def test_a_coded_filter_counts_before_a_single_lookup_is_left_to_the_scan(settin
     assert _plan(alone, spec) == "scan" and _plan(with_kind, spec) == "index"
     indexed, scanned = _both(with_kind, spec)
     assert indexed.rows == scanned.rows
+
+
+def test_few_candidates_are_verified_rather_than_narrowed_by_a_lookup_of_many_words(settings, tmp_path, monkeypatch):
+    """Once the candidates are few, a further lookup matching many words (`title contains she`: 811 words at
+    10M rows) is not read: verifying the candidates costs less. The rows are still the scan's."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    titles = [f"she{i % 50} title" for i in range(400)]  # `she` is in 50 distinct words
+    bodies = [f"unique needle she{i % 50}" if i in (7, 300) else f"filler she{i % 50}" for i in range(400)]
+    subset_table_write(name=TABLE, arrow=pa.table({"id": list(range(400)), "body": bodies, "title": titles}),
+                       description={"key": "id", "searchable": "*", "shown": ["id", "body", "title"]},
+                       keep_other_tables=False, stdout=io.StringIO())
+    spec = table_spec_get(name=TABLE)
+    index = ngram.file_index(subset_current_path()).table(TABLE)
+    assert len(index.lookup("title", "she").parts[0]) >= 50 > 2 * ngram.CANDIDATE_WORDS
+    read = []
+    original = index._posting
+    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(column) or original(column, word))
+    for title_needle, expected in (("she7", [7]), ("she", [7, 300])):
+        read.clear()
+        query = SearchQuery(TABLE, (Filter("body", "contains", "unique needle"), Filter("title", "contains", title_needle)), 10)
+        indexed, scanned = _both(query, spec)
+        assert [row[0] for row in indexed.rows] == [row[0] for row in scanned.rows] == expected
+        # `she7` is 1 word (she7): read; `she` is 50 words for 2 candidates: left to the verification
+        assert ("title" in read) == (title_needle == "she7"), title_needle
+    # The same within one needle: "needle she" is a word ending in `needle` (2 rows), then one starting
+    # with `she` (50 words): that part is not read either.
+    read.clear()
+    query = SearchQuery(TABLE, (Filter("body", "contains", "needle she"),), 10)
+    indexed, scanned = _both(query, spec)
+    assert [row[0] for row in indexed.rows] == [row[0] for row in scanned.rows] == [7, 300]
+    assert len(read) == 1 and _plan(query, spec) == "index"
