@@ -61,6 +61,7 @@ import shutil
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,22 @@ NO_CODE = 15  # the code of NULL
 PREFETCH_GAP = 64 * 1024  # prefetched byte ranges closer than this are asked for as one
 PREFETCH_MAX_POSTINGS = 512  # a lookup's postings in more separate ranges than this are not prefetched
 _WILLNEED = getattr(mmap, "MADV_WILLNEED", 0)
+
+
+PARALLEL_FRAMES = 32  # a read of this many frames or more is split with a helper thread: 200 frames took
+# 7-9 ms instead of 11-12 (cold, the two threads also wait for the disk at once)
+FRAME_HELPERS = 2  # helper threads per process; a read that finds them all busy reads alone (no queueing)
+_helpers = threading.BoundedSemaphore(FRAME_HELPERS)
+_frames: ThreadPoolExecutor | None = None
+_frames_lock = threading.Lock()
+
+
+def _frame_pool() -> ThreadPoolExecutor:
+    global _frames
+    with _frames_lock:
+        if _frames is None:
+            _frames = ThreadPoolExecutor(max_workers=FRAME_HELPERS, thread_name_prefix="index-frames")
+        return _frames
 
 
 def _map_random(path: Path) -> mmap.mmap | bytes:
@@ -740,10 +757,19 @@ class TableIndex:
         self._prefetch(self._rows, self.row_offsets[touched].astype(np.int64),
                        self.row_offsets[touched + 1].astype(np.int64))
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
+        indexes = touched.tolist()
+        if len(indexes) >= PARALLEL_FRAMES and _helpers.acquire(blocking=False):
+            # The second half is decompressed on another core meanwhile (zstd releases the GIL).
+            half = len(indexes) // 2
+            try:
+                later = _frame_pool().submit(lambda: [self.batch(index) for index in indexes[half:]])
+                batches = [self.batch(index) for index in indexes[:half]] + later.result()
+            finally:
+                _helpers.release()
+        else:  # few frames, or every helper busy with other requests' frames: read them here
+            batches = [self.batch(index) for index in indexes]
         pieces = []
-        for group in np.split(positions, cuts):
-            index = int(group[0] // self.batch_rows)
-            batch = self.batch(index)
+        for group, index, batch in zip(np.split(positions, cuts), indexes, batches):
             local = (group - index * self.batch_rows).tolist()
             start = run = local[0]
             for offset in local[1:] + [None]:  # zero-copy slices of consecutive rows

@@ -573,3 +573,26 @@ def test_few_candidates_are_verified_rather_than_narrowed_by_a_lookup_of_many_wo
     indexed, scanned = _both(query, spec)
     assert [row[0] for row in indexed.rows] == [row[0] for row in scanned.rows] == [7, 300]
     assert len(read) == 1 and _plan(query, spec) == "index"
+
+
+def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset, monkeypatch):
+    """Reading 32 frames or more, a helper thread decompresses the second half meanwhile; the rows are the
+    same, in order, as reading them one frame at a time — and when every helper is busy, the reader reads
+    them all itself instead of waiting."""
+    import numpy as np
+
+    index = ngram.file_index(subset_snapshot()[0]).table(TABLE)
+    positions = np.arange(0, 3000, 7, dtype=np.int64)  # ~430 rows in ~94 frames of 32
+    expected = pa.Table.from_batches([index.batch(i) for i in range(index.rows // index.batch_rows + 1)]
+                                     ).take(pa.array(positions))
+    submitted = []
+    pool = ngram._frame_pool()
+    monkeypatch.setattr(ngram, "_frame_pool", lambda: submitted.append(1) or pool)
+    assert index.rows_at(positions).equals(expected) and submitted == [1]
+    assert index.rows_at(positions[:20]).equals(expected.slice(0, 20)) and submitted == [1]  # 5 frames: alone
+    held = [ngram._helpers.acquire(blocking=False) for _ in range(ngram.FRAME_HELPERS)]
+    try:
+        assert all(held) and index.rows_at(positions).equals(expected) and submitted == [1]
+    finally:
+        for _ in held:
+            ngram._helpers.release()
