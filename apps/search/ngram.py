@@ -54,6 +54,7 @@ import bisect
 import json
 import logging
 import mmap
+import os
 import queue
 import re
 import re._parser as sre_parse
@@ -121,6 +122,15 @@ def _frame_pool() -> ThreadPoolExecutor:
         if _frames is None:
             _frames = ThreadPoolExecutor(max_workers=FRAME_HELPERS, thread_name_prefix="index-frames")
         return _frames
+
+
+def _forget_frame_pool() -> None:
+    """In a forked child (a Celery or gunicorn worker) the parent's helper threads do not exist."""
+    global _frames, _frames_lock, _helpers
+    _frames, _frames_lock, _helpers = None, threading.Lock(), threading.BoundedSemaphore(FRAME_HELPERS)
+
+
+os.register_at_fork(after_in_child=_forget_frame_pool)
 
 
 def _map_random(path: Path) -> mmap.mmap | bytes:

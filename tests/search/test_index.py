@@ -596,3 +596,31 @@ def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset
     finally:
         for _ in held:
             ngram._helpers.release()
+
+
+def test_a_forked_child_starts_its_own_frame_helpers(subset):
+    """The parent's helper threads do not survive a fork: a child (a Celery or gunicorn worker) that read
+    many frames through the parent's pool would wait forever."""
+    import os
+
+    import numpy as np
+
+    index = ngram.file_index(subset_snapshot()[0]).table(TABLE)
+    positions = np.arange(0, 3000, 7, dtype=np.int64)
+    expected = index.rows_at(positions).num_rows  # the parent's pool now has threads
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            code = 0 if index.rows_at(positions).num_rows == expected else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    raise AssertionError("the child hung reading frames")
