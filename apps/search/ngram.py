@@ -151,6 +151,25 @@ def _map_random(path: Path) -> mmap.mmap | bytes:
     return mapping
 
 
+def prefetch(mapping, starts: np.ndarray, ends: np.ndarray, most: int | None = None) -> None:
+    """Ask the kernel for these byte ranges of a mapping at once (MADV_WILLNEED: asynchronous, so
+    the disk serves them in parallel) before they are read one by one: cold, each read would wait
+    for its own disk read (~0.15 ms each here; ~3.5x less together)."""
+    if not isinstance(mapping, mmap.mmap) or len(starts) < 2 or not _WILLNEED:
+        return
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order] // mmap.PAGESIZE * mmap.PAGESIZE, ends[order]
+    # Ranges closer than PREFETCH_GAP are asked as one (a few more pages cost less than a call).
+    cuts = np.flatnonzero(starts[1:] - np.maximum.accumulate(ends)[:-1] > PREFETCH_GAP) + 1
+    if most is not None and len(cuts) >= most:
+        return  # scattered: a call per range (~1.6 µs when cached) would cost more than reading them does
+    run_ends = np.maximum.accumulate(ends)
+    for first, last in zip(np.concatenate([[0], cuts]).tolist(), np.append(cuts - 1, len(starts) - 1).tolist()):
+        start, end = int(starts[first]), int(run_ends[last])
+        if end > start:
+            mapping.madvise(_WILLNEED, start, end - start)
+
+
 def index_dir_for(path: Path) -> Path:
     """The index folder that belongs to a subset (or learned) DuckDB file."""
     return path.with_name(path.name + SUFFIX)
@@ -637,24 +656,6 @@ class TableIndex:
         self._codecs = threading.local()  # a decompressor per thread (they are not thread-safe)
         self._code_counts: dict[str, np.ndarray] = {}  # coded column -> rows per code
 
-    def _prefetch(self, mapping, starts: np.ndarray, ends: np.ndarray, most: int | None = None) -> None:
-        """Ask the kernel for these byte ranges of a mapping at once (MADV_WILLNEED: asynchronous, so
-        the disk serves them in parallel) before they are read one by one: cold, each read would wait
-        for its own disk read (~0.15 ms each here; ~3.5x less together)."""
-        if not isinstance(mapping, mmap.mmap) or len(starts) < 2 or not _WILLNEED:
-            return
-        order = np.argsort(starts, kind="stable")
-        starts, ends = starts[order] // mmap.PAGESIZE * mmap.PAGESIZE, ends[order]
-        # Ranges closer than PREFETCH_GAP are asked as one (a few more pages cost less than a call).
-        cuts = np.flatnonzero(starts[1:] - np.maximum.accumulate(ends)[:-1] > PREFETCH_GAP) + 1
-        if most is not None and len(cuts) >= most:
-            return  # scattered: a call per range (~1.6 µs when cached) would cost more than reading them does
-        run_ends = np.maximum.accumulate(ends)
-        for first, last in zip(np.concatenate([[0], cuts]).tolist(), np.append(cuts - 1, len(starts) - 1).tolist()):
-            start, end = int(starts[first]), int(run_ends[last])
-            if end > start:
-                mapping.madvise(_WILLNEED, start, end - start)
-
     def batch(self, index: int) -> pa.RecordBatch:
         codec = getattr(self._codecs, "codec", None)
         if codec is None:
@@ -720,7 +721,7 @@ class TableIndex:
         result = within
         offsets = self._words[lookup.column].offsets
         every = np.concatenate(lookup.parts) if lookup.parts else np.zeros(0, dtype=np.int64)
-        self._prefetch(self._postings, offsets[every].astype(np.int64), offsets[every + 1].astype(np.int64),
+        prefetch(self._postings, offsets[every].astype(np.int64), offsets[every + 1].astype(np.int64),
                        most=PREFETCH_MAX_POSTINGS)
         for words in lookup.parts:
             if result is not None and worth_verifying(len(result), len(words)):
@@ -764,7 +765,7 @@ class TableIndex:
             return self.schema.empty_table()
         batch_of = positions // self.batch_rows
         touched = np.unique(batch_of)
-        self._prefetch(self._rows, self.row_offsets[touched].astype(np.int64),
+        prefetch(self._rows, self.row_offsets[touched].astype(np.int64),
                        self.row_offsets[touched + 1].astype(np.int64))
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
         indexes = touched.tolist()

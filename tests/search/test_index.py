@@ -440,17 +440,16 @@ def test_prefetch_asks_for_each_run_of_ranges_once(tmp_path, monkeypatch):
     with open(data, "rb") as handle:
         mapping = _Recording(handle.fileno(), 0, access=ngram.mmap.ACCESS_READ)
     mapping.asked = []
-    prefetch = ngram.TableIndex._prefetch
     starts = np.array([3 * gap + 10, 100, 5 * page + 300, 3 * gap + 7 * page, 9 * gap], dtype=np.int64)
     ends = starts + 50
-    prefetch(None, mapping, starts, ends)
+    ngram.prefetch(mapping, starts, ends)
     assert mapping.asked == [(ngram.mmap.MADV_WILLNEED, 0, 5 * page + 350),
                              (ngram.mmap.MADV_WILLNEED, 3 * gap, 7 * page + 50),
                              (ngram.mmap.MADV_WILLNEED, 9 * gap, 50)]
     assert all(start % page == 0 for _, start, _ in mapping.asked)
     mapping.asked = []
-    prefetch(None, mapping, starts[:1], ends[:1])
-    prefetch(None, mapping, starts, ends, most=2)
+    ngram.prefetch(mapping, starts[:1], ends[:1])
+    ngram.prefetch(mapping, starts, ends, most=2)
     assert mapping.asked == []
     mapping.close()
 
@@ -460,7 +459,7 @@ def test_candidate_rows_and_postings_are_prefetched_before_they_are_read(subset,
     path, _ = subset_snapshot()
     index = ngram.file_index(path).table(TABLE)
     asked = []
-    monkeypatch.setattr(index, "_prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
+    monkeypatch.setattr(ngram, "prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
     query = SearchQuery(TABLE, (Filter("body", "icontains", "amm"),), 1000)  # gamma, …: several words, many rows
     indexed, scanned = _both(query, subset)
     assert indexed.rows == scanned.rows and _plan(query, subset) == "index"
