@@ -206,17 +206,17 @@ def needle_parts(value: str) -> list[str]:
     """The needle lowercased and split at separators as rows are (pyarrow's split_pattern_regex with
     SEPARATOR): '' first/last when it starts/ends with separators. Characters are classified once by the
     same RE2 class, so query-time splitting costs no regex compilation."""
-    return _split(value)
+    return _split(lowered_text(value))
 
 
 def joined_segments(value: str) -> list[str]:
     """The needle lowercased and split at JOINED_SEPARATOR (as rows are split into joined words), each
     piece with its apostrophes; '' first/last when it starts/ends with such separators."""
-    return _split(value, keep=APOSTROPHE)
+    return _split(lowered_text(value), keep=APOSTROPHE)
 
 
-def _split(value: str, keep: str = "") -> list[str]:
-    text = lowered_text(value)
+def _split(text: str, keep: str = "") -> list[str]:
+    """Lowercased text split at separators other than the `keep` characters."""
     _separators(set(text))
     parts, current, in_separator = [], [], False
     for char in text:
@@ -683,17 +683,20 @@ class TableIndex:
         # value or at the value's start: first words are far fewer, so "d9" finds the few titles beginning so.
         if column not in self.columns or (len(needle) < MIN_NEEDLE_CHARS and not (whole or at_start)):
             return None
+        text = lowered_text(needle)
         # The needle's pieces holding an apostrophe between letters must be in joined words: "ia's" is in
         # few of them (india's, russia's) while its parts `ia` and `s` are in too many words to narrow.
-        segments = joined_segments(needle)
-        found = [words for segment, how in _placed(segments, at_start=at_start, whole=whole)
-                 if APOSTROPHE in (core := segment.strip(APOSTROPHE))
-                 and (words := self.part_words(column, core, how, mark=JOINED)) is not None]
+        found, segments = [], []
+        if APOSTROPHE in text:
+            segments = _split(text, keep=APOSTROPHE)
+            found = [words for segment, how in _placed(segments, at_start=at_start, whole=whole)
+                     if APOSTROPHE in (core := segment.strip(APOSTROPHE))
+                     and (words := self.part_words(column, core, how, mark=JOINED)) is not None]
         if not (found and len(segments) == 1 and not (at_start or whole)):
             # Within one joined word its plain parts narrow little further (a joined word holding "ia's" holds
             # a word ending in `ia` and a word starting with `s`), and their postings can cost more to read
             # than all the rest (`ia` ends 1,600 words: ~30 ms): they are looked up only without it.
-            placed = _placed(needle_parts(needle), at_start=at_start, whole=whole)
+            placed = _placed(_split(text), at_start=at_start, whole=whole)
             found += [words for number, (part, how) in enumerate(placed)
                       if (words := self.part_words(column, part, how,
                                                    mark=FIRST if number == 0 and (whole or at_start) else "")) is not None]
