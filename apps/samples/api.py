@@ -17,7 +17,7 @@ from apps.search.operators import OPERATORS
 from apps.search.query import query_from_params
 from apps.search.tables import default_table_name
 
-from .origin import answer_notice, request_may_start_fallback
+from .origin import answer_notice, request_may_spend, request_may_start_fallback
 from .pipeline import RowSource, fallback_id_from, search_answer
 
 router = Router(tags=["search"])
@@ -111,7 +111,8 @@ def search(request):
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
                            fallback_id=fallback_id_from(request.GET),
-                           confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1")
+                           confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1",
+                           may_spend=request_may_spend(request))
     notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
     counts = answer.counts
     return {

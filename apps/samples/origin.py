@@ -11,6 +11,13 @@ CROSS_SITE_NOTICE = ("This search was opened from another site, so the warehouse
                      "open this search from the app to query the warehouse.")
 
 
+def request_may_spend(request) -> bool:
+    """False for a read-only API token (apps/samplescope/api.py puts it on `request.api_token`): it only
+    reads, so it never starts a billed warehouse query."""
+    token = getattr(request, "api_token", None)
+    return token is None or not token.read_only
+
+
 def request_may_start_fallback(request) -> bool:
     site = request.headers.get("Sec-Fetch-Site")
     return site is None or site.strip().lower() in FALLBACK_ALLOWED_FETCH_SITES

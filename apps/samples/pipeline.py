@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE_COLUMN = "_source"  # the column the export and the API add to every row
 NO_WAREHOUSE = "This table has no warehouse: results come from the local copy only."
+NO_SPENDING = ("This API token is read-only: it cannot start a warehouse query (that is billed). Showing local "
+               "rows only; a read-write token, or the search page, can query the warehouse.")
 
 
 class RowSource(StrEnum):
@@ -146,7 +148,7 @@ def fallback_id_from(params) -> int | None:
 
 def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,
                   log: bool = True, timeout_ms: int | None = None, confirmed: bool = False,
-                  count: bool = True) -> SearchAnswer:
+                  count: bool = True, may_spend: bool = True) -> SearchAnswer:
     """Answer `query` (see the module docstring). Raises SearchValidationError, TableNotFound or
     SubsetMissing (apps.search.errors); a problem with the warehouse never raises: it is on `notice`
     or on the fallback handle, and the local rows still come back.
@@ -155,7 +157,10 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     does not start a paid fallback unless `confirmed`: `unknown_values` says which, and `notice` asks.
 
     `count=False` skips the count(*) of every matching subset row when the first page did not hold them
-    all (it can take up to SEARCH_COUNT_TIMEOUT_MS): the API counts only when asked (`_count=1`)."""
+    all (it can take up to SEARCH_COUNT_TIMEOUT_MS): the API counts only when asked (`_count=1`).
+
+    `may_spend=False` (a read-only API token): a cached warehouse result or a fallback already in flight is
+    still used (neither costs anything more), but no new, billed one is started; `notice` says why."""
     spec = table_spec_get(name=query.table)
     compiled = compile_search(query=query, spec=spec)  # validates, the sort and the page token included
     outcome = subset_search(query=query, spec=spec, compiled=compiled,
@@ -204,12 +209,15 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
             ": search the warehouse anyway?"
     elif needs_more and allow_fallback:
         try:
-            handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row)
+            handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row,
+                                      may_spend=may_spend)
         except Exception as exc:  # the local rows must still show
             logger.exception("asking the warehouse for %s failed", query.describe())
             notice = f"The warehouse fallback could not be asked: {exc}"
         else:
-            if handle.fallback.state == Fallback.State.SUCCEEDED:  # reused from the cache: merge it now
+            if handle is None:  # nothing to reuse, and this request may not start a billed query
+                notice = NO_SPENDING
+            elif handle.fallback.state == Fallback.State.SUCCEEDED:  # reused from the cache: merge it now
                 rows.add(handle.fallback.rows, RowSource.WAREHOUSE)
                 complete = handle.fallback.row_count < query.limit
                 if log_row is not None:

@@ -2,7 +2,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
 from .models import Fallback
-from .selectors import fallback_can_cancel, fallback_can_view
+from .selectors import fallback_can_view
 from .services import fallback_cancel
 
 router = Router(tags=["warehouse"])
@@ -19,13 +19,15 @@ class FallbackOut(Schema):
     error: str
     engine_query_id: str
     backend: str
+    cancelled_by: str  # who stopped it ("" when nobody did)
+    left: bool = False  # POST .../cancel by someone whose search only joined it: they left it, it runs on
 
 
 class ErrorOut(Schema):
     detail: str
 
 
-def _out(fallback: Fallback) -> dict:
+def _out(fallback: Fallback, *, left: bool = False) -> dict:
     return {
         "id": fallback.pk,
         "state": fallback.state,
@@ -37,6 +39,8 @@ def _out(fallback: Fallback) -> dict:
         "error": fallback.error,
         "engine_query_id": fallback.engine_query_id,
         "backend": fallback.backend,
+        "cancelled_by": fallback.cancelled_by_name,
+        "left": left,
     }
 
 
@@ -50,9 +54,12 @@ def fallback_get_endpoint(request, fallback_id: int):
 
 
 @router.post("/fallbacks/{fallback_id}/cancel", response={200: FallbackOut, 403: ErrorOut},
-             url_name="fallback-cancel", summary="Cancel a queued or running fallback (stops the warehouse query)")
+             url_name="fallback-cancel",
+             summary="Cancel a fallback: its creator or staff stop the warehouse query; someone whose search "
+                     "joined it leaves it (`left`: true), and it runs on")
 def fallback_cancel_endpoint(request, fallback_id: int):
     fallback = get_object_or_404(Fallback, pk=fallback_id)
-    if not fallback_can_cancel(fallback=fallback, user=request.user):
+    if not fallback_can_view(fallback=fallback, user=request.user):
         return Status(403, {"detail": "Only the people whose searches use this fallback can cancel it."})
-    return Status(200, _out(fallback_cancel(fallback=fallback, user=request.user)))
+    outcome = fallback_cancel(fallback=fallback, user=request.user)
+    return Status(200, _out(outcome.fallback, left=outcome.left))

@@ -18,6 +18,8 @@ class FallbackHandle:
     request_id: int | None = None
     from_cache: bool = False
     created: bool = False  # this search started a new warehouse query (not joined, reused or refused)
+    may_stop: bool = True  # the viewer is its creator or staff; a joiner's "cancel" only leaves it
+    left: bool = False  # this viewer's search left it (a joiner's cancel): the panel stops waiting for it
     panel_template: str = PANEL_TEMPLATE
 
     @property
@@ -36,11 +38,17 @@ class FallbackHandle:
 
     @property
     def is_active(self) -> bool:
-        return self.fallback.is_active
+        """Still worth waiting for, for this viewer: queued or running, and not left."""
+        return self.fallback.is_active and not self.left
+
+    @property
+    def has_left(self) -> bool:
+        """This viewer left it while it still runs for the others."""
+        return self.left and self.fallback.is_active
 
     @property
     def can_cancel(self) -> bool:
-        return self.fallback.is_active and not self.fallback.cancel_requested_at
+        return self.is_active and not self.fallback.cancel_requested_at
 
     @property
     def rows(self) -> list[dict]:
@@ -49,6 +57,10 @@ class FallbackHandle:
     @property
     def error_message(self) -> str:
         return self.fallback.error
+
+    @property
+    def cancelled_by(self) -> str:
+        return self.fallback.cancelled_by_name
 
     @property
     def url(self) -> str:

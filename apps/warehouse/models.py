@@ -57,6 +57,12 @@ class Fallback(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="who stopped it (its creator or staff); null when nobody did or that account is gone",
+    )
+    cancelled_by_name = models.CharField(max_length=150, blank=True,
+                                         help_text="their username when they stopped it (kept if the account goes)")
 
     class Meta:
         ordering = ["-created_at"]
@@ -118,6 +124,8 @@ class FallbackRequest(models.Model):
     local_keys = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder,
                                   help_text="keys of the rows the search already had locally (not copies of them)")
     created_at = models.DateTimeField(auto_now_add=True)
+    left_at = models.DateTimeField(null=True, blank=True,
+                                   help_text="a joiner's cancel: they stopped waiting; the fallback runs on")
 
     class Meta:
         ordering = ["-created_at"]

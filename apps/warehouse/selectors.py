@@ -26,18 +26,24 @@ def fallback_list(*, user, limit: int = 50) -> QuerySet[Fallback]:
             .order_by("-created_at")[:limit])
 
 
-def fallback_can_cancel(*, fallback: Fallback, user) -> bool:
-    """Its creator, anyone whose search joined it, or staff: cancelling stops it for all of them."""
+def fallback_can_stop(*, fallback: Fallback, user) -> bool:
+    """Its creator or staff: stopping ends the query for everyone whose search joined it, and the creator
+    is the one billed. Someone who only joined it may leave it (`fallback_has_joined`), not stop it."""
     if not (user and user.is_authenticated):
         return False
-    if user.is_staff or fallback.user_id == user.pk:
-        return True
+    return bool(user.is_staff or (fallback.user_id is not None and fallback.user_id == user.pk))
+
+
+def fallback_has_joined(*, fallback: Fallback, user) -> bool:
+    """`user`'s search joined this fallback (or reused it from the cache)."""
+    if not (user and user.is_authenticated):
+        return False
     return fallback.requests.filter(user=user).exists()
 
 
 def fallback_can_view(*, fallback: Fallback, user) -> bool:
     """Its query and rows: its creator, anyone whose search joined it, and staff."""
-    return fallback_can_cancel(fallback=fallback, user=user)
+    return fallback_can_stop(fallback=fallback, user=user) or fallback_has_joined(fallback=fallback, user=user)
 
 
 def fallback_inflight_for(*, fingerprint: str) -> Fallback | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -37,6 +39,8 @@ from .handles import FallbackHandle
 from .learned import learned_from_fallback
 from .models import Fallback, FallbackRequest
 from .selectors import (
+    fallback_can_stop,
+    fallback_has_joined,
     fallback_inflight_for,
     fallback_previous_bytes,
     fallback_reusable_for,
@@ -54,10 +58,13 @@ TICK_WRITE_SECONDS = 0.5
 # --- creating or joining a fallback (apps.samples.pipeline asks) --------------------------------
 
 def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: list | None = None,
-                     search_log: SearchLog | None = None) -> FallbackHandle:
+                     search_log: SearchLog | None = None, may_spend: bool = True) -> FallbackHandle | None:
     """Reuse a recent result, join the fallback in flight, refuse over budget, or create and enqueue one.
 
-    `local_keys` are the keys of the rows the search already had locally (kept, not the rows)."""
+    `local_keys` are the keys of the rows the search already had locally (kept, not the rows).
+    `may_spend=False` (a read-only API token): a cached result or a fallback already in flight is used, as
+    neither starts a billed query nor costs the asker anything; nothing new is sent, and None comes back
+    when there is neither."""
     user = user if getattr(user, "is_authenticated", False) else None
     local_keys = list(local_keys or [])
     fingerprint = query.fingerprint()
@@ -74,7 +81,10 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
         if existing is not None:
             request = _request_record(fallback=existing, user=user, kind=FallbackRequest.Kind.JOINED,
                                       search_log=search_log, local_keys=local_keys)
-            return FallbackHandle(fallback=existing, request_id=request.pk)
+            return FallbackHandle(fallback=existing, request_id=request.pk,
+                                  may_stop=fallback_can_stop(fallback=existing, user=user))
+        if not may_spend:
+            return None
 
         fields = dict(user=user, table=query.table, query=query.to_dict(), fingerprint=fingerprint,
                       limit=query.limit, backend=backend.name, bytes_are_estimate=backend.bytes_are_estimate)
@@ -281,7 +291,7 @@ def fallback_execute(*, fallback_id: int, retries_left: int = 0, soft_time_limit
     if fallback is None:
         return Fallback.objects.filter(pk=fallback_id).first()
     if fallback.cancel_requested_at:
-        _finish(fallback_id=fallback_id, state=Fallback.State.CANCELLED, error="cancelled by a user")
+        _finish(fallback_id=fallback_id, state=Fallback.State.CANCELLED)
         return Fallback.objects.get(pk=fallback_id)
     try:
         query = SearchQuery.from_dict(fallback.query)
@@ -330,9 +340,13 @@ def _finish(*, fallback_id: int, state: str, error: str = "", result: WarehouseR
     changes: dict = {"state": state, "error": error[:4000], "finished_at": timezone.now(), "inflight_key": None}
     with transaction.atomic():  # read the recorded bytes and settle in one write transaction
         row = Fallback.objects.select_for_update().filter(pk=fallback_id, state__in=from_states) \
-            .values("bytes_scanned").first()
+            .values("bytes_scanned", "cancelled_by_name").first()
         if row is None:
             return False
+        if state == Fallback.State.CANCELLED and row["cancelled_by_name"]:  # who stopped it, not "a user"
+            changes["error"] = f"cancelled by {row['cancelled_by_name']}"
+        elif state == Fallback.State.CANCELLED and not error:
+            changes["error"] = "cancelled"
         bytes_scanned = row["bytes_scanned"]
         if result is not None:
             changes.update(rows=result.rows, row_count=len(result.rows), bytes_are_estimate=result.bytes_are_estimate,
@@ -365,15 +379,44 @@ def _settled_cost_usd(*, state: str, bytes_scanned: int | None, result: Warehous
 
 # --- cancel and sweep --------------------------------------------------------------------------
 
-def fallback_cancel(*, fallback: Fallback, user) -> Fallback:
-    """Queued: cancelled at once. Running: flagged; the worker stops the engine query on its next tick."""
-    who = getattr(user, "username", "a user")
-    if not _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED, error=f"cancelled by {who}",
-                   from_states=(Fallback.State.QUEUED,)):
-        Fallback.objects.filter(pk=fallback.pk, state=Fallback.State.RUNNING,
-                                cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
+@dataclass(frozen=True)
+class FallbackCancel:
+    """What a cancel did: `stopped` the fallback (its creator or staff), or only `left` it (a joiner)."""
+
+    fallback: Fallback
+    stopped: bool
+
+    @property
+    def left(self) -> bool:
+        return not self.stopped
+
+
+def fallback_cancel(*, fallback: Fallback, user) -> FallbackCancel:
+    """The one decision for the page and the API. Its creator or staff stop it (queued: cancelled at once;
+    running: flagged, the worker stops the engine query on its next tick), and the row keeps who did.
+    Someone whose search only joined it leaves it: their page stops waiting, the query runs on for the
+    others (its creator is billed, so only they or staff may stop it). Anyone else: PermissionDenied."""
+    if not fallback_can_stop(fallback=fallback, user=user):
+        if not fallback_has_joined(fallback=fallback, user=user):
+            raise PermissionDenied("Only its creator and staff can stop a fallback.")
+        _leave(fallback=fallback, user=user)
+        fallback.refresh_from_db()
+        return FallbackCancel(fallback=fallback, stopped=False)
+    # The first stop wins; the name stays if the account goes (the creator sees "cancelled by <name>").
+    Fallback.objects.filter(pk=fallback.pk, state__in=Fallback.ACTIVE_STATES, cancel_requested_at__isnull=True) \
+        .update(cancel_requested_at=timezone.now(), cancelled_by=user, cancelled_by_name=user.get_username())
+    _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED, from_states=(Fallback.State.QUEUED,))
     fallback.refresh_from_db()
-    return fallback
+    return FallbackCancel(fallback=fallback, stopped=True)
+
+
+def _leave(*, fallback: Fallback, user) -> None:
+    left = FallbackRequest.objects.filter(fallback=fallback, user=user, left_at__isnull=True) \
+        .update(left_at=timezone.now())
+    if left and fallback.is_active:
+        audit_record(user=user, action="fallback", target=_audit_target(fallback), outcome="left", cost_usd=0,
+                     detail={"fallback_id": fallback.pk, "state": fallback.state, "query": fallback.query,
+                             "note": "stopped waiting; the fallback runs on for its creator"})
 
 
 def fallback_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
@@ -383,7 +426,7 @@ def fallback_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
     for fallback in fallback_stale_list(stale_after_seconds=stale_after):
         counts["stale"] += 1
         if fallback.cancel_requested_at:
-            if _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED, error="cancelled by a user"):
+            if _finish(fallback_id=fallback.pk, state=Fallback.State.CANCELLED):
                 counts["cancelled"] += 1
                 _stop_engine(fallback)
             continue
@@ -459,6 +502,9 @@ def _audit_finished(fallback: Fallback) -> None:
             "engine_query_id": fallback.engine_query_id,
             "elapsed_ms": fallback.elapsed_ms,
             "error": fallback.error,
+            # Who stopped it (the event's user is its creator, who is billed); None when nobody did.
+            "cancelled_by": fallback.cancelled_by_name or None,
+            "cancelled_by_id": fallback.cancelled_by_id,
         },
     )
 

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from .models import Fallback
-from .selectors import fallback_budget_left, fallback_can_cancel, fallback_can_view, fallback_list
+from .selectors import fallback_budget_left, fallback_can_view, fallback_list
 from .services import fallback_cancel
 from .views_support import panel_handle, request_id_from
 
@@ -29,7 +29,7 @@ def fallback_detail(request, fallback_id: int):
     fallback = get_object_or_404(Fallback.objects.select_related("user"), pk=fallback_id)
     if not fallback_can_view(fallback=fallback, user=request.user):
         raise PermissionDenied("Only its creator, the people whose searches joined it, and staff see a fallback.")
-    handle = panel_handle(fallback=fallback, request_id=request_id_from(request.GET))
+    handle = panel_handle(fallback=fallback, request_id=request_id_from(request.GET), user=request.user)
     if request.htmx:
         return _panel_response(request, handle)
     return render(request, "warehouse/detail.html", {"fallback": handle})
@@ -39,17 +39,17 @@ def fallback_detail(request, fallback_id: int):
 @require_POST
 def fallback_cancel_view(request, fallback_id: int):
     fallback = get_object_or_404(Fallback, pk=fallback_id)
-    if not fallback_can_cancel(fallback=fallback, user=request.user):
+    if not fallback_can_view(fallback=fallback, user=request.user):
         raise PermissionDenied("Only the people whose searches use this fallback can cancel it.")
-    fallback_cancel(fallback=fallback, user=request.user)
+    fallback_cancel(fallback=fallback, user=request.user)  # stops it, or (a joiner) leaves it
     request_id = request_id_from(request.POST)
     if request.htmx:
-        return _panel_response(request, panel_handle(fallback=fallback, request_id=request_id))
+        return _panel_response(request, panel_handle(fallback=fallback, request_id=request_id, user=request.user))
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
                                                    require_https=request.is_secure()):
         return redirect(target)
-    handle = panel_handle(fallback=fallback, request_id=request_id)
+    handle = panel_handle(fallback=fallback, request_id=request_id, user=request.user)
     return redirect(handle.poll_url)
 
 
@@ -57,6 +57,8 @@ def _panel_response(request, handle):
     response = render(request, "warehouse/detail.html#panel", {"fallback": handle})
     if handle.is_active:
         return response
+    if handle.has_left:  # this page stopped waiting; the fallback did not finish: nothing to merge
+        return HttpResponseStopPolling(response.content)
     # Finished: htmx swaps this last panel in and stops polling (status 286); the search page hears
     # `fallback-finished` and reloads its results with the merged rows.
     stopped = HttpResponseStopPolling(response.content)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .handles import FallbackHandle
 from .models import Fallback
-from .selectors import fallback_request_get
+from .selectors import fallback_can_stop, fallback_request_get
 
 
 def request_id_from(data) -> int | None:
@@ -11,7 +11,12 @@ def request_id_from(data) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def panel_handle(*, fallback: Fallback, request_id: int | None) -> FallbackHandle:
+def panel_handle(*, fallback: Fallback, request_id: int | None, user) -> FallbackHandle:
+    """The panel as `user` sees it: a joiner's button only leaves the fallback, and a search that left it
+    stops waiting for it."""
     request = fallback_request_get(request_id=request_id, fallback=fallback) if request_id else None
+    mine = request is not None and request.user_id == getattr(user, "pk", None)
     return FallbackHandle(fallback=fallback, request_id=request.pk if request else None,
-                          from_cache=bool(request and request.kind == "cache"))
+                          from_cache=bool(request and request.kind == "cache"),
+                          may_stop=fallback_can_stop(fallback=fallback, user=user),
+                          left=bool(mine and request.left_at))

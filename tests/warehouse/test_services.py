@@ -495,31 +495,118 @@ def test_the_workers_tick_stops_a_run_the_sweeper_already_finished(user, warehou
 
 # --- who may cancel --------------------------------------------------------------------------
 
-def test_a_user_who_joined_a_fallback_can_cancel_it(client, user, django_user_model, warehouse_data):
-    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=660)
+def _joined(user, django_user_model, warehouse_data, offset):
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=offset)
     created = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
     colleague = django_user_model.objects.create_user(username="colleague", password="colleague-pass-1")
     joined = fallback_for_search(user=colleague, query=query, local_rows=local_rows_for(query))
     assert joined.id == created.id and not colleague.is_staff
+    return created, joined, colleague
+
+
+def test_a_joiner_who_cancels_only_leaves_and_the_fallback_runs_on(client, user, django_user_model, warehouse_data):
+    """Issue 22: joining someone's fallback must not let you stop it (its creator is billed)."""
+    created, joined, colleague = _joined(user, django_user_model, warehouse_data, offset=660)
+    assert created.may_stop and not joined.may_stop
     client.force_login(colleague)
+    assert "Stop waiting" in client.get(joined.poll_url).content.decode()  # not "Cancel"
     response = client.post(joined.cancel_url, {"request": joined.request_id})
     assert response.status_code == 302
     fallback = Fallback.objects.get(pk=created.id)
-    assert fallback.state == "cancelled" and fallback.error == "cancelled by colleague"
+    assert fallback.state == "queued" and fallback.cancel_requested_at is None and fallback.cancelled_by is None
+    assert FallbackRequest.objects.get(pk=joined.request_id).left_at is not None
+    assert FallbackRequest.objects.get(pk=created.request_id).left_at is None  # the creator still waits
+    assert AuditEvent.objects.filter(action="fallback", outcome="left", user=colleague).count() == 1
+    # The joiner's page stops waiting for it (htmx: 286, no more polling, no "finished" event)...
+    panel = client.get(joined.poll_url, HTTP_HX_REQUEST="true")
+    assert panel.status_code == 286 and "HX-Trigger" not in panel
+    assert "You stopped waiting" in panel.content.decode() and "hx-get" not in panel.content.decode()
+    # ...while the creator's still polls, and it still runs: the worker finishes it for them.
+    client.force_login(user)
+    assert client.get(created.poll_url, HTTP_HX_REQUEST="true").status_code == 200
+    assert fallback_execute(fallback_id=created.id).state == "succeeded"
 
 
-def test_a_user_who_joined_a_fallback_can_cancel_it_through_the_api(client, user, django_user_model,
-                                                                    warehouse_data):
+def test_a_joiner_who_cancels_through_the_api_only_leaves(client, user, django_user_model, warehouse_data):
     from apps.accounts.services import api_token_create
 
-    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=670)
-    created = fallback_for_search(user=user, query=query, local_rows=local_rows_for(query))
-    colleague = django_user_model.objects.create_user(username="colleague", password="colleague-pass-1")
-    fallback_for_search(user=colleague, query=query, local_rows=local_rows_for(query))
+    created, _, colleague = _joined(user, django_user_model, warehouse_data, offset=670)
     _, raw = api_token_create(user=colleague, name="tests")
     response = client.post(f"/api/fallbacks/{created.id}/cancel", HTTP_AUTHORIZATION=f"Bearer {raw}")
-    assert response.status_code == 200 and response.json()["state"] == "cancelled"
-    assert Fallback.objects.get(pk=created.id).state == "cancelled"
+    assert response.status_code == 200
+    assert response.json()["left"] is True and response.json()["state"] == "queued"
+    assert response.json()["cancelled_by"] == ""
+    assert Fallback.objects.get(pk=created.id).state == "queued"
+
+
+def test_its_creator_stops_it_and_the_row_and_audit_say_who(api_client, user, django_user_model, warehouse_data):
+    created, _, _ = _joined(user, django_user_model, warehouse_data, offset=675)
+    body = api_client.post(f"/api/fallbacks/{created.id}/cancel").json()
+    assert body["state"] == "cancelled" and body["left"] is False and body["cancelled_by"] == "analyst"
+    fallback = Fallback.objects.get(pk=created.id)
+    assert fallback.cancelled_by == user and fallback.error == "cancelled by analyst"
+    event = AuditEvent.objects.get(action="fallback", outcome="cancelled")
+    assert event.user == user and event.detail["cancelled_by"] == "analyst"
+
+
+def test_staff_stop_a_running_fallback_and_its_creator_sees_who(client, user, staff_user, django_user_model,
+                                                                warehouse_data):
+    """Issue 22: a cancel by someone else used to read "cancelled by a user" once the worker ended it."""
+    created, _, _ = _joined(user, django_user_model, warehouse_data, offset=678)
+    Fallback.objects.filter(pk=created.id).update(state="running", attempts=1)
+    client.force_login(staff_user)
+    assert client.post(created.cancel_url).status_code == 302
+    fallback = Fallback.objects.get(pk=created.id)
+    assert fallback.state == "running" and fallback.cancel_requested_at  # the worker stops it on its next tick
+    Fallback.objects.filter(pk=created.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    fallback_sweep(stale_after_seconds=60)  # the worker is gone: the sweeper ends it, as the worker would
+    fallback = Fallback.objects.get(pk=created.id)
+    assert fallback.state == "cancelled" and fallback.cancelled_by == staff_user
+    assert fallback.error == "cancelled by boss"
+    event = AuditEvent.objects.get(action="fallback", outcome="cancelled")
+    assert event.user == user and event.detail["cancelled_by"] == "boss"  # billed to its creator, stopped by boss
+    client.force_login(user)
+    assert "cancelled by boss" in client.get(created.poll_url).content.decode()
+
+
+# --- read-only API tokens never spend (issue 22) ---------------------------------------------
+
+def _api_search(client, raw, query):
+    from urllib.parse import urlencode
+
+    return client.get(f"/api/search?{urlencode(query.to_params())}", HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+
+def test_a_read_only_token_never_starts_a_billed_fallback(client, user, warehouse_data):
+    from apps.accounts.services import api_token_create
+    from apps.samples.pipeline import NO_SPENDING
+
+    query, local, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=690)
+    _, read_only = api_token_create(user=user, name="ro", read_only=True)
+    response = _api_search(client, read_only, query)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["fallback"] is None and body["notice"] == NO_SPENDING
+    assert {row["id"] for row in body["rows"]} == local  # the local rows still come back
+    assert not Fallback.objects.exists() and fallback_spent_today_usd(user=user) == 0
+    # The same search with a read-write token of the same user does start one.
+    _, read_write = api_token_create(user=user, name="rw")
+    body = _api_search(client, read_write, query).json()
+    assert body["fallback"]["state"] == "queued" and body["notice"] == ""
+    assert Fallback.objects.get().user == user
+
+
+def test_a_read_only_token_reads_a_cached_result_but_starts_nothing_new(client, user, warehouse_data):
+    from apps.accounts.services import api_token_create
+
+    query, local, remote = warehouse_data.id_query(in_subset=1, missing=2, offset=695)
+    done = fallback_execute(fallback_id=ask(user, query).id)
+    assert done.state == "succeeded"
+    _, read_only = api_token_create(user=user, name="ro", read_only=True)
+    body = _api_search(client, read_only, query).json()
+    assert body["fallback"]["id"] == done.pk and {row["id"] for row in body["rows"]} == local | remote
+    assert Fallback.objects.count() == 1  # reused, nothing new sent or billed
+    assert FallbackRequest.objects.filter(fallback=done, kind="cache").count() == 1
 
 
 # --- who may see a fallback (issue 13) ------------------------------------------------------

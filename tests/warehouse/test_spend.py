@@ -112,7 +112,7 @@ def test_a_cancel_of_a_running_query_that_scanned_is_billed(user, warehouse_data
 def test_queries_that_never_reached_the_engine_or_reused_a_result_stay_free(user, warehouse_data, monkeypatch):
     query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=220)
     queued = make_queued(user, query)
-    assert fallback_cancel(fallback=queued, user=user).cost_usd == 0
+    assert fallback_cancel(fallback=queued, user=user).fallback.cost_usd == 0
     other, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=221)
     monkeypatch.setattr(LocalBackend, "run", scanning_run(scanned=0, then=lambda: WarehouseResult(
         state="succeeded", rows=[], bytes_scanned=0, reused_result=True, cost_usd=Decimal(0))))
