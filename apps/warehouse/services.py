@@ -218,10 +218,10 @@ class FallbackControl:
         self.engine_query_id = ""
 
     def tick(self, *, engine_query_id: str | None = None, bytes_scanned: int | None = None,
-             progress: float | None = None) -> str | None:
+             progress: float | None = None, force: bool = False) -> str | None:
         now = time.monotonic()
         new_query_id = engine_query_id and engine_query_id != self.engine_query_id
-        if now - self.last_write >= TICK_WRITE_SECONDS or new_query_id:
+        if force or now - self.last_write >= TICK_WRITE_SECONDS or new_query_id:
             self.last_write = now
             changes: dict = {"heartbeat_at": timezone.now()}
             if new_query_id:

@@ -120,6 +120,87 @@ def test_queries_that_never_reached_the_engine_or_reused_a_result_stay_free(user
     assert fallback_spent_today_usd(user=user) == 0
 
 
+@pytest.fixture(scope="module")
+def big_table(tmp_path_factory):
+    """A table whose full scan takes the local backend a second or more (3M rows, ~200 MB of Parquet), so a
+    run can be stopped half-way through a real scan."""
+    import duckdb
+
+    from apps.search.query import Filter, SearchQuery
+    from apps.search.tables import TableSpec
+
+    path = tmp_path_factory.mktemp("big") / "big.parquet"
+    duckdb.connect().execute(
+        "COPY (SELECT i AS id, md5(i::varchar) || md5((i * 7)::varchar) AS text FROM range(3000000) t(i)) "
+        f"TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 50000)")
+    spec = TableSpec(name="big", key="id", columns={"id": "BIGINT", "text": "VARCHAR"},
+                     searchable={"text": ("regex",)}, shown=("id", "text"), full_data_glob=str(path))
+    query = SearchQuery(table="big", filters=(Filter("text", "regex", "(ab|cd)+[0-9]{3}zz"),), limit=10)  # no match
+    return spec, query
+
+
+def big_run(user, big_table, monkeypatch) -> tuple[Fallback, int]:
+    from apps.warehouse import services
+
+    spec, query = big_table
+    monkeypatch.setattr(services, "table_spec_get", lambda name=None: spec)
+    fallback = Fallback.objects.create(user=user, table="big", query=query.to_dict(), fingerprint=query.fingerprint(),
+                                       limit=query.limit, backend="local", bytes_are_estimate=True,
+                                       inflight_key=query.fingerprint(), heartbeat_at=timezone.now())
+    return fallback, LocalBackend().estimate_bytes(query=query, spec=spec)
+
+
+def test_a_local_run_cancelled_mid_scan_is_billed_for_what_it_read(user, big_table, monkeypatch):
+    """Issue 22: DuckDB reports no progress for this scan, so a cancelled local run recorded no bytes and cost $0."""
+    from apps.warehouse.services import FallbackControl
+
+    fallback, estimate = big_run(user, big_table, monkeypatch)
+    real_tick, ticks = FallbackControl.tick, []
+
+    def tick(self, **kwargs):
+        ticks.append(kwargs)
+        if len(ticks) == 2:  # ~0.2 s into a scan of a second or more: its creator cancels it
+            assert fallback_cancel(fallback=Fallback.objects.get(pk=fallback.pk), user=user).stopped
+        return real_tick(self, **kwargs)
+
+    monkeypatch.setattr(FallbackControl, "tick", tick)
+    done = fallback_execute(fallback_id=fallback.pk)
+    assert done.state == "cancelled" and done.error == "cancelled by analyst" and done.rows == []
+    assert done.bytes_scanned == estimate > 0 and done.bytes_are_estimate  # the upper bound of what it read
+    assert done.cost_usd == scan_cost_usd(bytes_scanned=estimate) > 0
+    assert fallback_spent_today_usd(user=user) == done.cost_usd
+
+
+def test_a_local_run_stopped_by_the_soft_time_limit_is_billed_for_what_it_read(user, big_table, monkeypatch):
+    """Celery's soft time limit is an exception raised in the worker's main thread by a signal: the same here."""
+    import signal
+
+    from apps.warehouse.services import FallbackControl
+
+    fallback, estimate = big_run(user, big_table, monkeypatch)
+    real_tick, ticks = FallbackControl.tick, []
+
+    def tick(self, **kwargs):
+        ticks.append(kwargs)
+        if len(ticks) == 2:  # ~0.2 s into the scan: the limit strikes 0.1 s later, wherever the worker is
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+        return real_tick(self, **kwargs)
+
+    def soft_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(FallbackControl, "tick", tick)
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    try:
+        done = fallback_execute(fallback_id=fallback.pk, soft_time_limit=1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert done.state == "timed_out" and "time limit" in done.error
+    assert done.bytes_scanned == estimate > 0 and done.cost_usd == scan_cost_usd(bytes_scanned=estimate)
+    assert AuditEvent.objects.get(action="fallback", outcome="timed_out").cost_usd > 0
+
+
 # --- 2. a spend ledger that cannot be overdrawn --------------------------------------------------
 
 def ask(user, query):

@@ -45,9 +45,11 @@ class WarehouseQueryError(Exception):
 
 class RunControl(Protocol):
     def tick(
-        self, *, engine_query_id: str | None = None, bytes_scanned: int | None = None, progress: float | None = None
+        self, *, engine_query_id: str | None = None, bytes_scanned: int | None = None, progress: float | None = None,
+        force: bool = False,
     ) -> str | None:
-        """Record progress; return "cancelled" or "timed_out" when the run must stop, else None."""
+        """Record progress (at most every half second unless `force`: a run about to end abruptly says what
+        it scanned); return "cancelled" or "timed_out" when the run must stop, else None."""
 
 
 class NullControl:

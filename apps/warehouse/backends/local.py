@@ -4,10 +4,13 @@ Runs only in the Celery worker (a full scan would block a web process). Bytes sc
 be measured, so they are estimated from the Parquet footers: the compressed size of the column
 chunks of every column the query reads, over all row groups. That is an upper bound (a LIMIT
 can stop early), is shown as an estimate, and is priced like Athena so budgets work on the demo.
+A run stopped half-way (cancelled, timed out) reports the same upper bound: DuckDB cannot say how
+much it had read, and a stopped query is billed for what it read, never 0.
 """
 from __future__ import annotations
 
 import glob as globlib
+import logging
 import os
 import threading
 import time
@@ -29,6 +32,7 @@ from .base import (
     scan_cost_usd,
 )
 
+logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 
 
@@ -58,6 +62,21 @@ def parquet_bytes_for_columns(*, pattern: str, columns: set[str]) -> int:
     return total
 
 
+def _stop(finished: threading.Event, connection, *, name: str, wait_seconds: float = 5.0) -> None:
+    """Interrupt the query until its thread says it is done, then close the connection. Interrupting again
+    matters: an interrupt sent before the helper thread has started the query is lost, and the whole scan
+    would run. (Its own Event, not Thread.is_alive(): a signal that interrupts Thread.join, as Celery's soft
+    time limit does, leaves Python 3.11 believing the thread has ended.)"""
+    deadline = time.monotonic() + wait_seconds
+    while not finished.is_set() and time.monotonic() < deadline:
+        connection.interrupt()
+        finished.wait(0.05)
+    if not finished.is_set():  # closing a connection in use raises, and would hide why the run stopped
+        logger.warning("DuckDB query %s did not stop within %ss", name, wait_seconds)
+        return
+    connection.close()
+
+
 def duckdb_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -69,6 +88,9 @@ class LocalBackend(WarehouseBackend):
     def estimate_bytes(self, *, query, spec) -> int | None:
         return parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
 
+    def full_scan_bytes(self, *, query, spec) -> int | None:
+        return self.estimate_bytes(query=query, spec=spec)
+
     def run(self, *, query, spec, request_token: str, control: RunControl,
             resume_engine_query_id: str = "", simulated_latency_ms: int = 0) -> WarehouseResult:
         started = time.monotonic()
@@ -77,6 +99,7 @@ class LocalBackend(WarehouseBackend):
         compiled = compile_search(query=query, spec=spec, dialect="duckdb", relation=relation)
         connection = duckdb.connect(":memory:", config={"threads": settings.SEARCH_DUCKDB_THREADS})
         outcome: dict = {}
+        finished = threading.Event()
 
         def execute() -> None:
             try:
@@ -85,6 +108,8 @@ class LocalBackend(WarehouseBackend):
                 outcome["rows"] = [dict(zip(names, (json_safe(v) for v in row))) for row in cursor.fetchmany(query.limit)]
             except BaseException as exc:  # handed to the polling thread, which decides what it means
                 outcome["error"] = exc
+            finally:
+                finished.set()
 
         # The query runs in a helper thread so this thread stays free to poll for cancellation and
         # to receive Celery's soft time limit (a signal, delivered only between Python bytecodes).
@@ -92,28 +117,34 @@ class LocalBackend(WarehouseBackend):
         runner.start()
         stop_reason = None
         try:
-            while runner.is_alive() or (time.monotonic() - started) * 1000 < simulated_latency_ms:
-                progress = self._progress(connection) if runner.is_alive() else 1.0
+            while not finished.is_set() or (time.monotonic() - started) * 1000 < simulated_latency_ms:
+                progress = self._progress(connection) if not finished.is_set() else 1.0
                 stop_reason = control.tick(
                     engine_query_id=request_token,
                     progress=progress,
                     bytes_scanned=int(estimate * progress) if progress is not None else None,
                 )
                 if stop_reason:
-                    connection.interrupt()
                     break
-                runner.join(TICK_SECONDS)
+                if finished.is_set():  # only the demo's padding is left: wait without spinning
+                    time.sleep(TICK_SECONDS)
+                else:
+                    finished.wait(TICK_SECONDS)
         except BaseException:
-            connection.interrupt()  # soft time limit or shutdown: free the worker's CPU at once
-            runner.join(5)
-            connection.close()
+            _stop(finished, connection, name=runner.name)  # soft time limit or shutdown: free the worker's CPU at once
+            # Settled like any stopped query, on what it read: record the upper bound before the row ends.
+            try:
+                control.tick(engine_query_id=request_token, bytes_scanned=estimate, force=True)
+            except Exception:  # the stop itself matters more than the figure
+                logger.warning("could not record the bytes of stopped run %s", request_token, exc_info=True)
             raise
-        runner.join(5)
-        connection.close()
+        _stop(finished, connection, name=runner.name)
         elapsed = int((time.monotonic() - started) * 1000)
         if stop_reason:
+            # DuckDB cannot say how much it read before it was stopped: bill the upper bound, the column
+            # chunks the query reads (as for a success), never 0 (apps/warehouse/README.md, "Cost").
             return WarehouseResult(state=stop_reason, engine_query_id=request_token, elapsed_ms=elapsed,
-                                   bytes_are_estimate=True,
+                                   bytes_scanned=estimate, bytes_are_estimate=True,
                                    error="cancelled by a user" if stop_reason == "cancelled" else "timed out")
         if "error" in outcome:
             return WarehouseResult(state="failed", engine_query_id=request_token, elapsed_ms=elapsed,
