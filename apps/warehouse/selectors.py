@@ -127,11 +127,12 @@ def fallback_previous_bytes(*, table: str, backend: str, filter_columns: set[str
     """Bytes scanned by the latest succeeded query on the same table filtering the same columns.
 
     Athena cannot estimate before running; a query filtering the same columns reads the same
-    column chunks, so its bytes are the best guess available.
+    column chunks, so its bytes are a guess (never more than a guess: a LIMIT can stop a scan early).
+    A result Athena reused records 0 bytes: it says nothing of what the query costs, so it is skipped.
     """
     wanted = sorted(filter_columns)
     recent = Fallback.objects.filter(
-        table=table, backend=backend, state=Fallback.State.SUCCEEDED, bytes_scanned__isnull=False
+        table=table, backend=backend, state=Fallback.State.SUCCEEDED, bytes_scanned__gt=0
     ).order_by("-finished_at")[:200]
     for fallback in recent:
         columns = sorted({f.get("column") for f in fallback.query.get("filters", [])})

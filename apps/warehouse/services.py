@@ -122,11 +122,22 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
 
 
 def _estimate_bytes(*, backend: WarehouseBackend, query, spec) -> int | None:
+    """The bytes the ledger reserves for (None: unknown, the worst case is reserved; `_reserved_bytes`).
+
+    The backend's own estimate where it has one (local). Else (Athena) never less than a full scan of the
+    columns the query reads (`backend.full_scan_bytes`, the table's size), or more where a predecessor
+    filtering the same columns really scanned more. A predecessor alone is no floor (a LIMIT can stop a scan
+    early; a reused result records 0 bytes): with the table's size unknown the worst case is reserved, and a
+    predecessor only serves to refuse a query that would pass the per-query cutoff."""
     estimate = backend.estimate_bytes(query=query, spec=spec)
-    if estimate is None:
-        estimate = fallback_previous_bytes(table=query.table, backend=backend.name,
-                                           filter_columns={f.column for f in query.filters})
-    return estimate
+    if estimate is not None:
+        return estimate
+    previous = fallback_previous_bytes(table=query.table, backend=backend.name,
+                                       filter_columns={f.column for f in query.filters})
+    floor = backend.full_scan_bytes(query=query, spec=spec)
+    if floor is None:
+        return previous if previous is not None and previous > settings.FALLBACK_MAX_BYTES_SCANNED else None
+    return max(floor, previous or 0)
 
 
 def _reserved_bytes(estimate: int | None) -> int:

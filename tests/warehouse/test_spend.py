@@ -259,6 +259,74 @@ def test_worker_runs_a_job_still_within_budget(user, warehouse_data):
     assert fallback_execute(fallback_id=queued.pk).state == "succeeded"
 
 
+def reused_athena_result(user, query) -> Fallback:
+    """A succeeded Athena fallback that reused an earlier result: Athena reports 0 bytes scanned for it."""
+    return Fallback.objects.create(user=user, table="samples", query=query.to_dict(), fingerprint="r" * 64,
+                                   limit=query.limit, backend="athena", state="succeeded", bytes_scanned=0,
+                                   finished_at=timezone.now())
+
+
+def test_a_reused_result_does_not_lower_the_next_reservation_below_the_tables_size(
+        user, warehouse_data, settings, django_capture_on_commit_callbacks):
+    """Issue 22: after a reused (0-byte) result, queries on the same columns reserved ~$0.00005 each."""
+    from apps.search.tables import table_spec_get
+    from apps.warehouse.backends.base import query_columns
+    from apps.warehouse.backends.local import parquet_bytes_for_columns
+
+    settings.WAREHOUSE_BACKEND = "athena"
+    earlier, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=230)
+    reused_athena_result(user, earlier)
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=232)  # filters the same column
+    spec = table_spec_get(name="samples")
+    floor = parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, query)
+    assert handle.state == "queued"
+    assert handle.fallback.bytes_estimate >= floor > 0  # a full scan of the columns it reads, not 0
+    assert handle.fallback.estimated_cost_usd >= scan_cost_usd(bytes_scanned=floor)
+
+
+def test_with_the_tables_size_unknown_a_reused_result_leaves_the_worst_case_reserved(
+        user, warehouse_data, settings, monkeypatch, django_capture_on_commit_callbacks):
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    settings.WAREHOUSE_BACKEND = "athena"
+    monkeypatch.setattr(AthenaBackend, "full_scan_bytes", lambda self, **_: None)  # no Parquet footers here
+    earlier, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=234)
+    reused_athena_result(user, earlier)
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=2, offset=236)
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, query)
+    assert handle.state == "queued" and handle.fallback.bytes_estimate is None
+    assert handle.fallback.estimated_cost_usd == scan_cost_usd(bytes_scanned=settings.FALLBACK_MAX_BYTES_SCANNED)
+
+
+def test_queries_after_a_reused_result_cannot_overdraw_the_budget(user, warehouse_data, settings, monkeypatch,
+                                                                 django_capture_on_commit_callbacks):
+    """The issue's overdraft: in-flight queries that reserved ~$0.00005 each all fit in $1, then each scanned
+    far more. Each must reserve what it may cost, so no more of them start than the budget pays for."""
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    settings.WAREHOUSE_BACKEND = "athena"
+    settings.FALLBACK_DAILY_BUDGET_USD = 1.0
+    settings.FALLBACK_MAX_BYTES_SCANNED = 100 * GIB  # $0.4883 a query at most
+    monkeypatch.setattr(AthenaBackend, "full_scan_bytes", lambda self, **_: None)
+    earlier, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=240)
+    reused_athena_result(user, earlier)
+    states = []
+    for offset in range(242, 252, 2):
+        query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=offset)
+        with django_capture_on_commit_callbacks():
+            states.append(ask(user, query).state)
+    assert states == ["queued", "queued", "refused", "refused", "refused"]
+    in_flight = Fallback.objects.filter(user=user, state="queued")
+    worst = scan_cost_usd(bytes_scanned=100 * GIB)
+    assert sum(f.estimated_cost_usd for f in in_flight) == 2 * worst <= Decimal("1.0")
+    # However much each then scans, up to the cutoff the worker enforces, the day stays within the budget.
+    in_flight.update(state="failed", bytes_scanned=100 * GIB, cost_usd=worst, inflight_key=None)
+    assert fallback_spent_today_usd(user=user) <= Decimal("1.0")
+
+
 @pytest.mark.django_db(transaction=True)  # each thread has its own connection and commits
 @pytest.mark.parametrize("team", [False, True], ids=["user-cap", "team-cap"])
 def test_concurrent_requests_never_overdraw_the_budget_sqlite(warehouse_data, team):

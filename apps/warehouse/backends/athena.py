@@ -26,6 +26,7 @@ from .base import (
     WarehouseQueryError,
     WarehouseResult,
     WarehouseTransientError,
+    query_columns,
     scan_cost_usd,
 )
 
@@ -113,8 +114,21 @@ class AthenaBackend(WarehouseBackend):
         return f'"{settings.ATHENA_DATABASE}"."{spec.athena_table or settings.ATHENA_TABLE}"'
 
     def estimate_bytes(self, *, query, spec) -> int | None:
-        # Athena cannot say before running; the service uses earlier similar queries instead.
+        # Athena cannot say before running; the service reserves the table's size (or the worst case).
         return None
+
+    def full_scan_bytes(self, *, query, spec) -> int | None:
+        """The compressed size of the columns the query reads, from the Parquet footers of the table's full
+        data where this machine has them (a tables.json entry names the same table for both backends);
+        None where it has not."""
+        if not spec.full_data_glob:
+            return None
+        from .local import parquet_bytes_for_columns
+
+        try:
+            return parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
+        except (WarehouseQueryError, OSError, ValueError):  # no files, or unreadable footers
+            return None
 
     def start(self, *, query, spec, request_token: str) -> str:
         compiled = compile_search(query=query, spec=spec, dialect="trino", relation=self.relation(spec))

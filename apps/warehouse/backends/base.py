@@ -85,6 +85,11 @@ class WarehouseBackend(ABC):
             resume_engine_query_id: str = "", simulated_latency_ms: int = 0) -> WarehouseResult:
         """Run the query to the end (or until control says stop); never returns more than query.limit rows."""
 
+    def full_scan_bytes(self, *, query, spec) -> int | None:
+        """What a full scan of the columns the query reads would scan, from what this backend knows of the
+        table's size; None when it knows nothing. The budget never reserves less (services._estimate_bytes)."""
+        return None
+
     def stop(self, *, engine_query_id: str) -> None:
         """Best effort: stop a query left running by a dead worker."""
 
