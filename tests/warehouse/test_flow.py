@@ -100,7 +100,9 @@ def test_cancel_stops_a_running_fallback(celery_worker, api_client, user, wareho
     assert body["state"] in ("running", "cancelled")
     done = wait_for_state(result.fallback.id, "cancelled", timeout=15)
     assert time.monotonic() - started < 10  # well before the 60 s the run would have taken
-    assert done.inflight_key is None and done.rows == [] and "cancelled" in done.error
+    assert done.inflight_key is None and done.rows == []
+    assert done.error == "cancelled by analyst" and done.cancelled_by == user  # who, not "a user" (issue 22)
+    assert done.cost_usd > 0  # it reached the engine: billed for what it read
     # The worker writes the audit row just after the state: wait for it (it came ~ms later in a clean-clone run).
     wait_until(lambda: AuditEvent.objects.filter(action="fallback", outcome="cancelled").count() == 1, timeout=5,
                what="the cancelled fallback's audit event")
