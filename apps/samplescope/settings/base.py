@@ -363,5 +363,7 @@ RATE_LIMIT_BATCH_PER_MINUTE = env_int("RATE_LIMIT_BATCH_PER_MINUTE", 10)
 # Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).
 DEMO_TFIDF_TRAIN_ROWS = env_int("DEMO_TFIDF_TRAIN_ROWS", 15_000)
 DEMO_MINILM_TRAIN_ROWS = env_int("DEMO_MINILM_TRAIN_ROWS", 1_000)
+# The demo login is a superuser with a published password: production settings turn it off (setup_demo refuses).
+DEMO_USERS_ALLOWED = True
 DEMO_USERNAME = env_str("DEMO_USERNAME", "demo")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "samplescope-demo")
