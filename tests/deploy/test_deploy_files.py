@@ -250,3 +250,21 @@ def test_gitignore_keeps_the_deploy_env_file_out_of_git():
     if (ROOT / ".git").exists():
         result = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=ROOT, timeout=30)
         assert result.returncode == 0, "git would commit deploy/.env"
+
+
+def test_nginx_example_times_out_slow_clients_and_limits_connections():
+    """README: the proxy is required in production; it is what stops slow bodies (gunicorn copes with slow headers)."""
+    conf = (DEPLOY / "nginx.conf").read_text()
+    directives = {}
+    for line in conf.splitlines():
+        words = line.split("#")[0].strip().rstrip(";").split()
+        if words:
+            directives.setdefault(words[0], []).append(words[1:])
+    assert directives["client_header_timeout"][0] == ["10s"]
+    assert directives["client_body_timeout"][0] == ["30s"]
+    assert directives["limit_conn_zone"][0][1].startswith("zone=samplescope_per_ip:")
+    assert directives["limit_conn"][0] == ["samplescope_per_ip", "20"]
+    assert ["X-Forwarded-For", "$proxy_add_x_forwarded_for"] in directives["proxy_set_header"]
+    assert ["X-Forwarded-Proto", "$scheme"] in directives["proxy_set_header"]
+    server_section = (ROOT / "README.md").read_text().split("## Running it on a server")[1]
+    assert "**A reverse proxy in front of it is required**" in server_section
