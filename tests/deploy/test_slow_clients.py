@@ -117,7 +117,8 @@ def test_a_client_that_sends_whole_requests_slowly_but_within_the_timeout_is_ser
 def test_oversized_headers_are_refused(make_run_web_server):
     port = make_run_web_server
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 66_000)  # just over 64 KiB: the server reads it all, then answers
+        # just over 64 KiB, no end of headers: the server reads it all, then answers
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 66_000)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 431")
 

@@ -138,6 +138,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # --- Login throttle (django-axes) ---------------------------------------------
 # AxesStandaloneBackend first: it refuses a locked-out (username, client) before the password is even checked.
+# It needs the request: authenticate(request, ...) as the login form and the admin do; tests use force_login (or
+# Client.login(request=HttpRequest(), ...)). API tokens do not go through it (apps/samplescope/api.py).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 # After AXES_FAILURE_LIMIT wrong passwords for one username from one client address, that pair is refused (429,
 # templates/registration/locked_out.html) for AXES_COOLOFF_TIME, even with the right password. The pair, not the

@@ -50,7 +50,7 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 WHITENOISE_USE_FINDERS = False  # collectstatic ran at image build
 # The client's address for the login throttle: behind the proxy (deploy/nginx.conf, required), the address it
-# appended to X-Forwarded-For; the web container listens on 127.0.0.1 only, so nothing else reaches it.
+# appended to X-Forwarded-For (compose publishes the web port on the host's 127.0.0.1 only, for that proxy).
 TRUST_X_FORWARDED_FOR = env_bool("DJANGO_TRUST_X_FORWARDED_FOR", True)
 # `setup_demo` creates a superuser whose password is in the README: never on a server.
 DEMO_USERS_ALLOWED = False
