@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -42,3 +43,14 @@ def api_token_active_get(*, raw_token: str) -> ApiToken | None:
 
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user)
+
+
+def request_client_ip(request) -> str | None:
+    """The client's address: REMOTE_ADDR, or with TRUST_X_FORWARDED_FOR (production: behind the reverse proxy of
+    deploy/nginx.conf) the last X-Forwarded-For entry, the one our proxy appended: earlier entries are whatever
+    the client sent. The login throttle counts failures per (username, this address)."""
+    if settings.TRUST_X_FORWARDED_FOR:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if forwarded:
+            return forwarded[-1]
+    return request.META.get("REMOTE_ADDR")

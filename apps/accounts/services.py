@@ -76,3 +76,16 @@ def user_roles_grant(*, user: AbstractBaseUser, group_names: tuple[str, ...] | N
     # has_perm caches per user object
     for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cache, None)
+
+
+def login_failure_record(*, username: str, client_ip: str | None, locked_out: bool) -> None:
+    """Audits a refused login: the username tried (a claim, so not the event's user) and the client's address;
+    never the password. `locked_out`: refused by the throttle (apps/samplescope/settings/base.py, AXES_*)."""
+    audit_record(user=None, action="login_failed", target=(username or "")[:255],
+                 outcome="locked_out" if locked_out else "wrong_credentials", detail={"ip": client_ip})
+
+
+def login_lockout_record(*, username: str, client_ip: str | None) -> None:
+    """Audits the moment a (username, address) pair is locked out by the throttle."""
+    audit_record(user=None, action="login_locked_out", target=(username or "")[:255], outcome="locked_out",
+                 detail={"ip": client_ip})

@@ -7,9 +7,10 @@ from .models import AuditEvent
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: the audit log is written by the app, never edited by hand."""
 
-    list_display = ["created_at", "user", "action", "target", "outcome", "cost_usd"]
+    # `actor`: the name stored with the event, not the user's current one (renamed and deleted users included)
+    list_display = ["created_at", "actor", "action", "target", "outcome", "cost_usd"]
     list_filter = ["action", "outcome", "created_at"]
-    search_fields = ["target", "user__username"]
+    search_fields = ["target", "actor_name"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):

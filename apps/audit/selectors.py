@@ -22,17 +22,18 @@ def audit_event_list(*, since: datetime | None = None, action: str | None = None
 
 def audit_spend_by_user(*, since: datetime, user=None) -> list[dict]:
     """[{username, events, cost_usd}] for events with a cost since `since`, biggest spender first; only `user`'s
-    row when given."""
+    rows when given. Grouped by the name stored with each event (a renamed user's older events keep the old
+    name; a deleted user's keep theirs), "(system)" for events without a user."""
     events = AuditEvent.objects.filter(created_at__gte=since)
     if user is not None:
         events = events.filter(user=user)
     rows = (
         events
-        .values("user__username")
+        .values("actor_name")
         .annotate(events=Count("id"), cost_usd=Sum("cost_usd"))
-        .order_by("-cost_usd", "user__username")
+        .order_by("-cost_usd", "actor_name")
     )
     return [
-        {"username": r["user__username"] or "(system)", "events": r["events"], "cost_usd": r["cost_usd"] or Decimal(0)}
+        {"username": r["actor_name"] or "(system)", "events": r["events"], "cost_usd": r["cost_usd"] or Decimal(0)}
         for r in rows
     ]

@@ -22,6 +22,8 @@ def audit_record(
         user = None
     return AuditEvent.objects.create(
         user=user,
+        # kept as it is now: renaming or deleting the user later does not rewrite who did this
+        actor_name=user.get_username() if user is not None else "",
         action=action,
         target=target[:255],
         outcome=outcome[:32],

@@ -51,11 +51,13 @@ class SearchDay:
         return self.local / self.searches if self.searches else None
 
 
-def search_daily(*, period: DateRange) -> list[SearchDay]:
-    """Per day: searches, how many the local store answered, and local query latency p50/p95."""
+def search_daily(*, period: DateRange, user=None) -> list[SearchDay]:
+    """Per day: searches, how many the local store answered, and local query latency p50/p95; only `user`'s
+    searches when given."""
     latencies: dict[date, list[float]] = defaultdict(list)
     needed: dict[date, int] = defaultdict(int)
-    for created_at, elapsed_ms, needed_fallback in SearchLog.objects.filter(
+    logs = SearchLog.objects.all() if user is None else SearchLog.objects.filter(user=user)
+    for created_at, elapsed_ms, needed_fallback in logs.filter(
             created_at__gte=period.since, created_at__lt=period.until).values_list(
             "created_at", "elapsed_ms", "needed_fallback").iterator(chunk_size=5000):
         day = _day(created_at)
@@ -77,9 +79,11 @@ class FallbackDay:
     cost_usd: Decimal
 
 
-def fallback_daily(*, period: DateRange) -> list[FallbackDay]:
-    """Per day: warehouse queries sent, their latency (created → finished) p50/p95, bytes and USD."""
-    rows = Fallback.objects.filter(created_at__gte=period.since, created_at__lt=period.until).exclude(
+def fallback_daily(*, period: DateRange, user=None) -> list[FallbackDay]:
+    """Per day: warehouse queries sent, their latency (created → finished) p50/p95, bytes and USD; only the
+    fallbacks `user` started when given."""
+    fallbacks = Fallback.objects.all() if user is None else Fallback.objects.filter(user=user)
+    rows = fallbacks.filter(created_at__gte=period.since, created_at__lt=period.until).exclude(
         state=Fallback.State.REFUSED).values_list("created_at", "finished_at", "state", "bytes_scanned", "cost_usd")
     seconds: dict[date, list[float]] = defaultdict(list)
     count: dict[date, int] = defaultdict(int)
@@ -125,13 +129,15 @@ class FrequentMiss:
         return urlencode(self.params)
 
 
-def frequent_fallback_queries(*, period: DateRange, limit: int = 15) -> list[FrequentMiss]:
-    """The searches that most often needed the warehouse: candidates for the subset."""
-    groups = list(SearchLog.objects.filter(created_at__gte=period.since, created_at__lt=period.until,
+def frequent_fallback_queries(*, period: DateRange, limit: int = 15, user=None) -> list[FrequentMiss]:
+    """The searches that most often needed the warehouse: candidates for the subset; only `user`'s searches
+    when given."""
+    logs = SearchLog.objects.all() if user is None else SearchLog.objects.filter(user=user)
+    groups = list(logs.filter(created_at__gte=period.since, created_at__lt=period.until,
                                            needed_fallback=True)
                   .values("fingerprint").annotate(searches=Count("id"), last_at=Max("created_at"), last_id=Max("id"))
                   .order_by("-searches", "-last_at")[:limit])
-    queries = dict(SearchLog.objects.filter(pk__in=[g["last_id"] for g in groups]).values_list("id", "query"))
+    queries = dict(logs.filter(pk__in=[g["last_id"] for g in groups]).values_list("id", "query"))
     result = []
     for group in groups:
         try:

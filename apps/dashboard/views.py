@@ -24,10 +24,11 @@ def dashboard(request):
     period = form.cleaned_data["range"] if form.is_bound and form.is_valid() else DateRangeForm.default_range()
     if not form.is_bound:
         form = DateRangeForm(initial={"from": period.start, "to": period.end})
-    searches = search_daily(period=period)
-    fallbacks = fallback_daily(period=period)
-    # Staff see everyone's audit events and spend; everyone else only their own.
+    # Staff see everyone's searches, fallbacks, spend and audit events; everyone else, whatever their role,
+    # only their own: every user-derived figure on the page goes through `only`.
     only = None if user_sees_everyone(user=request.user) else request.user
+    searches = search_daily(period=period, user=only)
+    fallbacks = fallback_daily(period=period, user=only)
     spend = fallback_spend_by_user(period=period, user=only)
     chart_specs = {
         "answered": charts.answered_chart(searches),
@@ -44,7 +45,7 @@ def dashboard(request):
         "chart_figures": [chart_svg(spec) for spec in chart_specs.values()],
         "spend": spend,
         "sees_everyone": only is None,
-        "frequent": frequent_fallback_queries(period=period),
+        "frequent": frequent_fallback_queries(period=period, user=only),
         "subset": subset_status_get(),
         "learned": learned_status_get(),
         "last_refresh": refresh_last(),

@@ -6,10 +6,26 @@ and ~0.4 s; the first request of a fresh worker took 0.6-0.9 s without them).
 
 Then it freezes what it has loaded (`gc.freeze()`): the ~125k objects of Django, the views and the open
 index never become garbage, and a full collection that scanned them took ~50 ms, paid by whichever
-request happened to trigger it."""
+request happened to trigger it.
+
+Slow clients: the worker is gthread with one change (apps/samplescope/gunicorn_worker.py): a connection takes one
+of the `--threads` only once its request headers are in, and is closed if they take longer than
+WEB_HEADER_TIMEOUT (10 s). Before, 10 clients sending headers a byte a second held every thread of `make run`
+(2 × 4) and the server answered nobody. The request limits below bound what a request line and headers may be;
+in production nginx (deploy/nginx.conf, required) also times out slow headers and bodies and caps connections
+per client."""
 from __future__ import annotations
 
 import gc
+
+worker_class = "apps.samplescope.gunicorn_worker.HeaderBufferingThreadWorker"
+# Connections one process holds open, waiting for headers, kept alive or being served (gthread's default 1000).
+worker_connections = 250
+# gunicorn's defaults, stated: a request line of at most 4094 bytes (the search page's URLs stay far below), at
+# most 50 header fields (browsers send about 15) of at most 8190 bytes each; more is refused (400/431).
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
 
 
 def post_worker_init(worker) -> None:

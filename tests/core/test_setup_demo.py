@@ -1,5 +1,6 @@
 """`make run`'s setup on a fresh DATA_DIR, as separate processes: migrate, then setup_demo twice.
 The first run builds the demo login, data, models and KB; the second reuses them."""
+import io
 import json
 import os
 import subprocess
@@ -48,3 +49,19 @@ def test_setup_demo_builds_everything_once_then_reuses_it(tmp_path):
 
     token = _manage(env, "create_api_token", "smoke").strip().splitlines()[-1]
     assert token.startswith("ssk_")
+
+
+@pytest.mark.django_db
+def test_setup_demo_creates_no_demo_superuser_where_demo_users_are_off(settings):
+    from django.contrib.auth import get_user_model
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import CommandError, call_command
+
+    from apps.accounts.demo import ensure_demo_user
+
+    settings.DEMO_USERS_ALLOWED = False  # as production settings (tests/deploy checks they say so)
+    with pytest.raises(CommandError, match="DEMO_USERS_ALLOWED"):
+        call_command("setup_demo", stdout=io.StringIO())
+    with pytest.raises(ImproperlyConfigured):
+        ensure_demo_user(stdout=io.StringIO())
+    assert not get_user_model().objects.filter(username=settings.DEMO_USERNAME).exists()

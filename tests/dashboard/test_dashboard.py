@@ -23,7 +23,7 @@ def test_dashboard_lists_recent_activity(client, user):
 def test_recent_activity_and_frequent_fallbacks_link_to_their_search(client, user):
     from apps.warehouse.models import Fallback
 
-    log = _log(day=timezone.localdate(), elapsed_ms=5, needed=True, word="needle")
+    log = _log(day=timezone.localdate(), elapsed_ms=5, needed=True, word="needle", user=user)  # their own
     SearchLog = type(log)
     SearchLog.objects.filter(pk=log.pk).update(created_at=timezone.now())
     audit_record(user=user, action="search", target="samples: text contains 'needle'",
@@ -170,3 +170,41 @@ def test_dashboard_draws_its_charts_from_a_replayed_workload(logged_in_page, use
     page.wait_for_url("**/dashboard/?from=*")
     assert page.locator("#dashboard-charts figure.svg-chart svg").count() == 5
     assert not page.console_errors, page.console_errors
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("who, sees", [
+    ("plain_user", {"nobody"}),  # no role at all
+    ("user", {"analyst"}),  # the analyst role: still only their own
+    ("staff_user", {"nobody", "analyst", "boss"}),  # staff see everyone
+])
+def test_non_staff_see_only_their_own_searches_spend_and_activity(request, client, plain_user, user, staff_user,
+                                                                   who, sees):
+    """README, Roles: staff see everyone's events and spend; everyone else, whatever their role, their own."""
+    today = timezone.localdate()
+    people = {"nobody": plain_user, "analyst": user, "boss": staff_user}
+    cost = {"nobody": "0.001", "analyst": "0.02", "boss": "0.3"}
+    for n, (name, person) in enumerate(people.items(), start=1):
+        for _ in range(n):  # 1, 2 and 3 searches, all needing a fallback
+            _log(day=today, elapsed_ms=5, needed=True, user=person, word=f"query-of-{name}")
+        _fallback(day=today, seconds=1, bytes_scanned=n * 1024**2, cost=cost[name], user=person)
+        audit_record(user=person, action="search", target=f"event-of-{name}", cost_usd=Decimal(cost[name]))
+
+    client.force_login(request.getfixturevalue(who))
+    response = client.get("/dashboard/")
+    assert response.status_code == 200
+    ctx, html = response.context, response.content.decode()
+    searches = {"nobody": 1, "analyst": 2, "boss": 3}
+    assert ctx["totals"]["searches"] == sum(searches[name] for name in sees)
+    assert ctx["totals"]["fallbacks"] == len(sees)
+    assert ctx["totals"]["cost_usd"] == sum(Decimal(cost[name]) for name in sees)
+    assert ctx["charts"]["answered"]["data"][1]["y"][-1] == sum(searches[name] for name in sees)
+    assert {r["username"] for r in ctx["spend"]} == sees
+    assert {r["username"] for r in ctx["audit_spend"]} == sees
+    assert {a.event.actor for a in ctx["activity"]} == sees
+    assert {q.description.split("'")[1] for q in ctx["frequent"]} == {f"query-of-{name}" for name in sees}
+    for name in people:
+        shown = name in sees
+        assert (f"query-of-{name}" in html) is shown, name
+        assert (f"event-of-{name}" in html) is shown, name
+    assert ('id="dashboard-scope"' in html) is (who != "staff_user")

@@ -6,6 +6,7 @@ Each setting has a safe local default so `make run` needs no configuration.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "ninja",
+    "axes",  # login throttle and lockout (see "Login throttle" below)
     "apps.core",
     "apps.accounts",
     "apps.audit",
@@ -85,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page (AXES_LOCKOUT_TEMPLATE).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "apps.samplescope.urls"
@@ -132,6 +136,30 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Login throttle (django-axes) ---------------------------------------------
+# AxesStandaloneBackend first: it refuses a locked-out (username, client) before the password is even checked.
+# It needs the request: authenticate(request, ...) as the login form and the admin do; tests use force_login (or
+# Client.login(request=HttpRequest(), ...)). API tokens do not go through it (apps/samplescope/api.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# After AXES_FAILURE_LIMIT wrong passwords for one username from one client address, that pair is refused (429,
+# templates/registration/locked_out.html) for AXES_COOLOFF_TIME, even with the right password. The pair, not the
+# username alone, so nobody can lock a colleague out by typing their name wrong from elsewhere; not the address
+# alone, so an office behind one NAT address is not locked out together. Failures are counted in the database
+# (shared by every gunicorn process) and audited (apps/accounts/receivers.py). A success resets the pair's count.
+# `manage.py axes_reset` (or axes_reset_username USER) unlocks at once; so does deleting the attempt in the admin.
+AXES_ENABLED = env_bool("LOGIN_THROTTLE_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged (and audited)
+# The client's address: REMOTE_ADDR, or behind the reverse proxy (production settings) the address the proxy
+# appended to X-Forwarded-For (apps.accounts.selectors.request_client_ip).
+AXES_CLIENT_IP_CALLABLE = "apps.accounts.selectors.request_client_ip"
+TRUST_X_FORWARDED_FOR = env_bool("DJANGO_TRUST_X_FORWARDED_FOR", False)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -337,5 +365,7 @@ RATE_LIMIT_BATCH_PER_MINUTE = env_int("RATE_LIMIT_BATCH_PER_MINUTE", 10)
 # Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).
 DEMO_TFIDF_TRAIN_ROWS = env_int("DEMO_TFIDF_TRAIN_ROWS", 15_000)
 DEMO_MINILM_TRAIN_ROWS = env_int("DEMO_MINILM_TRAIN_ROWS", 1_000)
+# The demo login is a superuser with a published password: production settings turn it off (setup_demo refuses).
+DEMO_USERS_ALLOWED = True
 DEMO_USERNAME = env_str("DEMO_USERNAME", "demo")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "samplescope-demo")

@@ -2,9 +2,10 @@
 the project package, above them all."""
 import time
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
-from apps.accounts.demo import ensure_demo_user
+from apps.accounts.demo import DEMO_USERS_REFUSED, ensure_demo_user
 from apps.linking.demo import build_demo_kb
 from apps.modelhub.demo import build_demo_models
 from apps.search.demo import build_demo_data
@@ -24,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="rebuild even what already exists")
 
     def handle(self, *args, force: bool, **options):
+        if not settings.DEMO_USERS_ALLOWED:  # production settings: refuse before touching anything
+            raise CommandError(f"setup_demo is for `make run` and tests, not a server. {DEMO_USERS_REFUSED}")
         for step in DEMO_SETUP_STEPS:
             started = time.perf_counter()
             self.stdout.write(f"==> {step.__module__}.{step.__name__}")
