@@ -30,7 +30,7 @@ from .runtime import (
     loaded_model_from_files,
     predict,
 )
-from .store import StoreError, store_read_bytes, uri_join
+from .store import OutsideStore, StoreError, store_read_bytes, store_uri_inside, uri_join
 
 CARD_INPUT_KINDS = {"text": FAMILY_TEXT, "tokens": FAMILY_TOKENS}
 logger = logging.getLogger(__name__)
@@ -115,6 +115,14 @@ def model_version_check(*, uri: str, card: dict) -> None:
             raise RegistrationRefused("The model's outputs on the examples are not probabilities.")
 
 
+def store_uri_for_registration(*, uri: str) -> str:
+    """`uri` normalised when it lies inside the configured model store; RegistrationRefused otherwise."""
+    try:
+        return store_uri_inside(uri=uri)
+    except OutsideStore as exc:
+        raise RegistrationRefused(f"Only the model store is read: {exc}") from exc
+
+
 def card_load(*, uri: str) -> dict:
     try:
         card = json.loads(store_read_bytes(uri=uri_join(uri, "card.json")))
@@ -133,11 +141,15 @@ def model_register(*, uri: str, user=None, aliases: tuple[str, ...] = ()) -> Mod
     A refused version leaves the registry untouched (only an audit event says it was tried), so a
     bad file never replaces a serving one.
     """
-    uri = uri.rstrip("/")
+    uri = uri.strip().rstrip("/")
     card: dict = {}
     try:
+        uri = store_uri_for_registration(uri=uri)
+        store_uri_for_registration(uri=uri_join(uri, "card.json"))  # not a symlink out of the store
         card = card_load(uri=uri)
         card_validate(card=card)
+        for file_name in card["files"]:  # what the runtime reads: no symlink or '..' out of the store either
+            store_uri_for_registration(uri=uri_join(uri, str(file_name)))
         if ModelVersion.objects.filter(name=str(card["name"]), version=str(card["version"])).exists():
             raise RegistrationRefused(
                 f"{card['name']} version {card['version']} is already registered; versions are immutable."
