@@ -88,3 +88,12 @@ def test_a_csv_with_too_many_columns_is_refused_before_it_is_profiled():
     with pytest.raises(BatchInputError, match="1001 columns; the limit is 1000"):
         batch_csv_preview(data=f"{header}\n".encode())
     assert len(batch_csv_preview(data=",".join(str(i) for i in range(1000)).encode()).columns) == 1000
+
+
+def test_the_csv_is_read_lazily_with_its_bom_and_a_cut_last_character():
+    # A UTF-8 BOM and a slice that cut "é" in two: the preview drops the half character (the BOM is not a column).
+    data = "\ufeffid,body\n1,first row\n2,second row é".encode()[:-1]
+    preview = batch_csv_preview(data=data, partial=True)
+    assert [c.name for c in preview.columns] == ["id", "body"] and preview.texts == ["first row"]
+    with pytest.raises(BatchInputError, match="byte 7 is invalid"):  # counted from the file's first byte
+        batch_csv_preview(data=b"\xef\xbb\xbfid,b\xffody\n1,x\n")
