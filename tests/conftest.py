@@ -164,23 +164,27 @@ def worker_env(redis_url: str) -> dict[str, str]:
 class CeleryWorker:
     """A real `celery worker` process on the test Redis, using the test database file."""
 
-    def __init__(self, redis_url: str, log_path: Path, name: str = "test"):
+    def __init__(self, redis_url: str, log_path: Path, name: str = "test", queues: tuple[str, ...] = ()):
         self.redis_url = redis_url
         self.log_path = log_path
         self.name = f"{name}-{os.getpid()}@%h"
+        self.queues = queues  # none: the default queue only, as the Procfile's `worker`
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "apps.samplescope", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "-n", self.name],
+             "--concurrency", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "-n", self.name,
+             *(["-Q", ",".join(self.queues)] if self.queues else [])],
             cwd=ROOT, env=worker_env(self.redis_url), stdout=self.log, stderr=subprocess.STDOUT,
         )
         from apps.samplescope.celery import app
 
-        wait_until(lambda: self.proc.poll() is None and app.control.ping(timeout=0.5), timeout=60,
-                   interval=0.5, what=f"the Celery worker to answer (log: {self.log_path})")
+        node = self.name.split("@")[0]
+        wait_until(lambda: self.proc.poll() is None and any(node in name for reply in app.control.ping(timeout=0.5)
+                                                            for name in reply),
+                   timeout=60, interval=0.5, what=f"the Celery worker to answer (log: {self.log_path})")
 
     def kill(self) -> None:
         """SIGKILL, as when a machine dies: no cleanup, no acks."""
@@ -205,6 +209,19 @@ class CeleryWorker:
 @pytest.fixture(scope="session")
 def celery_worker(redis_server, django_db_setup, django_db_blocker, tmp_path_factory):
     worker = CeleryWorker(redis_server.url, tmp_path_factory.mktemp("celery") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def batch_worker(redis_server, django_db_setup, django_db_blocker, tmp_path_factory):
+    """The batch worker: a real `celery worker -Q batch`, the only one serving BATCH_TASK_QUEUE (the Procfile's
+    `batch-worker`); `celery_worker` serves the default queue only."""
+    from django.conf import settings as django_settings
+
+    worker = CeleryWorker(redis_server.url, tmp_path_factory.mktemp("celery-batch") / "worker.log", name="batch",
+                          queues=(django_settings.BATCH_TASK_QUEUE,))
     worker.start()
     yield worker
     worker.stop()

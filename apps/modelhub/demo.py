@@ -394,7 +394,7 @@ def demo_models_register(*, published: dict[str, tuple[str, tuple[str, ...]]]) -
     in place, so its flags and batch jobs survive `--force`."""
     from .models import ModelVersion
     from .runtime import prediction_cache, session_cache
-    from .services import model_alias_move, model_register, model_version_check
+    from .services import model_alias_move, model_register, model_version_check, store_uri_for_registration
     from .store import store_read_bytes, uri_join
 
     for key, (uri, aliases) in published.items():
@@ -403,6 +403,7 @@ def demo_models_register(*, published: dict[str, tuple[str, tuple[str, ...]]]) -
         if existing is None:
             model_register(uri=uri, user=None, aliases=aliases)
             continue
+        uri = store_uri_for_registration(uri=uri)  # as model_register: only the configured store
         card = json.loads(store_read_bytes(uri=uri_join(uri, "card.json")))
         model_version_check(uri=uri, card=card)
         existing.uri, existing.card, existing.checksums, existing.kind = uri, card, card["files"], card["kind"]

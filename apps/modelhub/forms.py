@@ -102,7 +102,7 @@ class BatchUploadForm(forms.Form):
 
 
 class RegisterForm(forms.Form):
-    uri = forms.CharField(max_length=500, label="Store URI of the version folder",
+    uri = forms.CharField(max_length=500, label="Store URI of the version folder (inside the model store)",
                           widget=forms.TextInput(attrs={"placeholder": "s3://bucket/models/name/3 or /path/to/store/name/3"}))
     aliases = forms.CharField(required=False, max_length=200, label="Aliases to move to it (comma-separated)",
                               widget=forms.TextInput(attrs={"placeholder": "candidate"}))

@@ -47,6 +47,44 @@ def local_path(uri: str) -> Path:
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
 
 
+class OutsideStore(StoreError):
+    """A URI outside the configured model store (MODEL_STORE_URI): nothing was read."""
+
+
+def store_uri_inside(*, uri: str, root_uri: str | None = None) -> str:
+    """`uri`, normalised, when it names something strictly inside the model store `root_uri` (default
+    MODEL_STORE_URI); `OutsideStore` otherwise.
+
+    Registration reads what a person typed: without this it read any folder of the server (as the app's user)
+    and any bucket its AWS role could reach. S3: the same bucket, under the store's prefix, and no empty, `.` or
+    `..` part in the key. Local: the path with every symlink and `..` resolved must lie under the resolved store
+    folder, so neither `store/../../etc` nor a symlink inside the store pointing elsewhere gets out."""
+    root_uri = str(root_uri or settings.MODEL_STORE_URI)
+    where = f"the model store {root_uri}"
+    uri = str(uri).strip()
+    if uri_is_s3(root_uri):
+        if not uri_is_s3(uri):
+            raise OutsideStore(f"{uri[:200]!r} is not in {where}: give an s3:// URI under it.")
+        root, location = s3_location(root_uri), s3_location(uri)
+        parts = location.key.rstrip("/").split("/") if location.key.rstrip("/") else []
+        if any(part in ("", ".", "..") for part in parts):
+            raise OutsideStore(f"{uri[:200]!r} has an empty, '.' or '..' part: refused.")
+        prefix = [part for part in root.key.split("/") if part]
+        if location.bucket != root.bucket or len(parts) <= len(prefix) or parts[: len(prefix)] != prefix:
+            raise OutsideStore(f"{uri[:200]!r} is not in {where}.")
+        return f"s3://{location.bucket}/{'/'.join(parts)}"
+    if uri_is_s3(uri) or ("://" in uri and not uri.startswith("file://")):
+        raise OutsideStore(f"{uri[:200]!r} is not in {where}: give a path inside that folder.")
+    path = local_path(uri)
+    if not path.is_absolute() or "\x00" in uri:
+        raise OutsideStore(f"{uri[:200]!r} is not an absolute path inside {where}.")
+    root = local_path(root_uri).resolve()
+    resolved = path.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise OutsideStore(f"{uri[:200]!r} is not in {where} (it resolves to {str(resolved)[:200]!r}).")
+    return str(resolved)
+
+
 def s3_client():
     import boto3
 

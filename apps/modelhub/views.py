@@ -51,6 +51,9 @@ TOP_CLASSES = 5
 
 # Registering versions and moving aliases need the "model manager" role (apps/accounts/roles.py): else 403.
 model_manager_required = permission_required(MANAGE_MODELS, raise_exception=True)
+# Batch scoring (upload, preview, job page, download) needs the analyst role, as scoring a search and running
+# warehouse fallbacks do: it is data work that takes a shared worker for minutes. Without it: 403.
+analyst_required = permission_required(SEARCH, raise_exception=True)
 
 
 def _model_or_404(*, name: str, version: str | None = None) -> ModelVersion:
@@ -215,6 +218,7 @@ def flag_list_view(request, name: str):
 
 
 @login_required
+@analyst_required
 def batch_page(request, name: str):
     if request.method == "POST":
         try:
@@ -251,6 +255,7 @@ PREVIEW_MAX_BYTES = 64 * 1024
 
 
 @login_required
+@analyst_required
 @require_POST
 def batch_preview(request, name: str):
     """htmx/fetch partial: the column picker and the first rows exactly as the job will score them."""
@@ -274,6 +279,7 @@ def batch_preview(request, name: str):
 
 
 @login_required
+@analyst_required
 def batch_detail(request, job_id: int):
     try:
         job = batch_job_get(job_id=job_id, user=request.user)
@@ -290,6 +296,7 @@ def batch_detail(request, job_id: int):
 
 
 @login_required
+@analyst_required
 def batch_download(request, job_id: int):
     try:
         job = batch_job_get(job_id=job_id, user=request.user)

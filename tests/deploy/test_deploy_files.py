@@ -44,18 +44,23 @@ def _production_env(tmp_path, **extra):
     return env
 
 
-def test_compose_runs_one_image_for_web_worker_and_beat():
+def test_compose_runs_one_image_for_web_workers_and_beat():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "beat", "redis"}
-    images = {services[name]["image"] for name in ("web", "worker", "beat")}
+    assert set(services) == {"web", "worker", "batch-worker", "beat", "redis"}
+    images = {services[name]["image"] for name in ("web", "worker", "batch-worker", "beat")}
     assert images == {"samplescope:latest"}
     assert services["web"]["build"]["dockerfile"] == "deploy/Dockerfile"
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "batch-worker", "beat"):
         assert "samplescope-data:/data" in services[name]["volumes"]
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["command"][:4] == ["celery", "-A", "apps.samplescope", "worker"]
+    # Batch scoring has a worker and queue of its own: long CSV jobs never hold the fallbacks' slots.
+    assert services["batch-worker"]["command"][:4] == ["celery", "-A", "apps.samplescope", "worker"]
+    queues = {name: services[name]["command"][services[name]["command"].index("-Q") + 1]
+              for name in ("worker", "batch-worker")}
+    assert queues == {"worker": "celery", "batch-worker": "batch"}
     assert services["beat"]["command"][:4] == ["celery", "-A", "apps.samplescope", "beat"]
     assert services["web"]["command"][:2] == ["gunicorn", "apps.samplescope.wsgi"]
     assert set(compose["volumes"]) == {"samplescope-data", "redis-data"}

@@ -13,7 +13,7 @@ from tests.conftest import wait_until
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_csv_is_scored_in_batches_by_the_worker(client, user, demo_models, demo_build, redis_server, celery_worker):
+def test_csv_is_scored_in_batches_by_the_worker(client, user, demo_models, demo_build, redis_server, batch_worker):
     client.force_login(user)
     texts = demo_build.data.test_texts[:600]
     out = io.StringIO()
@@ -37,7 +37,7 @@ def test_csv_is_scored_in_batches_by_the_worker(client, user, demo_models, demo_
         poll = client.get(response["Location"], HTTP_HX_REQUEST="true")
         return poll if poll.status_code == 286 else None
 
-    final = wait_until(finished, timeout=90, interval=0.5, what=f"the batch job (worker log: {celery_worker.log_path})")
+    final = wait_until(finished, timeout=90, interval=0.5, what=f"the batch job (worker log: {batch_worker.log_path})")
     assert "succeeded" in final.content.decode() and "Download the scored CSV" in final.content.decode()
     job.refresh_from_db()
     assert (job.state, job.processed, job.total) == ("succeeded", 601, 601)

@@ -34,6 +34,12 @@ def version_folder(tmp_path, demo_build, *, source="tfidf-logreg@2", name="clf",
     return str(folder)
 
 
+@pytest.fixture(autouse=True)
+def _store_is_tmp_path(tmp_path, settings):
+    """Registration reads only inside MODEL_STORE_URI: these tests' version folders lie under tmp_path."""
+    settings.MODEL_STORE_URI = str(tmp_path)
+
+
 @pytest.mark.django_db
 def test_register_moves_aliases_and_audits(tmp_path, demo_build, user, fresh_caches):
     uri = version_folder(tmp_path, demo_build)
@@ -75,7 +81,8 @@ def test_refusals_say_why_and_never_replace_the_serving_version(tmp_path, demo_b
 
 
 @pytest.mark.django_db
-def test_register_from_s3_and_predict(s3_bucket, tmp_path, demo_build, fresh_caches):
+def test_register_from_s3_and_predict(s3_bucket, tmp_path, demo_build, fresh_caches, settings):
+    settings.MODEL_STORE_URI = s3_bucket
     local = local_path(version_folder(tmp_path, demo_build, name="s3-clf", version="4"))
     client = boto3.client("s3", region_name="us-east-1")
     for item in local.iterdir():

@@ -2,6 +2,7 @@ import csv
 import io
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 from django.urls import reverse
 from django.utils.html import escape
@@ -158,8 +159,11 @@ def test_model_manager_register_and_alias_pages(client, staff_user, plain_user, 
     client.force_login(staff_user)
     client.post(reverse("modelhub:alias", args=["tfidf-logreg"]), {"alias": "production", "version": "2"})
     assert model_version_get(name="tfidf-logreg").version == "2"
-    response = client.post(reverse("modelhub:register"), {"uri": "/no/such/folder", "aliases": ""}, follow=True)
+    response = client.post(reverse("modelhub:register"), {"uri": f"{settings.MODEL_STORE_URI}/no/such", "aliases": ""},
+                           follow=True)
     assert "Not registered: No readable card.json" in response.content.decode()
+    response = client.post(reverse("modelhub:register"), {"uri": "/no/such/folder", "aliases": ""}, follow=True)
+    assert "Not registered: Only the model store is read" in response.content.decode()
 
 
 def test_hand_written_examples_are_shown_and_checked(logged_in, demo_models, fresh_caches):

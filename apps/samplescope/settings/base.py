@@ -320,7 +320,11 @@ BATCH_SOFT_TIME_LIMIT = env_int("BATCH_SOFT_TIME_LIMIT", 3600)
 BATCH_TIME_LIMIT = env_int("BATCH_TIME_LIMIT", 3720)
 BATCH_STALE_AFTER_SECONDS = env_int("BATCH_STALE_AFTER_SECONDS", 600)
 BATCH_QUEUED_MAX_SECONDS = env_int("BATCH_QUEUED_MAX_SECONDS", 2 * 3600)
-BATCH_TASK_QUEUE = env_str("BATCH_TASK_QUEUE", "celery")  # the Celery queue scoring tasks go to
+# Scoring tasks go to a queue of their own, served by the batch worker (Procfile `batch-worker`, compose
+# `batch-worker`): two long jobs in the default worker's 2 slots made an analyst's fallback wait 52 s, and a
+# fallback queued 15 minutes is failed by its sweeper. The default worker consumes only the default queue.
+BATCH_TASK_QUEUE = env_str("BATCH_TASK_QUEUE", "batch")
+CELERY_TASK_ROUTES = {"modelhub.batch_job_score": {"queue": BATCH_TASK_QUEUE}}
 CELERY_BEAT_SCHEDULE["modelhub-sweep-batches"] = {
     "task": "modelhub.batch_job_sweep",
     "schedule": env_float("BATCH_SWEEP_EVERY_SECONDS", 60.0),

@@ -17,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--minilm-rows", type=int, default=MINILM_TRAIN_ROWS,
                             help="rows encoded with MiniLM for the head (train + held out); encoding is the slow part")
         parser.add_argument("--seed", type=int, default=DEMO_SEED, help="random seed (same seed, same models)")
-        parser.add_argument("--store", default=None, help="store URI (default settings.MODEL_STORE_URI)")
+        parser.add_argument("--store", default=None, help="store URI inside settings.MODEL_STORE_URI (the default; registration reads nothing outside it)")
 
     def handle(self, *args, force, rows, minilm_rows, seed, store, **options):
         if demo_models_present() and not force:
