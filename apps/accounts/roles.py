@@ -2,7 +2,7 @@
 
 | group | permission | may |
 | --- | --- | --- |
-| analyst | accounts.search_samples | search (page, export, /api/search) and run fallbacks within budget |
+| analyst | accounts.search_samples | search (page, export, /api/search), run fallbacks within budget, score CSVs (batch) |
 | model manager | accounts.manage_models | register model versions, move aliases |
 | kb editor | accounts.edit_kb | create/delete/change entities, mentions and aliases in the serving KB |
 
