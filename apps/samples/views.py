@@ -16,6 +16,7 @@ from django_htmx.http import push_url
 
 from apps.accounts.roles import SEARCH
 from apps.audit.services import audit_record
+from apps.core.ratelimit import rate_limit
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
 from apps.search.operators import operator_get
 from apps.search.query import SearchQuery, query_from_params
@@ -153,6 +154,7 @@ analyst_required = permission_required(SEARCH, raise_exception=True)
 
 @login_required
 @analyst_required
+@rate_limit("search")  # the page, its htmx results and the export alike
 def search_page(request):
     """The search page; for htmx requests only its results; with ?format=csv|json an export."""
     params = request.GET
@@ -277,6 +279,7 @@ FACET_TOP, FACET_MORE = 10, 50
 
 @login_required
 @analyst_required
+@rate_limit("search")
 def search_facets_view(request):
     """Facets, loaded by htmx after the results so they never delay them: for each facet column, its
     values among every matching subset row, each a link that adds `column = value` to the search."""
