@@ -96,7 +96,7 @@ def page(request):
         else:
             context.update(result=result, text=text, segments=_segments(kb=kb, text=text, result=result))
             selected = request.GET.get("m", "")
-            if selected.isdigit() and int(selected) < len(result.mentions):
+            if selected.isascii() and selected.isdigit() and int(selected) < len(result.mentions):
                 context["selected"] = _mention_detail(kb=kb, text=text, result=result, index=int(selected))
                 meant = request.GET.get("meant", "")
                 if meant:
@@ -302,7 +302,10 @@ def mention_correct(request, model: str):
         return redirect(_page_url(kb=kb, text=text))
     except LinkingError as exc:
         messages.error(request, str(exc))
-        result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        try:
+            result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        except LinkingError:  # the text itself cannot be linked (empty, too long): back to the page
+            return redirect(_page_url(kb=kb, text=text))
         index = next((i for i, m in enumerate(result.mentions) if (m.start, m.end) == (start, end)), None)
         return redirect(_page_url(kb=kb, text=text, selected=index, meant=key))
     messages.success(
