@@ -6,6 +6,7 @@ import types
 import pytest
 
 from apps.core import ratelimit
+from tests.search.conftest import demo_subset  # noqa: F401 - the browser test's search page needs rows
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,19 @@ def test_score_search_has_its_own_low_default_and_pages_have_room_to_page():
     assert 1 <= settings.RATE_LIMIT_SCORE_PER_MINUTE <= 10
     # a search on the page is two requests (results, facets): one a second must fit
     assert settings.RATE_LIMIT_SEARCH_PER_MINUTE >= 120
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_in_the_browser_a_limited_htmx_search_shows_the_notice_where_results_go(logged_in_page, settings,
+                                                                                  frozen_minute, demo_subset):
+    settings.RATE_LIMIT_SEARCH_PER_MINUTE = 2
+    page = logged_in_page
+    page.goto("/samples/?text__contains=match")  # 1: the page
+    page.locator("#facets").wait_for()  # 2: its facets, loaded by htmx
+    page.wait_for_load_state("networkidle")
+    page.click("form.search-form button[type=submit]")  # 3: over the limit
+    notice = page.locator("#results .rate-limited")
+    notice.wait_for()
+    assert "Too many searches." in notice.inner_text() and "try again in 50 s" in notice.inner_text()
+    assert page.locator("#results").count() == 1  # the target is kept, so the next search has somewhere to go
