@@ -153,6 +153,7 @@ def entity_list(request, model: str, q: str = "", limit: int = 50):
 def entity_create(request, model: str, payload: EntityIn):
     """Add an entity with its aliases and mention sentences; linking uses it from the next request."""
     api_role_require(request=request, permission=EDIT_KB, what="Adding an entity")
+    rate_limit_hit(user=request.user, scope="link")  # embeds its mentions
     if len(payload.mentions) > settings.LINKING_MAX_MENTIONS_PER_CALL:
         return Status(400, {"detail": f"At most {settings.LINKING_MAX_MENTIONS_PER_CALL} mentions per call; "
                                       f"got {len(payload.mentions)}."})
@@ -196,6 +197,7 @@ def entity_delete(request, model: str, entity_id: str):
 def mention_add(request, model: str, entity_id: str, payload: MentionIn):
     """Add a context sentence (with the mention's span) to an entity."""
     api_role_require(request=request, permission=EDIT_KB, what="Adding a mention")
+    rate_limit_hit(user=request.user, scope="link")  # embeds the sentence
     try:
         kb = selectors.kb_get(name=model)
         mention = services.mention_add(

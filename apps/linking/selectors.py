@@ -33,9 +33,12 @@ def kb_list() -> list[KnowledgeBase]:
     return list(KnowledgeBase.objects.annotate(entity_count=Count("entities")).order_by("name", "-created_at"))
 
 
+ENTITY_SEARCH_MAX_CHARS = 1000  # a search longer than this uses its start (SQLite refuses LIKE patterns over 50 KB)
+
+
 def entity_list(*, kb: KnowledgeBase, query: str = "", limit: int = 50) -> list[Entity]:
     qs = Entity.objects.filter(kb=kb).annotate(mention_count=Count("mentions", distinct=True))
-    query = query.strip()
+    query = query.strip()[:ENTITY_SEARCH_MAX_CHARS]
     if query:
         qs = qs.filter(
             Q(key__icontains=query)

@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from apps.accounts.roles import EDIT_KB, user_has_role
+from apps.core.ratelimit import rate_limit
 
 from . import selectors, services
 from .detection import sentence_around
@@ -62,6 +63,7 @@ def _page_url(*, kb, text: str, selected: int | None = None, meant: str = "") ->
 
 
 @login_required
+@rate_limit("link", when=lambda request: "text" in request.GET)
 def page(request):
     """The demo: link a text, highlight its mentions, explain one (`m`), add it to the KB."""
     kbs = selectors.kb_list()
@@ -94,7 +96,7 @@ def page(request):
         else:
             context.update(result=result, text=text, segments=_segments(kb=kb, text=text, result=result))
             selected = request.GET.get("m", "")
-            if selected.isdigit() and int(selected) < len(result.mentions):
+            if selected.isascii() and selected.isdigit() and int(selected) < len(result.mentions):
                 context["selected"] = _mention_detail(kb=kb, text=text, result=result, index=int(selected))
                 meant = request.GET.get("meant", "")
                 if meant:
@@ -158,6 +160,7 @@ def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> st
 
 
 @login_required
+@rate_limit("link", when=lambda request: request.method == "POST")  # adding an entity embeds its mentions
 def kb_entities(request, model: str):
     """KB editor: search entities, add one."""
     if request.method == "POST" and not user_has_role(user=request.user, permission=EDIT_KB):
@@ -223,6 +226,7 @@ def entity_delete(request, model: str, key: str):
 @login_required
 @kb_editor_required
 @require_POST
+@rate_limit("link")  # embeds the sentence
 def mention_add(request, model: str, key: str):
     """Add a mention: from the entity page ([bracketed] sentence) or from the demo ("this is the one I meant")."""
     kb = _kb_or_404(model)
@@ -277,6 +281,7 @@ def alias_add(request, model: str, key: str):
 @login_required
 @kb_editor_required
 @require_POST
+@rate_limit("link")  # stores the mention and links the text again
 def mention_correct(request, model: str):
     """"This is the one I meant": store the mention as the linker read it, link again, show the outcome."""
     kb = _kb_or_404(model)
@@ -297,7 +302,10 @@ def mention_correct(request, model: str):
         return redirect(_page_url(kb=kb, text=text))
     except LinkingError as exc:
         messages.error(request, str(exc))
-        result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        try:
+            result = services.text_link(user=request.user, kb=kb, text=text, audit=False)
+        except LinkingError:  # the text itself cannot be linked (empty, too long): back to the page
+            return redirect(_page_url(kb=kb, text=text))
         index = next((i for i, m in enumerate(result.mentions) if (m.start, m.end) == (start, end)), None)
         return redirect(_page_url(kb=kb, text=text, selected=index, meant=key))
     messages.success(

@@ -19,6 +19,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.csv import CsvDictWriter, csv_writer
 
 from .fetch import ChecksumMismatch, sha256_is_valid
 from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
@@ -217,7 +218,7 @@ def prediction_flag_create(
 
 def flags_csv(*, flags) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_writer(out)  # defuses formulas (apps/core/csv.py)
     writer.writerow(["created_at", "model", "version", "user", "input_text", "predicted_label", "correct_label", "comment"])
     for flag in flags:
         writer.writerow([flag.created_at.isoformat(), flag.model_version.name, flag.model_version.version,
@@ -569,8 +570,8 @@ def batch_job_run(*, job_id: int) -> BatchJob:
             reader = csv.DictReader(source)
             fields = list(reader.fieldnames or [])
             extra = ["predicted_label", "predicted_score", "prediction_note"]
-            writer = csv.DictWriter(target, fieldnames=fields + [f for f in extra if f not in fields],
-                                    extrasaction="ignore")
+            writer = CsvDictWriter(target, fieldnames=fields + [f for f in extra if f not in fields],
+                                   extrasaction="ignore")  # defuses formulas (apps/core/csv.py)
             writer.writeheader()
             processed = 0
             chunk: list[dict] = []

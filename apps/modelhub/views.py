@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from apps.accounts.roles import MANAGE_MODELS, SEARCH, user_has_role
-from apps.core.ratelimit import RateLimited, rate_limit_hit, rate_limited_response
+from apps.core.ratelimit import rate_limit
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
@@ -102,7 +102,13 @@ def model_list(request):
     })
 
 
+def _scores_text(request) -> bool:
+    """Does this demo request run a model (a text to score, an example, the labelled-examples check)?"""
+    return request.method == "POST" or any(k in request.GET for k in ("text", "example", "check"))
+
+
 @login_required
+@rate_limit("predict", when=_scores_text)
 def model_detail(request, name: str):
     """The demo page; with a text (POST, or GET ?text=) it shows the prediction. htmx gets the #demo partial."""
     serving = _model_or_404(name=name)
@@ -148,6 +154,7 @@ def _model_ref(ref: str) -> ModelVersion:
 
 
 @login_required
+@rate_limit("predict", when=_scores_text)
 def model_compare(request, name: str):
     """Two classifiers (two versions of one, or two different ones) on one or more texts, one a line."""
     serving = _model_or_404(name=name)
@@ -219,12 +226,8 @@ def flag_list_view(request, name: str):
 
 @login_required
 @analyst_required
+@rate_limit("batch", when=lambda request: request.method == "POST")
 def batch_page(request, name: str):
-    if request.method == "POST":
-        try:
-            rate_limit_hit(user=request.user, scope="batch")
-        except RateLimited as exc:
-            return rate_limited_response(exc)
     serving = _model_or_404(name=name)
     versions = model_versions_of(name=name)
     form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions,
@@ -257,6 +260,7 @@ PREVIEW_MAX_BYTES = 64 * 1024
 @login_required
 @analyst_required
 @require_POST
+@rate_limit("batch")
 def batch_preview(request, name: str):
     """htmx/fetch partial: the column picker and the first rows exactly as the job will score them."""
     serving = _model_or_404(name=name)
@@ -346,6 +350,7 @@ def alias_move_view(request, name: str):
 
 @login_required
 @permission_required(SEARCH, raise_exception=True)  # it runs a search: the analyst role
+@rate_limit("score")  # a search whose every row a model scores: its own, low limit
 def score_search(request):
     """Runs the samples page's query, scores the text column with a model, compares with the label column."""
     from .services import search_results_score

@@ -143,7 +143,8 @@ def fallback_id_from(params) -> int | None:
     rows the page, the export, the API and score-search merge."""
     raw = params.get("fallback") if hasattr(params, "get") else dict(params).get("fallback")
     raw = (raw or "").strip()
-    return int(raw) if raw.isdigit() else None
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), and an id a database holds.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import replace
@@ -16,6 +15,8 @@ from django_htmx.http import push_url
 
 from apps.accounts.roles import SEARCH
 from apps.audit.services import audit_record
+from apps.core.csv import csv_writer
+from apps.core.ratelimit import rate_limit
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
 from apps.search.operators import operator_get
 from apps.search.query import SearchQuery, query_from_params
@@ -153,6 +154,7 @@ analyst_required = permission_required(SEARCH, raise_exception=True)
 
 @login_required
 @analyst_required
+@rate_limit("search")  # the page, its htmx results and the export alike
 def search_page(request):
     """The search page; for htmx requests only its results; with ?format=csv|json an export."""
     params = request.GET
@@ -277,6 +279,7 @@ FACET_TOP, FACET_MORE = 10, 50
 
 @login_required
 @analyst_required
+@rate_limit("search")
 def search_facets_view(request):
     """Facets, loaded by htmx after the results so they never delay them: for each facet column, its
     values among every matching subset row, each a link that adds `column = value` to the search."""
@@ -340,8 +343,8 @@ def _export(request, params, export_format: str):
     rows = answer.as_dicts()
     filename = f"{answer.spec.name}-{query.fingerprint()[:10]}.{export_format}"
     if export_format == "csv":
-        writer = csv.writer(_Echo())
-        body = (writer.writerow([csv_safe(row.get(c)) for c in columns]) for row in [dict(zip(columns, columns))] + rows)
+        writer = csv_writer(_Echo())  # cells that would start a formula are defused (apps/core/csv.py)
+        body = (writer.writerow([row.get(c) for c in columns]) for row in [dict(zip(columns, columns))] + rows)
         content_type = "text/csv; charset=utf-8"
     else:
         body = _json_rows(rows)
@@ -350,16 +353,6 @@ def _export(request, params, export_format: str):
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["X-Export-Max-Rows"] = str(settings.SEARCH_EXPORT_MAX_ROWS)
     return response
-
-
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): prefix a quote.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value):
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def _json_rows(rows):

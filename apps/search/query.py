@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -185,6 +186,9 @@ def query_from_params(
     after: tuple | None = None
     for name, value in items:
         value = "" if value is None else str(value)
+        if "\x00" in value:  # no column holds it, and PostgreSQL cannot store it in the search log
+            errors.setdefault(name, []).append("Values may not contain NUL characters.")
+            continue
         if name == "table":
             table = value.strip() or default_table
         elif name == "limit":
@@ -241,15 +245,47 @@ def query_from_params(
 _TRUE = {"", "1", "true", "yes", "y", "t", "on"}
 _FALSE = {"0", "false", "no", "n", "f", "off"}
 
+# The values each number type holds (DuckDB's names; Athena's are the same or narrower). A filter value
+# outside its column's range is refused here: the engine could not even cast it to compare (a server error).
+_INTEGER_BITS = {"TINYINT": 8, "INT1": 8, "SMALLINT": 16, "INT2": 16, "INTEGER": 32, "INT4": 32, "INT": 32,
+                 "BIGINT": 64, "INT8": 64, "HUGEINT": 128}
+_UNSIGNED_BITS = {"UTINYINT": 8, "USMALLINT": 16, "UINTEGER": 32, "UBIGINT": 64, "UHUGEINT": 128}
+_FLOAT_MAX = {"FLOAT": 3.4028234663852886e38, "REAL": 3.4028234663852886e38, "FLOAT4": 3.4028234663852886e38}
 
-def _typed(kind: str, raw: str) -> object:
-    """Convert one text value for a column kind; raises ValueError with a user-facing message."""
+
+def number_range(column_type: str) -> tuple[int | float, int | float]:
+    """(lowest, highest) value a column of this number type holds (a 64-bit integer when not a known type)."""
+    base = column_type.upper().split("(")[0].strip()
+    if base in _UNSIGNED_BITS:
+        return 0, 2 ** _UNSIGNED_BITS[base] - 1
+    if base in _FLOAT_MAX:
+        return -_FLOAT_MAX[base], _FLOAT_MAX[base]
+    if base in ("DOUBLE", "FLOAT8", "DECIMAL", "NUMERIC"):
+        return -sys.float_info.max, sys.float_info.max
+    bits = _INTEGER_BITS.get(base, 64)
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _in_range(number: int | float, raw: str, column_type: str) -> int | float:
+    if column_type:
+        lowest, highest = number_range(column_type)
+        if not lowest <= number <= highest:
+            shown = raw.strip() if len(raw.strip()) <= 40 else raw.strip()[:40] + "…"
+            bounds = f"{lowest:g} to {highest:g}" if isinstance(highest, float) else f"{lowest} to {highest}"
+            raise ValueError(f"{shown!r} is out of range for this {column_type.upper()} column ({bounds}).")
+    return number
+
+
+def _typed(kind: str, raw: str, column_type: str = "") -> object:
+    """Convert one text value for a column kind; raises ValueError with a user-facing message. With the
+    column's type, numbers outside the values it holds are refused too."""
     text = raw.strip()
     if kind == "integer":
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
             raise ValueError(f"{raw!r} is not a whole number.") from None
+        return _in_range(number, raw, column_type)
     if kind == "float":
         try:
             number = float(text)
@@ -257,7 +293,7 @@ def _typed(kind: str, raw: str) -> object:
             raise ValueError(f"{raw!r} is not a number.") from None
         if not math.isfinite(number):
             raise ValueError(f"{raw!r} is not a finite number.")
-        return number
+        return _in_range(number, raw, column_type)
     if kind == "date":
         try:
             return date.fromisoformat(text).isoformat()
@@ -269,7 +305,10 @@ def _typed(kind: str, raw: str) -> object:
         except ValueError:
             raise ValueError(f"{raw!r} is not a date or time (use YYYY-MM-DD or YYYY-MM-DD HH:MM:SS).") from None
         if moment.tzinfo is not None:
-            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+            try:
+                moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+            except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before the first representable moment in UTC
+                raise ValueError(f"{raw!r} is out of range for a date and time.") from None
         return moment.isoformat(sep=" ")
     if kind == "boolean":
         lowered = text.lower()
@@ -304,6 +343,7 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
             errors.setdefault(field, []).append(f"Value is longer than {MAX_VALUE_LENGTH} characters.")
             continue
         kind = spec.kind(flt.column)
+        column_type = spec.columns.get(flt.column, "")
         operator = operator_get(flt.op)
         try:
             if operator.value == "bool":
@@ -318,11 +358,11 @@ def query_validate(*, query: SearchQuery, spec: TableSpec) -> list[tuple[Filter,
                     raise ValueError("Give one or more values separated by commas.")
                 if len(parts) > MAX_IN_VALUES:
                     raise ValueError(f"At most {MAX_IN_VALUES} values.")
-                value = [_typed(kind, p) for p in parts]
+                value = [_typed(kind, p, column_type) for p in parts]
             else:
                 if raw == "":
                     raise ValueError("Enter a value.")
-                value = _typed(kind, raw)
+                value = _typed(kind, raw, column_type)
                 problem = operator.check(raw) if operator.check else None
                 if problem:
                     raise ValueError(problem)
@@ -355,7 +395,7 @@ def sort_value(kind: str, value: object) -> object:
         return value
 
 
-def _after_value(kind: str, value: object) -> object:
+def _after_value(kind: str, value: object, column_type: str = "") -> object:
     if value is None:
         return None
     if kind == "boolean":
@@ -366,7 +406,7 @@ def _after_value(kind: str, value: object) -> object:
         return str(value)
     if isinstance(value, bool):
         raise ValueError("not a number")  # noqa: TRY004 - callers catch ValueError
-    return _typed(kind, str(value))
+    return _typed(kind, str(value), column_type)
 
 
 def _after_values(query: SearchQuery, spec: TableSpec) -> tuple[object | None, object]:
@@ -374,10 +414,11 @@ def _after_values(query: SearchQuery, spec: TableSpec) -> tuple[object | None, o
     after = query.after or ()
     if len(after) != (2 if query.order is not None else 1):
         raise ValueError("token does not match the sort")
-    key = _after_value(spec.kind(spec.key), after[-1])
+    key = _after_value(spec.kind(spec.key), after[-1], spec.columns.get(spec.key, ""))
     if key is None:
         raise ValueError("no key")
-    sort_value = _after_value(spec.kind(query.order.column), after[0]) if query.order is not None else None
+    sort_value = (_after_value(spec.kind(query.order.column), after[0], spec.columns.get(query.order.column, ""))
+                  if query.order is not None else None)
     return sort_value, key
 
 

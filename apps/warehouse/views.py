@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -48,7 +49,7 @@ def fallback_cancel_view(request, fallback_id: int):
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
                                                    require_https=request.is_secure()):
-        return redirect(target)
+        return HttpResponseRedirect(target)  # a path, never a view name for redirect() to reverse
     handle = panel_handle(fallback=fallback, request_id=request_id, user=request.user)
     return redirect(handle.poll_url)
 

@@ -8,7 +8,7 @@ from .selectors import fallback_can_stop, fallback_request_get
 
 def request_id_from(data) -> int | None:
     raw = (data.get("request") or "").strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None  # "²" is a digit to isdigit
 
 
 def panel_handle(*, fallback: Fallback, request_id: int | None, user) -> FallbackHandle:

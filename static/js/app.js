@@ -17,6 +17,15 @@
     });
   }
 
+  // A 429 (rate limit) from an htmx request carries a short notice: show it where the results would go
+  // (htmx swaps no 4xx by default). Retry-After says when to try again.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status === 429) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
   document.addEventListener("htmx:afterSettle", function (event) { drawCharts(event.target); });
   window.samplescope = { drawCharts: drawCharts };

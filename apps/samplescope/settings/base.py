@@ -85,6 +85,8 @@ MIDDLEWARE = [
     # the API answers 401 itself (apps/samplescope/api.py).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # RateLimited from a page view → 429 with Retry-After (apps/core/ratelimit.py; the API maps it itself).
+    "apps.core.ratelimit.RateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page (AXES_LOCKOUT_TEMPLATE).
@@ -356,14 +358,18 @@ LINKING_MAX_MENTIONS_PER_CALL = env_int("LINKING_MAX_MENTIONS_PER_CALL", 200)
 LINKING_MAX_ALIASES_PER_CALL = env_int("LINKING_MAX_ALIASES_PER_CALL", 100)
 
 # --- Rate limits (apps/core/ratelimit.py) -------------------------------------
-# Requests per user per minute (a fixed window counted in Django's cache) on the expensive endpoints; over it:
-# 429 with Retry-After. 0 turns a limit off.
+# Requests per user per minute (a fixed window) on the expensive pages, htmx partials, exports and API endpoints
+# alike; over it: 429 with Retry-After. 0 turns a limit off. One search on the page is two requests (results,
+# then facets), so 120 lets someone page through results every second without meeting it.
 # Counters shared by every web process; when this Redis is down each process counts on its own.
 RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", REDIS_URL)
 RATE_LIMIT_PREDICT_PER_MINUTE = env_int("RATE_LIMIT_PREDICT_PER_MINUTE", 120)
 RATE_LIMIT_LINK_PER_MINUTE = env_int("RATE_LIMIT_LINK_PER_MINUTE", 120)
 RATE_LIMIT_SEARCH_PER_MINUTE = env_int("RATE_LIMIT_SEARCH_PER_MINUTE", 120)
-RATE_LIMIT_BATCH_PER_MINUTE = env_int("RATE_LIMIT_BATCH_PER_MINUTE", 10)
+# score-search runs a model over up to SEARCH_MAX_LIMIT rows (1000 rows of MiniLM ≈ 60 s of CPU): few per minute.
+RATE_LIMIT_SCORE_PER_MINUTE = env_int("RATE_LIMIT_SCORE_PER_MINUTE", 4)
+# Uploads and their previews (a preview per file or column picked).
+RATE_LIMIT_BATCH_PER_MINUTE = env_int("RATE_LIMIT_BATCH_PER_MINUTE", 20)
 
 # --- Demo setup (`python manage.py setup_demo`, apps/samplescope/management/commands/setup_demo.py) ---
 # Training rows for the demo classifiers (MiniLM encodes ~20-50 texts/s on 2 cores).
