@@ -159,7 +159,7 @@ def test_a_local_run_cancelled_mid_scan_is_billed_for_what_it_read(user, big_tab
 
     def tick(self, **kwargs):
         ticks.append(kwargs)
-        if len(ticks) == 2:  # ~0.2 s into a scan of a second or more: its creator cancels it
+        if len(ticks) == 1:  # the first poll, just after the scan (~0.4-0.8 s here) started: its creator cancels it
             assert fallback_cancel(fallback=Fallback.objects.get(pk=fallback.pk), user=user).stopped
         return real_tick(self, **kwargs)
 
@@ -182,8 +182,8 @@ def test_a_local_run_stopped_by_the_soft_time_limit_is_billed_for_what_it_read(u
 
     def tick(self, **kwargs):
         ticks.append(kwargs)
-        if len(ticks) == 2:  # ~0.2 s into the scan: the limit strikes 0.1 s later, wherever the worker is
-            signal.setitimer(signal.ITIMER_REAL, 0.1)
+        if len(ticks) == 1:  # the first poll: the limit strikes 0.05 s later, while the worker waits on the scan
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
         return real_tick(self, **kwargs)
 
     def soft_limit(signum, frame):
