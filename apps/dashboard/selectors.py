@@ -108,10 +108,11 @@ def fallback_spend_by_user(*, period: DateRange, user=None) -> list[dict]:
     """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first; only `user`'s row when given."""
     fallbacks = Fallback.objects.all() if user is None else Fallback.objects.filter(user=user)
     rows = (fallbacks.filter(created_at__gte=period.since, created_at__lt=period.until)
-            .exclude(state=Fallback.State.REFUSED).values("user__username")
+            .exclude(state=Fallback.State.REFUSED).values("user_name")
             .annotate(fallbacks=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd"))
-            .order_by("-cost_usd", "user__username"))
-    return [{"username": r["user__username"] or "(system)", "fallbacks": r["fallbacks"],
+            .order_by("-cost_usd", "user_name"))
+    # By the name stored at creation (as audit events keep theirs): a renamed or deleted account keeps its spend.
+    return [{"username": r["user_name"] or "(system)", "fallbacks": r["fallbacks"],
              "bytes_scanned": r["bytes_scanned"] or 0, "cost_usd": r["cost_usd"] or Decimal(0)} for r in rows]
 
 

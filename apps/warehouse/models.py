@@ -29,6 +29,8 @@ class Fallback(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="fallbacks"
     )
+    user_name = models.CharField(max_length=150, blank=True,
+                                 help_text="its creator's username when created (spend keeps it if the account is renamed or goes)")
     table = models.CharField(max_length=100)
     query = models.JSONField(help_text="SearchQuery.to_dict()")
     fingerprint = models.CharField(max_length=64, db_index=True)

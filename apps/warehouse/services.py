@@ -86,7 +86,7 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
         if not may_spend:
             return None
 
-        fields = dict(user=user, table=query.table, query=query.to_dict(), fingerprint=fingerprint,
+        fields = dict(user=user, user_name=user.get_username() if user is not None else "", table=query.table, query=query.to_dict(), fingerprint=fingerprint,
                       limit=query.limit, backend=backend.name, bytes_are_estimate=backend.bytes_are_estimate)
         try:
             estimate = _estimate_bytes(backend=backend, query=query, spec=spec)

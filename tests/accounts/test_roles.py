@@ -58,8 +58,8 @@ def test_only_staff_see_everyones_audit_events_and_spend(client, plain_user, use
 
     audit_record(user=user, action="search", target="secret-of-analyst", cost_usd=Decimal("1.5"))
     audit_record(user=plain_user, action="search", target="mine-own-search", cost_usd=Decimal("0.25"))
-    Fallback.objects.create(user=user, table="samples", query={}, fingerprint="f" * 64, limit=10, backend="local",
-                            state="succeeded", cost_usd=Decimal("3"))
+    Fallback.objects.create(user=user, user_name=user.username, table="samples", query={}, fingerprint="f" * 64,
+                            limit=10, backend="local", state="succeeded", cost_usd=Decimal("3"))
 
     client.force_login(plain_user)
     response = client.get("/dashboard/")

@@ -63,7 +63,8 @@ def _at(day: dt.date, hour: int = 12) -> dt.datetime:
 def _fallback(*, day: dt.date, seconds: float, bytes_scanned: int, cost: str, user=None, state="succeeded"):
     from apps.warehouse.models import Fallback
 
-    fallback = Fallback.objects.create(user=user, table="samples", query={}, fingerprint="f" * 64, limit=10,
+    fallback = Fallback.objects.create(user=user, user_name=user.username if user else "", table="samples",
+                                       query={}, fingerprint="f" * 64, limit=10,
                                        backend="local", state=state, bytes_scanned=bytes_scanned,
                                        cost_usd=Decimal(cost))
     Fallback.objects.filter(pk=fallback.pk).update(
@@ -208,3 +209,4 @@ def test_non_staff_see_only_their_own_searches_spend_and_activity(request, clien
         assert (f"query-of-{name}" in html) is shown, name
         assert (f"event-of-{name}" in html) is shown, name
     assert ('id="dashboard-scope"' in html) is (who != "staff_user")
+

@@ -393,3 +393,19 @@ def test_system_check_refuses_sqlite_without_immediate_transactions(settings):
     assert ledger_database_check() == []  # the project's settings (and the test settings) are right
     deferred = {**settings.DATABASES["default"], "OPTIONS": {"timeout": 20}}
     assert [m.id for m in ledger_database_problems(deferred)] == ["warehouse.E001"]
+
+
+def test_spend_by_user_keeps_the_name_a_fallback_was_made_under(client, user, staff_user, warehouse_data):
+    """Issue 22: a renamed account's fallbacks moved to its new name on the dashboard, a deleted one's to (system)."""
+    query, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=290)
+    handle = ask(user, query)
+    assert handle.fallback.user_name == "analyst"
+    Fallback.objects.filter(pk=handle.fallback.pk).update(state="succeeded", cost_usd=Decimal("0.5"))
+
+    user.username = "renamed-analyst"
+    user.save()
+    client.force_login(staff_user)
+    spend = client.get("/dashboard/").context["spend"]
+    assert [(r["username"], r["cost_usd"]) for r in spend] == [("analyst", Decimal("0.5"))]
+    user.delete()
+    assert [r["username"] for r in client.get("/dashboard/").context["spend"]] == ["analyst"]
