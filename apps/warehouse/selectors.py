@@ -149,3 +149,8 @@ def fallback_stale_list(*, stale_after_seconds: int) -> QuerySet[Fallback]:
     cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
     # heartbeat_at is set when a fallback is queued and on every tick of the run that owns it.
     return Fallback.objects.filter(state__in=Fallback.ACTIVE_STATES, heartbeat_at__lt=cutoff)
+
+
+def fallback_in_flight_count(*, user) -> int:
+    """How many of `user`'s fallbacks are queued or running now."""
+    return Fallback.objects.filter(user=user, state__in=Fallback.ACTIVE_STATES).count()

@@ -41,6 +41,7 @@ from .models import Fallback, FallbackRequest
 from .selectors import (
     fallback_can_stop,
     fallback_has_joined,
+    fallback_in_flight_count,
     fallback_inflight_for,
     fallback_previous_bytes,
     fallback_reusable_for,
@@ -86,8 +87,9 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
         if not may_spend:
             return None
 
-        fields = dict(user=user, user_name=user.get_username() if user is not None else "", table=query.table, query=query.to_dict(), fingerprint=fingerprint,
-                      limit=query.limit, backend=backend.name, bytes_are_estimate=backend.bytes_are_estimate)
+        fields = dict(user=user, user_name=user.get_username() if user is not None else "", table=query.table,
+                      query=query.to_dict(), fingerprint=fingerprint, limit=query.limit, backend=backend.name,
+                      bytes_are_estimate=backend.bytes_are_estimate)
         try:
             estimate = _estimate_bytes(backend=backend, query=query, spec=spec)
         except WarehouseQueryError as exc:
@@ -102,7 +104,8 @@ def fallback_request(*, user, query: SearchQuery, spec: TableSpec, local_keys: l
             # both see the same headroom (apps/warehouse/README.md, "Budget").
             with transaction.atomic():
                 _ledger_lock()
-                refusal = _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost)
+                refusal = (_in_flight_refusal(user=user)
+                           or _budget_refusal(user=user, estimate=estimate, estimated_cost=estimated_cost))
                 if not refusal:
                     fallback = Fallback.objects.create(
                         **fields, inflight_key=fingerprint, bytes_estimate=estimate,
@@ -158,6 +161,20 @@ def _ledger_lock() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
+
+
+def _in_flight_refusal(*, user) -> str:
+    """One user's new warehouse queries wait behind their own, not everyone's: past FALLBACK_MAX_IN_FLIGHT_PER_USER
+    queued or running, a new one is refused (a burst of page searches that each miss would otherwise fill the
+    worker's queue ahead of other analysts)."""
+    cap = settings.FALLBACK_MAX_IN_FLIGHT_PER_USER
+    if user is None or cap <= 0:
+        return ""
+    active = fallback_in_flight_count(user=user)
+    if active >= cap:
+        return (f"Refused: you already have {active} warehouse queries queued or running (the limit is {cap}). "
+                f"Wait for one to finish, or cancel one, and search again.")
+    return ""
 
 
 def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal, exclude_id: int | None = None) -> str:

@@ -59,7 +59,8 @@ def ledger_race(*, threads: int, estimate_bytes: int, user_budget_usd: float, te
             connection.close()
 
     with override_settings(FALLBACK_DAILY_BUDGET_USD=user_budget_usd, FALLBACK_TEAM_DAILY_BUDGET_USD=team_budget_usd,
-                           FALLBACK_MAX_BYTES_SCANNED=max(estimate_bytes, 1)), \
+                           FALLBACK_MAX_BYTES_SCANNED=max(estimate_bytes, 1),
+                           FALLBACK_MAX_IN_FLIGHT_PER_USER=0), \
             mock.patch.object(LocalBackend, "estimate_bytes", lambda self, **_: estimate_bytes), \
             mock.patch.object(services, "fallback_enqueue", lambda **_: True), \
             mock.patch.object(services, "fallback_spent_today_usd", slow(real_user_spent)), \

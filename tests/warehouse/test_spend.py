@@ -409,3 +409,15 @@ def test_spend_by_user_keeps_the_name_a_fallback_was_made_under(client, user, st
     assert [(r["username"], r["cost_usd"]) for r in spend] == [("analyst", Decimal("0.5"))]
     user.delete()
     assert [r["username"] for r in client.get("/dashboard/").context["spend"]] == ["analyst"]
+
+
+def test_a_users_queries_in_flight_are_capped_and_others_are_not(user, staff_user, warehouse_data, settings):
+    """Issue 22: a burst of page searches that each miss queued one fallback each, ahead of everyone else's."""
+    settings.FALLBACK_MAX_IN_FLIGHT_PER_USER = 2
+    queries = [warehouse_data.id_query(in_subset=1, missing=1, offset=300 + n)[0] for n in range(4)]
+    first, second, third = (ask(user, query) for query in queries[:3])
+    assert first.created and second.created
+    assert third.fallback.state == "refused" and "already have 2 warehouse queries" in third.fallback.error
+    assert ask(staff_user, queries[2]).created  # another analyst's query is not held back by this user's
+    Fallback.objects.filter(pk=first.fallback.pk).update(state="succeeded", finished_at=timezone.now())
+    assert ask(user, queries[3]).created  # one finished: room for one more
