@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 import random
-import re
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
@@ -35,8 +34,8 @@ from apps.search.tables import table_spec_get
 
 TABLE = "lang"
 ROWS = 1500
-WORDS = ["alpha", "Beta", "gamma", "ÉCOLE", "école", "straße", "ΣΟΦΙΑ", "σοφία", "50%", "a_b", "c\\d", "İstanbul",
-         "\u212aelvin", "kelvin", "日本語", "🙂smile", "don't", "O'Neil's", "x_y%z", "naïve", "Ünïcödé"]
+WORDS = ["alpha", "Beta", "gamma", "ÉCOLE", "école", "straße", "ΣΟΦΙΑ", "σοφία", "50%", "a_b", "c\\d",
+         "İstanbul", "\u212aelvin", "kelvin", "日本語", "🙂smile", "don't", "O'Neil's", "x_y%z", "naïve", "Ünïcödé"]
 ALPHABET = list("abcxyzABCéÉßσΣİı日本🙂%_\\-/. '0123456789")
 KINDS = ["news", "Science", "", "日本", "é", "n/a"]  # a coded column: <= 15 values, "" among them
 COLUMNS = {  # column -> kind, as apps.search.tables.column_kind reads its type
@@ -53,8 +52,8 @@ def _text(rng: random.Random) -> str | None:
         return ""
     if roll < 0.21:
         return " "
-    parts = [rng.choice(WORDS) if rng.random() < 0.6 else "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 5)))
-             for _ in range(rng.randint(1, 5))]
+    parts = [rng.choice(WORDS) if rng.random() < 0.6
+             else "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 5))) for _ in range(rng.randint(1, 5))]
     return rng.choice([" ", "-", "", "/"]).join(parts)
 
 
@@ -77,7 +76,8 @@ def _table(seed: int) -> pa.Table:
         "ratio": pa.array([_maybe(rng, rng.choice(ratios)) for _ in range(ROWS)], type=pa.float64()),
         "day": pa.array([_maybe(rng, date(2024, 1, 1) + timedelta(days=rng.randint(0, 60))) for _ in range(ROWS)],
                         type=pa.date32()),
-        "seen_at": pa.array([_maybe(rng, start + timedelta(minutes=rng.randint(0, 3000), microseconds=rng.choice([0, 1, 500000])))
+        "seen_at": pa.array([_maybe(rng, start + timedelta(minutes=rng.randint(0, 3000),
+                                                            microseconds=rng.choice([0, 1, 500000])))
                              for _ in range(ROWS)], type=pa.timestamp("us")),
         "flag": pa.array([_maybe(rng, rng.random() < 0.5) for _ in range(ROWS)], type=pa.bool_()),
     })
@@ -261,4 +261,4 @@ def test_nan_is_above_every_number_on_the_index_path_as_in_duckdb(settings, tmp_
         scanned = subset_query_run(compiled=compiled, timeout_ms=60_000)
         assert _same(indexed.rows, scanned.rows), (op, value)
         assert {"nan" if v != v else v for _, _, v in scanned.rows} == expected, (op, value)
-        assert re.fullmatch(r"word0 filler", indexed.rows[0][1])
+        assert {row[1] for row in indexed.rows} == {"word0 filler"}
