@@ -233,6 +233,8 @@ def _python_check(flt, value, kind: str):
         if op == "ne":  # IS DISTINCT FROM
             return lambda cols, i: cols[c][i] is None or cols[c][i] != v
         compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+        if kind == "float" and op in ("gt", "gte"):  # DuckDB orders NaN above every number (v is finite)
+            return lambda cols, i: (x := cols[c][i]) is not None and (x != x or compare(x, v))
         return lambda cols, i: (x := cols[c][i]) is not None and compare(x, v)
     return None  # regex: RE2 is DuckDB's
 

@@ -115,3 +115,30 @@ def test_user_has_role_agrees_with_has_perm_in_one_query(plain_user, django_asse
     assert not user_has_role(user=user, permission=SEARCH)
     boss = get_user_model()(username="root", is_superuser=True, is_active=True)
     assert user_has_role(user=boss, permission=MANAGE_MODELS)
+
+
+def test_staff_without_a_role_hold_no_role(client, django_user_model):
+    """Staff see everyone's audit and spend, but is_staff grants no role: only superusers hold every one.
+    user_has_role (the API, the KB page's POST, the model list's register form) and has_perm (the pages'
+    permission_required) both refuse a staff user who is in no role group."""
+    from apps.accounts.roles import EDIT_KB, MANAGE_MODELS, SEARCH, user_has_role
+
+    staff = django_user_model.objects.create_user(username="staffonly", is_staff=True)
+    assert not any(user_has_role(user=staff, permission=p) for p in (SEARCH, MANAGE_MODELS, EDIT_KB))
+    assert not staff.has_perms([SEARCH]) and not staff.has_perms([MANAGE_MODELS]) and not staff.has_perms([EDIT_KB])
+    _, raw = api_token_create(user=staff, name="staff")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    response = client.get("/api/search", {"text__contains": "x"}, **auth)
+    assert response.status_code == 403 and "analyst" in response.json()["detail"]
+    response = client.post("/api/kb/any/entities", {"id": "x", "name": "X"}, content_type="application/json", **auth)
+    assert response.status_code == 403 and "kb editor" in response.json()["detail"]
+    assert client.delete("/api/kb/any/entities/x", **auth).status_code == 403
+    client.force_login(staff)
+    assert client.post("/linking/kb/any/", {"id": "x", "name": "X"}).status_code == 403
+    assert client.get("/samples/", {"text__contains": "x"}).status_code == 403
+    assert client.post("/models/register/", {"uri": "x"}).status_code == 403
+    assert client.get("/models/").context["register_form"] is None
+    assert client.get("/api/me").json() == {"username": "staffonly", "is_staff": True}
+
+    superuser = django_user_model.objects.create_superuser(username="root", password=None)
+    assert all(user_has_role(user=superuser, permission=p) for p in (SEARCH, MANAGE_MODELS, EDIT_KB))

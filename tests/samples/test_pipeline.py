@@ -103,6 +103,29 @@ def test_a_finished_fallback_merges_into_one_answer_and_completes_it(warehouse_d
     assert SearchLog.objects.get(pk=again.log_id).source_counts == counts(subset=2, warehouse=3)
 
 
+def test_a_fallback_that_filled_the_limit_is_not_complete(warehouse_data, user):
+    """A fallback that returned exactly `limit` rows may have stopped at the LIMIT: the full dataset could
+    hold more, so the answer is not complete, whether the fallback is attached by id or reused from the
+    cache. One row fewer than the limit is complete (the boundary of `row_count < limit`)."""
+    query, local, remote = warehouse_data.id_query(in_subset=2, missing=3, offset=285)  # limit 5, 5 rows exist
+    first = search_answer(user=user, query=query)
+    assert first.counts == counts(subset=2) and not first.complete
+    done = fallback_execute(fallback_id=first.fallback.id)
+    assert done.row_count == query.limit == 5
+
+    attached = search_answer(user=user, query=query, fallback_id=first.fallback.id, log=False)
+    assert {row.values["id"] for row in attached.rows} == local | remote and not attached.complete
+    assert attached.summary() == "5 rows: 2 from the subset, 3 from the warehouse"
+    reused = search_answer(user=user, query=query)
+    assert reused.fallback.from_cache and reused.counts == attached.counts and not reused.complete
+
+    wider = SearchQuery(query.table, query.filters, query.limit + 1)  # the same 5 rows for limit 6: complete
+    first = search_answer(user=user, query=wider)
+    fallback_execute(fallback_id=first.fallback.id)
+    assert search_answer(user=user, query=wider, fallback_id=first.fallback.id, log=False).complete
+    assert search_answer(user=user, query=wider).complete
+
+
 def test_learned_rows_answer_a_search_and_a_complete_answer_needs_no_warehouse(warehouse_data, user, settings, tmp_path):
     settings.SUBSET_LEARNING_ENABLED = True
     settings.SUBSET_LEARNED_DIR = tmp_path / "learned"

@@ -623,3 +623,38 @@ def test_a_forked_child_starts_its_own_frame_helpers(subset):
         time.sleep(0.05)
     os.kill(child, 9)
     raise AssertionError("the child hung reading frames")
+
+
+def test_ne_and_in_on_nullable_columns_treat_null_as_duckdb_does(settings, tmp_path, monkeypatch):
+    """On the index path candidates are verified in Python (selectors._python_check). A NULL is DISTINCT FROM
+    every value, so it matches `ne`; `NULL IN (...)` is NULL, so it never matches `in`. Checked on a text column
+    with too many values to be coded and on an integer column, both a third NULL, against the scan and against
+    the rows counted by hand."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)  # every narrowable query takes the index path
+    rows = 600
+    body = [f"rare{i % 4} filler words" for i in range(rows)]
+    title = [None if i % 3 == 0 else f"t{i % 40}" for i in range(rows)]  # 40 values: not a coded column
+    score = [None if i % 3 == 1 else i % 10 for i in range(rows)]
+    subset_table_write(name=TABLE, arrow=pa.table({"id": pa.array(range(rows), type=pa.int64()), "body": body,
+                                                   "title": title, "score": pa.array(score, type=pa.int32())}),
+                       description={"key": "id", "searchable": "*", "shown": ["id", "body", "title", "score"]},
+                       keep_other_tables=False, stdout=io.StringIO())
+    spec = table_spec_get(name=TABLE)
+    assert "title" not in ngram.file_index(subset_current_path()).table(TABLE).coded
+    assert selectors._python_filter(SearchQuery(TABLE, (Filter("score", "ne", "3"),), 1), spec) is not None
+    cases = [
+        (Filter("title", "ne", "t1"), lambda i: title[i] != "t1"),  # None != "t1": kept
+        (Filter("score", "ne", "3"), lambda i: score[i] != 3),
+        (Filter("title", "in", "t1,t2,t5,t10"), lambda i: title[i] in {"t1", "t2", "t5", "t10"}),
+        (Filter("score", "in", "1,2,5"), lambda i: score[i] in {1, 2, 5}),
+    ]
+    for flt, keep in cases:
+        query = SearchQuery(TABLE, (Filter("body", "contains", "rare1"), flt), 1000)
+        assert _plan(query, spec) == "index", flt
+        indexed, scanned = _both(query, spec)
+        expected = [i for i in range(rows) if i % 4 == 1 and keep(i)]
+        assert [row[0] for row in scanned.rows] == expected, flt
+        assert indexed.rows == scanned.rows, flt
+        nulls = {row[0] for row in indexed.rows if row[2 if flt.column == "title" else 3] is None}
+        assert bool(nulls) == (flt.op == "ne"), flt  # the NULL rows are in the ne answers, never in the in ones
