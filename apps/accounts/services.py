@@ -78,6 +78,15 @@ def user_roles_grant(*, user: AbstractBaseUser, group_names: tuple[str, ...] | N
         user.__dict__.pop(cache, None)
 
 
+def user_roles_revoke(*, user: AbstractBaseUser, group_names: tuple[str, ...]) -> None:
+    """Removes `user` from the named role groups."""
+    groups = roles_ensure()
+    for name in group_names:
+        user.groups.remove(groups[name])
+    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cache, None)
+
+
 def login_failure_record(*, username: str, client_ip: str | None, locked_out: bool) -> None:
     """Audits a refused login: the username tried (a claim, so not the event's user) and the client's address;
     never the password. `locked_out`: refused by the throttle (apps/samplescope/settings/base.py, AXES_*)."""

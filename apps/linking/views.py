@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from apps.accounts.roles import EDIT_KB, user_has_role
+from apps.accounts.roles import EDIT_KB, role_missing_message, role_required, user_has_role
 from apps.core.ratelimit import rate_limit
 
 from . import selectors, services
@@ -23,7 +23,7 @@ from .linker import LinkResult
 from .services import LinkingError, NotFound
 
 # KB edits need the "kb editor" role (apps/accounts/roles.py); without it: 403.
-kb_editor_required = permission_required(EDIT_KB, raise_exception=True)
+kb_editor_required = role_required(EDIT_KB, what="Editing the knowledge base")
 
 
 def _kb_or_404(model: str | None):
@@ -164,7 +164,7 @@ def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> st
 def kb_entities(request, model: str):
     """KB editor: search entities, add one."""
     if request.method == "POST" and not user_has_role(user=request.user, permission=EDIT_KB):
-        raise PermissionDenied("Editing the knowledge base needs the kb editor role.")
+        raise PermissionDenied(role_missing_message(permission=EDIT_KB, what="Editing the knowledge base"))
     kb = _kb_or_404(model)
     prefill = {k: request.GET[k] for k in ("id", "name", "aliases", "mentions") if k in request.GET}
     form = EntityForm(request.POST or None, initial=prefill)

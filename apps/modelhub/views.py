@@ -5,14 +5,14 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from apps.accounts.roles import MANAGE_MODELS, SEARCH, user_has_role
+from apps.accounts.roles import MANAGE_MODELS, SEARCH, role_required, user_has_role
 from apps.core.ratelimit import rate_limit
 from apps.search.errors import SearchError
 
@@ -50,10 +50,10 @@ TOP_CLASSES = 5
 
 
 # Registering versions and moving aliases need the "model manager" role (apps/accounts/roles.py): else 403.
-model_manager_required = permission_required(MANAGE_MODELS, raise_exception=True)
+model_manager_required = role_required(MANAGE_MODELS, what="Registering model versions and moving aliases")
 # Batch scoring (upload, preview, job page, download) needs the analyst role, as scoring a search and running
 # warehouse fallbacks do: it is data work that takes a shared worker for minutes. Without it: 403.
-analyst_required = permission_required(SEARCH, raise_exception=True)
+analyst_required = role_required(SEARCH, what="Batch scoring")
 
 
 def _model_or_404(*, name: str, version: str | None = None) -> ModelVersion:
@@ -349,7 +349,7 @@ def alias_move_view(request, name: str):
 
 
 @login_required
-@permission_required(SEARCH, raise_exception=True)  # it runs a search: the analyst role
+@role_required(SEARCH, what="Scoring search results")  # it runs a search: the analyst role
 @rate_limit("score")  # a search whose every row a model scores: its own, low limit
 def score_search(request):
     """Runs the samples page's query, scores the text column with a model, compares with the label column."""

@@ -6,14 +6,14 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_htmx.http import push_url
 
-from apps.accounts.roles import SEARCH
+from apps.accounts.roles import SEARCH, role_required
 from apps.audit.services import audit_record
 from apps.core.csv import csv_writer
 from apps.core.ratelimit import rate_limit
@@ -149,7 +149,7 @@ def _screen_order(answer: SearchAnswer) -> list[str]:
 
 
 # Searching (and so starting fallbacks) needs the "analyst" role (apps/accounts/roles.py): else 403.
-analyst_required = permission_required(SEARCH, raise_exception=True)
+analyst_required = role_required(SEARCH, what="Searching samples")
 
 
 @login_required

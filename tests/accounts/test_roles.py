@@ -120,7 +120,7 @@ def test_user_has_role_agrees_with_has_perm_in_one_query(plain_user, django_asse
 def test_staff_without_a_role_hold_no_role(client, django_user_model):
     """Staff see everyone's audit and spend, but is_staff grants no role: only superusers hold every one.
     user_has_role (the API, the KB page's POST, the model list's register form) and has_perm (the pages'
-    permission_required) both refuse a staff user who is in no role group."""
+    role_required) both refuse a staff user who is in no role group."""
     from apps.accounts.roles import EDIT_KB, MANAGE_MODELS, SEARCH, user_has_role
 
     staff = django_user_model.objects.create_user(username="staffonly", is_staff=True)
