@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apps.search.operators import OPERATOR_LABELS
-from apps.search.query import RESERVED_PARAMS
+from apps.search.query import RESERVED_PARAMS, value_is_blank
 from apps.search.tables import TableSpec
 
 EMPTY_ROWS = 2  # always offered, so filters can be added without JavaScript
@@ -35,7 +35,7 @@ def form_to_params(params) -> list[tuple[str, str]]:
     if params.get("table"):
         out.append(("table", params.get("table")))
     for column, op, value in zip(columns, ops, values):
-        if column and op and (value.strip() != "" or op == "isnull"):
+        if column and op and (not value_is_blank(value) or op == "isnull"):
             out.append((f"{column}__{op}", value))
     for name in ("_sort", "_sort_desc"):  # the sort on screen stays for the new search (a hidden input)
         if params.get(name):
