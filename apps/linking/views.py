@@ -117,7 +117,11 @@ def page(request):
             url=request.build_absolute_uri("/api/link"),
             payload={"text": shown, "model": kb.label},
         )
-        context["evaluations"] = selectors.evaluation_latest(kb=kb)
+        evaluations = selectors.evaluation_latest(kb=kb)
+        context["evaluations"] = evaluations
+        # Each run shows the KB revision it was computed on; the KB has moved on since when they differ (every
+        # edit bumps it): the figures may no longer hold, and the page says so next to the current revision.
+        context["evaluations_stale"] = any(run.kb_revision != kb.revision for run in evaluations.values())
         context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
     if request.htmx:
         part = "detail" if request.htmx.target == "mention-detail" else "results"
