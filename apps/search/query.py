@@ -178,8 +178,8 @@ def query_from_params(
     """Parse `<column>__<op>=<value>` pairs, `limit` and `table` into a SearchQuery.
 
     `params` is a QueryDict or a list of (name, value) pairs. With skip_blank, filters with a
-    blank value (empty or only whitespace: value_is_blank) are dropped (blank rows of the no-JS form); with strict, unknown parameter
-    names are errors (the API) instead of being ignored (the page).
+    blank value (empty or only whitespace: value_is_blank) are dropped (blank rows of the no-JS form);
+    with strict, unknown parameter names are errors (the API) instead of being ignored (the page).
     """
     pairs = list(params.lists()) if hasattr(params, "lists") else None
     if pairs is not None:

@@ -95,3 +95,30 @@ def test_make_run_static_storage_gives_a_name_missing_from_the_manifest_its_plai
     settings.DEBUG = False
     storage = HashedCompressedManifestStaticFilesStorage(location=tmp_path, base_url="/static/")
     assert storage.url("vendor/added-since.js") == "/static/vendor/added-since.js"
+
+
+@pytest.mark.django_db
+def test_make_run_serves_static_files_with_debug_off(client, user, settings, tmp_path):
+    """settings.local with its default DEBUG off: WhiteNoise serves the collected files (Django's own static view
+    only runs with DEBUG on), pages link them, and a missing one is the friendly 404."""
+    from django.contrib.staticfiles.storage import staticfiles_storage
+    from django.core.management import call_command
+    from django.test import Client
+
+    from apps.samplescope.settings import local
+
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STORAGES = local.STORAGES
+    settings.WHITENOISE_USE_FINDERS = local.WHITENOISE_USE_FINDERS
+    settings.DEBUG = False  # local's default (test_make_run_settings_default_debug_off)
+    call_command("collectstatic", "--noinput", verbosity=0)
+    client = Client()  # a new handler: WhiteNoise reads its settings when the middleware starts
+    client.force_login(user)
+    page = client.get("/dashboard/")
+    assert page.status_code == 200
+    css = staticfiles_storage.url("css/app.css")
+    assert css in page.content.decode()
+    response = client.get(css)
+    assert response.status_code == 200 and b"{" in b"".join(response.streaming_content)
+    missing = client.get("/static/css/no-such-file.css")
+    assert missing.status_code == 404 and "Page not found" in missing.content.decode()
