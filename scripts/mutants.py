@@ -187,8 +187,11 @@ def baseline_tests(mutants: list[Mutant]) -> list[str]:
 
 
 def first_failure(output: str) -> str:
-    """The test that failed first (pytest's short summary: "FAILED path::name - message")."""
-    for line in output.splitlines():
+    """The test that failed first (pytest's short summary: "FAILED path::name - message"). Only the summary is
+    read: a captured log line ("ERROR    django.request:log.py:…") is no test."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if "short test summary info" in line]
+    for line in lines[starts[-1] + 1:] if starts else lines:
         if line.startswith(("FAILED ", "ERROR ")):
             return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
     return ""

@@ -117,3 +117,11 @@ def test_the_baseline_runs_each_listed_test_once(mutants):
     listed = [make(id="a", file="f", original="o", replacement="r", description="", tests=["t/a.py", "t/b.py::x"]),
               make(id="b", file="f", original="o", replacement="r", description="", tests=["t/a.py::y", "t/b.py::x"])]
     assert mutants.baseline_tests(listed) == ["t/a.py", "t/b.py::x"]  # t/a.py::y runs with its whole file
+
+
+def test_the_first_failing_test_is_read_from_the_summary_not_from_a_captured_log(mutants):
+    output = ("------------------------------ Captured log call -------------------------------\n"
+              "ERROR    django.request:log.py:293 Service Unavailable: /healthz\n"
+              "=========================== short test summary info ============================\n"
+              "FAILED tests/core/test_healthz.py::test_details - assert 503 == 200\n")
+    assert mutants.first_failure(output) == "tests/core/test_healthz.py::test_details"
