@@ -122,3 +122,49 @@ def test_row_copies_are_kept_at_least_an_hour_whatever_the_cache_age(user, setti
     recent.refresh_from_db()
     old.refresh_from_db()
     assert recent.rows == [{"id": 1}] and old.rows == []
+
+
+def test_a_predecessor_stopped_early_never_lowers_the_reservation_below_a_full_scan(
+        user, warehouse_data, settings, monkeypatch, django_capture_on_commit_callbacks):
+    """Athena cannot estimate: the reservation is a full scan of the columns read, or more where a predecessor
+    filtering the same columns really scanned more; a predecessor that scanned less (its LIMIT stopped it) is
+    no estimate at all."""
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    settings.WAREHOUSE_BACKEND = "athena"
+    monkeypatch.setattr(AthenaBackend, "full_scan_bytes", lambda self, **_: 100 * GIB, raising=False)
+
+    def predecessor(offset: int, scanned: int) -> None:
+        earlier, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=offset)
+        Fallback.objects.create(user=user, table="samples", query=earlier.to_dict(), fingerprint=f"{offset:064d}",
+                                limit=earlier.limit, backend="athena", state="succeeded", bytes_scanned=scanned,
+                                finished_at=timezone.now())
+
+    predecessor(340, GIB)  # stopped after 1 GiB
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, warehouse_data.id_query(in_subset=1, missing=2, offset=342)[0])
+    assert handle.state == "queued" and handle.fallback.bytes_estimate == 100 * GIB
+    predecessor(345, 150 * GIB)  # really scanned more than the columns' size says
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, warehouse_data.id_query(in_subset=1, missing=2, offset=347)[0])
+    assert handle.state == "queued" and handle.fallback.bytes_estimate == 150 * GIB
+    predecessor(350, 0)  # a newer result Athena reused (0 bytes) says nothing: the 150 GiB still counts
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, warehouse_data.id_query(in_subset=1, missing=2, offset=352)[0])
+    assert handle.state == "queued" and handle.fallback.bytes_estimate == 150 * GIB
+
+
+def test_with_the_tables_size_unknown_a_small_predecessor_leaves_the_worst_case_reserved(
+        user, warehouse_data, settings, monkeypatch, django_capture_on_commit_callbacks):
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    settings.WAREHOUSE_BACKEND = "athena"
+    monkeypatch.setattr(AthenaBackend, "full_scan_bytes", lambda self, **_: None, raising=False)
+    earlier, _, _ = warehouse_data.id_query(in_subset=1, missing=1, offset=360)
+    Fallback.objects.create(user=user, table="samples", query=earlier.to_dict(), fingerprint="s" * 64,
+                            limit=earlier.limit, backend="athena", state="succeeded", bytes_scanned=GIB,
+                            finished_at=timezone.now())  # its LIMIT stopped it after 1 GiB
+    with django_capture_on_commit_callbacks():
+        handle = ask(user, warehouse_data.id_query(in_subset=1, missing=2, offset=362)[0])
+    assert handle.state == "queued" and handle.fallback.bytes_estimate is None
+    assert handle.fallback.estimated_cost_usd == scan_cost_usd(bytes_scanned=settings.FALLBACK_MAX_BYTES_SCANNED)
