@@ -16,11 +16,18 @@ holds the line is mutated. The original line is matched after stripping surround
 original's indentation. For a line that occurs several times, `after = "def mention_add("` picks
 the first match after the first line containing that text, and `before = "def f("` the last
 match before it. A line that is not found (the code moved or changed) is reported as
-"not applicable: line not found", never as a crash. Before the mutations, the listed test files
-run once unmutated (the baseline): a mutation can only be called killed if those tests pass
-without it.
+"not applicable: line not found", never as a crash, and fails the run: a stale entry must be
+updated, it cannot pass for killed. An entry whose replacement is its original line, or that repeats
+another entry's file, line, replacement and anchors, is refused when the file is read.
 
-Exit status: 0 when every applicable mutation was killed, 1 otherwise.
+Before the mutations, every test the entries list (the exact node ids, not just their files) runs
+once unmutated (the baseline): a mutation can only be called killed if its own tests pass without
+it, and a listed test that no longer exists fails the baseline. The summary counts the killed, the
+survivors, the not applicable and the errors, and gives the run's time.
+
+Exit status: 0 when every mutation was found and killed; 1 when one survived, was not applicable
+(its line, anchor or tests are gone), errored, or the baseline failed. `--list` exits 1 when a line
+is not found, so it doubles as a quick check for stale entries.
 """
 from __future__ import annotations
 
@@ -62,6 +69,7 @@ def mutants_load(path: Path) -> list[Mutant]:
     data = tomllib.loads(path.read_text())
     mutants = []
     seen = set()
+    breaks: dict[tuple, str] = {}  # (files, original, replacement, after, before) -> id: one entry per break
     for number, entry in enumerate(data.get("mutant", []), start=1):
         missing = [k for k in ("id", "file", "original", "replacement", "tests", "description") if k not in entry]
         if missing:
@@ -69,8 +77,15 @@ def mutants_load(path: Path) -> list[Mutant]:
         if entry["id"] in seen:
             raise SystemExit(f"{path}: duplicate mutant id {entry['id']!r}")
         seen.add(entry["id"])
+        if entry["original"].strip() == entry["replacement"].strip():
+            raise SystemExit(f"{path}: mutant {entry['id']!r} replaces its line with itself (it can never be killed)")
         tests = entry["tests"]
         files = entry["file"] if isinstance(entry["file"], list) else [entry["file"]]
+        same = (tuple(files), entry["original"].strip(), entry["replacement"].strip(), entry.get("after", ""),
+                entry.get("before", ""))
+        if same in breaks:
+            raise SystemExit(f"{path}: mutant {entry['id']!r} repeats {breaks[same]!r} (same line, same replacement)")
+        breaks[same] = entry["id"]
         mutants.append(Mutant(id=entry["id"], file=files[0], candidates=files, original=entry["original"],
                               replacement=entry["replacement"], tests=[tests] if isinstance(tests, str) else list(tests),
                               description=entry["description"], after=entry.get("after", ""),
@@ -123,17 +138,17 @@ def resolve(mutant: Mutant, root: Path) -> tuple[int | None, str]:
     return None, f"not applicable: {'; '.join(found)}"
 
 
-def tree_copy(destination: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+def tree_copy(destination: Path, source_root: Path = ROOT) -> None:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source_root,
                             check=True, capture_output=True).stdout.decode().split("\0")
     for name in filter(None, listed):
-        source = ROOT / name
+        source = source_root / name
         if name == ".venv" or not source.is_file():
             continue
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
-    venv = ROOT / ".venv"
+    venv = source_root / ".venv"
     if venv.exists():
         (destination / ".venv").symlink_to(venv.resolve())
 
@@ -163,9 +178,20 @@ def pytest_run(*, tree: Path, tests: list[str], scratch: Path, timeout: int) -> 
     return code, output, time.monotonic() - started
 
 
+def baseline_tests(mutants: list[Mutant]) -> list[str]:
+    """Every test the mutants list, once: whole files, and node ids in files not listed whole (so a node id
+    that no longer exists fails the baseline instead of hiding in its file)."""
+    wanted = sorted({t for m in mutants for t in m.tests})
+    whole = {t for t in wanted if "::" not in t}
+    return [t for t in wanted if "::" not in t or t.split("::")[0] not in whole]
+
+
 def first_failure(output: str) -> str:
-    """The test that failed first (pytest's short summary: "FAILED path::name - message")."""
-    for line in output.splitlines():
+    """The test that failed first (pytest's short summary: "FAILED path::name - message"). Only the summary is
+    read: a captured log line ("ERROR    django.request:log.py:…") is no test."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if "short test summary info" in line]
+    for line in lines[starts[-1] + 1:] if starts else lines:
         if line.startswith(("FAILED ", "ERROR ")):
             return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
     return ""
@@ -195,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the test files")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per pytest run (default 600)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy of the tree")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to copy and mutate (default: this one)")
     args = parser.parse_args(argv)
+    root_dir = args.root.resolve()
 
     mutants = mutants_load(args.data)
     if args.only:
@@ -206,17 +234,21 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [m for m in mutants if m.id in wanted]
 
     if args.list:
+        stale = 0
         for m in mutants:
-            index, why = resolve(m, ROOT)
+            index, why = resolve(m, root_dir)
+            stale += index is None
             where = f"{m.file}:{index + 1}" if index is not None else f"{m.file} ({why})"
             print(f"{m.id:40} {where}\n    {m.description}\n    tests: {' '.join(m.tests)}")
-        return 0
+        if stale:
+            print(f"\n{stale} of {len(mutants)} mutations not applicable: update their entries", file=sys.stderr)
+        return 1 if stale else 0
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="samplescope-mutants-"))
     tree = root / "tree"
     try:
-        tree_copy(tree)
+        tree_copy(tree, source_root=root_dir)
         print(f"copied the tree to {tree}", flush=True)
         runnable = []
         for m in mutants:
@@ -233,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             runnable.append(m)
 
         if runnable and not args.no_baseline:
-            files = sorted({t.split("::")[0] for m in runnable for t in m.tests})
-            print(f"baseline: {' '.join(files)}", flush=True)
-            code, output, seconds = pytest_run(tree=tree, tests=files, scratch=root / "baseline",
+            tests = baseline_tests(runnable)
+            print(f"baseline: {' '.join(tests)}", flush=True)
+            code, output, seconds = pytest_run(tree=tree, tests=tests, scratch=root / "baseline",
                                                timeout=args.timeout * 2)
             print(f"baseline: exit {code} in {seconds:.0f}s: {last_line(output)}", flush=True)
             if code != 0:
@@ -288,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     killed = sum(m.status == "killed" for m in mutants)
     survived = [m for m in mutants if m.status == "SURVIVED"]
     other = [m for m in mutants if m.status not in ("killed", "SURVIVED")]
-    print(f"\n{killed} killed, {len(survived)} survived, {len(other)} not applicable or errors, "
+    stale = sum(m.status.startswith("not applicable") for m in other)
+    print(f"\n{killed} killed, {len(survived)} survived, {stale} not applicable, {len(other) - stale} errors, "
           f"of {len(mutants)} mutations in {elapsed:.0f}s ({elapsed / 60:.1f} min)")
     for m in survived:
         print(f"SURVIVED {m.id}: {m.description}\n    {m.file}: {m.original.strip()!r} -> {m.replacement.strip()!r}")

@@ -185,7 +185,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     if rows.short and not complete and not outcome.timed_out and not query.paged:
         learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values())
         rows.add(learned.rows, RowSource.LEARNED)
-        complete = learned.complete
+        complete = learned.complete and rows.short  # a page the learned rows filled may not hold every match
     elapsed_ms = round(outcome.elapsed_ms + (time.perf_counter() - began) * 1000, 2)
 
     needs_more = rows.short and not complete and attached is None and not query.paged
