@@ -122,7 +122,7 @@ def _text_value(rng: random.Random, op: str, values: list) -> str:
         value = _regex(rng, _piece(rng, values))
     else:  # contains, icontains, not_contains
         value = _piece(rng, values)
-    return value if value != "" else "alpha"
+    return value if value.strip() else "alpha"  # a blank value is refused ("Enter a value."), as an empty one
 
 
 def _ordered_value(rng: random.Random, kind: str, values: list) -> str:
