@@ -443,10 +443,9 @@ def batch_csv_preview(*, data: bytes, text_column: str = "", partial: bool = Fal
     for name in dict.fromkeys(header):
         values = [(row.get(name) or "") for row in rows]
         filled = [v for v in values if v.strip()]
-        numbers = [v for v in filled if value_is_number(v)]
-        words = [v for v in filled if not value_is_number(v)]
+        words = [v for v in filled if not value_is_number(v)]  # each value tested once
         profiles.append(ColumnProfile(
-            name=name, filled=len(filled), numeric=len(numbers),
+            name=name, filled=len(filled), numeric=len(filled) - len(words),
             mean_chars=sum(len(v) for v in words) / len(words) if words else 0.0,
             name_hint=bool(TEXT_COLUMN_NAME_HINT.search(name)),
         ))

@@ -426,7 +426,8 @@ def fallback_cancel(*, fallback: Fallback, user) -> FallbackCancel:
     others (its creator is billed, so only they or staff may stop it). Anyone else: PermissionDenied."""
     if not fallback_can_stop(fallback=fallback, user=user):
         if not fallback_has_joined(fallback=fallback, user=user):
-            raise PermissionDenied("Only its creator and staff can stop a fallback.")
+            raise PermissionDenied("Only the people whose searches use this fallback can cancel it "
+                                   "(its creator and staff stop it; the others leave it).")
         _leave(fallback=fallback, user=user)
         fallback.refresh_from_db()
         return FallbackCancel(fallback=fallback, stopped=False)

@@ -40,9 +40,7 @@ def fallback_detail(request, fallback_id: int):
 @require_POST
 def fallback_cancel_view(request, fallback_id: int):
     fallback = get_object_or_404(Fallback, pk=fallback_id)
-    if not fallback_can_view(fallback=fallback, user=request.user):
-        raise PermissionDenied("Only the people whose searches use this fallback can cancel it.")
-    fallback_cancel(fallback=fallback, user=request.user)  # stops it, or (a joiner) leaves it
+    fallback_cancel(fallback=fallback, user=request.user)  # stops it, (a joiner) leaves it, or PermissionDenied
     request_id = request_id_from(request.POST)
     if request.htmx:
         return _panel_response(request, panel_handle(fallback=fallback, request_id=request_id, user=request.user))
