@@ -41,7 +41,7 @@ class Operator:
     duckdb_params: Callable[[object], list] = lambda v: [v]
     trino_params: Callable[[object], list] = lambda v: [v]
     substring: bool = False  # a literal substring test on text (highlighted in results)
-    # How the substring index (apps.search.ngram) narrows it: "contains" (the needle is in the value),
+    # How the substring index (apps.search.word_index) narrows it: "contains" (the needle is in the value),
     # "start" (the value begins with it), "whole" (the value is it, or one of the list), "regex" (through
     # the pattern's required literal); "" cannot narrow.
     narrows: str = ""

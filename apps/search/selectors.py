@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from .deadline import WATCHDOG
-from .ngram import (
+from .word_index import (
     Lookup,
     TableIndex,
     file_index,
@@ -143,7 +143,7 @@ def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuer
     """The subset's rows for a search: at most query.limit rows matching every filter, the first ones in
     table order (as the LIMIT scan returns them), whichever plan answers.
 
-    The planner (search_plan) uses the subset file's n-gram index where it prunes: candidate blocks
+    The planner (search_plan) uses the subset file's word index where it prunes: candidate blocks
     are the intersection of the needles' gram postings. A round of candidate blocks at a time (in
     table order, rounds doubling), each needle's column is read from the index's column files and
     kept where its lowercased value contains the lowercased needle (a superset of the matches); the

@@ -6,7 +6,7 @@ replaces CURRENT with os.replace (atomic on POSIX). Readers open files read-only
 re-check CURRENT on each request, so every web process picks up a new subset without a
 restart; an old file can be unlinked while open readers finish with it.
 
-Each file has an n-gram index folder beside it (`<file>.ngram/`, apps/search/ngram.py), built inside
+Each file has an word index folder beside it (`<file>.words/`, apps/search/word_index.py), built inside
 `build()` before the file can be installed and deleted with it, so a file and its index always swap
 together.
 """
@@ -25,7 +25,7 @@ import duckdb
 from django.conf import settings
 
 from .errors import SubsetMissing
-from .ngram import index_build, index_remove
+from .word_index import index_build, index_remove
 from .sql import quote_identifier, quote_string
 
 POINTER = "CURRENT"
@@ -93,7 +93,7 @@ class SwappedFiles:
 
     @contextmanager
     def build(self, *, threads: int | None = None, stdout=None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
-        """A new file open for writing; then its n-gram index is built from it (apps/search/ngram.py), and
+        """A new file open for writing; then its word index is built from it (apps/search/word_index.py), and
         it is checkpointed and closed; on any failure both are deleted (with DuckDB's `.wal` beside the file, which a
         write that failed half way, e.g. on a full disk, leaves). The caller installs it (or not)."""
         path = self.new_path()

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.search.ngram import index_remove
+from apps.search.word_index import index_remove
 from apps.search.store import SUBSET, disk_full, subset_current_path, subset_install, subset_tables_copy
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 from apps.warehouse.backends.athena import AthenaBackend

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from apps.search import ngram
+from apps.search import word_index
 from apps.search.models import SearchLog
 
 
@@ -35,11 +35,11 @@ def test_bench_search_small_run(tmp_path, user):
     assert set(repeat) == {"app", "duckdb_raw", "sqlite_fts5"} and all(len(r["by_class"]) for r in repeat.values())
     # --reindex rebuilds only the index of that same subset file (after an index format change)
     before = json.loads(out.read_text())
-    index_json = next(Path(before["subset_dir"]).glob("*.ngram")) / "samples.json"
+    index_json = next(Path(before["subset_dir"]).glob("*.words")) / "samples.json"
     index_json.write_text(json.dumps({**json.loads(index_json.read_text()), "version": 0}))  # an old format
     rebuilt = io.StringIO()
     call_command("bench_search", subset_rows=3000, queries=2, reindex=True, build_only=True, skip_sqlite=True,
                  stdout=rebuilt)
     assert "Reusing the benchmark subset" in rebuilt.getvalue() and "substring index samples" in rebuilt.getvalue()
-    assert json.loads(index_json.read_text())["version"] == ngram.INDEX_VERSION
+    assert json.loads(index_json.read_text())["version"] == word_index.INDEX_VERSION
     assert "index_cpu_seconds" in json.loads((Path(before["subset_dir"]) / "build.json").read_text())

@@ -1,4 +1,4 @@
-"""The substring index (apps/search/ngram.py) and the planner in subset_search return exactly the rows the
+"""The substring index (apps/search/word_index.py) and the planner in subset_search return exactly the rows the
 DuckDB scan returns: same rows, same order, on randomized data with Unicode, case folding, LIKE wildcard
 characters in values and needles, short needles, regexes and non-substring filters; and a new subset
 installed while searches run swaps the index with it."""
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from apps.search import ngram, selectors
+from apps.search import selectors, word_index
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.selectors import search_plan, subset_query_run, subset_search
 from apps.search.services import subset_table_write
@@ -113,7 +113,7 @@ def _both(query: SearchQuery, spec):
 
 def _plan(query, spec):
     path, _ = subset_snapshot()
-    return search_plan(query=query, spec=spec, index=ngram.file_index(path).table(spec.name)).kind
+    return search_plan(query=query, spec=spec, index=word_index.file_index(path).table(spec.name)).kind
 
 
 @pytest.mark.parametrize("dense_share", [selectors.DENSE_SHARE, 1.0])
@@ -171,23 +171,23 @@ def test_literal_unicode_and_short_needles(settings, tmp_path, op, value, expect
 
 
 def test_needle_words_split_like_rows():
-    assert ngram.needle_parts("Hello, World") == ["hello", "world"]
-    assert ngram.needle_parts(" wor") == ["", "wor"]
-    assert ngram.needle_parts("50%") == ["50", ""]
-    assert ngram.regex_required_literal("foo.*barbaz") == "barbaz"
-    assert ngram.regex_required_literal("ab|cdef") is None
-    assert ngram.regex_required_literal("(?i)abcdef") is None
-    assert ngram.regex_required_literal("a[bc]d") is None
+    assert word_index.needle_parts("Hello, World") == ["hello", "world"]
+    assert word_index.needle_parts(" wor") == ["", "wor"]
+    assert word_index.needle_parts("50%") == ["50", ""]
+    assert word_index.regex_required_literal("foo.*barbaz") == "barbaz"
+    assert word_index.regex_required_literal("ab|cdef") is None
+    assert word_index.regex_required_literal("(?i)abcdef") is None
+    assert word_index.regex_required_literal("a[bc]d") is None
 
 
 def test_index_folder_is_built_installed_and_removed_with_its_file(subset):
     first = subset_current_path()
-    assert ngram.index_dir_for(first).is_dir()
+    assert word_index.index_dir_for(first).is_dir()
     second = _install(seed=2)
     third = _install(seed=3)
     assert subset_current_path() == third
-    assert not first.exists() and not ngram.index_dir_for(first).exists()  # keep=2: the oldest went
-    assert second.exists() and ngram.index_dir_for(second).is_dir()
+    assert not first.exists() and not word_index.index_dir_for(first).exists()  # keep=2: the oldest went
+    assert second.exists() and word_index.index_dir_for(second).is_dir()
 
 
 def test_a_failed_build_leaves_neither_file_nor_index(settings, tmp_path):
@@ -195,7 +195,7 @@ def test_a_failed_build_leaves_neither_file_nor_index(settings, tmp_path):
     with pytest.raises(RuntimeError), SUBSET.build() as (path, conn):
         conn.execute("CREATE TABLE t AS SELECT 'abc' AS s")
         raise RuntimeError("boom")
-    assert not path.exists() and not ngram.index_dir_for(path).exists()
+    assert not path.exists() and not word_index.index_dir_for(path).exists()
 
 
 def test_new_subset_installed_while_searching(subset):
@@ -249,7 +249,7 @@ def test_new_subset_installed_while_searching(subset):
 
 def _narrowed(query, spec):
     path, _ = subset_snapshot()
-    return search_plan(query=query, spec=spec, index=ngram.file_index(path).table(spec.name))
+    return search_plan(query=query, spec=spec, index=word_index.file_index(path).table(spec.name))
 
 
 def test_eq_and_in_on_text_narrow_through_each_values_words(subset, monkeypatch):
@@ -293,7 +293,7 @@ def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path
     """Only words in more than FREQUENT_SHARE of the rows go without postings; a conjunction of common
     words (each under that share: here 3.3% and 3.6%) is an intersection, answered from the index."""
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    monkeypatch.setattr(ngram, "FREQUENT_MIN_ROWS", 0)
+    monkeypatch.setattr(word_index, "FREQUENT_MIN_ROWS", 0)
     monkeypatch.setattr(selectors, "DENSE_SHARE", 0.01)  # 10 candidates of 4200 rows: the index verifies them
     rows = 4200
     body = [("apple " if i % 30 == 0 else "") + ("pear " if i % 28 == 0 else "") + "the end" for i in range(rows)]
@@ -302,7 +302,7 @@ def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path
                       "seen_at": pa.array([datetime(2024, 1, 1)] * rows, type=pa.timestamp("us"))})
     subset_table_write(name=TABLE, arrow=arrow, description=DESCRIPTION, keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    index = ngram.file_index(subset_current_path()).table(TABLE)
+    index = word_index.file_index(subset_current_path()).table(TABLE)
     assert index.needle_rows("body", "the") is None  # in every row: more than FREQUENT_SHARE, no postings
     both = _narrowed(SearchQuery(TABLE, (Filter("body", "contains", "apple"), Filter("title", "contains", "pear")), 10),
                      spec)
@@ -314,18 +314,18 @@ def test_rare_words_postings_are_arrays_and_read_back_exactly(settings, tmp_path
     """A word in a few rows spread over many roaring containers is stored as a uint32 array (4 bytes a row
     instead of ~10); a word in many rows as roaring. Both read back as exactly their rows."""
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    monkeypatch.setattr(ngram, "FREQUENT_MIN_ROWS", 10**9)
+    monkeypatch.setattr(word_index, "FREQUENT_MIN_ROWS", 10**9)
     rows = 300_000
     spread = {i for i in range(0, rows, 70_001)}  # 5 rows, each in a container of its own
     body = pa.array(["rare" if i in spread else ("dense" if i % 2 else "other") for i in range(rows)])
     subset_table_write(name=TABLE, arrow=pa.table({"id": pa.array(range(rows), type=pa.int64()), "body": body}),
                        description={"key": "id", "searchable": "*", "shown": ["id", "body"]},
                        keep_other_tables=False, stdout=io.StringIO())
-    index = ngram.file_index(subset_current_path()).table(TABLE)
+    index = word_index.file_index(subset_current_path()).table(TABLE)
     words = index._words["body"]
     rare, dense = (int(words.matching(w, "exact", 10)[0]) for w in ("rare", "dense"))
-    assert words.kinds[rare] == ngram.ARRAY and words.offsets[rare + 1] - words.offsets[rare] == 4 * len(spread)
-    assert words.kinds[dense] == ngram.ROARING
+    assert words.kinds[rare] == word_index.ARRAY and words.offsets[rare + 1] - words.offsets[rare] == 4 * len(spread)
+    assert words.kinds[dense] == word_index.ROARING
     assert set(index.needle_rows("body", "rare")) == spread
     assert set(index.needle_rows("body", "dense")) == set(range(1, rows, 2)) - spread
 
@@ -335,7 +335,7 @@ def test_low_cardinality_columns_keep_a_code_per_row_that_drops_candidates(subse
     keeps exactly the candidates holding one of its values, and the rows are still the scan's."""
     monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
+    index = word_index.file_index(path).table(TABLE)
     assert set(index.coded) == {"kind"} and index.coded["kind"][0] == ["a", "b", "c"]
     table = _table(3000, 1)
     kinds, bodies = table.column("kind").to_pylist(), [(v or "").lower() for v in table.column("body").to_pylist()]
@@ -353,9 +353,9 @@ def test_a_single_lookup_too_large_to_narrow_reads_no_postings(subset, monkeypat
     """One filter whose words hold more than DENSE_SHARE of the rows goes to the LIMIT scan before its
     postings are read; an absent word is an empty answer at once."""
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
+    index = word_index.file_index(path).table(TABLE)
     read = []
-    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(word) or ngram.BitMap())
+    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(word) or word_index.BitMap())
     monkeypatch.setattr(selectors, "DENSE_SHARE", 0.0001)
     plan = search_plan(query=SearchQuery(TABLE, (Filter("body", "icontains", "alpha"),), 10), spec=subset, index=index)
     assert (plan.kind, plan.candidates, read) == ("scan", None, [])
@@ -414,8 +414,8 @@ def test_large_files_are_mapped_for_random_reads_and_small_arrays_are_read_into_
     import numpy as np
 
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
-    folder = ngram.index_dir_for(path)
+    index = word_index.file_index(path).table(TABLE)
+    folder = word_index.index_dir_for(path)
     for name in (f"{TABLE}.rows.bin", f"{TABLE}.postings.bin"):
         assert "rr" in _vm_flags(folder / name), name
     words = index._words["body"]
@@ -423,7 +423,7 @@ def test_large_files_are_mapped_for_random_reads_and_small_arrays_are_read_into_
     assert not any(isinstance(array, np.memmap) for array in arrays)
 
 
-class _Recording(ngram.mmap.mmap):
+class _Recording(word_index.mmap.mmap):
     def madvise(self, option, start=0, length=None):
         self.asked.append((option, start, length))
 
@@ -434,22 +434,22 @@ def test_prefetch_asks_for_each_run_of_ranges_once(tmp_path, monkeypatch):
     many scattered ranges are not."""
     import numpy as np
 
-    page, gap = ngram.mmap.PAGESIZE, ngram.PREFETCH_GAP
+    page, gap = word_index.mmap.PAGESIZE, word_index.PREFETCH_GAP
     data = tmp_path / "data"
     data.write_bytes(b"x" * (10 * gap))
     with open(data, "rb") as handle:
-        mapping = _Recording(handle.fileno(), 0, access=ngram.mmap.ACCESS_READ)
+        mapping = _Recording(handle.fileno(), 0, access=word_index.mmap.ACCESS_READ)
     mapping.asked = []
     starts = np.array([3 * gap + 10, 100, 5 * page + 300, 3 * gap + 7 * page, 9 * gap], dtype=np.int64)
     ends = starts + 50
-    ngram.prefetch(mapping, starts, ends)
-    assert mapping.asked == [(ngram.mmap.MADV_WILLNEED, 0, 5 * page + 350),
-                             (ngram.mmap.MADV_WILLNEED, 3 * gap, 7 * page + 50),
-                             (ngram.mmap.MADV_WILLNEED, 9 * gap, 50)]
+    word_index.prefetch(mapping, starts, ends)
+    assert mapping.asked == [(word_index.mmap.MADV_WILLNEED, 0, 5 * page + 350),
+                             (word_index.mmap.MADV_WILLNEED, 3 * gap, 7 * page + 50),
+                             (word_index.mmap.MADV_WILLNEED, 9 * gap, 50)]
     assert all(start % page == 0 for _, start, _ in mapping.asked)
     mapping.asked = []
-    ngram.prefetch(mapping, starts[:1], ends[:1])
-    ngram.prefetch(mapping, starts, ends, most=2)
+    word_index.prefetch(mapping, starts[:1], ends[:1])
+    word_index.prefetch(mapping, starts, ends, most=2)
     assert mapping.asked == []
     mapping.close()
 
@@ -457,9 +457,9 @@ def test_prefetch_asks_for_each_run_of_ranges_once(tmp_path, monkeypatch):
 def test_candidate_rows_and_postings_are_prefetched_before_they_are_read(subset, monkeypatch):
     monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
+    index = word_index.file_index(path).table(TABLE)
     asked = []
-    monkeypatch.setattr(ngram, "prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
+    monkeypatch.setattr(word_index, "prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
     query = SearchQuery(TABLE, (Filter("body", "icontains", "amm"),), 1000)  # gamma, …: several words, many rows
     indexed, scanned = _both(query, subset)
     assert indexed.rows == scanned.rows and _plan(query, subset) == "index"
@@ -487,11 +487,11 @@ def test_needles_with_apostrophes_narrow_through_joined_words_and_match_the_scan
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
+    index = word_index.file_index(path).table(TABLE)
     joined = []
     original = index.part_words
     monkeypatch.setattr(index, "part_words", lambda column, part, how, mark="": (
-        joined.append(part) if mark == ngram.JOINED else None) or original(column, part, how, mark=mark))
+        joined.append(part) if mark == word_index.JOINED else None) or original(column, part, how, mark=mark))
     for _ in range(300):
         value = rng.choice(values)
         start = rng.randrange(len(value))
@@ -507,12 +507,12 @@ def test_needles_with_apostrophes_narrow_through_joined_words_and_match_the_scan
     assert len(joined) >= 50
 
     query = SearchQuery(TABLE, (Filter("body", "contains", "ia's"),), 1000)
-    found = original("body", "ia's", "contains", mark=ngram.JOINED)
+    found = original("body", "ia's", "contains", mark=word_index.JOINED)
     words = index._words["body"]
     # The build splits values with pyarrow's RE2, a needle is split in Python: both give the same words.
-    pieces = {piece.strip("'") for value in values for piece in ngram.joined_segments(value)}
+    pieces = {piece.strip("'") for value in values for piece in word_index.joined_segments(value)}
     assert {words.blob[words.starts[w]: words.ends[w]].decode() for w in found} == {
-        ngram.JOINED + piece for piece in pieces if "ia's" in piece}
+        word_index.JOINED + piece for piece in pieces if "ia's" in piece}
     # Its plain parts (`ia` ending words, `s` starting them) are not looked up: the joined words say more.
     parts = index.lookup("body", "ia's").parts
     assert len(parts) == 1 and np.array_equal(parts[0], found)
@@ -525,11 +525,11 @@ def test_a_coded_filter_counts_before_a_single_lookup_is_left_to_the_scan(settin
     """A single lookup too large to read alone is read when an eq / in filter on a coded column keeps few
     enough of its rows: the share of rows per value is counted from the codes."""
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    monkeypatch.setattr(ngram, "FREQUENT_MIN_ROWS", 1)  # kind's values are then too frequent to narrow
+    monkeypatch.setattr(word_index, "FREQUENT_MIN_ROWS", 1)  # kind's values are then too frequent to narrow
     _install()
     spec = table_spec_get(name=TABLE)
     path, _ = subset_snapshot()
-    index = ngram.file_index(path).table(TABLE)
+    index = word_index.file_index(path).table(TABLE)
     kinds = _table(3000, 1).column("kind").to_pylist()
     assert index.codes_share("kind", ["a", "c"]) == pytest.approx((kinds.count("a") + kinds.count("c")) / 3000)
     assert index.codes_share("kind", ["zz"]) == 0 and index.lookup("kind", "b", whole=True) is None
@@ -553,8 +553,8 @@ def test_few_candidates_are_verified_rather_than_narrowed_by_a_lookup_of_many_wo
                        description={"key": "id", "searchable": "*", "shown": ["id", "body", "title"]},
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    index = ngram.file_index(subset_current_path()).table(TABLE)
-    assert len(index.lookup("title", "she").parts[0]) >= 50 > 2 * ngram.CANDIDATE_WORDS
+    index = word_index.file_index(subset_current_path()).table(TABLE)
+    assert len(index.lookup("title", "she").parts[0]) >= 50 > 2 * word_index.CANDIDATE_WORDS
     read = []
     original = index._posting
     monkeypatch.setattr(index, "_posting", lambda column, word: read.append(column) or original(column, word))
@@ -580,21 +580,21 @@ def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset
     them all itself instead of waiting."""
     import numpy as np
 
-    index = ngram.file_index(subset_snapshot()[0]).table(TABLE)
+    index = word_index.file_index(subset_snapshot()[0]).table(TABLE)
     positions = np.arange(0, 3000, 7, dtype=np.int64)  # ~430 rows in ~94 frames of 32
     expected = pa.Table.from_batches([index.batch(i) for i in range(index.rows // index.batch_rows + 1)]
                                      ).take(pa.array(positions))
     submitted = []
-    pool = ngram._frame_pool()
-    monkeypatch.setattr(ngram, "_frame_pool", lambda: submitted.append(1) or pool)
+    pool = word_index._frame_pool()
+    monkeypatch.setattr(word_index, "_frame_pool", lambda: submitted.append(1) or pool)
     assert index.rows_at(positions).equals(expected) and submitted == [1]
     assert index.rows_at(positions[:20]).equals(expected.slice(0, 20)) and submitted == [1]  # 5 frames: alone
-    held = [ngram._helpers.acquire(blocking=False) for _ in range(ngram.FRAME_HELPERS)]
+    held = [word_index._helpers.acquire(blocking=False) for _ in range(word_index.FRAME_HELPERS)]
     try:
         assert all(held) and index.rows_at(positions).equals(expected) and submitted == [1]
     finally:
         for _ in held:
-            ngram._helpers.release()
+            word_index._helpers.release()
 
 
 def test_a_forked_child_starts_its_own_frame_helpers(subset):
@@ -604,7 +604,7 @@ def test_a_forked_child_starts_its_own_frame_helpers(subset):
 
     import numpy as np
 
-    index = ngram.file_index(subset_snapshot()[0]).table(TABLE)
+    index = word_index.file_index(subset_snapshot()[0]).table(TABLE)
     positions = np.arange(0, 3000, 7, dtype=np.int64)
     expected = index.rows_at(positions).num_rows  # the parent's pool now has threads
     child = os.fork()
@@ -641,7 +641,7 @@ def test_ne_and_in_on_nullable_columns_treat_null_as_duckdb_does(settings, tmp_p
                        description={"key": "id", "searchable": "*", "shown": ["id", "body", "title", "score"]},
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    assert "title" not in ngram.file_index(subset_current_path()).table(TABLE).coded
+    assert "title" not in word_index.file_index(subset_current_path()).table(TABLE).coded
     assert selectors._python_filter(SearchQuery(TABLE, (Filter("score", "ne", "3"),), 1), spec) is not None
     cases = [
         (Filter("title", "ne", "t1"), lambda i: title[i] != "t1"),  # None != "t1": kept

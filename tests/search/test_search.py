@@ -162,13 +162,13 @@ def test_two_writer_processes_at_once_lose_nothing(demo_subset, tmp_path, settin
 
 def test_setup_demo_rebuilds_an_index_of_an_older_format(demo_subset):
     """`make run` on a checkout whose demo subset was indexed by an older version heals it (else searches scan)."""
-    from apps.search import ngram
+    from apps.search import word_index
     from apps.search.demo import build_demo_data
     from apps.search.selectors import subset_index_stale
 
     current = subset_current_path()
-    meta = ngram.index_dir_for(current) / "samples.json"
-    meta.write_text(meta.read_text().replace(f'"version": {ngram.INDEX_VERSION}', '"version": 1'))
+    meta = word_index.index_dir_for(current) / "samples.json"
+    meta.write_text(meta.read_text().replace(f'"version": {word_index.INDEX_VERSION}', '"version": 1'))
     assert subset_index_stale() == ["samples"]
     out = io.StringIO()
     build_demo_data(stdout=out)

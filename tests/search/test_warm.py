@@ -6,7 +6,7 @@ import gc
 import pytest
 
 from apps.samplescope import gunicorn_conf
-from apps.search import ngram, selectors
+from apps.search import selectors, word_index
 from apps.search.store import subset_current_path
 
 
@@ -34,13 +34,13 @@ def _unfreeze():
 
 def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
     gc.unfreeze()
-    ngram._open.clear()
+    word_index._open.clear()
     selectors._known_cache.clear()
     worker = _Worker()
     gunicorn_conf.post_worker_init(worker)
     (level, line), = worker.log.lines
     assert level == "info" and line.startswith("Samplescope: subset and index open (") and "samples" in line
-    index = ngram._open[subset_current_path()]
+    index = word_index._open[subset_current_path()]
     assert index._tables["samples"] is not None  # opened, not just named
     # the facet columns' known values are read too: a short answer with `label = x` needs them
     assert any(key[0] == str(subset_current_path()) and key[1] == "samples" and known.get("label")

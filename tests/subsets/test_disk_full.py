@@ -58,8 +58,8 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     old_rows, old_ids = subset_count(), _search_ids()
     assert len(old_ids) == 5
     before = sorted(p.name for p in subset_dir.iterdir())
-    assert before == sorted([".writer.lock", "CURRENT", old_file, f"{old_file}.ngram"]) or \
-        before == sorted(["CURRENT", old_file, f"{old_file}.ngram"])
+    assert before == sorted([".writer.lock", "CURRENT", old_file, f"{old_file}.words"]) or \
+        before == sorted(["CURRENT", old_file, f"{old_file}.words"])
     # The command's own database: a compact copy of the (migrated, empty) test database, so the file-size limit
     # only ever bites the subset file, however large the shared test database has grown.
     database = tmp_path / "refresh.sqlite3"
@@ -84,7 +84,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     assert subset_count() == old_rows and _search_ids() == old_ids
     # Nothing of the new file is left: not the file, its index folder, nor DuckDB's write-ahead log.
     assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
-        sorted(["CURRENT", old_file, f"{old_file}.ngram"])
+        sorted(["CURRENT", old_file, f"{old_file}.words"])
     # The writer lock is free: taken at once here, and a build with room to write succeeds.
     with SUBSET.writer_lock(timeout=1):
         pass
@@ -95,7 +95,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     assert [state for state, _ in _runs(database)][-2:] == ["failed", "succeeded"]
     new_file = (subset_dir / "CURRENT").read_text().strip()
     assert new_file != old_file and subset_count() == 20_000
-    assert (subset_dir / f"{new_file}.ngram").is_dir() and len(_search_ids()) == 5
+    assert (subset_dir / f"{new_file}.words").is_dir() and len(_search_ids()) == 5
 
 
 @pytest.mark.django_db(transaction=True)
@@ -118,4 +118,4 @@ def test_a_disk_full_during_an_import_says_so_without_a_traceback_and_leaves_not
     assert "The current subset keeps serving" in full.stderr and "Traceback" not in full.stderr, full.stderr
     assert (subset_dir / "CURRENT").read_text().strip() == old_file and subset_count() == old_rows
     assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
-        sorted(["CURRENT", old_file, f"{old_file}.ngram"])
+        sorted(["CURRENT", old_file, f"{old_file}.words"])

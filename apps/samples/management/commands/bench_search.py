@@ -23,7 +23,7 @@ from apps.samples.bench.datasette_peer import DatasettePeer, datasette_same
 from apps.samples.bench.workload import english_words, realistic_table, search_workload
 from apps.samples.pipeline import search_answer
 from apps.search.models import SearchLog
-from apps.search.ngram import index_build, index_dir_for
+from apps.search.word_index import index_build, index_dir_for
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.store import SUBSET, subset_current_path, subset_install
 from apps.search.tables import table_spec_get

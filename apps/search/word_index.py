@@ -1,7 +1,7 @@
 """The substring index of a subset file: a dictionary of the words of each text column, each word with
 the rows holding it, plus the rows themselves in column files for fast reads by position.
 
-Beside every immutable subset file `subset-<stamp>.duckdb` lies a folder `subset-<stamp>.duckdb.ngram/`
+Beside every immutable subset file `subset-<stamp>.duckdb` lies a folder `subset-<stamp>.duckdb.words/`
 built in the same `SwappedFiles.build` before the CURRENT pointer is swapped, so a file and its index
 are always installed (and deleted) together. For each table with text (VARCHAR) columns it holds:
 
@@ -78,7 +78,7 @@ from .sql import quote_identifier
 
 logger = logging.getLogger(__name__)
 
-SUFFIX = ".ngram"
+SUFFIX = ".words"
 BATCH_ROWS = 32  # rows per compressed record batch of the row file (with the dictionary, 32-row frames are
 # as small as 128-row ones were, and a candidate row costs ~7x less to read: ~25 µs)
 ROWS_LEVEL = 9  # zstd level of the row file's frames (6: ~2.5% larger, ~2x faster to write; the writer thread hides it)
