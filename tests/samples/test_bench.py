@@ -21,7 +21,8 @@ def test_bench_search_small_run(tmp_path, user):
         assert set(result[engine]) >= {"p50_ms", "p95_ms", "max_ms", "mismatches", "by_class"}
         assert 0 < result[engine]["p50_ms"] <= result[engine]["p95_ms"] <= result[engine]["max_ms"]
         assert result[engine]["mismatches"] == 0  # same rows as the scan (FTS5: same count)
-        assert {"term:frequent", "term:rare", "term:absent", "limit:10", "limit:100"} <= set(result[engine]["by_class"])
+        assert {"term:frequent", "term:rare", "term:absent", "term:two_frequent", "limit:10",
+                "limit:100"} <= set(result[engine]["by_class"])
         slowest = result[engine]["slowest"]
         assert len(slowest) == 5 and slowest[0]["ms"] == result[engine]["max_ms"]
         assert [s["ms"] for s in slowest] == sorted((s["ms"] for s in slowest), reverse=True)
@@ -43,3 +44,28 @@ def test_bench_search_small_run(tmp_path, user):
     assert "Reusing the benchmark subset" in rebuilt.getvalue() and "substring index samples" in rebuilt.getvalue()
     assert json.loads(index_json.read_text())["version"] == word_index.INDEX_VERSION
     assert "index_cpu_seconds" in json.loads((Path(before["subset_dir"]) / "build.json").read_text())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_search_concurrent_clients_over_http(tmp_path, live_server, api_token, settings):
+    """--clients N: N threads with a connection each replay the workload at once against the server; every
+    answer is checked against the scan's rows (a wrong answer counts as a mismatch, not as a fast one)."""
+    settings.RATE_LIMIT_SEARCH_PER_MINUTE = 0
+    out = tmp_path / "bench.json"
+    call_command("bench_search", subset_rows=3000, queries=8, skip_sqlite=True, http=live_server.url, token=api_token,
+                 clients=3, json_path=str(out), stdout=io.StringIO())
+    concurrent = json.loads(out.read_text())["concurrent"]
+    assert concurrent["clients"] == 3 and concurrent["requests"] == 24 and concurrent["mismatches"] == 0
+    assert 0 < concurrent["p50_ms"] <= concurrent["p95_ms"] <= concurrent["max_ms"]
+    assert concurrent["requests_per_second"] > 0
+    assert sum(c["n"] for g, c in concurrent["by_class"].items() if g.startswith("term:")) == 24
+
+
+def test_two_frequent_words_are_anded_in_the_workload():
+    from apps.samples.bench.workload import english_words, search_workload
+    pairs = [item for item in search_workload(count=40, seed=3, words=english_words()[0])
+             if item["class"] == "two_frequent"]
+    assert len(pairs) == 10
+    for item in pairs:
+        (c1, op1, w1), (c2, op2, w2) = item["filters"][:2]
+        assert c1 == c2 == "text" and op1 == op2 in ("contains", "icontains") and w1 != w2

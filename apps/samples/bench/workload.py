@@ -108,7 +108,7 @@ def workload_draw(*, pool: list[dict], count: int, exponent: float, seed: int) -
 # so tables.json's `samples` description serves it unchanged.
 
 WORDFREQ_WORDS = 200_000
-SEARCH_CLASSES = ("frequent", "rare", "absent")
+SEARCH_CLASSES = ("frequent", "rare", "absent", "two_frequent")
 BENCH_DOMAINS = ("dailyherald.com", "worldwire.net", "metrotimes.com", "newsroom.io", "globalobserver.net",
                  "sundaystar.co.uk", "techpulse.dev", "sciencefeed.org", "healthwatch.net", "marketbeat.biz",
                  "screenscene.tv", "wanderlog.travel", "tastebuds.kitchen", "campusvoice.edu", "forumhub.org")
@@ -163,7 +163,7 @@ def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], pr
 def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)) -> list[dict]:
     """bench_search's queries over a `realistic_table`: a text needle of a term class (frequent: the 300
     most frequent words; rare: words ranked 30k-200k; absent: a word of 7+ letters with two inner letters
-    swapped, not itself a word), an operator (contains, icontains, or startswith on the title), 0-2
+    swapped, not itself a word; two_frequent: two of the 3,000 most frequent words ANDed), an operator (contains, icontains, or startswith on the title), 0-2
     more filters (title contains a common word, label =, lang in, crawled_at >), a limit.
     Each item: {"class", "op", "filters": [(column, op, value)], "limit"}."""
     rng = random.Random(seed)
@@ -178,13 +178,17 @@ def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)
         swapped = w[:i] + w[i + 1] + w[i] + w[i + 2:]
         if swapped not in known and swapped != w:
             absent.append(swapped)
-    pools = {"frequent": frequent, "rare": rare, "absent": absent}
+    common = [w for w in words[:3000] if len(w) >= 3]
+    pools = {"frequent": frequent, "rare": rare, "absent": absent, "two_frequent": common}
     workload = []
     for index in range(count):
         term_class = SEARCH_CLASSES[index % len(SEARCH_CLASSES)]
         word = rng.choice(pools[term_class])
         op = rng.choice(("contains", "icontains", "startswith"))
-        if op == "startswith":
+        if term_class == "two_frequent":  # two common words ANDed: a conjunction of frequent postings
+            op = rng.choice(("contains", "icontains"))
+            filters = [("text", op, word), ("text", op, rng.choice([w for w in common if w != word]))]
+        elif op == "startswith":
             filters = [("title", "startswith", word)]
         else:
             filters = [("text", op, word.capitalize() if op == "icontains" and rng.random() < 0.5 else word)]

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import sqlite3
+import threading
 import time
 import urllib.parse
 from contextlib import nullcontext
@@ -64,11 +65,18 @@ class Command(BaseCommand):
         parser.add_argument("--passes", type=int, default=1,
                             help="replay the workload this many times; the headline figures are the first pass "
                                  "(cold), `repeat_passes` the later ones (the pages the first one read are cached)")
+        parser.add_argument("--clients", type=int, default=0,
+                            help="with --http: after the passes, N clients (threads, one kept-alive connection each) "
+                                 "replay the workload at once, each from its own starting point; reported as "
+                                 "`concurrent` (latency per request, requests per second, mismatches)")
 
     def handle(self, *args, subset_rows, queries, json_path, seed, rebuild, skip_sqlite, build_only, chunk_rows,
-               http, token, skip_inprocess, reindex, datasette=False, datasette_fts=False, passes=1, **options):
+               http, token, skip_inprocess, reindex, datasette=False, datasette_fts=False, passes=1, clients=0,
+               **options):
         if subset_rows < 1 or queries < 1 or passes < 1:
             raise CommandError("--subset-rows, --queries and --passes must be positive")
+        if clients and not http:
+            raise CommandError("--clients replays over HTTP: give --http URL --token T")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER prints one)")
         if (datasette or datasette_fts) and skip_sqlite:
@@ -89,7 +97,7 @@ class Command(BaseCommand):
                 workload = search_workload(count=queries, seed=seed, words=english_words()[0])
                 with DatasettePeer(sqlite_path) if datasette or datasette_fts else nullcontext() as peer:
                     result.update(self._run(workload, duck_path, sqlite_path, http, token, skip_inprocess, seed,
-                                            peer, datasette, datasette_fts, passes))
+                                            peer, datasette, datasette_fts, passes, clients))
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if json_path:
@@ -193,7 +201,7 @@ class Command(BaseCommand):
     # --- runs --------------------------------------------------------------------------
 
     def _run(self, workload, duck_path, sqlite_path, http, token, skip_inprocess, seed, peer=None, datasette=False,
-             datasette_fts=False, passes=1) -> dict:
+             datasette_fts=False, passes=1, clients=0) -> dict:
         spec = table_spec_get(name=TABLE)
         user = get_user_model().objects.filter(is_active=True).order_by("id").first()
         first_log = SearchLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -239,6 +247,7 @@ class Command(BaseCommand):
                 run(item)
         mismatches = {name: 0 for name in engines}
         mismatch_examples = []
+        truths: dict[int, list] = {}  # the scan's keys per workload item, for the concurrent replay
 
         def replay(label: str) -> tuple[dict, dict]:
             timings = {name: [] for name in engines}
@@ -255,7 +264,7 @@ class Command(BaseCommand):
                     timings[name].append(elapsed)
                     for group in _groups(item):
                         groups[name].setdefault(group, []).append(elapsed)
-                truth = keys["duckdb_raw"]
+                truth = truths[index] = keys["duckdb_raw"]
                 for name in engines:
                     # The app must return the scan's rows exactly; FTS5 (no row order promised) the same count.
                     same = keys[name] == truth if name.startswith("app") else len(keys[name]) == len(truth)
@@ -273,6 +282,7 @@ class Command(BaseCommand):
 
         timings, groups = replay("")
         repeats = [replay(f"pass {number + 2}: ") for number in range(passes - 1)]
+        concurrent = self._concurrent(workload, truths, http, token, clients) if server and clients else None
         raw.close()
         if lite is not None:
             lite.close()
@@ -292,11 +302,52 @@ class Command(BaseCommand):
                 {name: {**latency_summary(values), "by_class": {g: {**latency_summary(v), "n": len(v)}
                                                                for g, v in sorted(pass_groups[name].items())}}
                  for name, values in pass_timings.items()} for pass_timings, pass_groups in repeats]
+        if concurrent is not None:
+            result["concurrent"] = concurrent
         if peer is not None:
             result["datasette_peer"] = peer.describe()
         if server:
             result["http"] = {"url": http, "web_worker_rss_mib": _gunicorn_rss(http)}
         return result
+
+    def _concurrent(self, workload, truths, http, token, clients: int) -> dict:
+        """`clients` threads, each with its own kept-alive connection, replay the whole workload at once (client
+        i starts at item i * len / clients, so they do not ask the same query together); every answer is
+        checked against the scan's keys."""
+        per_client: list[list[tuple[int, float, bool]]] = [[] for _ in range(clients)]
+        start = threading.Barrier(clients + 1)
+
+        def client(number: int) -> None:
+            server = _HttpClient(http, token)
+            offset = number * len(workload) // clients
+            start.wait()
+            for step in range(len(workload)):
+                index = (offset + step) % len(workload)
+                item = workload[index]
+                t0 = time.perf_counter()
+                rows = server.search(SearchQuery(TABLE, tuple(Filter(*f) for f in item["filters"]), item["limit"]))
+                elapsed = (time.perf_counter() - t0) * 1000
+                per_client[number].append((index, elapsed, [row["id"] for row in rows] == truths[index]))
+
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        samples = [sample for done in per_client for sample in done]
+        groups: dict[str, list[float]] = {}
+        for index, elapsed, _ in samples:
+            for group in _groups(workload[index]):
+                groups.setdefault(group, []).append(elapsed)
+        self.stdout.write(f"  {clients} clients: {len(samples)} requests, {wall:.1f}s")
+        return {"clients": clients, "requests": len(samples), "wall_seconds": round(wall, 2),
+                "requests_per_second": round(len(samples) / wall, 1),
+                **latency_summary([elapsed for _, elapsed, _ in samples]),
+                "mismatches": sum(1 for *_, same in samples if not same),
+                "by_class": {g: {**latency_summary(v), "n": len(v)} for g, v in sorted(groups.items())}}
 
 
 def _groups(item) -> list[str]:
