@@ -306,3 +306,41 @@ def test_kill_9_at_any_point_of_a_build_keeps_the_old_rows_and_the_next_build_le
     assert sorted(os.listdir(folder)) == sorted([".writer.lock", "CURRENT", new, f"{new}.words", served,
                                                  f"{served}.words"])
     assert _files_state(dataset.subset_dir / "tables" / "samples") == samples_before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill_9_during_a_refresh_keeps_the_old_sample_and_the_next_refresh_cleans_up(dataset, tmp_path):
+    import sqlite3
+
+    from django.db import connection
+
+    from apps.subsets.services import subset_refresh
+
+    folder = dataset.subset_dir / "tables" / "samples"
+    served = (folder / "CURRENT").read_text()
+    rows = subset_count()
+    database = tmp_path / "refresh.sqlite3"  # the killed command's own database: its run stays "running" there
+    with sqlite3.connect(connection.settings_dict["NAME"]) as db:
+        db.execute("VACUUM INTO ?", (str(database),))
+    env = {**worker_env("redis://127.0.0.1:1/0"), "DATABASE_URL": f"sqlite:///{database}",
+           "SEARCH_SUBSET_DIR": str(dataset.subset_dir), "SEARCH_FULL_DATA_DIR": str(dataset.full_dir),
+           "SUBSET_LEARNED_DIR": str(dataset.learned_dir)}
+    known = {p.name for p in folder.iterdir()}
+    process = subprocess.Popen([sys.executable, "manage.py", "refresh_subset", "--fraction", "1", "--method", "hash"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _phase_reached(folder, "indexing", known) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert any(n.endswith(".building") for n in set(os.listdir(folder)) - known), os.listdir(folder)
+    assert (folder / "CURRENT").read_text() == served and subset_count() == rows
+
+    run = subset_refresh(fraction=1.0, method="hash", trigger="test")
+
+    assert run.state == "succeeded", run.error
+    assert sorted(os.listdir(folder)) == sorted([".writer.lock", "CURRENT", run.file_name, f"{run.file_name}.words",
+                                                 served, f"{served}.words"])
+    assert subset_count() == 20_000
