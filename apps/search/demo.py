@@ -48,7 +48,8 @@ def build_demo_data(*, stdout, force: bool = False) -> None:
         stale = subset_index_stale()
         if stale:  # made by an older version: rebuild it, or searches would scan
             stdout.write(f"  rebuilding the substring index of {', '.join(stale)} (another format version)\n")
-            subset_reindex(stdout=stdout)
+            for table in stale:  # each stale table's own file; the others are left alone
+                subset_reindex(table=table, stdout=stdout)
         return
     demo_data_build(rows=settings.DEMO_DATA_ROWS, subset_fraction=settings.DEMO_SUBSET_FRACTION, seed=7,
                     stdout=stdout)

@@ -29,7 +29,8 @@ from .word_index import (
 )
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
-from .store import subset_connection, subset_current_path, subset_snapshot
+from .errors import SubsetMissing
+from .store import subset_connection, subset_dir, subset_paths, table_snapshot
 from .tables import TableSpec, quote_identifier, table_spec_list
 
 # The planner's thresholds (see subset_search).
@@ -151,8 +152,9 @@ def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuer
     exactly those the scan returns. Past VERIFY_MAX_ROWS candidate rows without enough matches, a
     DuckDB scan continues after the last verified row. Frequent terms and filters the index cannot
     narrow run the scan."""
-    path, conn = subset_snapshot()
-    return indexed_search(path=path, conn=conn, query=query, spec=spec, compiled=compiled, timeout_ms=timeout_ms)
+    snapshot = table_snapshot(table=spec.name)
+    return indexed_search(path=snapshot.path, conn=snapshot.conn, query=query, spec=spec, compiled=compiled,
+                          timeout_ms=timeout_ms)
 
 
 def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: SearchQuery, spec: TableSpec,
@@ -295,13 +297,15 @@ def subset_warm() -> list[str]:
     values, now (a web worker calls this before it serves: at 10M rows opening the index's word lists
     takes ~0.4 s and the known values ~0.3 s, which the first searches would pay). Returns the tables
     whose index is open."""
-    path, conn = subset_snapshot()
-    conn.execute("SELECT 1").fetchall()
+    paths = subset_paths()
+    if not paths:
+        raise SubsetMissing(f"No local subset in {subset_dir()}.")
     _verifier().execute("SELECT 1").fetchall()
-    index = file_index(path)
     opened = []
-    for meta in sorted(index.folder.glob("*.json")):
-        table = index.table(meta.stem)
+    for name in paths:  # each table's own file and index
+        snapshot = table_snapshot(table=name)
+        snapshot.conn.execute("SELECT 1").fetchall()
+        table = file_index(snapshot.path).table(name)
         if table is None:
             continue
         if table.rows:  # first use of the row file's decompressor and of every column's word lookup
@@ -310,7 +314,7 @@ def subset_warm() -> list[str]:
             table.needle_rows(column, "warm")
         for column in table.coded:  # rows per code (~20 ms a column at 10M rows)
             table.codes_share(column, [])
-        opened.append(meta.stem)
+        opened.append(name)
     for spec in table_spec_list():  # the known values of low-cardinality columns: a DISTINCT over the whole
         if spec.facets:  # table (~0.3 s at 10M rows), which every short answer with an eq/in filter needs
             facet_values_known(spec=spec)
@@ -382,7 +386,7 @@ def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
 
 
 def subset_row_count(*, spec: TableSpec) -> int | None:
-    cursor = subset_connection().cursor()
+    cursor = table_snapshot(table=spec.name).conn.cursor()
     try:
         return cursor.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
     except duckdb.Error:
@@ -410,7 +414,8 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
         f"SELECT [{grouping}] AS g, {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)}, count(*) AS n "
         f"FROM {quote_identifier(spec.name)} WHERE {where.sql} GROUP BY GROUPING SETS ({sets})"
     )
-    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms)
+    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms,
+                               conn=table_snapshot(table=spec.name).conn)
     if outcome.timed_out:
         return [], True
     by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in spec.facets}
@@ -433,13 +438,13 @@ def facet_values_known(*, spec: TableSpec) -> dict[str, tuple[str, ...]]:
     """Every value each low-cardinality (facet) column takes in the subset, sorted; read once per subset
     file. For suggestions in the form, and to warn before a paid warehouse search for a value the
     subset has never seen (a typo, usually)."""
-    path = subset_current_path()
-    key = (str(path), spec.name, spec.facets)
+    snapshot = table_snapshot(table=spec.name)
+    key = (str(snapshot.path), spec.name, spec.facets)
     with _known_lock:
         if key in _known_cache:
             return _known_cache[key]
     known: dict[str, tuple[str, ...]] = {}
-    cursor = subset_connection().cursor()
+    cursor = snapshot.conn.cursor()
     try:
         for column in spec.facets:
             col = quote_identifier(column)
@@ -467,7 +472,8 @@ def subset_match_count(*, query: SearchQuery, spec: TableSpec, timeout_ms: int) 
     time limit; None when it ran past it (the caller then knows only a lower bound)."""
     where = where_compile(query=query, spec=spec)
     sql = f"SELECT count(*) FROM {quote_identifier(spec.name)} WHERE {where.sql}"
-    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms)
+    outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms,
+                               conn=table_snapshot(table=spec.name).conn)
     if outcome.timed_out or not outcome.rows:
         return None
     return MatchCount(int(outcome.rows[0][0]), True)
@@ -476,12 +482,12 @@ def subset_match_count(*, query: SearchQuery, spec: TableSpec, timeout_ms: int) 
 def subset_index_stale() -> list[str]:
     """Tables of the current subset whose substring index is missing or of another format version: their
     searches scan until `subset_reindex` (or any rebuild) makes a new one."""
-    if subset_current_path() is None:
-        return []
-    path, conn = subset_snapshot()
-    cursor = conn.cursor()
-    try:
-        tables = indexed_tables(cursor)
-    finally:
-        cursor.close()
-    return [table for table in tables if not index_is_current(path, table)]
+    stale = []
+    for table, path in subset_paths().items():
+        cursor = table_snapshot(table=table).conn.cursor()
+        try:
+            covered = indexed_tables(cursor, [table])
+        finally:
+            cursor.close()
+        stale.extend(name for name in covered if not index_is_current(path, name))
+    return stale

@@ -1,11 +1,14 @@
-"""Writes: the search log, and building subset files that are installed atomically."""
+"""Writes: the search log, and building subset table files that are installed atomically."""
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 from django.conf import settings
 from django.utils import timezone
@@ -13,7 +16,15 @@ from django.utils import timezone
 from .errors import SubsetMissing
 from .models import SearchLog
 from .query import SearchQuery
-from .store import SUBSET, subset_current_path, subset_install, subset_tables_copy
+from .store import (
+    SUBSET,
+    legacy_subset_path,
+    legacy_subset_tables,
+    subset_paths,
+    table_copy,
+    table_current_path,
+    table_files,
+)
 from .tables import TABLE_NAME_RE, quote_identifier, quote_string
 
 
@@ -45,6 +56,84 @@ def search_log_create(*, user, query: SearchQuery, rows: int, elapsed_ms: float,
 
 # --- Building subset files ------------------------------------------------------------------
 
+def _threads() -> int:
+    return max(1, settings.SEARCH_DUCKDB_THREADS)
+
+
+@contextmanager
+def subset_table_build(*, table: str, stdout=None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+    """A new file of subset table `table`, installed when the block ends without an error.
+
+    The block fills `conn` (a new, empty DuckDB file) with table `table`; then its word index is built and
+    the file installed as the table's CURRENT (store.SwappedFiles.build/install). Only `table`'s folder is
+    written: the other tables' files are neither read nor touched. It runs under the table's writer lock,
+    so the block reads the table's current file (table_current_path) knowing no other writer replaces it
+    meanwhile, and what killed builds left in the folder is deleted first. Tables still in the old
+    one-file layout get their own files first (subset_legacy_convert), and that file is retired once none
+    of its tables is served from it (subset_legacy_retire). A failure leaves the served file alone."""
+    subset_legacy_convert(skip=table, stdout=stdout)
+    files = table_files(table=table)
+    with files.writer_lock():
+        with files.build(threads=_threads(), stdout=stdout) as (path, conn):
+            yield path, conn
+        files.install(path=path)
+    subset_legacy_retire()
+
+
+def subset_legacy_convert(*, skip: str = "", stdout=None) -> list[str]:
+    """Give every table of the old one-file subset (SEARCH_SUBSET_DIR/CURRENT) that has no file of its own
+    one, copied as it is (but `skip`, which the caller is rebuilding). Returns the tables converted."""
+    if legacy_subset_path() is None:
+        return []
+    converted = []
+    with SUBSET.writer_lock():  # one conversion at a time
+        legacy = legacy_subset_path()
+        if legacy is None:
+            return []
+        for table in legacy_subset_tables(legacy):
+            files = table_files(table=table)
+            if table == skip or files.current_path() is not None:
+                continue
+            with files.writer_lock():
+                if files.current_path() is not None:
+                    continue
+                with files.build(threads=_threads(), stdout=stdout) as (path, conn):
+                    table_copy(conn=conn, source=legacy, table=table)
+                files.install(path=path)
+            converted.append(table)
+            if stdout is not None:
+                stdout.write(f"  subset: table {table!r} moved from {legacy.name} to its own file {path.name}\n")
+    return converted
+
+
+def subset_legacy_retire() -> bool:
+    """Retire the old one-file subset once each of its tables is served from a file of its own."""
+    if legacy_subset_path() is None:
+        return False
+    with SUBSET.writer_lock():
+        legacy = legacy_subset_path()
+        if legacy is None or any(table_files(table=t).current_path() is None for t in legacy_subset_tables(legacy)):
+            return False
+        SUBSET.retire()
+    return True
+
+
+def subset_tables_drop(*, keep: str) -> list[str]:
+    """Stop serving every subset table but `keep` (import_subset --replace-all): each table's CURRENT goes,
+    then its files; the old one-file layout is retired too."""
+    dropped = []
+    with SUBSET.writer_lock():
+        for table in subset_paths():
+            if table == keep:
+                continue
+            files = table_files(table=table)
+            with files.writer_lock():
+                files.retire()
+            dropped.append(table)
+        SUBSET.retire()
+    return dropped
+
+
 def subset_table_write(
     *,
     name: str,
@@ -55,8 +144,9 @@ def subset_table_write(
     sample_fraction: float = 1.0,
     stdout=None,
 ) -> Path:
-    """Build a new subset file holding table `name` (from an Arrow table or Parquet files) plus,
-    by default, the other tables of the current subset; then install it atomically.
+    """Build a new file of subset table `name` (from an Arrow table or Parquet files) and install it
+    atomically (subset_table_build); the other tables stay as they are, unless keep_other_tables=False
+    drops them.
 
     `description` (key, searchable, shown, facets, ...) is stored as the table's comment so the
     table describes itself (see tables.py); tables in tables.json need none.
@@ -66,41 +156,49 @@ def subset_table_write(
     if (arrow is None) == (parquet is None):
         raise ValueError("Give exactly one of arrow= or parquet=.")
     started = time.perf_counter()
-    with SUBSET.writer_lock():  # copy, build and install as one writer: no other write is lost
-        current = subset_current_path()
-        with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
-            if keep_other_tables and current is not None:
-                subset_tables_copy(conn=conn, source=current, skip=name)
-            target = quote_identifier(name)
-            if arrow is not None:
-                conn.register("incoming", arrow)
-                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM incoming")
-                conn.unregister("incoming")
-            else:
-                files = [parquet] if isinstance(parquet, str) else list(parquet)
-                sample = f" USING SAMPLE {float(sample_fraction) * 100:.6f}% (bernoulli)" if sample_fraction < 1 else ""
-                conn.execute(f"CREATE TABLE {target} AS SELECT * FROM read_parquet(?){sample}", [files])
-            if description:
-                conn.execute(f"COMMENT ON TABLE {target} IS {quote_string(json.dumps(description))}")
-            rows = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-        subset_install(path=path)
+    with subset_table_build(table=name) as (path, conn):
+        target = quote_identifier(name)
+        if arrow is not None:
+            conn.register("incoming", arrow)
+            conn.execute(f"CREATE TABLE {target} AS SELECT * FROM incoming")
+            conn.unregister("incoming")
+        else:
+            files = [parquet] if isinstance(parquet, str) else list(parquet)
+            sample = f" USING SAMPLE {float(sample_fraction) * 100:.6f}% (bernoulli)" if sample_fraction < 1 else ""
+            conn.execute(f"CREATE TABLE {target} AS SELECT * FROM read_parquet(?){sample}", [files])
+        if description:
+            conn.execute(f"COMMENT ON TABLE {target} IS {quote_string(json.dumps(description))}")
+        rows = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+    if not keep_other_tables:
+        subset_tables_drop(keep=name)
     if stdout is not None:
         stdout.write(f"  subset: table {name!r} with {rows:,} rows installed as {path.name} "
                      f"in {time.perf_counter() - started:.1f}s\n")
     return path
 
 
-def subset_reindex(*, stdout=None) -> Path:
-    """A new subset file with the same tables and a fresh substring index, installed atomically (as one
-    writer): after an upgrade changed the index format, or to repair a damaged index folder."""
+def subset_reindex(*, table: str | None = None, stdout=None) -> list[Path]:
+    """A new file of `table` (default: of every table) with the same rows and a fresh word index, each
+    installed atomically as its own writer: after an upgrade changed the index format, or to repair a
+    damaged index folder. Tables still in the old one-file layout get their own files this way."""
     started = time.perf_counter()
-    with SUBSET.writer_lock():
-        current = subset_current_path()
-        if current is None:
-            raise SubsetMissing(f"No local subset in {SUBSET.directory()} to reindex.")
-        with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS), stdout=stdout) as (path, conn):
-            subset_tables_copy(conn=conn, source=current, skip="")
-        subset_install(path=path)
+    tables = [table] if table else list(subset_paths())
+    if not tables:
+        raise SubsetMissing(f"No local subset in {SUBSET.directory()} to reindex.")
+    converted = set(subset_legacy_convert(stdout=stdout))  # their new files have fresh indexes
+    subset_legacy_retire()
+    installed = [path for name in tables if name in converted and (path := table_current_path(table=name))]
+    for name in tables:
+        if name in converted:
+            continue
+        with subset_table_build(table=name, stdout=stdout) as (path, conn):
+            current = table_current_path(table=name)  # read under the table's writer lock
+            if current is None:
+                raise SubsetMissing(f"No local subset of table {name!r} in {SUBSET.directory()} to reindex.")
+            table_copy(conn=conn, source=current, table=name)
+        installed.append(path)
+        if stdout is not None:
+            stdout.write(f"  subset table {name!r} reindexed as {path.name}\n")
     if stdout is not None:
-        stdout.write(f"  subset reindexed as {path.name} in {time.perf_counter() - started:.1f}s\n")
-    return path
+        stdout.write(f"  subset reindexed in {time.perf_counter() - started:.1f}s\n")
+    return installed

@@ -21,7 +21,7 @@ from django.conf import settings
 from .errors import TableNotFound
 from .operators import OPERATORS_BY_KIND
 from .sql import quote_identifier, quote_string  # noqa: F401  (used across the app as tables.quote_*)
-from .store import subset_connection, subset_current_path
+from .store import file_reader, subset_paths
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -95,36 +95,36 @@ def _config() -> dict:
 
 
 def _subset_schema() -> dict[str, tuple[dict[str, str], dict]]:
-    """table -> (columns, self-description) for every table in the current subset file."""
-    path = subset_current_path()
-    if path is None:
-        return {}
-    key = ("subset", str(path))
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-    conn = subset_connection().cursor()
+    """table -> (columns, self-description) for every table of the current subset (read once per file)."""
+    tables: dict[str, tuple[dict[str, str], dict]] = {}
+    for table, path in subset_paths().items():
+        key = ("subset", str(path), table)
+        with _lock:
+            found = _cache.get(key)
+        if found is None:
+            found = _table_schema(path=path, table=table)
+            with _lock:
+                _cache[key] = found
+        tables[table] = found
+    return tables
+
+
+def _table_schema(*, path: Path, table: str) -> tuple[dict[str, str], dict]:
+    conn = file_reader(path).cursor()
     try:
-        tables: dict[str, tuple[dict[str, str], dict]] = {}
-        for table, comment in conn.execute(
-            "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database()"
-        ).fetchall():
-            try:
-                described = json.loads(comment) if comment else {}
-            except ValueError:
-                described = {}
-            tables[table] = ({}, described if isinstance(described, dict) else {})
-        for table, column, data_type in conn.execute(
-            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-            "WHERE schema_name = 'main' AND database_name = current_database() ORDER BY table_name, column_index"
-        ).fetchall():
-            if table in tables:
-                tables[table][0][column] = data_type
+        comment = conn.execute(
+            "SELECT comment FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database() "
+            "AND table_name = ?", [table]).fetchone()
+        try:
+            described = json.loads(comment[0]) if comment and comment[0] else {}
+        except ValueError:
+            described = {}
+        columns = {column: data_type for column, data_type in conn.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND database_name = current_database() AND table_name = ? ORDER BY column_index", [table]).fetchall()}
     finally:
         conn.close()
-    with _lock:
-        _cache[key] = tables
-    return tables
+    return columns, described if isinstance(described, dict) else {}
 
 
 def _parquet_schema(glob: str) -> dict[str, str]:

@@ -9,7 +9,8 @@ from datetime import timezone as dt_timezone
 import duckdb
 from django.conf import settings
 
-from apps.search.store import subset_connection, subset_current_path
+from apps.search.errors import SubsetMissing
+from apps.search.store import subset_paths, table_snapshot
 from apps.warehouse.learned import ANSWERS, learned_current_path, learned_snapshot
 
 from .models import SubsetRefresh
@@ -36,23 +37,28 @@ class StoreStatus:
 
 
 def subset_status_get() -> StoreStatus:
-    path = subset_current_path()
-    if path is None:
+    """The subset as served: each table's rows, its files' names, their total size and the newest one's time."""
+    paths = subset_paths()
+    if not paths:
         return StoreStatus()
     tables = {}
-    try:
-        cursor = subset_connection().cursor()
+    for table, path in paths.items():
         try:
-            names = [r[0] for r in cursor.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-                "AND database_name = current_database()").fetchall()]
-            for name in names:
-                tables[name] = cursor.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-        finally:
-            cursor.close()
-    except (duckdb.Error, OSError):
-        pass
-    return _status(path, tables)
+            cursor = table_snapshot(table=table).conn.cursor()
+            try:
+                tables[table] = cursor.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            finally:
+                cursor.close()
+        except (duckdb.Error, OSError, SubsetMissing):
+            pass
+    files = list(dict.fromkeys(paths.values()))
+    if len(files) == 1:
+        return _status(files[0], tables)
+    parts = [_status(path, {}) for path in files]
+    stamps = [part.modified_at for part in parts if part.modified_at is not None]
+    return StoreStatus(file_name=", ".join(part.file_name for part in parts),
+                       file_bytes=sum(part.file_bytes for part in parts),
+                       modified_at=max(stamps) if stamps else None, tables=tables)
 
 
 def _status(path, tables) -> StoreStatus:

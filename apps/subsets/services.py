@@ -1,9 +1,10 @@
 """Writes: rebuilding the subset from the warehouse, and learning the rows fallbacks bring back.
 
 Refresh: sample the full table (DuckDB over the full Parquet files on the local backend; an Athena
-UNLOAD to S3, downloaded with boto3, on Athena) into a NEW DuckDB file, verify it (rows > 0, the
-table's columns and types), then swap it in with apps.search.store.subset_install (an atomic pointer
-replace). Anything failing before the swap deletes the new file and leaves the served subset alone.
+UNLOAD to S3, downloaded with boto3, on Athena) into a NEW DuckDB file of that table alone, verify it (rows > 0, the
+table's columns and types), then swap it in (apps.search.services.subset_table_build: a durable, atomic
+replace of the table's CURRENT pointer; the other tables' files are not touched). Anything failing before
+the swap deletes the new file and leaves the served subset alone.
 One refresh per table at a time: SubsetRefresh.running_key is unique while a refresh runs.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.search.word_index import index_remove
-from apps.search.store import SUBSET, disk_full, subset_current_path, subset_install, subset_tables_copy
+from apps.search.services import subset_table_build
+from apps.search.store import SUBSET, disk_full, table_comment, table_current_path
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 from apps.warehouse.backends.athena import AthenaBackend
 
@@ -101,7 +102,6 @@ def subset_refresh(
     out = stdout or _Null()
     out.write(f"Refreshing subset table {spec.name!r}: {fraction:.4%} by {method} from the {backend} warehouse "
               f"(refresh #{run.pk})\n")
-    path = None
     try:
         with tempfile.TemporaryDirectory(prefix="subset-refresh-") as workdir:
             if backend == "athena":
@@ -112,15 +112,10 @@ def subset_refresh(
                 relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
-            with SUBSET.writer_lock():  # copy the other tables, build and install as one writer
-                path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)
-                subset_install(path=path)
+            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)  # and installs it
     except BaseException as exc:
         # Exception: the run fails and is returned. KeyboardInterrupt / SystemExit (SIGTERM, Ctrl-C): the run is
-        # ended the same way (never left "running"), then the interruption goes on up.
-        if path is not None:
-            path.unlink(missing_ok=True)
-            index_remove(path)
+        # ended the same way (never left "running"), then the interruption goes on up. The build deleted its file.
         error = _error_text(exc)
         if disk_full(exc):
             error = (f"could not write the new subset file: the disk is full (or the file is over the size limit); "
@@ -188,17 +183,18 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
 
 
 def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
-    """A new subset file: the other tables of the current subset as they are, plus the fresh sample."""
-    current = subset_current_path()
-    with SUBSET.build(threads=max(1, settings.SEARCH_DUCKDB_THREADS)) as (path, conn):
-        comment = subset_tables_copy(conn=conn, source=current, skip=spec.name) if current is not None else None
+    """A new file of the table (the fresh sample, with the table's self-description), verified, then
+    installed; only this table's folder is written (subset_table_build)."""
+    with subset_table_build(table=spec.name) as (path, conn):
+        current = table_current_path(table=spec.name)
+        comment = table_comment(path=current, table=spec.name) if current is not None else None
         # Columns cast to the table's known types, so Parquet written by another engine still fits.
         columns = ", ".join(f"CAST({quote_identifier(c)} AS {t}) AS {quote_identifier(c)}" for c, t in spec.columns.items())
         conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} AS SELECT {columns} FROM {relation}{clause}")
         if comment:
             conn.execute(f"COMMENT ON TABLE {quote_identifier(spec.name)} IS {quote_string(comment)}")
         rows = subset_file_verify(conn=conn, spec=spec)
-    out.write(f"  built {path.name}: {rows:,} rows, verified\n")
+        out.write(f"  built {path.name}: {rows:,} rows, verified\n")
     return path, rows
 
 

@@ -8,10 +8,11 @@ from tests.conftest import RedisServer, _point_app_at
 @pytest.fixture
 def tiny_subset(settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    path = store.subset_new_path()
+    files = store.table_files(table="samples")
+    path = files.new_path()
     with duckdb.connect(str(path)) as conn:
         conn.execute("CREATE TABLE samples AS SELECT 1 AS id, 'hello' AS text")
-    store.subset_install(path=path)
+    files.install(path=path)
     return path
 
 

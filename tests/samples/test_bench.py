@@ -36,7 +36,7 @@ def test_bench_search_small_run(tmp_path, user):
     assert set(repeat) == {"app", "duckdb_raw", "sqlite_fts5"} and all(len(r["by_class"]) for r in repeat.values())
     # --reindex rebuilds only the index of that same subset file (after an index format change)
     before = json.loads(out.read_text())
-    index_json = next(Path(before["subset_dir"]).glob("*.words")) / "samples.json"
+    index_json = next(Path(before["subset_dir"]).glob("tables/samples/*.words")) / "samples.json"
     index_json.write_text(json.dumps({**json.loads(index_json.read_text()), "version": 0}))  # an old format
     rebuilt = io.StringIO()
     call_command("bench_search", subset_rows=3000, queries=2, reindex=True, build_only=True, skip_sqlite=True,

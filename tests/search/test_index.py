@@ -17,7 +17,7 @@ from apps.search import selectors, word_index
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.selectors import search_plan, subset_query_run, subset_search
 from apps.search.services import subset_table_write
-from apps.search.store import SUBSET, subset_current_path, subset_snapshot
+from apps.search.store import table_current_path, table_files, table_snapshot
 from apps.search.tables import table_spec_get
 
 TABLE = "rand"
@@ -112,7 +112,7 @@ def _both(query: SearchQuery, spec):
 
 
 def _plan(query, spec):
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     return search_plan(query=query, spec=spec, index=word_index.file_index(path).table(spec.name)).kind
 
 
@@ -181,18 +181,18 @@ def test_needle_words_split_like_rows():
 
 
 def test_index_folder_is_built_installed_and_removed_with_its_file(subset):
-    first = subset_current_path()
+    first = table_current_path(table=TABLE)
     assert word_index.index_dir_for(first).is_dir()
     second = _install(seed=2)
     third = _install(seed=3)
-    assert subset_current_path() == third
+    assert table_current_path(table=TABLE) == third
     assert not first.exists() and not word_index.index_dir_for(first).exists()  # keep=2: the oldest went
     assert second.exists() and word_index.index_dir_for(second).is_dir()
 
 
 def test_a_failed_build_leaves_neither_file_nor_index(settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
-    with pytest.raises(RuntimeError), SUBSET.build() as (path, conn):
+    with pytest.raises(RuntimeError), table_files(table=TABLE).build() as (path, conn):
         conn.execute("CREATE TABLE t AS SELECT 'abc' AS s")
         raise RuntimeError("boom")
     assert not path.exists() and not word_index.index_dir_for(path).exists()
@@ -200,7 +200,7 @@ def test_a_failed_build_leaves_neither_file_nor_index(settings, tmp_path):
 
 def test_new_subset_installed_while_searching(subset):
     """Threads search while another installs new subsets: every answer is the old file's or the new one's."""
-    old_path = subset_current_path()
+    old_path = table_current_path(table=TABLE)
     queries = [SearchQuery(TABLE, (Filter("body", "icontains", needle),), 10)
                for needle in ("alpha", "école", "gamma", "oldmark", "newmark", "σοφία")]
     expected = {q: [] for q in queries}
@@ -214,7 +214,7 @@ def test_new_subset_installed_while_searching(subset):
     new_path = _install(seed=5, marker=" newmark")
     for q, rows in truth().items():
         expected[q].append(rows)
-    SUBSET.install(path=old_path)  # serve the old one again; both files stay (keep=2)
+    table_files(table=TABLE).install(path=old_path)  # serve the old one again; both files stay (keep=2)
     assert all(expected[q][0] != expected[q][1] for q in queries if q.filters[0].value == "newmark")
 
     errors: list[BaseException] = []
@@ -235,7 +235,7 @@ def test_new_subset_installed_while_searching(subset):
     swaps = 0
     deadline = time.monotonic() + 60
     while (swaps < 12 or len(answers) < 60) and time.monotonic() < deadline and not errors:
-        SUBSET.install(path=new_path if swaps % 2 == 0 else old_path)
+        table_files(table=TABLE).install(path=new_path if swaps % 2 == 0 else old_path)
         swaps += 1
         time.sleep(0.02)
     stop.set()
@@ -248,7 +248,7 @@ def test_new_subset_installed_while_searching(subset):
 
 
 def _narrowed(query, spec):
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     return search_plan(query=query, spec=spec, index=word_index.file_index(path).table(spec.name))
 
 
@@ -302,7 +302,7 @@ def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path
                       "seen_at": pa.array([datetime(2024, 1, 1)] * rows, type=pa.timestamp("us"))})
     subset_table_write(name=TABLE, arrow=arrow, description=DESCRIPTION, keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    index = word_index.file_index(subset_current_path()).table(TABLE)
+    index = word_index.file_index(table_current_path(table=TABLE)).table(TABLE)
     assert index.needle_rows("body", "the") is None  # in every row: more than FREQUENT_SHARE, no postings
     both = _narrowed(SearchQuery(TABLE, (Filter("body", "contains", "apple"), Filter("title", "contains", "pear")), 10),
                      spec)
@@ -321,7 +321,7 @@ def test_rare_words_postings_are_arrays_and_read_back_exactly(settings, tmp_path
     subset_table_write(name=TABLE, arrow=pa.table({"id": pa.array(range(rows), type=pa.int64()), "body": body}),
                        description={"key": "id", "searchable": "*", "shown": ["id", "body"]},
                        keep_other_tables=False, stdout=io.StringIO())
-    index = word_index.file_index(subset_current_path()).table(TABLE)
+    index = word_index.file_index(table_current_path(table=TABLE)).table(TABLE)
     words = index._words["body"]
     rare, dense = (int(words.matching(w, "exact", 10)[0]) for w in ("rare", "dense"))
     assert words.kinds[rare] == word_index.ARRAY and words.offsets[rare + 1] - words.offsets[rare] == 4 * len(spread)
@@ -334,7 +334,7 @@ def test_low_cardinality_columns_keep_a_code_per_row_that_drops_candidates(subse
     """A text column of at most 15 values (kind: a, b, c) gets a 4-bit code per row; an eq / in filter on it
     keeps exactly the candidates holding one of its values, and the rows are still the scan's."""
     monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     assert set(index.coded) == {"kind"} and index.coded["kind"][0] == ["a", "b", "c"]
     table = _table(3000, 1)
@@ -352,7 +352,7 @@ def test_low_cardinality_columns_keep_a_code_per_row_that_drops_candidates(subse
 def test_a_single_lookup_too_large_to_narrow_reads_no_postings(subset, monkeypatch):
     """One filter whose words hold more than DENSE_SHARE of the rows goes to the LIMIT scan before its
     postings are read; an absent word is an empty answer at once."""
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     read = []
     monkeypatch.setattr(index, "_posting", lambda column, word: read.append(word) or word_index.BitMap())
@@ -413,7 +413,7 @@ def test_large_files_are_mapped_for_random_reads_and_small_arrays_are_read_into_
     memory, so a lookup waits for no disk read."""
     import numpy as np
 
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     folder = word_index.index_dir_for(path)
     for name in (f"{TABLE}.rows.bin", f"{TABLE}.postings.bin"):
@@ -456,7 +456,7 @@ def test_prefetch_asks_for_each_run_of_ranges_once(tmp_path, monkeypatch):
 
 def test_candidate_rows_and_postings_are_prefetched_before_they_are_read(subset, monkeypatch):
     monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     asked = []
     monkeypatch.setattr(word_index, "prefetch", lambda mapping, starts, ends, most=None: asked.append((mapping, len(starts))))
@@ -486,7 +486,7 @@ def test_needles_with_apostrophes_narrow_through_joined_words_and_match_the_scan
                        description={"key": "id", "searchable": "*", "shown": ["id", "body"]},
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     joined = []
     original = index.part_words
@@ -528,7 +528,7 @@ def test_a_coded_filter_counts_before_a_single_lookup_is_left_to_the_scan(settin
     monkeypatch.setattr(word_index, "FREQUENT_MIN_ROWS", 1)  # kind's values are then too frequent to narrow
     _install()
     spec = table_spec_get(name=TABLE)
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     kinds = _table(3000, 1).column("kind").to_pylist()
     assert index.codes_share("kind", ["a", "c"]) == pytest.approx((kinds.count("a") + kinds.count("c")) / 3000)
@@ -553,7 +553,7 @@ def test_few_candidates_are_verified_rather_than_narrowed_by_a_lookup_of_many_wo
                        description={"key": "id", "searchable": "*", "shown": ["id", "body", "title"]},
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    index = word_index.file_index(subset_current_path()).table(TABLE)
+    index = word_index.file_index(table_current_path(table=TABLE)).table(TABLE)
     assert len(index.lookup("title", "she").parts[0]) >= 50 > 2 * word_index.CANDIDATE_WORDS
     read = []
     original = index._posting
@@ -580,7 +580,7 @@ def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset
     them all itself instead of waiting."""
     import numpy as np
 
-    index = word_index.file_index(subset_snapshot()[0]).table(TABLE)
+    index = word_index.file_index(table_snapshot(table=TABLE).path).table(TABLE)
     positions = np.arange(0, 3000, 7, dtype=np.int64)  # ~430 rows in ~94 frames of 32
     expected = pa.Table.from_batches([index.batch(i) for i in range(index.rows // index.batch_rows + 1)]
                                      ).take(pa.array(positions))
@@ -604,7 +604,7 @@ def test_a_forked_child_starts_its_own_frame_helpers(subset):
 
     import numpy as np
 
-    index = word_index.file_index(subset_snapshot()[0]).table(TABLE)
+    index = word_index.file_index(table_snapshot(table=TABLE).path).table(TABLE)
     positions = np.arange(0, 3000, 7, dtype=np.int64)
     expected = index.rows_at(positions).num_rows  # the parent's pool now has threads
     child = os.fork()
@@ -641,7 +641,7 @@ def test_ne_and_in_on_nullable_columns_treat_null_as_duckdb_does(settings, tmp_p
                        description={"key": "id", "searchable": "*", "shown": ["id", "body", "title", "score"]},
                        keep_other_tables=False, stdout=io.StringIO())
     spec = table_spec_get(name=TABLE)
-    assert "title" not in word_index.file_index(subset_current_path()).table(TABLE).coded
+    assert "title" not in word_index.file_index(table_current_path(table=TABLE)).table(TABLE).coded
     assert selectors._python_filter(SearchQuery(TABLE, (Filter("score", "ne", "3"),), 1), spec) is not None
     cases = [
         (Filter("title", "ne", "t1"), lambda i: title[i] != "t1"),  # None != "t1": kept

@@ -29,7 +29,7 @@ from apps.search.operators import OPERATOR_TABLE, OPERATORS_BY_KIND
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.selectors import search_plan, subset_query_run, subset_search
 from apps.search.services import subset_table_write
-from apps.search.store import subset_snapshot
+from apps.search.store import table_snapshot
 from apps.search.tables import table_spec_get
 
 TABLE = "lang"
@@ -189,7 +189,7 @@ def test_every_operator_on_every_kind_returns_the_scans_rows(language_subset, mo
     data = {column: table.column(column).to_pylist() for column in COLUMNS}
     for column, kind in COLUMNS.items():
         assert spec.kind(column) == kind and column in spec.searchable, column
-    path, _ = subset_snapshot()
+    path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     assert "kind" in index.coded and "body" not in index.coded
     monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
@@ -254,7 +254,7 @@ def test_nan_is_above_every_number_on_the_index_path_as_in_duckdb(settings, tmp_
                                 ("lt", "5", {1.0, -0.0}), ("lte", "5", {1.0, -0.0, 5.0}),
                                 ("ne", "5", {"nan", 1.0, None, 7.0, math.inf, -0.0}), ("eq", "-0.0", {-0.0})):
         query = SearchQuery(TABLE, (Filter("body", "contains", "word0"), Filter("ratio", op, value)), 1000)
-        assert search_plan(query=query, spec=spec, index=word_index.file_index(subset_snapshot()[0]).table(TABLE)).kind \
+        assert search_plan(query=query, spec=spec, index=word_index.file_index(table_snapshot(table=TABLE).path).table(TABLE)).kind \
             == "index"
         compiled = compile_search(query=query, spec=spec)
         indexed = subset_search(query=query, spec=spec, compiled=compiled, timeout_ms=60_000)

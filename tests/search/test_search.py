@@ -13,7 +13,7 @@ from apps.search.demo_data import demo_table, demo_vocabulary
 from apps.search.query import CompiledQuery
 from apps.search.selectors import subset_query_run
 from apps.search.services import subset_table_write
-from apps.search.store import subset_connection, subset_current_path
+from apps.search.store import subset_connection, subset_paths, table_current_path
 from apps.search.tables import TableNotFound, table_spec_get, table_spec_list
 
 
@@ -75,13 +75,13 @@ def test_import_subset_errors(demo_subset, tmp_path):
 
 def test_subset_swap_is_atomic_for_readers(demo_subset):
     reader = subset_connection()
-    old_path = subset_current_path()
+    old_paths = subset_paths()
     count = reader.execute("SELECT count(*) FROM samples").fetchone()[0]
     subset_table_write(name="swaptest", arrow=pa.table({"id": [1, 2, 3]}), description={"key": "id"})
-    # the old handle still answers from the old file; a fresh call sees the new file with both tables
+    # the old handle still answers from the old files; a fresh call sees both tables, samples' file unchanged
     assert reader.execute("SELECT count(*) FROM samples").fetchone()[0] == count
     fresh = subset_connection()
-    assert subset_current_path() != old_path and fresh is not reader
+    assert subset_paths() == {**old_paths, "swaptest": table_current_path(table="swaptest")} and fresh is not reader
     assert fresh.execute("SELECT count(*) FROM samples").fetchone()[0] == count
     assert fresh.execute("SELECT count(*) FROM swaptest").fetchone()[0] == 3
 
@@ -133,7 +133,7 @@ def test_two_subset_writers_at_once_lose_nothing(demo_subset):
     assert errors == []
     tables = {row[0] for row in subset_connection().execute("SHOW TABLES").fetchall()}
     assert {"samples", "writer_a", "writer_b", "writer_c"} <= tables
-    current = subset_current_path()
+    current = table_current_path(table="samples")
     assert current is not None and current.exists()  # CURRENT never names a deleted file
 
 
@@ -166,11 +166,11 @@ def test_setup_demo_rebuilds_an_index_of_an_older_format(demo_subset):
     from apps.search.demo import build_demo_data
     from apps.search.selectors import subset_index_stale
 
-    current = subset_current_path()
+    current = table_current_path(table="samples")
     meta = word_index.index_dir_for(current) / "samples.json"
     meta.write_text(meta.read_text().replace(f'"version": {word_index.INDEX_VERSION}', '"version": 1'))
     assert subset_index_stale() == ["samples"]
     out = io.StringIO()
     build_demo_data(stdout=out)
     assert "rebuilding the substring index of samples" in out.getvalue()
-    assert subset_index_stale() == [] and subset_current_path() != current
+    assert subset_index_stale() == [] and table_current_path(table="samples") != current

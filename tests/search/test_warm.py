@@ -7,7 +7,7 @@ import pytest
 
 from apps.samplescope import gunicorn_conf
 from apps.search import selectors, word_index
-from apps.search.store import subset_current_path
+from apps.search.store import table_current_path
 
 
 class _Log:
@@ -40,10 +40,10 @@ def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
     gunicorn_conf.post_worker_init(worker)
     (level, line), = worker.log.lines
     assert level == "info" and line.startswith("Samplescope: subset and index open (") and "samples" in line
-    index = word_index._open[subset_current_path()]
+    index = word_index._open[table_current_path(table="samples")]
     assert index._tables["samples"] is not None  # opened, not just named
     # the facet columns' known values are read too: a short answer with `label = x` needs them
-    assert any(key[0] == str(subset_current_path()) and key[1] == "samples" and known.get("label")
+    assert any(key[0] == str(table_current_path(table="samples")) and key[1] == "samples" and known.get("label")
                for key, known in selectors._known_cache.items())
     # what it loaded is frozen: full collections (~50 ms at 10M rows) no longer walk it
     assert gc.get_freeze_count() > 10_000

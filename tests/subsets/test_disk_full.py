@@ -51,9 +51,9 @@ def _runs(database) -> list[tuple[str, str]]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_nothing_behind(dataset, tmp_path):
-    from apps.search.store import SUBSET
+    from apps.search.store import table_files
 
-    subset_dir = dataset.subset_dir
+    subset_dir = dataset.subset_dir / "tables" / "samples"  # the refreshed table's folder
     old_file = (subset_dir / "CURRENT").read_text().strip()
     old_rows, old_ids = subset_count(), _search_ids()
     assert len(old_ids) == 5
@@ -66,7 +66,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     with sqlite3.connect(connection.settings_dict["NAME"]) as db:
         db.execute("VACUUM INTO ?", (str(database),))
     env = worker_env("redis://127.0.0.1:1/0")
-    env.update(DATABASE_URL=f"sqlite:///{database}", SEARCH_SUBSET_DIR=str(subset_dir),
+    env.update(DATABASE_URL=f"sqlite:///{database}", SEARCH_SUBSET_DIR=str(dataset.subset_dir),
                SEARCH_FULL_DATA_DIR=str(dataset.full_dir), SUBSET_LEARNED_DIR=str(dataset.learned_dir))
 
     full = _refresh_command(env=env, limited=True)
@@ -86,7 +86,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
         sorted(["CURRENT", old_file, f"{old_file}.words"])
     # The writer lock is free: taken at once here, and a build with room to write succeeds.
-    with SUBSET.writer_lock(timeout=1):
+    with table_files(table="samples").writer_lock(timeout=1):
         pass
 
     roomy = _refresh_command(env=env, limited=False)
@@ -101,7 +101,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
 @pytest.mark.django_db(transaction=True)
 def test_a_disk_full_during_an_import_says_so_without_a_traceback_and_leaves_nothing(dataset, tmp_path):
     subset_dir = dataset.subset_dir
-    old_file = (subset_dir / "CURRENT").read_text().strip()
+    old_file = (subset_dir / "tables" / "samples" / "CURRENT").read_text().strip()
     old_rows = subset_count()
     database = tmp_path / "import.sqlite3"
     with sqlite3.connect(connection.settings_dict["NAME"]) as db:
@@ -116,6 +116,9 @@ def test_a_disk_full_during_an_import_says_so_without_a_traceback_and_leaves_not
     assert full.returncode == 1, full.stdout + full.stderr
     assert "CommandError: could not write the new subset file: the disk is full" in full.stderr
     assert "The current subset keeps serving" in full.stderr and "Traceback" not in full.stderr, full.stderr
-    assert (subset_dir / "CURRENT").read_text().strip() == old_file and subset_count() == old_rows
-    assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
+    assert (subset_dir / "tables" / "samples" / "CURRENT").read_text().strip() == old_file
+    assert subset_count() == old_rows
+    # The other table's folder is as it was; the new table's holds nothing but its lock (no file, .wal, .words)
+    assert sorted(p.name for p in (subset_dir / "tables" / "samples").iterdir() if p.name != ".writer.lock") == \
         sorted(["CURRENT", old_file, f"{old_file}.words"])
+    assert [p.name for p in (subset_dir / "tables" / "copy").iterdir()] == [".writer.lock"]

@@ -21,7 +21,7 @@ from tests.subsets.conftest import ROWS, subset_count
 
 
 def _current_name(dataset) -> str:
-    return (dataset.subset_dir / "CURRENT").read_text().strip()
+    return (dataset.subset_dir / "tables" / "samples" / "CURRENT").read_text().strip()
 
 
 def _common_word_query(limit: int = 10):
@@ -102,7 +102,8 @@ def test_a_failing_build_keeps_the_served_subset(dataset, settings, tmp_path):
 
     assert run.state == SubsetRefresh.State.FAILED and run.error and run.running_key is None
     assert _current_name(dataset) == before_file and subset_count() == before_rows
-    assert sorted(p.name for p in dataset.subset_dir.glob("subset-*.duckdb")) == [before_file], "no half-built file left"
+    assert sorted(p.name for p in (dataset.subset_dir / "tables" / "samples").glob("*.duckdb*")) == \
+        [before_file, f"{before_file}.words"], "no half-built file left"
 
 
 @pytest.mark.django_db

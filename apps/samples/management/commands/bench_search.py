@@ -26,7 +26,8 @@ from apps.samples.pipeline import search_answer
 from apps.search.models import SearchLog
 from apps.search.word_index import index_build, index_dir_for
 from apps.search.query import Filter, SearchQuery, compile_search
-from apps.search.store import SUBSET, subset_current_path, subset_install
+from apps.search.services import subset_table_build
+from apps.search.store import subset_dir, table_current_path
 from apps.search.tables import table_spec_get
 
 TABLE = "samples"
@@ -107,16 +108,17 @@ class Command(BaseCommand):
     # --- data ---------------------------------------------------------------------------
 
     def _duckdb_build(self, rows, seed, chunk_rows, rebuild, build) -> Path:
-        current = subset_current_path()
+        current = table_current_path(table=TABLE)
         meta = index_dir_for(current) / f"{TABLE}.json" if current else None
+        build_json = subset_dir() / "build.json"
         if current is not None and meta.exists() and not rebuild:
             self.stdout.write(f"Reusing the benchmark subset {current}")
-            build.update(json.loads((current.parent / "build.json").read_text()) if (current.parent / "build.json").exists() else {})
+            build.update(json.loads(build_json.read_text()) if build_json.exists() else {})
             return current
         words, probs = english_words()
         started = time.perf_counter()
         cpu_started = time.process_time()  # CPU seconds of this process, all threads: the load of others aside
-        with SUBSET.build(stdout=self.stdout) as (path, conn):  # the index is built inside, after the rows
+        with subset_table_build(table=TABLE, stdout=self.stdout) as (path, conn):  # the index is built inside
             done = 0
             while done < rows:
                 n = min(chunk_rows, rows - done)
@@ -126,12 +128,11 @@ class Command(BaseCommand):
                 done += n
                 elapsed = time.perf_counter() - started
                 self.stdout.write(f"  duckdb subset: {done:,}/{rows:,} rows, {elapsed:.1f}s")
-        subset_install(path=path)
         index_meta = json.loads((index_dir_for(path) / f"{TABLE}.json").read_text())
         build["index_seconds"] = index_meta["build_seconds"]
         build["subset_and_index_seconds"] = round(time.perf_counter() - started, 1)
         build["subset_and_index_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
-        (path.parent / "build.json").write_text(json.dumps(build))
+        (subset_dir() / "build.json").write_text(json.dumps(build))
         return path
 
     def _reindex(self, duck_path: Path, build: dict) -> None:
@@ -146,7 +147,7 @@ class Command(BaseCommand):
         build["index_seconds"] = round(time.perf_counter() - started, 1)
         build["index_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         build.pop("subset_and_index_seconds", None)
-        (duck_path.parent / "build.json").write_text(json.dumps(build))
+        (subset_dir() / "build.json").write_text(json.dumps(build))
 
     def _sqlite_build(self, bench_dir, duck_path, rebuild, build) -> Path:
         """A table of the same rows with an FTS5 trigram index over url, title and text."""

@@ -13,8 +13,8 @@ class Command(BaseCommand):
     help = (
         "Import your own Parquet file(s) as a searchable table of the local subset: "
         "`import_subset PATH_OR_GLOB --table NAME --key COLUMN`. Columns and types come from the "
-        "file; every column becomes searchable with the operators its type allows. The other "
-        "tables of the current subset are kept. The new subset is swapped in atomically."
+        "file; every column becomes searchable with the operators its type allows. The table gets a "
+        "file of its own, swapped in atomically; the other tables' files are not touched."
     )
 
     def add_arguments(self, parser):
