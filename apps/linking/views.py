@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -126,10 +127,15 @@ def page(request):
         # edit bumps it): the figures may no longer hold, and the page says so next to the current revision.
         context["evaluations_stale"] = any(run.kb_revision != kb.revision for run in evaluations.values())
         context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
-    if request.htmx:
+    # Back/Forward past htmx's history cache asks for the whole page again (HX-History-Restore-Request): it gets
+    # the page, form filled from the URL, not a partial.
+    if request.htmx and not request.htmx.history_restore_request:
         part = "detail" if request.htmx.target == "mention-detail" else "results"
-        return render(request, f"linking/page.html#{part}", context)
-    return render(request, "linking/page.html", context)
+        response = render(request, f"linking/page.html#{part}", context)
+    else:
+        response = render(request, "linking/page.html", context)
+    patch_vary_headers(response, ("HX-Request", "HX-History-Restore-Request"))
+    return response
 
 
 def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
