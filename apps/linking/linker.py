@@ -101,7 +101,7 @@ class LinkerParams:
             aggregate_cutoff=settings.LINKING_AGGREGATE_CUTOFF,
             shortlist=settings.LINKING_SHORTLIST,
             rival_window=getattr(settings, "LINKING_RIVAL_WINDOW", cls.rival_window),
-            near_tie=getattr(settings, "LINKING_NEAR_TIE", cls.near_tie),
+            near_tie=settings.LINKING_NEAR_TIE,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
