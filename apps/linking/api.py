@@ -57,7 +57,9 @@ class LinkedMentionOut(Schema):
     candidates: list[CandidateOut]
     unknown: bool = Field(False, description="a capitalised name that no alias of the KB covers (NIL)")
     nil_reason: str = Field("", description="why the mention is NIL (empty when linked)")
-    near_tie: NearTieOut | None = Field(None, description="the runner-up's score is within LINKING_NEAR_TIE of the best")
+    near_tie: NearTieOut | None = Field(
+        None, description="the runner-up's score is within LINKING_NEAR_TIE of the best"
+    )
 
 
 class LinkOut(Schema):
@@ -126,7 +128,8 @@ def link_result_json(result: LinkResult) -> dict:
                         "entity_id": c.entity.key,
                         "score": round(c.score, 4),
                         "terms": [
-                            {"name": t.name, "weight": round(t.weight, 4), "value": round(t.value, 4), "contribution": shown}
+                            {"name": t.name, "weight": round(t.weight, 4), "value": round(t.value, 4),
+                             "contribution": shown}
                             for t, shown in c.terms_shown
                         ],
                     }

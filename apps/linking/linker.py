@@ -155,8 +155,9 @@ def score_terms(
     *, mention_sim: float | None, profile_sim: float | None, prior: float, params: LinkerParams
 ) -> list[ScoreTerm]:
     """The score as a sum of terms, the same arithmetic as `combined_similarity` then `candidate_score`:
-    (1 − w_prior)(1 − w_profile)·mentions + (1 − w_prior)·w_profile·description + w_prior·prior. A missing part
-    (no stored mentions, no description) hands its weight to the other, as `combined_similarity` does."""
+    (1 − w_prior)(1 − w_profile)·mentions + (1 − w_prior)·w_profile·description + w_prior·prior.
+    A missing part (no stored mentions, no description) hands its weight to the other, as `combined_similarity`
+    does."""
     if params.scorer == "prior":
         return [ScoreTerm("prior", 1.0, prior)]
     similarity_weight = 1 - params.prior_weight

@@ -142,7 +142,9 @@ class EntityDeletion(models.Model):
     mention_count = models.PositiveIntegerField(default=0)
     snapshot = models.JSONField(help_text="the entity, its aliases and mentions; embeddings as base64 float32 bytes")
     kb_revision = models.PositiveIntegerField(help_text="the KB's revision once the delete was made")
-    deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     restored_at = models.DateTimeField(null=True, blank=True)
     restored_revision = models.PositiveIntegerField(null=True, blank=True)

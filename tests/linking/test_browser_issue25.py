@@ -1,6 +1,8 @@
 """Issue 25 in a real Chromium at 1366 and 390 px: the explanation adds up, near ties are flagged, a delete asks
 first and can be undone, Back/Forward restore the text box, and the linking pages do not scroll sideways."""
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -10,10 +12,12 @@ from apps.linking.models import Entity
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 WIDTHS = [1366, 390]
+SHOTS = os.environ.get("SCREENSHOT_DIR")  # set it to keep a screenshot of every page checked for overflow
 OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
 # What sticks out, for the failure message.
 WIDEST = """() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth + 1)
-  .slice(0, 8).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""
+  .slice(0, 8).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' '
+                        + Math.round(e.getBoundingClientRect().right))"""
 
 
 def sized(page, width):
@@ -23,6 +27,11 @@ def sized(page, width):
 
 def fits(page) -> None:
     page.wait_for_load_state("networkidle")
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^a-z0-9]+", "-", page.url.split("/linking/", 1)[-1].lower()).strip("-")[:60] or "linking"
+        width = page.viewport_size["width"]
+        page.screenshot(path=str(Path(SHOTS) / f"{name}-{width}.png"), full_page=True)
     extra = page.evaluate(OVERFLOW)
     assert extra <= 0, f"{page.url} scrolls sideways by {extra} px: {page.evaluate(WIDEST)}"
 

@@ -24,7 +24,8 @@ def _as_it_is(kb, key):
 def test_get_asks_and_only_post_deletes(client, user, kb):
     client.force_login(user)
     url = reverse("linking:entity-delete", kwargs={"model": kb.label, "key": "java_island"})
-    entity_page = client.get(reverse("linking:entity", kwargs={"model": kb.label, "key": "java_island"})).content.decode()
+    entity_url = reverse("linking:entity", kwargs={"model": kb.label, "key": "java_island"})
+    entity_page = client.get(entity_url).content.decode()
     assert f'href="{url}"' in entity_page  # the entity page links to the question, it does not delete
     page = client.get(url)
     assert page.status_code == 200

@@ -40,7 +40,8 @@ def test_rounded_terms_add_up_to_the_rounded_total():
 def test_score_terms_mirror_the_score_formula():
     params = LinkerParams(prior_weight=0.15, profile_weight=0.7)
     terms = score_terms(mention_sim=0.434, profile_sim=0.489, prior=0.5, params=params)
-    assert [(t.name, round(t.weight, 3)) for t in terms] == [("mentions", 0.255), ("description", 0.595), ("prior", 0.15)]
+    assert [(t.name, round(t.weight, 3)) for t in terms] == [
+        ("mentions", 0.255), ("description", 0.595), ("prior", 0.15)]
     # a missing description hands its weight to the mentions; no prior term when its weight is 0
     only = score_terms(mention_sim=0.4, profile_sim=None, prior=0.5, params=LinkerParams(prior_weight=0.0))
     assert [(t.name, t.weight) for t in only] == [("mentions", 1.0)]
