@@ -169,8 +169,7 @@ def score_terms(
         terms.append(ScoreTerm("mentions", similarity_weight, mention_sim))
     elif profile_sim is not None:
         terms.append(ScoreTerm("description", similarity_weight, profile_sim))
-    if params.prior_weight:
-        terms.append(ScoreTerm("prior", params.prior_weight, prior))
+    terms.append(ScoreTerm("prior", params.prior_weight, prior))  # listed at weight 0 too: it is in the formula
     return terms
 
 

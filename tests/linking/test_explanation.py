@@ -42,9 +42,9 @@ def test_score_terms_mirror_the_score_formula():
     terms = score_terms(mention_sim=0.434, profile_sim=0.489, prior=0.5, params=params)
     assert [(t.name, round(t.weight, 3)) for t in terms] == [
         ("mentions", 0.255), ("description", 0.595), ("prior", 0.15)]
-    # a missing description hands its weight to the mentions; no prior term when its weight is 0
+    # a missing description hands its weight to the mentions; the prior is listed at weight 0 too
     only = score_terms(mention_sim=0.4, profile_sim=None, prior=0.5, params=LinkerParams(prior_weight=0.0))
-    assert [(t.name, t.weight) for t in only] == [("mentions", 1.0)]
+    assert [(t.name, t.weight) for t in only] == [("mentions", 1.0), ("prior", 0.0)]
 
 
 @pytest.mark.parametrize("prior_weight", [0.0, 0.15])
@@ -59,7 +59,7 @@ def test_every_candidates_terms_sum_to_its_score(kb, prior_weight):
                 assert round(sum(shown for _, shown in c.terms_shown), 3) == round(c.score, 3)
                 weights = {t.name: t.weight for t in c.terms}
                 assert weights["description"] == pytest.approx((1 - prior_weight) * params.profile_weight)
-                assert ("prior" in weights) == bool(prior_weight)
+                assert weights["prior"] == prior_weight
                 # the mentions term is the mean of exactly the k cosines listed as evidence
                 assert len(c.evidence) == min(params.top_k, c.entity.mention_count)
                 assert c.mention_sim == pytest.approx(sum(s for _, s in c.evidence) / len(c.evidence), abs=1e-6)
@@ -81,7 +81,7 @@ def test_the_page_shows_each_term_and_their_sum_equal_to_the_score(client, user,
             score = float(re.search(r'data-score="([0-9.\-]+)"', row).group(1))
             shown = _numbers(r'<span class="term-shown">([0-9.\-]+)</span>', row)
             assert round(sum(shown), 3) == score, row
-            assert "mean cosine of the" in row and "cosine to its description" in row
+            assert "mean cosine of the" in row and "cosine to its description" in row and "alias prior" in row
         # the k cosines listed average to the mentions term's value shown (to rounding)
         for cell in re.findall(r'<ul class="evidence">.*?</td>', html, re.S):
             cosines = _numbers(r'<span class="num cosine">([0-9.\-]+)</span>', cell)
