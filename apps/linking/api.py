@@ -25,9 +25,25 @@ class LinkIn(Schema):
     model: str | None = Field(None, description="KB name or name@version; default: the serving linker")
 
 
+class TermOut(Schema):
+    name: str = Field(..., description="mentions, description or prior")
+    weight: float
+    value: float
+    contribution: float = Field(..., description="weight × value, rounded so the contributions add up to the score")
+
+
 class CandidateOut(Schema):
     entity_id: str
     score: float
+    terms: list[TermOut] = Field([], description="the score as a sum of weight × value terms")
+
+
+class NearTieOut(Schema):
+    entity_id: str
+    score: float
+    runner_up_id: str
+    runner_up_score: float
+    text: str
 
 
 class LinkedMentionOut(Schema):
@@ -41,6 +57,9 @@ class LinkedMentionOut(Schema):
     candidates: list[CandidateOut]
     unknown: bool = Field(False, description="a capitalised name that no alias of the KB covers (NIL)")
     nil_reason: str = Field("", description="why the mention is NIL (empty when linked)")
+    near_tie: NearTieOut | None = Field(
+        None, description="the runner-up's score is within LINKING_NEAR_TIE of the best"
+    )
 
 
 class LinkOut(Schema):
@@ -104,12 +123,37 @@ def link_result_json(result: LinkResult) -> dict:
                 "entity_name": m.entity.name if m.entity else None,
                 "type": m.entity.type if m.entity else None,
                 "score": round(m.score, 4),
-                "candidates": [{"entity_id": c.entity.key, "score": round(c.score, 4)} for c in m.candidates],
+                "candidates": [
+                    {
+                        "entity_id": c.entity.key,
+                        "score": round(c.score, 4),
+                        "terms": [
+                            {"name": t.name, "weight": round(t.weight, 4), "value": round(t.value, 4),
+                             "contribution": shown}
+                            for t, shown in c.terms_shown
+                        ],
+                    }
+                    for c in m.candidates
+                ],
                 "unknown": m.unknown,
                 "nil_reason": m.nil_reason,
+                "near_tie": near_tie_json(m),
             }
             for m in result.mentions
         ],
+    }
+
+
+def near_tie_json(mention) -> dict | None:
+    if mention.near_tie is None:
+        return None
+    best, second = mention.near_tie
+    return {
+        "entity_id": best.entity.key,
+        "score": round(best.score, 4),
+        "runner_up_id": second.entity.key,
+        "runner_up_score": round(second.score, 4),
+        "text": mention.near_tie_text,
     }
 
 

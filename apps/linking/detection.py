@@ -269,6 +269,35 @@ ALWAYS_COMMON = {
     "i", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
     "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
 }
+# Words that are never (part of) a name, whatever their case, and whatever the KB's text says: the KB is written
+# like an encyclopedia, so "we", "yesterday" or "honestly" are rare in it, and a capital "We" at the start of a
+# sentence (or after a quote) was read as a name ("We visited Berlin" → "We"; "Yesterday Angela Merkel").
+# Closed classes (pronouns, determiners, quantifiers, prepositions, conjunctions, auxiliaries, wh-words), time
+# words (so a leading "Yesterday", "Last night", "This morning" is trimmed off the name after it), sentence
+# adverbs and discourse words ("Meanwhile", "Sadly", "Thanks", "Sorry").
+EVERYDAY_COMMON = frozenset("""
+i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his himself she her hers
+herself it its itself they them their theirs themselves one someone somebody anyone anybody everyone everybody
+no nobody nothing something anything everything
+a an the this that these those some any each every both either neither all most many much more few several
+other another such own same enough half
+in on at by for from to of with without about above below after before during since until till between among
+through across against around along beside besides near off over under into onto upon via per within
+and or but nor so yet if unless because although though while whereas whether than as once
+is am are was were be been being have has had do does did can could shall should would must might ought
+what which who whom whose when where why how whatever whenever wherever however
+not yes ok okay oh hey hi hello dear please thanks thank sorry congratulations congrats welcome cheers well
+yesterday today tomorrow tonight now then soon later earlier ago lately recently meanwhile already still again
+morning afternoon evening night noon midnight day days week weeks weekend month months year years season
+last next past coming previous following early late
+also even just only maybe perhaps instead anyway otherwise therefore moreover furthermore nevertheless
+nonetheless likewise indeed actually apparently basically certainly clearly eventually finally fortunately
+unfortunately generally hopefully honestly ideally interestingly luckily unluckily naturally obviously
+originally personally possibly presumably probably really sadly seriously similarly surely surprisingly
+thankfully typically ultimately usually currently previously initially importantly additionally frankly
+happily briefly sometimes often always never usually here there
+two three four five six seven eight nine ten eleven twelve twenty hundred thousand first second third
+""".split())
 QUALIFIERS = {
     "mr", "mrs", "ms", "dr", "sir", "lady", "lord", "saint", "st", "president", "king", "queen", "prince",
     "princess", "emperor", "empress", "pope", "general", "captain", "senator", "governor", "mayor", "chancellor",
@@ -313,7 +342,7 @@ class NameModel:
         if not token[0].isupper() or token[0] in "'’":
             return False
         word = token.lower().strip(".'’")
-        if word in self.common:
+        if word in self.common or word in EVERYDAY_COMMON:
             return False
         return not sentence_start or word in self.names or "." in token
 

@@ -87,6 +87,7 @@ class LinkerParams:
     unknown_names: bool = False  # also report capitalised names no alias covers as NIL mentions (text_link: on)
     longer_names: bool = True  # an alias continued by a longer name ("Jordan Peele") is NIL
     rival_window: int = 6  # words each side of a mention whose sentence names a rival (detection.mention_contexts)
+    near_tie: float = 0.01  # a runner-up this close to the best score is flagged ("near tie")
 
     @classmethod
     def from_settings(cls, **overrides) -> LinkerParams:
@@ -100,6 +101,7 @@ class LinkerParams:
             aggregate_cutoff=settings.LINKING_AGGREGATE_CUTOFF,
             shortlist=settings.LINKING_SHORTLIST,
             rival_window=getattr(settings, "LINKING_RIVAL_WINDOW", cls.rival_window),
+            near_tie=settings.LINKING_NEAR_TIE,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -134,6 +136,53 @@ def combined_similarity(*, mention_sim: float | None, profile_sim: float | None,
 def candidate_score(*, similarity: float, prior: float, params: LinkerParams) -> float:
     """score = (1 − w)·similarity + w·prior."""
     return (1 - params.prior_weight) * similarity + params.prior_weight * prior
+
+
+@dataclass(frozen=True)
+class ScoreTerm:
+    """One term of a candidate's score: weight × value. The terms of `score_terms` add up to the score."""
+
+    name: str  # "mentions", "description", "prior"
+    weight: float
+    value: float
+
+    @property
+    def contribution(self) -> float:
+        return self.weight * self.value
+
+
+def score_terms(
+    *, mention_sim: float | None, profile_sim: float | None, prior: float, params: LinkerParams
+) -> list[ScoreTerm]:
+    """The score as a sum of terms, the same arithmetic as `combined_similarity` then `candidate_score`:
+    (1 − w_prior)(1 − w_profile)·mentions + (1 − w_prior)·w_profile·description + w_prior·prior.
+    A missing part (no stored mentions, no description) hands its weight to the other, as `combined_similarity`
+    does."""
+    if params.scorer == "prior":
+        return [ScoreTerm("prior", 1.0, prior)]
+    similarity_weight = 1 - params.prior_weight
+    terms = []
+    if mention_sim is not None and profile_sim is not None:
+        terms.append(ScoreTerm("mentions", similarity_weight * (1 - params.profile_weight), mention_sim))
+        terms.append(ScoreTerm("description", similarity_weight * params.profile_weight, profile_sim))
+    elif mention_sim is not None:
+        terms.append(ScoreTerm("mentions", similarity_weight, mention_sim))
+    elif profile_sim is not None:
+        terms.append(ScoreTerm("description", similarity_weight, profile_sim))
+    terms.append(ScoreTerm("prior", params.prior_weight, prior))  # listed at weight 0 too: it is in the formula
+    return terms
+
+
+def rounded_to_total(values: list[float], *, digits: int = 3) -> list[float]:
+    """Round each value so that the rounded values add up to the rounded total (largest remainder), so an
+    explanation's shown terms sum to its shown score."""
+    unit = 10**digits
+    total = round(sum(values) * unit)
+    floors = [int(np.floor(v * unit)) for v in values]
+    order = sorted(range(len(values)), key=lambda i: -(values[i] * unit - floors[i]))
+    for i in order[: max(0, total - sum(floors))]:
+        floors[i] += 1
+    return [f / unit for f in floors]
 
 
 def alias_prior(*, counts: dict[int, float], candidates) -> dict[int, float]:
@@ -364,6 +413,13 @@ class Candidate:
     prior: float
     evidence: list[tuple[int, float]] = field(default_factory=list)  # (mention id, cosine), best first
     approximate: bool = False  # scored by its aggregate embedding only (popular-alias shortlist)
+    terms: list[ScoreTerm] = field(default_factory=list)  # the score as a sum (score_terms)
+    mention_sim: float | None = None  # mean cosine of the k nearest stored mentions (or the aggregate's)
+
+    @property
+    def terms_shown(self) -> list[tuple[ScoreTerm, float]]:
+        """(term, contribution rounded to 3 places); the rounded contributions add up to the score rounded."""
+        return list(zip(self.terms, rounded_to_total([t.contribution for t in self.terms])))
 
 
 @dataclass
@@ -380,6 +436,14 @@ class LinkedMention:
     nil_bar: float | None = None  # the similarity the best candidate needed
     unknown: bool = False  # a name no alias covers (no candidates at all)
     longer_name: str = ""  # NIL because the alias is part of this longer name ("Jordan Peele")
+    near_tie: tuple[Candidate, Candidate] | None = None  # (best, runner-up) when their scores are within near_tie
+
+    @property
+    def near_tie_text(self) -> str:
+        if self.near_tie is None:
+            return ""
+        best, second = self.near_tie
+        return f"near tie: {best.entity.name} {best.score:.3f} vs {second.entity.name} {second.score:.3f}"
 
     @property
     def nil_reason(self) -> str:
@@ -432,7 +496,10 @@ def candidates_score(
 ) -> list[Candidate]:
     entities = state.entities
     if query is None or params.scorer == "prior":
-        ranked = [Candidate(entities[c], prior[c], None, prior[c]) for c in candidates]
+        ranked = [
+            Candidate(entities[c], prior[c], None, prior[c], terms=[ScoreTerm("prior", 1.0, prior[c])])
+            for c in candidates
+        ]
         return sorted(ranked, key=lambda c: -c.score)
     exact = list(candidates)
     approximate: dict[int, float] = {}
@@ -458,8 +525,16 @@ def candidates_score(
         profile_sim = float(profile @ query) if profile is not None else None
         similarity = combined_similarity(mention_sim=mention_sim, profile_sim=profile_sim, params=params)
         score = candidate_score(similarity=similarity, prior=prior[c], params=params)
-        ranked.append(Candidate(entities[c], score, similarity, prior[c], evidence, is_approx))
+        terms = score_terms(mention_sim=mention_sim, profile_sim=profile_sim, prior=prior[c], params=params)
+        ranked.append(Candidate(entities[c], score, similarity, prior[c], evidence, is_approx, terms, mention_sim))
     return sorted(ranked, key=lambda c: -c.score)
+
+
+def near_tie_find(*, ranked: list[Candidate], margin: float) -> tuple[Candidate, Candidate] | None:
+    """(best, runner-up) when the runner-up's score is within `margin` of the best one (ranked best first)."""
+    if len(ranked) < 2 or ranked[0].score - ranked[1].score > margin:
+        return None
+    return ranked[0], ranked[1]
 
 
 def spans_detect(*, state: KBState, text: str, spans: list[tuple[int, int]] | None) -> list[DetectedSpan]:
@@ -551,6 +626,7 @@ def link(
                 span.start, span.end, span.text, None if is_nil else best.entity, best.score, best.similarity, ranked,
                 context=plain[i], pinned_by=pin[0] if pin else None, nil_bar=bar,
                 longer_name=longer.text if longer is not None and pin is None else "",
+                near_tie=near_tie_find(ranked=ranked, margin=params.near_tie),
             )
         )
     if spans is None and params.unknown_names and params.scorer != "prior" and state.names is not None:

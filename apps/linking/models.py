@@ -9,6 +9,7 @@ transaction; each process rebuilds its in-memory index when it sees a new revisi
 from __future__ import annotations
 
 import numpy as np
+from django.conf import settings
 from django.db import models
 
 
@@ -129,3 +130,27 @@ class EvaluationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kb} {self.scorer} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class EntityDeletion(models.Model):
+    """A deleted entity as it was (fields, aliases, mentions with their embeddings), so the delete can be undone
+    from the KB's history: `entity_restore` puts it back without embedding anything again."""
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="deletions")
+    key = models.SlugField(max_length=128)
+    name = models.CharField(max_length=200)
+    mention_count = models.PositiveIntegerField(default=0)
+    snapshot = models.JSONField(help_text="the entity, its aliases and mentions; embeddings as base64 float32 bytes")
+    kb_revision = models.PositiveIntegerField(help_text="the KB's revision once the delete was made")
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+    restored_revision = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-deleted_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kb} −{self.key}"

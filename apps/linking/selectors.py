@@ -93,3 +93,10 @@ def kb_export_jsonl(*, kb: KnowledgeBase) -> Iterator[str]:
 def entity_keys(*, kb: KnowledgeBase, limit: int = 5000) -> list[tuple[str, str]]:
     """(key, name) of the KB's entities, for pickers."""
     return list(Entity.objects.filter(kb=kb).order_by("key").values_list("key", "name")[:limit])
+
+
+def deletion_list(*, kb: KnowledgeBase, limit: int = 20) -> list:
+    """The KB's latest entity deletions, newest first (the history the KB editor offers undo from)."""
+    from .models import EntityDeletion
+
+    return list(EntityDeletion.objects.filter(kb=kb).select_related("deleted_by")[:limit])

@@ -6,6 +6,7 @@ Any error leaves the KB as it was.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterable
@@ -15,13 +16,14 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 
 from .detection import fold, mention_context, mention_context_plain
 from .linker import LinkerParams, LinkResult, embed, kb_state, link
 from .markup import MarkupError, bracketed_one
-from .models import Alias, Entity, KnowledgeBase, Mention
+from .models import Alias, Entity, EntityDeletion, KnowledgeBase, Mention
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
@@ -233,13 +235,73 @@ def entity_create(*, user, kb: KnowledgeBase, data: EntityInput) -> Entity:
     return entity
 
 
-def entity_delete(*, user, kb: KnowledgeBase, key: str) -> None:
+def _blob(value) -> str | None:
+    return None if value is None else base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _unblob(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
+
+
+def _entity_snapshot(entity: Entity) -> dict:
+    return {
+        "key": entity.key, "name": entity.name, "type": entity.type, "description": entity.description,
+        "url": entity.url, "aggregate": _blob(entity.aggregate), "profile": _blob(entity.profile),
+        "aliases": list(entity.aliases.order_by("pk").values_list("text", flat=True)),
+        "mentions": [
+            {"text": m.text, "start": m.start, "end": m.end, "pinned": m.pinned, "embedding": _blob(m.embedding)}
+            for m in entity.mentions.order_by("pk")
+        ],
+    }
+
+
+def entity_delete(*, user, kb: KnowledgeBase, key: str) -> EntityDeletion:
+    """Delete an entity with its aliases and mentions, keeping a snapshot so `entity_restore` can undo it."""
     with transaction.atomic():
-        deleted, _ = Entity.objects.filter(kb=kb, key=key).delete()
-        if not deleted:
+        entity = Entity.objects.select_for_update().filter(kb=kb, key=key).first()
+        if entity is None:
             raise NotFound(f"no entity {key!r} in {kb.label}")
+        snapshot = _entity_snapshot(entity)
+        entity.delete()
         _revision_bump(kb)
-        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}", detail={"op": "entity_delete"})
+        deletion = EntityDeletion.objects.create(
+            kb=kb, key=key, name=snapshot["name"], mention_count=len(snapshot["mentions"]), snapshot=snapshot,
+            kb_revision=kb.revision, deleted_by=user if getattr(user, "pk", None) else None,
+        )
+        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{key}",
+                     detail={"op": "entity_delete", "deletion": deletion.pk, "mentions": deletion.mention_count})
+    return deletion
+
+
+def entity_restore(*, user, kb: KnowledgeBase, deletion_id: int) -> Entity:
+    """Undo a delete: the entity, its aliases and its mentions as they were (same embeddings, pins, aggregate and
+    description vector; nothing is embedded again). The KB's revision moves forward, like any edit."""
+    with transaction.atomic():
+        deletion = EntityDeletion.objects.select_for_update().filter(pk=deletion_id, kb=kb).first()
+        if deletion is None:
+            raise NotFound(f"no deletion {deletion_id} in {kb.label}")
+        if deletion.restored_at is not None:
+            raise LinkingError(f"{deletion.key} was already restored (revision {deletion.restored_revision})")
+        if Entity.objects.filter(kb=kb, key=deletion.key).exists():
+            raise LinkingError(f"an entity {deletion.key!r} exists again in {kb.label}: delete or rename it first")
+        snap = deletion.snapshot
+        entity = Entity.objects.create(
+            kb=kb, key=snap["key"], name=snap["name"], type=snap["type"], description=snap["description"],
+            url=snap["url"], aggregate=_unblob(snap["aggregate"]), profile=_unblob(snap["profile"]),
+        )
+        Alias.objects.bulk_create([Alias(kb=kb, entity=entity, text=a, norm=fold(a)) for a in snap["aliases"]])
+        Mention.objects.bulk_create([
+            Mention(entity=entity, text=m["text"], start=m["start"], end=m["end"], pinned=m["pinned"],
+                    embedding=_unblob(m["embedding"]))
+            for m in snap["mentions"]
+        ])
+        _revision_bump(kb)
+        deletion.restored_at = timezone.now()
+        deletion.restored_revision = kb.revision
+        deletion.save(update_fields=["restored_at", "restored_revision"])
+        audit_record(user=user, action="kb_edit", target=f"{kb.label}/{deletion.key}",
+                     detail={"op": "entity_restore", "deletion": deletion.pk, "mentions": len(snap["mentions"])})
+    return entity
 
 
 def mention_add(*, user, kb: KnowledgeBase, key: str, mention: MentionInput, pinned: bool = False) -> Mention:

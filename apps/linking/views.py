@@ -10,8 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.roles import EDIT_KB, role_missing_message, role_required, user_has_role
 from apps.core.ratelimit import rate_limit
@@ -19,7 +20,7 @@ from apps.core.ratelimit import rate_limit
 from . import selectors, services
 from .detection import sentence_around
 from .forms import AliasForm, EntityForm, LinkForm, MentionForm
-from .linker import LinkResult
+from .linker import LinkerParams, LinkResult
 from .services import LinkingError, NotFound
 
 # KB edits need the "kb editor" role (apps/accounts/roles.py); without it: 403.
@@ -86,6 +87,9 @@ def page(request):
         "nil_threshold": settings.LINKING_NIL_THRESHOLD,
         "nil_relative": settings.LINKING_NIL_RELATIVE,
         "top_k": settings.LINKING_TOP_K,
+        "profile_weight": settings.LINKING_PROFILE_WEIGHT,
+        "prior_weight": settings.LINKING_PRIOR_WEIGHT,
+        "near_tie": LinkerParams.from_settings().near_tie,
     }
     if kb is not None and form.is_bound and form.is_valid():
         text = form.cleaned_data["text"]
@@ -123,10 +127,15 @@ def page(request):
         # edit bumps it): the figures may no longer hold, and the page says so next to the current revision.
         context["evaluations_stale"] = any(run.kb_revision != kb.revision for run in evaluations.values())
         context["examples"] = [(example, _page_url(kb=kb, text=example)) for example in kb.examples]
-    if request.htmx:
+    # Back/Forward past htmx's history cache asks for the whole page again (HX-History-Restore-Request): it gets
+    # the page, form filled from the URL, not a partial.
+    if request.htmx and not request.htmx.history_restore_request:
         part = "detail" if request.htmx.target == "mention-detail" else "results"
-        return render(request, f"linking/page.html#{part}", context)
-    return render(request, "linking/page.html", context)
+        response = render(request, f"linking/page.html#{part}", context)
+    else:
+        response = render(request, "linking/page.html", context)
+    patch_vary_headers(response, ("HX-Request", "HX-History-Restore-Request"))
+    return response
 
 
 def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
@@ -140,7 +149,11 @@ def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
         "sentence": mention.context.text if mention.context else sentence,
         "text": text,
         "candidates": [
-            {"candidate": c, "evidence": [(stored[mid], sim) for mid, sim in c.evidence if mid in stored]}
+            {
+                "candidate": c,
+                "evidence": [(stored[mid], sim) for mid, sim in c.evidence if mid in stored],
+                "terms": _terms_shown(candidate=c, surface=mention.text),
+            }
             for c in mention.candidates
         ],
         "add": {"text": sentence, "start": start, "end": end},
@@ -150,6 +163,25 @@ def _mention_detail(*, kb, text: str, result: LinkResult, index: int) -> dict:
         else "",
         "entity_keys": selectors.entity_keys(kb=kb) if mention.entity is None else [],
     }
+
+
+TERM_LABELS = {
+    "mentions": "mean cosine of the {k} nearest stored mentions",
+    "description": "cosine to its description (“name: description”)",
+    "prior": "alias prior P(entity | “{surface}”)",
+}
+
+
+def _terms_shown(*, candidate, surface: str) -> list[dict]:
+    """The score's terms as the page shows them: weight × value = contribution, 3 places, adding up to the score."""
+    k = len(candidate.evidence)
+    rows = []
+    for term, shown in candidate.terms_shown:
+        label = TERM_LABELS[term.name].format(k=k, surface=surface)
+        if term.name == "mentions" and candidate.approximate:
+            label = "cosine to the aggregate of its stored mentions (popular alias)"
+        rows.append({"name": term.name, "label": label, "weight": term.weight, "value": term.value, "shown": shown})
+    return rows
 
 
 def _new_entity_url(*, kb, name: str, sentence: str, start: int, end: int) -> str:
@@ -188,6 +220,7 @@ def kb_entities(request, model: str):
         "entities": selectors.entity_list(kb=kb, query=query, limit=100),
         "total": selectors.entity_count(kb=kb),
         "alias_case_rule": services.ALIAS_CASE_RULE,
+        "deletions": selectors.deletion_list(kb=kb),
     }
     if request.htmx and request.method == "GET":
         return render(request, "linking/kb.html#entity-table", context)
@@ -216,15 +249,41 @@ def entity_detail(request, model: str, key: str):
 
 @login_required
 @kb_editor_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def entity_delete(request, model: str, key: str):
+    """GET: "Delete X and its N mentions?" (a page: works without JS); POST: delete, undoable from the history."""
     kb = _kb_or_404(model)
+    if request.method == "GET":
+        try:
+            entity = selectors.entity_get(kb=kb, key=key)
+        except NotFound as exc:
+            raise Http404(str(exc)) from exc
+        return render(request, "linking/entity_delete.html",
+                      {"kb": kb, "entity": entity, "mention_count": entity.mentions.count()})
     try:
-        services.entity_delete(user=request.user, kb=kb, key=key)
+        deletion = services.entity_delete(user=request.user, kb=kb, key=key)
     except NotFound as exc:
         raise Http404(str(exc)) from exc
-    messages.success(request, f"Deleted {key}; linking no longer offers it.")
-    return redirect("linking:kb", model=kb.label)
+    messages.success(request, f"Deleted {deletion.name} and its {deletion.mention_count} mentions; linking no longer "
+                              "offers it. Undo it from the history below.")
+    return redirect(reverse("linking:kb", kwargs={"model": kb.label}) + "#history")
+
+
+@login_required
+@kb_editor_required
+@require_POST
+def entity_restore(request, model: str, deletion_id: int):
+    """Undo a delete from the KB's history."""
+    kb = _kb_or_404(model)
+    try:
+        entity = services.entity_restore(user=request.user, kb=kb, deletion_id=deletion_id)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    except LinkingError as exc:
+        messages.error(request, str(exc))
+        return redirect(reverse("linking:kb", kwargs={"model": kb.label}) + "#history")
+    messages.success(request, f"Restored {entity.name} with its aliases and mentions (KB revision {kb.revision}).")
+    return redirect("linking:entity", model=kb.label, key=entity.key)
 
 
 @login_required

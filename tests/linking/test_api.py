@@ -24,7 +24,7 @@ def test_link(api_client, kb):
     first = body["mentions"][0]
     assert text[first["start"] : first["end"]] == "Java"
     assert set(first) == {"start", "end", "text", "entity_id", "entity_name", "type", "score", "candidates", "unknown",
-                          "nil_reason"}
+                          "nil_reason", "near_tie"}
     assert first["type"] == "other" and first["entity_name"] == "Java (programming language)"
     assert {c["entity_id"] for c in first["candidates"]} == {"java_language", "java_island"}
     assert post(api_client, "/api/link", {"text": text, "model": "test-kb@1"}).status_code == 200

@@ -54,6 +54,23 @@ def test_eval_linker_and_prior_baseline(kb, heldout_path, tmp_path):
     assert {r.scorer for r in EvaluationRun.objects.filter(kb=kb)} == {"linker", "prior"}
 
 
+def test_eval_linker_counts_nil_end_to_end_with_unknown_names(kb, tmp_path):
+    """NIL end to end: the spans the page reports as NIL, names no alias covers included, against gold NIL spans."""
+    records = [
+        {"text": "Yesterday Angela Merkel spoke in Berlin.",
+         "mentions": [{"start": 10, "end": 23, "text": "Angela Merkel", "entity_id": None},
+                      {"start": 33, "end": 39, "text": "Berlin", "entity_id": None}]},
+        {"text": "Programmers love Java because of its huge library of frameworks.",
+         "mentions": [{"start": 17, "end": 21, "text": "Java", "entity_id": "java_language"}]},
+    ]
+    path, out = tmp_path / "everyday.jsonl", tmp_path / "eval.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    call_command("eval_linker", data=str(path), json_path=str(out), no_save=True, stdout=io.StringIO())
+    nil = json.loads(out.read_text())["nil_end_to_end"]
+    # "Yesterday Angela Merkel" as one name would be a false NIL and a missed one
+    assert nil == {"precision": 1.0, "recall": 1.0, "predicted": 2, "gold": 2}
+
+
 def test_eval_linker_bad_input(kb, tmp_path):
     with pytest.raises(CommandError, match="is not a file"):
         call_command("eval_linker", data=str(tmp_path / "missing.jsonl"))

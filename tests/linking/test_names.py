@@ -37,3 +37,26 @@ def test_unknown_names_skip_covered_spans_and_initials_do_not_end_sentences():
     text = "Paris Hilton met Angela Merkel."
     assert [r.text for r in unknown_names(text, covered=[(0, 12)], model=MODEL)] == ["Angela Merkel"]
     assert len(sentence_bounds("George H. W. Bush led the coalition. Then it ended.")) == 2
+
+
+# A KB written like an encyclopedia: "We" is only ever seen capitalised (after a quote), never in lower case.
+QUOTING = NameModel.from_texts([
+    'The coach said: "We will win the cup." The tourists walked along the river in the evening.',
+    "In the east of the country the king met the president of the club.",
+])
+
+
+def test_sentence_initial_pronouns_and_common_words_are_not_names():
+    quoting = lambda text: [r.text for r in name_runs(text, model=QUOTING)]  # noqa: E731
+    assert quoting("We visited Berlin last spring.") == ["Berlin"]
+    assert quoting("They met Angela Merkel. Our team flew to Tokyo.") == ["Angela Merkel", "Tokyo"]
+    assert quoting("Sadly the museum was closed. Thanks, Isabel!") == ["Isabel"]
+
+
+def test_leading_time_words_are_trimmed_off_the_name():
+    assert runs("Yesterday Angela Merkel spoke.") == ["Angela Merkel"]
+    assert runs("Last night Manchester United lost. This morning Sundar Pichai spoke.") == [
+        "Manchester United", "Sundar Pichai"]
+    assert runs("Meanwhile Elon Musk posted. Tonight Taylor Swift plays.") == ["Elon Musk", "Taylor Swift"]
+    # a name that starts the sentence is still one when a name follows it
+    assert runs("Angela Merkel met Tim Cook yesterday.") == ["Angela Merkel", "Tim Cook"]

@@ -144,3 +144,19 @@ def test_next_after_adding_a_mention_may_point_inside_the_site(client, user, kb)
     response = client.post(url, {"sentence": "Ferries link Bali to eastern [Java] daily.",
                                  "next": "/linking/?text=Java"})
     assert response.status_code == 302 and response["Location"] == "/linking/?text=Java"
+
+
+def test_results_reload_from_the_url_and_history_restores_get_the_whole_page(client, user, kb):
+    """Issue 25: /linking/?text=… fills the form and the results from the URL; htmx's history restore (Back past
+    its cache) asks with HX-Request too and must get the whole page, not the results partial."""
+    client = login(client, user)
+    text = "Programmers love Java because of its huge library of frameworks."
+    full = client.get(reverse("linking:page"), {"text": text}).content.decode()
+    assert f"{text}</textarea>" in full and f'data-text="{text}"' in full
+    restore = client.get(reverse("linking:page"), {"text": text}, HTTP_HX_REQUEST="true",
+                         HTTP_HX_HISTORY_RESTORE_REQUEST="true", HTTP_HX_TARGET="link-results")
+    body = restore.content.decode()
+    assert "<html" in body and f"{text}</textarea>" in body and 'data-entity="java_language"' in body
+    partial = client.get(reverse("linking:page"), {"text": text}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="link-results")
+    assert "<html" not in partial.content.decode() and 'data-entity="java_language"' in partial.content.decode()
+    assert "HX-Request" in partial["Vary"] and "HX-History-Restore-Request" in partial["Vary"]

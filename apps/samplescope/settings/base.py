@@ -348,6 +348,7 @@ LINKING_TOP_K = env_int("LINKING_TOP_K", 5)
 LINKING_PRIOR_WEIGHT = env_float("LINKING_PRIOR_WEIGHT", 0.0)  # 0.02-0.1 only hurt on the demo KB (README)
 # Weight of the similarity to the entity's "name: description" embedding vs its stored mentions.
 LINKING_PROFILE_WEIGHT = env_float("LINKING_PROFILE_WEIGHT", 0.7)
+LINKING_NEAR_TIE = env_float("LINKING_NEAR_TIE", 0.01)  # a runner-up this close to the best score is flagged
 # Candidates holding more stored mentions than this are pre-ranked by their aggregate embedding,
 # and only the best LINKING_SHORTLIST get the exact per-mention comparison.
 LINKING_AGGREGATE_CUTOFF = env_int("LINKING_AGGREGATE_CUTOFF", 200)
