@@ -103,6 +103,10 @@ function refusal(status, statusText) {
     return "The server refused the address as too long (414). Use the form (it sends the text in the request body) "
       + "rather than a long link.";
   }
+  if (status === 400) {
+    return "The server refused the request (400). If you sent a lot of text, send less: compare takes at most 200 lines, "
+      + "a text at most 20,000 characters.";
+  }
   if (status === 404) return "Not found (404): the model, version or stored input of this link no longer exists.";
   if (status >= 500) return "The server failed to answer (" + status + "). Try again; if it persists, tell an administrator.";
   return "The server refused the request (" + status + (statusText ? " " + statusText : "") + ").";

@@ -166,6 +166,19 @@ def test_a_refused_request_says_so_on_the_page(logged_in_page, demo_models):
     expect(alert).to_be_empty()
 
 
+def test_a_post_over_djangos_upload_limit_says_so_on_the_page(logged_in_page, demo_models, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_000  # Django refuses the body (RequestDataTooBig: 400)
+    page = logged_in_page
+    page.set_viewport_size(NARROW)
+    page.goto("/models/tfidf-logreg/")
+    page.fill("textarea[name=text]", "The striker scored twice. " * 200)  # ~5,200 characters
+    page.click("#predict-form button.primary")
+    expect(page.locator("#predict-form [data-request-error]")).to_contain_text("send less")
+    expect(page.locator("#predict-form button.primary")).to_be_enabled()
+    expect(page.locator("#predicted-label")).to_have_count(0)
+    _no_horizontal_overflow(page)
+
+
 # --- 4. Busy state ---------------------------------------------------------------------------------------------
 
 @WIDTHS
