@@ -50,7 +50,8 @@ def test_score_search_predictions_inside_the_card_at_1366_and_the_export(logged_
     for cell in ("td.c-text", "td.c-prediction", "td.c-p"):
         assert _inside(first.locator(cell).bounding_box(), card), cell
     # prediction and p beside the text: on the same row, to its right
-    text_box, prediction_box = first.locator("td.c-text").bounding_box(), first.locator("td.c-prediction").bounding_box()
+    text_box = first.locator("td.c-text").bounding_box()
+    prediction_box = first.locator("td.c-prediction").bounding_box()
     assert prediction_box["x"] >= text_box["x"] + text_box["width"] - 1 and abs(prediction_box["y"] - text_box["y"]) < 2
     _no_horizontal_overflow(page)
 
@@ -247,8 +248,8 @@ def test_no_model_page_overflows_at_390(logged_in_page, user, demo_models, sampl
     from apps.modelhub.models import BatchJob, PredictionFlag
 
     mv = demo_models["tfidf-logreg@1"]
-    PredictionFlag.objects.create(model_version=mv, input_text="A very long flagged text " * 20, predicted_label="sports",
-                                  correct_label="business", comment="wrong " * 30, user=user)
+    PredictionFlag.objects.create(model_version=mv, input_text="A very long flagged text " * 20,
+                                  predicted_label="sports", correct_label="business", comment="wrong " * 30, user=user)
     job = BatchJob.objects.create(model_version=mv, user=user, original_name="a-rather-long-file-name-for-a-phone.csv",
                                   text_column="body", input_path="/nonexistent", state=BatchJob.State.FAILED,
                                   error_message="The worker stopped " * 5)
