@@ -142,3 +142,17 @@ class BatchJob(models.Model):
     @property
     def is_done(self) -> bool:
         return self.state in {self.State.SUCCEEDED, self.State.FAILED}
+
+
+class SharedInput(models.Model):
+    """A text typed on the demo or compare page, stored so its results have a short URL (`?_in=<key>`) that can
+    be reloaded, shared and reached with Back: the text itself (up to 100,000 characters, 200 compare lines)
+    would not fit in a URL (gunicorn refuses request lines over 4,094 bytes). The key is the start of the
+    text's sha256, so the same text always gets the same URL and is stored once."""
+
+    key = models.CharField(max_length=24, primary_key=True)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
 from .encoders import SentenceEncoder
-from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
+from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag, SharedInput
+
+
+SHARED_INPUT_KEY = re.compile(r"[0-9a-f]{24}")
 
 
 class ModelNotFound(LookupError):
@@ -29,6 +33,16 @@ def model_version_get(*, name: str, version: str | None = None, alias: str = "pr
     if newest is None:
         raise ModelNotFound(f"Unknown model {name!r}.")
     return newest
+
+
+def shared_input_get(*, key: str) -> str:
+    """The text stored for a short URL (`?_in=<key>`); ModelNotFound when there is none (or the key is not one)."""
+    if not SHARED_INPUT_KEY.fullmatch(key):
+        raise ModelNotFound("No such stored input: the link is wrong (a key is 24 hex digits).")
+    found = SharedInput.objects.filter(key=key).values_list("text", flat=True).first()
+    if found is None:
+        raise ModelNotFound(f"No stored input {key!r}: the link is wrong or the input was deleted.")
+    return found
 
 
 def model_versions_of(*, name: str) -> list[ModelVersion]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -22,7 +23,7 @@ from apps.audit.services import audit_record
 from apps.core.csv import CsvDictWriter, csv_writer
 
 from .fetch import ChecksumMismatch, sha256_is_valid
-from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag
+from .models import BatchJob, ModelAlias, ModelVersion, PredictionFlag, SharedInput
 from .runtime import (
     FAMILY_TEXT,
     FAMILY_TOKENS,
@@ -192,7 +193,29 @@ def model_alias_move(*, name: str, alias: str, version: str, user=None) -> Model
 
 # --- Predictions and flags ------------------------------------------------------------------
 
+def test_gate_wait() -> None:
+    """Test-only: with `MODELHUB_TEST_GATE` set to a path, a model call (and a batch preview) waits until that file
+    exists (at most 30 s), so a browser test can look at the busy state while a request is surely running and then
+    let it finish. Unset (always, outside tests) it returns at once."""
+    gate = getattr(settings, "MODELHUB_TEST_GATE", None)
+    if not gate:
+        return
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def shared_input_save(*, text: str) -> SharedInput:
+    """Stores a demo or compare text for its short URL (`?_in=<key>`); the same text gets the same key."""
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    shared, _ = SharedInput.objects.get_or_create(key=key, defaults={"text": text})
+    return shared
+
+
 def prediction_make(*, user, model_version: ModelVersion, texts: list[str], source: str) -> PredictionBatch:
+    test_gate_wait()
     batch = predict(model_version=model_version, texts=texts)
     audit_record(user=user, action="prediction", target=str(model_version),
                  detail={"n": len(texts), "latency_ms": round(batch.latency_ms, 2), "source": source})
@@ -717,7 +740,8 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
             agrees = str(label) == prediction.label
             truth.append(str(label))
             predicted.append(prediction.label)
-        rows.append({"row": row, "cells": [row.get(c) for c in columns], "text": texts[index],
+        cells = [row.get(c) for c in columns]
+        rows.append({"row": row, "cells": cells, "named_cells": list(zip(columns, cells)), "text": texts[index],
                      "prediction": prediction, "truth": label, "agrees": agrees})
     agreement = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else None
     return ScoredSearch(
@@ -727,3 +751,20 @@ def search_results_score(*, user, model_version: ModelVersion, params: list[tupl
         confusion=confusion_matrix(truth=truth, predicted=predicted, labels=model_version.labels) if truth else None,
         query_description=query.describe(),
     )
+
+
+def scored_search_csv(*, scored: ScoredSearch) -> str:
+    """The scored rows exactly as the score-search page lists them, with the prediction and its probability
+    (formulas defused, apps/core/csv.py); a row whose text was empty has no prediction."""
+    out = io.StringIO()
+    writer = csv_writer(out)
+    label = [scored.label_column] if scored.label_column else []
+    writer.writerow([*scored.columns, scored.text_column, *label, "prediction", "probability", "agrees"])
+    for item in scored.rows:
+        prediction = item["prediction"]
+        truth = [item["truth"] if item["truth"] is not None else ""] if scored.label_column else []
+        agrees = "" if item["agrees"] is None else ("yes" if item["agrees"] else "no")
+        writer.writerow([*("" if v is None else v for v in item["cells"]), item["text"], *truth,
+                         prediction.label if prediction else "",
+                         f"{prediction.top(1)[0][1]:.6f}" if prediction else "", agrees])
+    return out.getvalue()

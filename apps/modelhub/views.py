@@ -6,9 +6,10 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -28,6 +29,7 @@ from .selectors import (
     model_version_get,
     model_versions_all,
     model_versions_of,
+    shared_input_get,
 )
 from .services import (
     BatchInputError,
@@ -41,6 +43,9 @@ from .services import (
     model_register,
     prediction_flag_create,
     prediction_make,
+    scored_search_csv,
+    shared_input_save,
+    test_gate_wait,
     texts_compare,
 )
 from .snippets import api_snippets
@@ -103,39 +108,91 @@ def model_list(request):
 
 
 def _scores_text(request) -> bool:
-    """Does this demo request run a model (a text to score, an example, the labelled-examples check)?"""
-    return request.method == "POST" or any(k in request.GET for k in ("text", "example", "check"))
+    """Does this demo request run a model (a text to score, an example, a stored input, the labelled-examples
+    check)? A POST without htmx only stores the text and redirects to the GET that scores it."""
+    if request.method == "POST":
+        return bool(request.htmx)
+    return any(k in request.GET for k in ("text", "example", "check", SHARED_INPUT_PARAM))
+
+
+# A demo or compare text travels by POST (it can be 100,000 characters: too long for a URL) and is stored
+# (SharedInput); its results then live at a short URL, `?_in=<key>` (+ version, or a and b), that reloads,
+# shares and comes back with Back and Forward. htmx gets the partial and HX-Push-Url; without JS, POST redirects
+# there (Post/Redirect/Get).
+SHARED_INPUT_PARAM = "_in"
+
+
+def _submitted_data(request, *, keep: tuple[str, ...]):
+    """The form data of this request: the POST; a GET's `?_in=` stored text with the `keep` parameters; a GET's
+    own `text`/`example` (older links); else None. Raises Http404 for an unknown stored input."""
+    if request.method == "POST":
+        return request.POST
+    if SHARED_INPUT_PARAM in request.GET:
+        try:
+            text = shared_input_get(key=request.GET[SHARED_INPUT_PARAM])
+        except ModelNotFound as exc:
+            raise Http404(str(exc)) from exc
+        data = QueryDict(mutable=True)
+        data.update({key: request.GET[key] for key in keep if key in request.GET})
+        data["text"] = text
+        return data
+    if "text" in request.GET or "example" in request.GET:
+        return request.GET
+    return None
+
+
+def _shared_url(*, viewname: str, name: str, text: str, params: dict) -> str:
+    key = shared_input_save(text=text).key
+    return reverse(viewname, args=[name]) + "?" + urlencode({SHARED_INPUT_PARAM: key, **params})
+
+
+def _partial_or_page(request, *, template: str, partial: str, context: dict, push_url: str | None = None,
+                     status: int = 200):
+    """htmx gets the partial (and, with results, their URL to push); a page load or htmx's history restore (a
+    Back to a page no longer in its cache) gets the whole page."""
+    as_partial = request.htmx and not request.htmx.history_restore_request
+    response = render(request, f"{template}#{partial}" if as_partial else template, context, status=status)
+    if as_partial and push_url:
+        response["HX-Push-Url"] = push_url
+    patch_vary_headers(response, ["HX-Request"])  # the same URL answers a partial or a page
+    return response
 
 
 @login_required
 @rate_limit("predict", when=_scores_text)
 def model_detail(request, name: str):
-    """The demo page; with a text (POST, or GET ?text=) it shows the prediction. htmx gets the #demo partial."""
+    """The demo page. A text is POSTed (stored, its results at `?_in=<key>&version=V`); GET `?_in=` (or an older
+    `?text=`) shows the prediction. htmx gets the #demo partial."""
     serving = _model_or_404(name=name)
     versions = model_versions_of(name=name)
-    submitted = request.method == "POST" or "text" in request.GET or "example" in request.GET
-    data = (request.POST if request.method == "POST" else request.GET) if submitted else None
+    data = _submitted_data(request, keep=("version",))
     form = PredictForm(data, versions=versions, initial={"version": serving.version})
     context = {"serving": serving, "versions": versions, "form": form, "model_version": serving,
                "flags_count": flag_list(name=name).count()}
+    push_url = None
     if data is not None and form.is_valid():
         chosen = _model_or_404(name=name, version=form.cleaned_data.get("version"))
         context["model_version"] = chosen
+        text = form.cleaned_data["text"]
+        if request.method == "POST":
+            push_url = _shared_url(viewname="modelhub:detail", name=name, text=text,
+                                   params={"version": chosen.version})
+            if not request.htmx:
+                return redirect(push_url)
         if chosen.kind != ModelVersion.Kind.CLASSIFIER:
             form.add_error(None, f"v{chosen.version} is an {chosen.kind}: the demo scores classifiers only.")
+            push_url = None
         else:
             try:
-                context.update(_outcome(model_version=chosen, text=form.cleaned_data["text"], user=request.user,
+                context.update(_outcome(model_version=chosen, text=text, user=request.user,
                                         chart_id="prediction-chart"))
             except PredictionInputError as exc:
                 form.add_error("text", str(exc))
             except (ModelRuntimeError, StoreError) as exc:
                 form.add_error(None, f"The model could not run: {exc}")
-        if "example" in form.cleaned_data and form.cleaned_data["example"]:
-            # Show the example in the text box, so people can edit it and try again.
-            form = PredictForm(versions=versions, initial={"text": form.cleaned_data["text"],
-                                                           "version": context["model_version"].version})
-            context["form"] = form
+        if not form.errors:
+            # The box shows the text that was scored (an example's too), ready to edit and try again.
+            context["form"] = PredictForm(versions=versions, initial={"text": text, "version": chosen.version})
     if request.GET.get("check") and context["model_version"].kind == ModelVersion.Kind.CLASSIFIER:
         context["check"] = labelled_examples_check(user=request.user, model_version=context["model_version"])
     if serving.kind == ModelVersion.Kind.CLASSIFIER:
@@ -144,8 +201,8 @@ def model_detail(request, name: str):
             url=request.build_absolute_uri(f"/api/models/{name}/predict"),
             payload={"inputs": [text], "version": context["model_version"].version},
         )
-    template = "modelhub/detail.html#demo" if request.htmx else "modelhub/detail.html"
-    return render(request, template, context)
+    return _partial_or_page(request, template="modelhub/detail.html", partial="demo", context=context,
+                            push_url=push_url if "prediction" in context else None)
 
 
 def _model_ref(ref: str) -> ModelVersion:
@@ -156,21 +213,29 @@ def _model_ref(ref: str) -> ModelVersion:
 @login_required
 @rate_limit("predict", when=_scores_text)
 def model_compare(request, name: str):
-    """Two classifiers (two versions of one, or two different ones) on one or more texts, one a line."""
+    """Two classifiers (two versions of one, or two different ones) on one or more texts, one a line (at most
+    200). The texts are POSTed and stored; the results live at `?_in=<key>&a=NAME@V&b=NAME@V`."""
     serving = _model_or_404(name=name)
     classifiers = model_versions_all(kind=ModelVersion.Kind.CLASSIFIER)
     others = [mv for mv in classifiers if mv.name == name and mv.version != serving.version]
     other = others[0] if others else next((mv for mv in classifiers if mv.name != name), serving)
     initial = {"a": f"{serving.name}@{serving.version}", "b": f"{other.name}@{other.version}"}
-    submitted = "text" in request.GET or "example" in request.GET
-    form = CompareForm(request.GET if submitted else None, versions=classifiers, name=name, initial=initial)
+    data = _submitted_data(request, keep=("a", "b"))
+    form = CompareForm(data, versions=classifiers, name=name, initial=initial)
     context = {"serving": serving, "form": form}
-    if submitted and form.is_valid():
+    push_url = None
+    if data is not None and form.is_valid():
+        text = form.cleaned_data["text"]
+        if request.method == "POST":
+            push_url = _shared_url(viewname="modelhub:compare", name=name, text=text,
+                                   params={"a": form.cleaned_data["a"], "b": form.cleaned_data["b"]})
+            if not request.htmx:
+                return redirect(push_url)
         try:
             a, b = _model_ref(form.cleaned_data["a"]), _model_ref(form.cleaned_data["b"])
-            texts = compare_texts_split(text=form.cleaned_data["text"])
+            texts = compare_texts_split(text=text)
             comparison = texts_compare(user=request.user, a=a, b=b, texts=texts)
-            context.update(comparison=comparison, same_model=a.name == b.name, text=form.cleaned_data["text"])
+            context.update(comparison=comparison, same_model=a.name == b.name, text=text)
             if len(texts) == 1:
                 sides = [
                     _outcome(model_version=mv, text=texts[0], user=request.user, chart_id=f"compare-chart-{side}")
@@ -181,10 +246,11 @@ def model_compare(request, name: str):
             form.add_error("text", str(exc))
         except (ModelRuntimeError, StoreError) as exc:
             form.add_error(None, f"The model could not run: {exc}")
-        if form.cleaned_data.get("example"):
+        if not form.errors:
+            # The box shows the texts compared (an example's too), ready to edit.
             context["form"] = CompareForm(versions=classifiers, initial={**form.cleaned_data, "example": ""})
-    template = "modelhub/compare.html#comparison" if request.htmx else "modelhub/compare.html"
-    return render(request, template, context)
+    return _partial_or_page(request, template="modelhub/compare.html", partial="comparison", context=context,
+                            push_url=push_url if "comparison" in context else None)
 
 
 @login_required
@@ -269,6 +335,7 @@ def batch_preview(request, name: str):
     if not form.is_valid():
         context["error"] = "Choose a CSV file first."
     else:
+        test_gate_wait()
         upload = form.cleaned_data["file"]
         data = upload.read(PREVIEW_MAX_BYTES + 1)
         partial = form.cleaned_data["partial"] or len(data) > PREVIEW_MAX_BYTES
@@ -363,11 +430,24 @@ def score_search(request):
     except ModelNotFound as exc:
         context["error"] = str(exc) if name else "No classifier is registered yet: run `manage.py build_demo_models`."
         return render(request, "modelhub/score_search.html", context, status=404 if name else 200)
-    search_params = [(k, v) for k, vs in request.GET.lists() for v in vs if k not in ("model", "version")]
+    search_params = [(k, v) for k, vs in request.GET.lists() for v in vs if k not in ("model", "version", "format")]
+    own_params = [("model", model_version.name)] + (
+        [("version", request.GET["version"])] if request.GET.get("version") else [])
     context.update(model_version=model_version, search_params=search_params,
-                   search_url=reverse("samples:page") + ("?" + urlencode(search_params) if search_params else ""))
+                   search_url=reverse("samples:page") + ("?" + urlencode(search_params) if search_params else ""),
+                   csv_url=reverse("modelhub:score-search") + "?" + urlencode(
+                       own_params + search_params + [("format", "csv")]))
     try:
-        context["scored"] = search_results_score(user=request.user, model_version=model_version, params=search_params)
+        scored = search_results_score(user=request.user, model_version=model_version, params=search_params)
     except (SearchError, ValueError) as exc:  # bad filters, no subset, nothing to score
         context["error"] = str(exc)
+        status = 422 if request.GET.get("format") == "csv" else 200
+        return render(request, "modelhub/score_search.html", context, status=status)
+    if request.GET.get("format") == "csv":
+        # the rows on screen, with prediction and probability (the same search, the same model, scored again)
+        response = HttpResponse(scored_search_csv(scored=scored), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="{scored.table}-scored-{model_version.name}-v{model_version.version}.csv"')
+        return response
+    context["scored"] = scored
     return render(request, "modelhub/score_search.html", context)

@@ -22,7 +22,7 @@ def test_snippets_quote_the_text_for_the_shell_and_python():
 def test_model_page_snippet_has_the_text_on_screen_and_the_api_answers_it(client, user, demo_models, api_token):
     client.force_login(user)
     html = client.post(reverse("modelhub:detail", args=["tfidf-logreg"]),
-                       {"text": "stocks market earnings", "version": "2"}).content.decode()
+                       {"text": "stocks market earnings", "version": "2"}, follow=True).content.decode()
     assert 'id="snippet-curl"' in html and "http://testserver/api/models/tfidf-logreg/predict" in html
     assert "{&quot;inputs&quot;: [&quot;stocks market earnings&quot;], &quot;version&quot;: &quot;2&quot;}" in html
     assert api_token not in html

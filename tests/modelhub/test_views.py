@@ -35,7 +35,8 @@ def test_detail_predicts_without_js(logged_in, demo_models, fresh_caches):
     url = reverse("modelhub:detail", args=["tfidf-logreg"])
     page = logged_in.get(url).content.decode()
     assert escape(demo_models["tfidf-logreg@1"].description) in page and "held-out accuracy" in page
-    response = logged_in.post(url, {"text": "stocks market earnings profit", "version": "2"})
+    response = logged_in.post(url, {"text": "stocks market earnings profit", "version": "2"}, follow=True)
+    assert response.redirect_chain[0][1] == 302 and "?_in=" in response.redirect_chain[0][0]  # Post/Redirect/Get
     html = response.content.decode()
     assert response.status_code == 200 and 'id="predicted-label">business<' in html
     assert 'data-chart="prediction-chart"' in html and 'id="prediction-chart"' in html and " ms" in html
@@ -60,7 +61,8 @@ def test_detail_bad_text(logged_in, demo_models, text, message):
 
 
 def test_truncation_is_shown(logged_in, demo_models, fresh_caches):
-    response = logged_in.post(reverse("modelhub:detail", args=["minilm-topic"]), {"text": "doctor vaccine " * 300})
+    response = logged_in.post(reverse("modelhub:detail", args=["minilm-topic"]), {"text": "doctor vaccine " * 300},
+                              follow=True)
     assert "limit (128 tokens): only the start was scored" in response.content.decode()
 
 
