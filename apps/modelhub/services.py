@@ -214,6 +214,15 @@ def shared_input_save(*, text: str) -> SharedInput:
     return shared
 
 
+def shared_inputs_prune(*, older_than_days: int) -> int:
+    """Retention (beat `modelhub-prune-shared-inputs`): stored demo and compare texts first saved more than
+    `older_than_days` ago (LOG_RETENTION_DAYS, as the search logs) are deleted; their short URLs then answer 404,
+    and the same text typed again gets its URL back."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = SharedInput.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
 def prediction_make(*, user, model_version: ModelVersion, texts: list[str], source: str) -> PredictionBatch:
     test_gate_wait()
     batch = predict(model_version=model_version, texts=texts)

@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from .services import batch_job_run, batch_job_sweep
+from .services import batch_job_run, batch_job_sweep, shared_inputs_prune
 
 
 @shared_task(
@@ -22,3 +22,8 @@ def batch_job_score(job_id: int) -> dict:
 @shared_task(name="modelhub.batch_job_sweep", ignore_result=True, acks_late=True, soft_time_limit=120, time_limit=150)
 def batch_job_sweep_task() -> dict:
     return batch_job_sweep()
+
+
+@shared_task(name="modelhub.shared_inputs_prune", ignore_result=True, soft_time_limit=120, time_limit=150)
+def shared_inputs_prune_task() -> int:
+    return shared_inputs_prune(older_than_days=settings.LOG_RETENTION_DAYS)

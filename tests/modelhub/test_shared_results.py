@@ -158,3 +158,22 @@ def test_score_search_csv_defuses_formulas(user, demo_models):
     rows = list(csv.reader(io.StringIO(scored_search_csv(scored=scored))))
     assert rows == [["id", "text", "prediction", "probability", "agrees"],
                     ["1", "'=HYPERLINK(\"x\")", "sports", "0.900000", ""], ["2", "", "", "", ""]]
+
+
+@pytest.mark.django_db
+def test_stored_texts_older_than_the_retention_are_pruned_and_the_rest_kept(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.modelhub.models import SharedInput
+    from apps.modelhub.services import shared_input_save
+    from apps.modelhub.tasks import shared_inputs_prune_task
+
+    old, recent = shared_input_save(text="an old text"), shared_input_save(text="a recent text")
+    SharedInput.objects.filter(key=old.key).update(created_at=timezone.now() - timedelta(days=31))
+    SharedInput.objects.filter(key=recent.key).update(created_at=timezone.now() - timedelta(days=29))
+    settings.LOG_RETENTION_DAYS = 30
+    assert shared_inputs_prune_task() == 1
+    assert list(SharedInput.objects.values_list("key", flat=True)) == [recent.key]
+    assert "modelhub-prune-shared-inputs" in settings.CELERY_BEAT_SCHEDULE

@@ -333,6 +333,11 @@ CELERY_BEAT_SCHEDULE["modelhub-sweep-batches"] = {
     "task": "modelhub.batch_job_sweep",
     "schedule": env_float("BATCH_SWEEP_EVERY_SECONDS", 60.0),
 }
+# Stored demo and compare texts (their short `?_in=` URLs) are kept LOG_RETENTION_DAYS, as the search logs.
+CELERY_BEAT_SCHEDULE["modelhub-prune-shared-inputs"] = {
+    "task": "modelhub.shared_inputs_prune",
+    "schedule": env_float("LOG_PRUNE_EVERY_SECONDS", 24 * 3600.0),
+}
 
 # --- Entity linking (apps.linking) ------------------------------------------
 LINKING_VECTOR_INDEX = env_str("LINKING_VECTOR_INDEX", "numpy")  # "numpy" or "qdrant"
