@@ -69,3 +69,13 @@ def test_two_frequent_words_are_anded_in_the_workload():
     for item in pairs:
         (c1, op1, w1), (c2, op2, w2) = item["filters"][:2]
         assert c1 == c2 == "text" and op1 == op2 in ("contains", "icontains") and w1 != w2
+
+
+@pytest.mark.django_db
+def test_bench_search_peer_queries_limits_only_the_peers(tmp_path, user):
+    out = tmp_path / "bench.json"
+    call_command("bench_search", subset_rows=3000, queries=8, peer_queries=3, json_path=str(out), stdout=io.StringIO())
+    result = json.loads(out.read_text())
+    assert result["sqlite_fts5"]["n"] == 3 and result["app"]["n"] == result["duckdb_raw"]["n"] == 8
+    assert result["sqlite_fts5"]["mismatches"] == 0
+    assert {name: r["n"] for name, r in result["on_peer_queries"].items()} == {"app": 3, "duckdb_raw": 3, "sqlite_fts5": 3}
