@@ -94,16 +94,23 @@ def _config() -> dict:
         return _cache[key]
 
 
-def _subset_schema() -> dict[str, tuple[dict[str, str], dict]]:
-    """table -> (columns, self-description) for every table in the current subset file."""
-    path = subset_current_path()
-    if path is None:
+CURRENT_SUBSET = object()  # "read CURRENT now"; else a (path, connection) snapshot, or None for no subset
+
+
+def _subset_schema(snapshot=CURRENT_SUBSET) -> dict[str, tuple[dict[str, str], dict]]:
+    """table -> (columns, self-description) for every table in the subset file: the current one, or the
+    snapshot a request took (apps.search.context), so its specs and its rows come from one file."""
+    if snapshot is CURRENT_SUBSET:
+        path = subset_current_path()
+        snapshot = None if path is None else (path, None)
+    if snapshot is None:
         return {}
+    path, conn = snapshot
     key = ("subset", str(path))
     with _lock:
         if key in _cache:
             return _cache[key]
-    conn = subset_connection().cursor()
+    conn = (conn or subset_connection()).cursor()
     try:
         tables: dict[str, tuple[dict[str, str], dict]] = {}
         for table, comment in conn.execute(
@@ -191,9 +198,10 @@ def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
     )
 
 
-def table_spec_list() -> list[TableSpec]:
-    """Configured tables first (in tables.json order), then tables imported into the subset."""
-    subset = _subset_schema()
+def table_spec_list(*, snapshot=CURRENT_SUBSET) -> list[TableSpec]:
+    """Configured tables first (in tables.json order), then tables imported into the subset (the current one,
+    or `snapshot`: (path, connection) or None)."""
+    subset = _subset_schema(snapshot)
     specs: list[TableSpec] = []
     seen: set[str] = set()
     for entry in _config().get("tables", []):
@@ -211,9 +219,9 @@ def table_spec_list() -> list[TableSpec]:
     return specs
 
 
-def table_spec_get(*, name: str | None = None) -> TableSpec:
-    """The named table (None: the default one). Raises TableNotFound."""
-    specs = table_spec_list()
+def table_spec_get(*, name: str | None = None, specs: list[TableSpec] | None = None) -> TableSpec:
+    """The named table (None: the default one) among `specs` (default: table_spec_list()). Raises TableNotFound."""
+    specs = table_spec_list() if specs is None else specs
     if not specs:
         raise TableNotFound("No searchable tables: build demo data or run `manage.py import_subset`.")
     if name is None or name == "":
@@ -226,8 +234,8 @@ def table_spec_get(*, name: str | None = None) -> TableSpec:
     raise TableNotFound(f"Unknown table {name!r}; known: {', '.join(s.name for s in specs)}")
 
 
-def default_table_name() -> str:
+def default_table_name(*, specs: list[TableSpec] | None = None) -> str:
     try:
-        return table_spec_get().name
+        return table_spec_get(specs=specs).name
     except TableNotFound:
         return _config().get("default") or ""
