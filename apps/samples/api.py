@@ -5,20 +5,18 @@ apps/samplescope/api.py: 400 malformed parameters, 422 filters the table cannot 
 """
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.conf import settings
 from django.urls import reverse
 from ninja import Router, Schema
 
 from apps.accounts.roles import SEARCH, api_role_require
 from apps.core.ratelimit import rate_limit_hit
+from apps.search.context import search_context_build, search_store_open
 from apps.search.operators import OPERATORS
 from apps.search.query import query_from_params
-from apps.search.tables import default_table_name
 
-from .origin import answer_notice, request_may_spend, request_may_start_fallback
-from .pipeline import RowSource, fallback_id_from, search_answer
+from .origin import request_may_spend, request_may_start_fallback
+from .pipeline import answer_present, fallback_id_from, search_answer
 
 router = Router(tags=["search"])
 
@@ -44,6 +42,7 @@ class SearchOut(Schema):
     next: str | None
     subset_match_count: int | None
     subset_match_count_exact: bool
+    plan: dict
 
 
 class SearchErrorOut(Schema):
@@ -75,7 +74,10 @@ _FILTER_DOC = (
         "(rows merged from several sources are sorted together); `next` is the URL of the next page of subset rows "
         "(null on the last page; later pages never ask the warehouse). `subset_match_count` (with `_count=1`, or when the first page held every match; else null) counts the subset rows "
         "that match, over all pages: exact when `subset_match_count_exact`, else a lower bound (the count ran past its "
-        "time limit). Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
+        "time limit). `plan` says how it was answered, as Datasette shows its SQL: for the `subset` and, when they were asked, the "
+        "`learned` rows, `{kind, reason, candidates, read}`: `kind` is `index` (candidate rows from the word index, "
+        "`read` of them verified), `scan` (DuckDB scanned the table) or `empty` (the index proved no row matches). "
+        "Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
         + _FILTER_DOC
     ),
@@ -104,27 +106,28 @@ _FILTER_DOC = (
 def search(request):
     api_role_require(request=request, permission=SEARCH, what="Searching")
     rate_limit_hit(user=request.user, scope="search")
+    store = search_store_open()  # CURRENT read once: this request's subset file and its table specs
     query = query_from_params(
-        params=request.GET, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
+        params=request.GET, default_table=store.default_table(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
     may_start_fallback = request_may_start_fallback(request)
-    answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
-                           fallback_id=fallback_id_from(request.GET),
+    answer = search_answer(user=request.user, context=search_context_build(query=query, store=store),
+                           allow_fallback=may_start_fallback, fallback_id=fallback_id_from(request.GET),
                            confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1",
                            may_spend=request_may_spend(request))
-    notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
-    counts = answer.counts
+    shown = answer_present(answer=answer, may_start_fallback=may_start_fallback)
+    next_url = shown.next_url(reverse("api:search"))
     return {
         "rows": answer.as_dicts(),
         "columns": answer.columns,
-        "counts": counts,
-        "local_count": answer.local_count,
-        "source": "mixed" if counts[RowSource.WAREHOUSE] else "local",
+        "counts": shown.counts,
+        "local_count": shown.local_count,
+        "source": shown.source,
         "complete": answer.complete,
         "has_warehouse": answer.has_warehouse,
-        "summary": answer.summary(),
-        "notice": notice,
+        "summary": shown.summary,
+        "notice": shown.notice,
         "unknown_values": answer.unknown_values,
         "fallback": answer.fallback.as_api() if answer.fallback is not None else None,
         "elapsed_ms": answer.elapsed_ms,
@@ -132,10 +135,10 @@ def search(request):
         "table": answer.spec.name,
         "limit": query.limit,
         "search_log_id": answer.log_id,
-        "sort": (f"-{query.order.column}" if query.order.desc else query.order.column) if query.order else None,
-        "next": request.build_absolute_uri(f"{reverse('api:search')}?{urlencode(answer.next_params())}")
-        if answer.next_token else None,
-        "subset_match_count": answer.match_count,
-        "subset_match_count_exact": answer.match_count_exact,
+        "sort": shown.sort,
+        "next": request.build_absolute_uri(next_url) if next_url else None,
+        "subset_match_count": shown.match_count,
+        "subset_match_count_exact": shown.match_count_exact,
+        "plan": shown.plan,
     }
 

@@ -15,6 +15,12 @@
 Every caller goes through here: the samples page and its htmx partial, the CSV/JSON export, `GET
 /api/search`, scoring search results with a model (which never starts a fallback), and the
 benchmarks. So the screen, the export, the API and the measurements always agree.
+
+A request resolves its search once (apps.search.context: the subset file CURRENT names, the table specs
+built from it, the filters validated) and passes that `SearchContext` here; every step reads through it.
+How each source was searched (the plan: index, scan or empty, why, candidates read) comes back on
+`SearchAnswer.plan`. What the page, the export and the API show of an answer is built by one function,
+`answer_present`.
 """
 from __future__ import annotations
 
@@ -22,16 +28,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import urlencode
 
+import duckdb
 from django.conf import settings
 
 from apps.audit.services import audit_record
-from apps.search.query import NEXT_PARAM, SearchQuery, compile_search, next_token, sort_value
-from apps.search.selectors import facet_values_known, subset_match_count, subset_search
+from apps.search.context import SearchContext, search_context_build
+from apps.search.query import NEXT_PARAM, SearchQuery, next_token, sort_value
+from apps.search.selectors import PlanReport, facet_values_known, subset_match_count, subset_search
 from apps.search.services import search_log_create
-from apps.search.tables import TableSpec, table_spec_get
+from apps.search.tables import TableSpec
 from apps.warehouse.handles import FallbackHandle
-from apps.warehouse.learned import learned_rows_for_search
+from apps.warehouse.learned import learned_rows_for_search, learned_snapshot
 from apps.warehouse.models import Fallback
 from apps.warehouse.selectors import fallback_for_query
 from apps.warehouse.services import fallback_request
@@ -63,6 +72,26 @@ class SearchRow:
         return {**self.values, SOURCE_COLUMN: self.source.value}
 
 
+@dataclass(frozen=True)
+class AnswerPlan:
+    """How each source was searched: the subset, and the learned rows when they were (None: not asked)."""
+
+    subset: PlanReport | None = None
+    learned: PlanReport | None = None
+
+    def as_dict(self) -> dict:
+        return {"subset": self.subset.as_dict() if self.subset else None,
+                "learned": self.learned.as_dict() if self.learned else None}
+
+    def describe(self) -> str:
+        """"subset by index: candidate rows from the word postings (12 candidates, 12 read); learned rows by scan: …"."""
+        parts = []
+        for name, report in (("subset", self.subset), ("learned rows", self.learned)):
+            if report is not None:
+                parts.append(f"{name} by {report.describe()}")
+        return "; ".join(parts)
+
+
 @dataclass
 class SearchAnswer:
     query: SearchQuery
@@ -80,6 +109,7 @@ class SearchAnswer:
     match_count: int | None = None  # subset rows matching the filters (all pages); None when unknown
     match_count_exact: bool = False  # False: at least match_count
     merged_sort: bool = False  # rows from several sources were sorted together here, in Python
+    plan: AnswerPlan = field(default_factory=AnswerPlan)  # how the subset (and the learned rows) were searched
 
     @property
     def columns(self) -> list[str]:
@@ -147,7 +177,8 @@ def fallback_id_from(params) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
-def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fallback_id: int | None = None,
+def search_answer(*, user, query: SearchQuery | None = None, context: SearchContext | None = None,
+                  allow_fallback: bool = True, fallback_id: int | None = None,
                   log: bool = True, timeout_ms: int | None = None, confirmed: bool = False,
                   count: bool = True, may_spend: bool = True) -> SearchAnswer:
     """Answer `query` (see the module docstring). Raises SearchValidationError, TableNotFound or
@@ -161,18 +192,20 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     all (it can take up to SEARCH_COUNT_TIMEOUT_MS): the API counts only when asked (`_count=1`).
 
     `may_spend=False` (a read-only API token): a cached warehouse result or a fallback already in flight is
-    still used (neither costs anything more), but no new, billed one is started; `notice` says why."""
-    spec = table_spec_get(name=query.table)
-    compiled = compile_search(query=query, spec=spec)  # validates, the sort and the page token included
-    outcome = subset_search(query=query, spec=spec, compiled=compiled,
-                            timeout_ms=timeout_ms or settings.SEARCH_TIMEOUT_MS)
+    still used (neither costs anything more), but no new, billed one is started; `notice` says why.
+
+    `context`: the request's SearchContext (apps.search.context), else one is built from `query` here: the
+    subset file and the table spec are resolved, and the filters validated, once either way."""
+    context = context or search_context_build(query=query)
+    query, spec = context.query, context.spec
+    outcome = subset_search(context=context, timeout_ms=timeout_ms or settings.SEARCH_TIMEOUT_MS)
     rows = _Rows(key=spec.key, limit=query.limit)
     rows.add(outcome.rows_as_dicts(), RowSource.SUBSET)
     began = time.perf_counter()
     has_warehouse = spec.has_warehouse(settings.WAREHOUSE_BACKEND)
     complete = False
     token = _next_token(query=query, spec=spec, rows=rows, subset_rows=len(outcome.rows))
-    match = _match_count(query=query, spec=spec, outcome=outcome, more=token is not None, count=count)
+    match = _match_count(context=context, outcome=outcome, more=token is not None, count=count)
     if query.paged:  # later pages are pages of the subset: no learned rows, no warehouse
         allow_fallback, fallback_id = False, None
 
@@ -182,11 +215,15 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     if attached is not None and attached.state == Fallback.State.SUCCEEDED:
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
+    learned_plan = None
     if rows.short and not complete and not outcome.timed_out and not query.paged:
-        learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values())
+        learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values(),
+                                          snapshot=_learned_snapshot(), context=context)
+        learned_plan = learned.plan
         rows.add(learned.rows, RowSource.LEARNED)
         complete = learned.complete and rows.short  # a page the learned rows filled may not hold every match
     elapsed_ms = round(outcome.elapsed_ms + (time.perf_counter() - began) * 1000, 2)
+    plan = AnswerPlan(subset=outcome.plan, learned=learned_plan)
 
     needs_more = rows.short and not complete and attached is None and not query.paged
     log_row = None
@@ -195,14 +232,14 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
         log_row = search_log_create(user=user, query=query, rows=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
                                     elapsed_ms=elapsed_ms,
                                     needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
-                                    source_counts=counts)
+                                    source_counts=counts, plan=plan.as_dict())
         audit_record(user=user, action="search", target=query.describe(),
                      outcome="timeout" if outcome.timed_out else "ok",
                      detail={"search_log_id": log_row.pk, "rows": counts, "elapsed_ms": elapsed_ms})
 
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
-    unknown = _unknown_values(query=query, spec=spec) if needs_more and has_warehouse and allow_fallback else {}
+    unknown = _unknown_values(context=context) if needs_more and has_warehouse and allow_fallback else {}
     if needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
     elif unknown and not confirmed:
@@ -232,7 +269,19 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
                         log_id=log_row.pk if log_row else None, notice=notice,
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
-                        merged_sort=merged_sort)
+                        merged_sort=merged_sort, plan=plan)
+
+
+def _learned_snapshot():
+    """The learned store as this request reads it, taken once (None: none, learning off, or it cannot be
+    opened: that only means no learned rows)."""
+    if not settings.SUBSET_LEARNING_ENABLED:
+        return None
+    try:
+        return learned_snapshot()
+    except (duckdb.Error, OSError, ValueError) as exc:
+        logger.warning("learned rows unavailable: %s", exc)
+        return None
 
 
 def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:
@@ -250,26 +299,26 @@ def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows
     return next_token([last.get(spec.key)])
 
 
-def _match_count(*, query: SearchQuery, spec: TableSpec, outcome, more: bool, count: bool) -> tuple[int, bool] | None:
+def _match_count(*, context: SearchContext, outcome, more: bool, count: bool) -> tuple[int, bool] | None:
     """(subset rows matching the filters, exact?) over every page. Free when the first page held them
     all; else count(*) under SEARCH_COUNT_TIMEOUT_MS, and past it "at least what we have seen"."""
     if outcome.timed_out:
         return None
-    if not query.paged and not more:
+    if not context.query.paged and not more:
         return len(outcome.rows), True
     if not count:
         return None
-    counted = subset_match_count(query=query, spec=spec, timeout_ms=settings.SEARCH_COUNT_TIMEOUT_MS)
+    counted = subset_match_count(context=context, timeout_ms=settings.SEARCH_COUNT_TIMEOUT_MS)
     if counted is not None:
         return counted.count, True
     return len(outcome.rows) + (1 if more else 0), False
 
 
-def _unknown_values(*, query: SearchQuery, spec: TableSpec) -> dict[str, str]:
+def _unknown_values(*, context: SearchContext) -> dict[str, str]:
     """column -> the first `eq`/`in` value the subset has never seen in that low-cardinality column."""
-    known = facet_values_known(spec=spec)
+    known = facet_values_known(spec=context.spec, store=context.store)
     unknown: dict[str, str] = {}
-    for flt in query.filters:
+    for flt in context.query.filters:
         if flt.column in known and flt.op in ("eq", "in") and flt.value:
             values = [v.strip() for v in flt.value.split(",")] if flt.op == "in" else [flt.value]
             missing = [v for v in values if v and v not in known[flt.column]]
@@ -327,3 +376,57 @@ class _Rows:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+# --- What the page, the export and the API show of an answer ----------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerPresented:
+    """An answer as every caller presents it, built once by `answer_present`."""
+
+    counts: dict[str, int]  # rows per source, every source present
+    local_count: int  # subset + learned
+    source: str  # "local", or "mixed" when warehouse rows are in
+    summary: str
+    notice: str  # what to tell about the warehouse (origin.answer_notice)
+    next_params: list[tuple[str, str]] | None  # URL parameters of the next page; None on the last page
+    first_page_params: list[tuple[str, str]] | None  # on a later page, the first page's; else None
+    sort: str | None  # "column" or "-column"
+    match_count: int | None
+    match_count_exact: bool
+    match_count_text: str
+    fallback_id: int | None  # the fallback whose rows are (or will be) merged
+    plan: dict  # AnswerPlan.as_dict()
+    plan_text: str  # AnswerPlan.describe()
+
+    def next_url(self, path: str) -> str:
+        """`path?next page's parameters`, or "" on the last page."""
+        return f"{path}?{urlencode(self.next_params)}" if self.next_params else ""
+
+    def first_page_url(self, path: str) -> str:
+        return f"{path}?{urlencode(self.first_page_params)}" if self.first_page_params else ""
+
+
+def answer_present(*, answer: SearchAnswer, may_start_fallback: bool = True) -> AnswerPresented:
+    """What the page, the CSV/JSON export and `/api/search` present of `answer`: counts, the notice, the next
+    page, the match count and the plan, built here once so the three never disagree."""
+    from .origin import answer_notice  # origin reads nothing of this module; imported here to keep it so
+
+    counts = answer.counts
+    query = answer.query
+    return AnswerPresented(
+        counts=counts,
+        local_count=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
+        source="mixed" if counts[RowSource.WAREHOUSE] else "local",
+        summary=answer.summary(),
+        notice=answer_notice(answer=answer, may_start_fallback=may_start_fallback),
+        next_params=answer.next_params(),
+        first_page_params=query.to_params(page=False) if query.paged else None,
+        sort=(f"-{query.order.column}" if query.order.desc else query.order.column) if query.order else None,
+        match_count=answer.match_count,
+        match_count_exact=answer.match_count_exact,
+        match_count_text=answer.match_count_text(),
+        fallback_id=answer.fallback.id if answer.fallback is not None else None,
+        plan=answer.plan.as_dict(),
+        plan_text=answer.plan.describe(),
+    )

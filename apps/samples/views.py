@@ -17,24 +17,24 @@ from apps.accounts.roles import SEARCH, role_required
 from apps.audit.services import audit_record
 from apps.core.csv import csv_writer
 from apps.core.ratelimit import rate_limit
+from apps.search.context import SearchStore, search_context_build, search_store_open
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
 from apps.search.operators import operator_get
 from apps.search.query import SearchQuery, query_from_params
 from apps.search.selectors import facet_values_known, search_facets, subset_row_count
-from apps.search.tables import default_table_name, table_spec_get, table_spec_list
 
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
-from .origin import answer_notice, request_may_start_fallback
-from .pipeline import SOURCE_COLUMN, SearchAnswer, fallback_id_from, search_answer
+from .origin import request_may_start_fallback
+from .pipeline import SOURCE_COLUMN, SearchAnswer, answer_present, fallback_id_from, search_answer
 from .selectors import search_recent_list
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
 
 
-def _parse(params, *, max_limit: int) -> SearchQuery:
+def _parse(params, *, max_limit: int, store: SearchStore) -> SearchQuery:
     return query_from_params(
-        params=params, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
+        params=params, default_table=store.default_table(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=max_limit, skip_blank=True, strict=False,
     )
 
@@ -174,11 +174,13 @@ def search_page(request):
     query = None
     fallback_id = fallback_id_from(params)
     may_start_fallback = request_may_start_fallback(request)
+    store = search_store_open()  # CURRENT read once: this request's subset file and its table specs
     try:
-        query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT)
-        spec = table_spec_get(name=query.table)
+        query = _parse(params, max_limit=settings.SEARCH_MAX_LIMIT, store=store)
+        spec = store.spec(query.table)
         # Asked again with ?fallback=<id> when that fallback finished: merge it, log nothing new.
-        answer = search_answer(user=request.user, query=query, fallback_id=fallback_id, log=fallback_id is None,
+        answer = search_answer(user=request.user, context=search_context_build(query=query, store=store, spec=spec),
+                               fallback_id=fallback_id, log=fallback_id is None,
                                allow_fallback=may_start_fallback, confirmed=params.get("confirm") == "1")
     except SearchValidationError as exc:
         errors = exc.errors
@@ -188,24 +190,24 @@ def search_page(request):
         problem = str(exc)
     if spec is None:
         try:
-            spec = table_spec_get(name=params.get("table") or None)
+            spec = store.spec(params.get("table") or None)
         except SearchError:
             spec = None
     querystring = urlencode(query.to_params()) if query is not None and not errors else urlencode(list(_pairs(params)))
+    shown = answer_present(answer=answer, may_start_fallback=may_start_fallback) if answer is not None else None
     # Export and re-render URLs name the fallback whose rows are on screen, so they show the same rows.
-    shown_fallback = answer.fallback.id if answer is not None and answer.fallback is not None else None
-    rows_querystring = querystring + (f"&fallback={shown_fallback}" if shown_fallback else "")
+    rows_querystring = querystring + (f"&fallback={shown.fallback_id}" if shown and shown.fallback_id else "")
     columns, rows = _cells(answer) if answer is not None else ([], [])
+    page_path = reverse("samples:page")
     context = {
         "headers": _headers(columns, query) if answer is not None else [],
         "sort_param": query.order.param if query is not None and query.order is not None else None,
-        "next_url": (f"{reverse('samples:page')}?{urlencode(answer.next_params())}"
-                     if answer is not None and answer.next_token else ""),
-        "first_page_url": (f"{reverse('samples:page')}?{urlencode(query.to_params(page=False))}"
-                           if answer is not None and query.paged else ""),
-        "notice": answer_notice(answer=answer, may_start_fallback=may_start_fallback) if answer is not None else "",
+        "next_url": shown.next_url(page_path) if shown else "",
+        "first_page_url": shown.first_page_url(page_path) if shown else "",
+        "notice": shown.notice if shown else "",
+        "shown": shown,
         "spec": spec,
-        "tables": _safe_table_list(),
+        "tables": list(store.specs),
         "column_choices": column_choices(spec) if spec else [],
         "operator_choices": operator_choices(spec) if spec else [],
         "filter_rows": filter_rows(params, errors, known_columns=spec.searchable if spec else ()),
@@ -220,10 +222,10 @@ def search_page(request):
         "querystring": querystring,
         "rows_querystring": rows_querystring,
         "api_url": f"{reverse('api:search')}?{querystring}",
-        "subset_rows": subset_row_count(spec=spec) if answer is not None else None,
+        "subset_rows": subset_row_count(spec=spec, store=store) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,
         "recent_searches": search_recent_list(user=request.user) if not request.htmx else [],
-        "known_values": _known_values(spec),
+        "known_values": _known_values(spec, store),
     }
     status = 400 if errors and not request.htmx else 200
     if request.htmx and not request.htmx.history_restore_request:
@@ -253,10 +255,13 @@ def _headers(columns: list[str], query: SearchQuery) -> list[dict]:
 
 
 
-def _known_values(spec) -> dict[str, tuple[str, ...]]:
-    """Suggestions for the value box of low-cardinality columns (a <datalist> per column)."""
+def _known_values(spec, store: SearchStore) -> dict[str, tuple[str, ...]]:
+    """Suggestions for the value box of low-cardinality columns (a <datalist> per column), from the request's
+    subset file."""
+    if spec is None or store.snapshot is None:
+        return {}
     try:
-        return facet_values_known(spec=spec) if spec is not None else {}
+        return facet_values_known(spec=spec, store=store)
     except SearchError:
         return {}
 
@@ -265,13 +270,6 @@ def _pairs(params):
     for name, values in params.lists():
         for value in values:
             yield name, value
-
-
-def _safe_table_list():
-    try:
-        return table_spec_list()
-    except SubsetMissing:
-        return []
 
 
 FACET_TOP, FACET_MORE = 10, 50
@@ -287,10 +285,10 @@ def search_facets_view(request):
     expanded = request.GET.get("_facet_more", "")
     params = [(k, v) for k, v in _pairs(request.GET) if k != "_facet_more"]
     try:
-        query = _parse(QueryDict(urlencode(params)), max_limit=settings.SEARCH_MAX_LIMIT)
-        spec = table_spec_get(name=query.table)
+        store = search_store_open()
+        query = _parse(QueryDict(urlencode(params)), max_limit=settings.SEARCH_MAX_LIMIT, store=store)
         facets, context["facets_timed_out"] = search_facets(
-            query=query, spec=spec, timeout_ms=settings.SEARCH_FACET_TIMEOUT_MS,
+            context=search_context_build(query=query, store=store), timeout_ms=settings.SEARCH_FACET_TIMEOUT_MS,
             top=FACET_MORE if expanded else FACET_TOP)
     except SearchError as exc:
         context["facet_error"] = str(exc)
@@ -327,18 +325,20 @@ def _export(request, params, export_format: str):
     if export_format not in EXPORT_FORMATS:
         return HttpResponse(f"Unknown format {export_format!r}; use csv or json.", status=400, content_type="text/plain")
     try:
-        query = _parse(params, max_limit=10**9)
+        store = search_store_open()
+        query = _parse(params, max_limit=10**9, store=store)
         query = replace(query, limit=min(query.limit, settings.SEARCH_EXPORT_MAX_ROWS))
-        answer = search_answer(user=request.user, query=query, allow_fallback=False,
-                               fallback_id=fallback_id_from(params), log=False)
+        answer = search_answer(user=request.user, context=search_context_build(query=query, store=store),
+                               allow_fallback=False, fallback_id=fallback_id_from(params), log=False)
     except SearchError as exc:
         return HttpResponse(json.dumps({"detail": str(exc), "errors": exc.errors}), status=exc.status,
                             content_type="application/json")
     if answer.timed_out:
         return HttpResponse(f"The export query ran past {settings.SEARCH_TIMEOUT_MS / 1000:g}s and was stopped; "
                             "narrow the filters.", status=503, content_type="text/plain")
+    shown = answer_present(answer=answer, may_start_fallback=False)
     audit_record(user=request.user, action="export", target=query.describe(), outcome=export_format,
-                 detail={"rows": answer.counts, "fallback_id": answer.fallback.id if answer.fallback else None})
+                 detail={"rows": shown.counts, "fallback_id": shown.fallback_id, "plan": shown.plan})
     columns = answer.columns + [SOURCE_COLUMN]
     rows = answer.as_dicts()
     filename = f"{answer.spec.name}-{query.fingerprint()[:10]}.{export_format}"

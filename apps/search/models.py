@@ -17,6 +17,8 @@ class SearchLog(models.Model):
     elapsed_ms = models.FloatField(default=0.0)
     needed_fallback = models.BooleanField(default=False)
     timed_out = models.BooleanField(default=False)
+    plan = models.JSONField(default=dict, blank=True,
+                            help_text="how it was answered: {subset, learned}, each {kind, reason, candidates, read}")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

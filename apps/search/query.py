@@ -448,27 +448,30 @@ def _condition(flt: Filter, value: object, kind: str, dialect: str, params: list
     return sql
 
 
-def where_compile(*, query: SearchQuery, spec: TableSpec, dialect: str = "duckdb") -> CompiledQuery:
-    """Just the WHERE condition (without the keyword) and its parameters; "TRUE" when no filters."""
+def where_compile(*, query: SearchQuery, spec: TableSpec, dialect: str = "duckdb",
+                  validated: list[tuple[Filter, object]] | tuple | None = None) -> CompiledQuery:
+    """Just the WHERE condition (without the keyword) and its parameters; "TRUE" when no filters.
+    `validated`: what query_validate already returned for this query (apps.search.context), not redone."""
     if dialect not in DIALECTS:
         raise ValueError(f"Unknown dialect {dialect!r}; use one of {DIALECTS}")
     params: list = []
     conditions = [
         _condition(flt, value, spec.kind(flt.column), dialect, params)
-        for flt, value in query_validate(query=query, spec=spec)
+        for flt, value in (query_validate(query=query, spec=spec) if validated is None else validated)
     ]
     return CompiledQuery(sql=" AND ".join(conditions) or "TRUE", params=params)
 
 
 def compile_search(
-    *, query: SearchQuery, spec: TableSpec, dialect: str = "duckdb", relation: str | None = None
+    *, query: SearchQuery, spec: TableSpec, dialect: str = "duckdb", relation: str | None = None,
+    validated: list[tuple[Filter, object]] | tuple | None = None,
 ) -> CompiledQuery:
     """SELECT key + shown columns FROM relation WHERE filters LIMIT n, with `?` parameters.
 
     `relation` is trusted SQL from our own code (a table name, `read_parquet('...')`, an Athena
     table); by default the subset table named by the spec.
     """
-    where = where_compile(query=query, spec=spec, dialect=dialect)
+    where = where_compile(query=query, spec=spec, dialect=dialect, validated=validated)
     params = list(where.params)
     conditions = where.sql
     key = quote_identifier(spec.key)

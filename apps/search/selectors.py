@@ -8,7 +8,7 @@ import operator
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -27,8 +27,9 @@ from .word_index import (
     regex_required_literal,
     worth_verifying,
 )
+from .context import SearchContext, SearchStore, search_context_build
 from .operators import operator_get
-from .query import CompiledQuery, SearchQuery, compile_search, query_validate, where_compile
+from .query import CompiledQuery, SearchQuery, query_validate
 from .errors import SubsetMissing
 from .store import subset_connection, subset_dir, subset_paths, table_snapshot
 from .tables import TableSpec, quote_identifier, table_spec_list
@@ -41,11 +42,36 @@ POSITION = "__samplescope_position"
 
 
 @dataclass(frozen=True)
+class PlanReport:
+    """How a search was answered, kept (SearchAnswer.plan, SearchLog.plan, the API's `plan`, the page's "how
+    this was answered"): the plan's kind ("index", "scan" or "empty"), why, how many candidate rows the
+    index gave (None: it was not read) and how many of them were read and verified."""
+
+    kind: str
+    reason: str
+    candidates: int | None = None
+    read: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "reason": self.reason, "candidates": self.candidates, "read": self.read}
+
+    def describe(self) -> str:
+        """"index: candidate rows from the word postings (1,204 candidates, 64 read)"."""
+        counts = []
+        if self.candidates is not None:
+            counts.append(f"{self.candidates:,} candidate{'s' if self.candidates != 1 else ''}")
+        if self.read is not None:
+            counts.append(f"{self.read:,} read")
+        return f"{self.kind}: {self.reason}" + (f" ({', '.join(counts)})" if counts else "")
+
+
+@dataclass(frozen=True)
 class QueryOutcome:
     columns: list[str]
     rows: list[tuple]
     elapsed_ms: float
     timed_out: bool
+    plan: PlanReport | None = None  # set by indexed_search
 
     def rows_as_dicts(self) -> list[dict]:
         return [dict(zip(self.columns, row)) for row in self.rows]
@@ -62,21 +88,26 @@ class SearchPlan:
     candidates: BitMap | None = None
     needles: list[tuple[str, str]] = field(default_factory=list)  # (column, value every match contains)
 
+    def report(self, *, read: int | None = None, reason: str = "") -> PlanReport:
+        return PlanReport(kind=self.kind, reason=reason or self.reason,
+                          candidates=None if self.candidates is None else len(self.candidates), read=read)
 
-def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None) -> SearchPlan:
+
+def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None,
+                validated: tuple | list | None = None) -> SearchPlan:
     """Choose by posting sizes. Filters on indexed text columns narrow by their operator's `narrows`
     (apps.search.operators): contains / icontains, startswith, eq / in (each value's words) and regexes
     with a required literal. Each such filter is first a lookup (its words and an upper bound of its rows,
     no postings read); the candidates are the intersection of their rows, smallest first, less those whose
     code (TableIndex.coded: label, lang, …) an eq / in filter does not ask for. A single lookup bounded above
     DENSE_SHARE of the rows (times the share of rows those filters keep) is not read at all: the LIMIT scan
-    answers it."""
+    answers it. `validated`: query_validate's answer, when the caller has it (SearchContext.validated)."""
     if index is None:
         return SearchPlan("scan", "no substring index for this table")
     lookups: list[tuple[int, list[Lookup]]] = []
     needles: list[tuple[str, str]] = []
     coded: list[tuple[str, list[str]]] = []  # eq / in on a column with a code per row: candidates are kept by it
-    for flt, value in query_validate(query=query, spec=spec):
+    for flt, value in query_validate(query=query, spec=spec) if validated is None else validated:
         if flt.column in index.coded and flt.op in ("eq", "in"):
             coded.append((flt.column, value if isinstance(value, list) else [value]))
         if flt.column not in index.columns:
@@ -139,8 +170,9 @@ def _filter_lookups(index: TableIndex, column: str, narrows: str, value) -> list
     return None if lookup is None else [lookup]
 
 
-def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuery | None = None,
-                  timeout_ms: int) -> QueryOutcome:
+def subset_search(*, query: SearchQuery | None = None, spec: TableSpec | None = None,
+                  compiled: CompiledQuery | None = None, timeout_ms: int,
+                  context: SearchContext | None = None) -> QueryOutcome:
     """The subset's rows for a search: at most query.limit rows matching every filter, the first ones in
     table order (as the LIMIT scan returns them), whichever plan answers.
 
@@ -151,24 +183,33 @@ def subset_search(*, query: SearchQuery, spec: TableSpec, compiled: CompiledQuer
     surviving rows are read whole and DuckDB runs the query's own WHERE over them, so the rows are
     exactly those the scan returns. Past VERIFY_MAX_ROWS candidate rows without enough matches, a
     DuckDB scan continues after the last verified row. Frequent terms and filters the index cannot
-    narrow run the scan."""
-    snapshot = table_snapshot(table=spec.name)
-    return indexed_search(path=snapshot.path, conn=snapshot.conn, query=query, spec=spec, compiled=compiled,
-                          timeout_ms=timeout_ms)
+    narrow run the scan.
+
+    `context` (apps.search.context, built once per request) names the subset file and holds the validated
+    filters; without one, one is built here (the current file, the filters validated now)."""
+    context = context or search_context_build(query=query, spec=spec)
+    path, conn = context.snapshot
+    return indexed_search(path=path, conn=conn, compiled=compiled, timeout_ms=timeout_ms, context=context)
 
 
-def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: SearchQuery, spec: TableSpec,
-                   compiled: CompiledQuery | None = None, timeout_ms: int) -> QueryOutcome:
+def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: SearchQuery | None = None,
+                   spec: TableSpec | None = None, compiled: CompiledQuery | None = None, timeout_ms: int,
+                   context: SearchContext | None = None) -> QueryOutcome:
     """subset_search over any indexed DuckDB file of SwappedFiles (the subset, the learned rows): `conn`
-    is a read-only connection to `path`, whose index folder answers where it can."""
-    compiled = compiled or compile_search(query=query, spec=spec)
+    is a read-only connection to `path`, whose index folder answers where it can. The outcome's `plan`
+    says how (PlanReport)."""
+    if context is None:
+        context = search_context_build(query=query, spec=spec,
+                                       store=SearchStore(snapshot=None, specs=(spec,), files={spec.name: (path, conn)}))
+    query, spec = context.query, context.spec
+    compiled = compiled or context.compiled
     started = time.perf_counter()
-    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name))
+    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name), validated=context.validated)
     if plan.kind == "scan":
-        return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
+        return replace(subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn), plan=plan.report())
     if plan.kind == "empty":
-        return QueryOutcome(list(spec.selected), [], _ms(started), False)
-    return _index_search(query=query, spec=spec, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
+        return QueryOutcome(list(spec.selected), [], _ms(started), False, plan.report(read=0))
+    return _index_search(context=context, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
 
 
 def _ms(started: float) -> float:
@@ -241,10 +282,11 @@ def _python_check(flt, value, kind: str):
     return None  # regex: RE2 is DuckDB's
 
 
-def _python_filter(query: SearchQuery, spec: TableSpec):
-    """Checks for every filter, when each can be decided in Python exactly as DuckDB would; else None."""
+def _python_filter(query: SearchQuery, spec: TableSpec, validated=None):
+    """Checks for every filter, when each can be decided in Python exactly as DuckDB would; else None.
+    `validated`: query_validate's answer, when the caller has it."""
     checks = []
-    for flt, value in query_validate(query=query, spec=spec):
+    for flt, value in query_validate(query=query, spec=spec) if validated is None else validated:
         if spec.columns.get(flt.column, "").upper() not in PYTHON_SAFE_TYPES:
             return None
         check = _python_check(flt, value, spec.kind(flt.column))
@@ -321,15 +363,17 @@ def subset_warm() -> list[str]:
     return opened
 
 
-def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeout_ms: int) -> QueryOutcome:
+def _index_search(*, context: SearchContext, plan: SearchPlan, conn, started: float,
+                  timeout_ms: int) -> QueryOutcome:
+    query, spec = context.query, context.spec
     index = plan.index
     candidates = np.frombuffer(plan.candidates.to_array(), dtype=np.uint32).astype(np.int64)
-    where = where_compile(query=query, spec=spec)
+    where = context.where
     columns = ", ".join(quote_identifier(c) for c in spec.selected)
     found: list[tuple] = []
     done = 0
     round_rows = FIRST_ROUND_ROWS
-    checks = _python_filter(query, spec)
+    checks = _python_filter(query, spec, context.validated)
     while done < len(candidates) and len(found) < query.limit:
         if done >= VERIFY_MAX_ROWS and index.dense_rowid:
             last = int(candidates[done - 1]) + 1  # every candidate before it was verified
@@ -339,9 +383,11 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
                     f"AND ({where.sql}) LIMIT {int(query.limit - len(found))}", where.params),
                 timeout_ms=max(1, timeout_ms - int(_ms(started))), conn=conn)
             if rest.timed_out:
-                return QueryOutcome(list(spec.selected), [], _ms(started), True)
+                return QueryOutcome(list(spec.selected), [], _ms(started), True,
+                                    plan.report(read=done, reason=plan.reason + "; then a scan from the last verified row"))
             found.extend(rest.rows)
-            break
+            return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False,
+                                plan.report(read=done, reason=plan.reason + "; then a scan from the last verified row"))
         positions = candidates[done: done + round_rows]
         done += len(positions)
         round_rows *= 2
@@ -359,7 +405,7 @@ def _index_search(*, query, spec, plan: SearchPlan, conn, started: float, timeou
                 f"LIMIT {int(query.limit - len(found))}", where.params).fetchall())
         finally:
             verifier.unregister("candidates")
-    return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False)
+    return QueryOutcome(list(spec.selected), found[: query.limit], _ms(started), False, plan.report(read=done))
 
 
 def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
@@ -385,8 +431,8 @@ def subset_query_run(*, compiled: CompiledQuery, timeout_ms: int,
     return QueryOutcome(columns, rows, round((time.perf_counter() - started) * 1000, 2), timed_out)
 
 
-def subset_row_count(*, spec: TableSpec) -> int | None:
-    cursor = table_snapshot(table=spec.name).conn.cursor()
+def subset_row_count(*, spec: TableSpec, store: SearchStore | None = None) -> int | None:
+    cursor = (store.subset(spec.name)[1] if store is not None else table_snapshot(table=spec.name).conn).cursor()
     try:
         return cursor.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
     except duckdb.Error:
@@ -402,11 +448,15 @@ class Facet:
     more: bool = False  # the column has more values than shown
 
 
-def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: int = 10) -> tuple[list[Facet], bool]:
-    """Value counts of the table's facet columns over ALL matching subset rows, in one scan."""
+def search_facets(*, query: SearchQuery | None = None, spec: TableSpec | None = None, timeout_ms: int,
+                  top: int = 10, context: SearchContext | None = None) -> tuple[list[Facet], bool]:
+    """Value counts of the table's facet columns over ALL matching subset rows, in one scan (of the
+    context's subset file: one is built when not given)."""
+    context = context or search_context_build(query=query, spec=spec)
+    spec = context.spec
     if not spec.facets:
         return [], False
-    where = where_compile(query=query, spec=spec)
+    where = context.where
     cols = [quote_identifier(c) for c in spec.facets]
     sets = ", ".join(f"({c})" for c in cols)
     grouping = ", ".join(f"GROUPING({c})" for c in cols)
@@ -415,7 +465,7 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
         f"FROM {quote_identifier(spec.name)} WHERE {where.sql} GROUP BY GROUPING SETS ({sets})"
     )
     outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms,
-                               conn=table_snapshot(table=spec.name).conn)
+                               conn=context.snapshot[1])
     if outcome.timed_out:
         return [], True
     by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in spec.facets}
@@ -434,17 +484,21 @@ _known_lock = threading.Lock()
 _known_cache: dict[tuple, dict[str, tuple[str, ...]]] = {}
 
 
-def facet_values_known(*, spec: TableSpec) -> dict[str, tuple[str, ...]]:
-    """Every value each low-cardinality (facet) column takes in the subset, sorted; read once per subset
-    file. For suggestions in the form, and to warn before a paid warehouse search for a value the
-    subset has never seen (a typo, usually)."""
-    snapshot = table_snapshot(table=spec.name)
-    key = (str(snapshot.path), spec.name, spec.facets)
+def facet_values_known(*, spec: TableSpec, store: SearchStore | None = None) -> dict[str, tuple[str, ...]]:
+    """Every value each low-cardinality (facet) column takes in the subset (the request's file, `store`,
+    else the current one), sorted; read once per subset file. For suggestions in the form, and to warn
+    before a paid warehouse search for a value the subset has never seen (a typo, usually)."""
+    if store is not None:
+        path, conn = store.subset(spec.name)
+    else:
+        taken = table_snapshot(table=spec.name)
+        path, conn = taken.path, taken.conn
+    key = (str(path), spec.name, spec.facets)
     with _known_lock:
         if key in _known_cache:
             return _known_cache[key]
     known: dict[str, tuple[str, ...]] = {}
-    cursor = snapshot.conn.cursor()
+    cursor = conn.cursor()
     try:
         for column in spec.facets:
             col = quote_identifier(column)
@@ -467,13 +521,15 @@ class MatchCount:
     exact: bool  # False: at least `count` (counting ran past its time limit)
 
 
-def subset_match_count(*, query: SearchQuery, spec: TableSpec, timeout_ms: int) -> MatchCount | None:
+def subset_match_count(*, query: SearchQuery | None = None, spec: TableSpec | None = None, timeout_ms: int,
+                       context: SearchContext | None = None) -> MatchCount | None:
     """How many subset rows match the filters (every page, not just this one): count(*) under a short
     time limit; None when it ran past it (the caller then knows only a lower bound)."""
-    where = where_compile(query=query, spec=spec)
-    sql = f"SELECT count(*) FROM {quote_identifier(spec.name)} WHERE {where.sql}"
+    context = context or search_context_build(query=query, spec=spec)
+    where = context.where
+    sql = f"SELECT count(*) FROM {quote_identifier(context.spec.name)} WHERE {where.sql}"
     outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms,
-                               conn=table_snapshot(table=spec.name).conn)
+                               conn=context.snapshot[1])
     if outcome.timed_out or not outcome.rows:
         return None
     return MatchCount(int(outcome.rows[0][0]), True)

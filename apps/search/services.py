@@ -38,8 +38,9 @@ def search_log_prune(*, older_than_days: int) -> int:
 
 
 def search_log_create(*, user, query: SearchQuery, rows: int, elapsed_ms: float, needed_fallback: bool,
-                      timed_out: bool, source_counts: dict[str, int]) -> SearchLog:
-    """One search as it ran, for the dashboard and the learned store's recency."""
+                      timed_out: bool, source_counts: dict[str, int], plan: dict | None = None) -> SearchLog:
+    """One search as it ran, for the dashboard and the learned store's recency: one INSERT (no query before
+    it). `plan`: how it was answered (apps.samples.pipeline.AnswerPlan.as_dict())."""
     return SearchLog.objects.create(
         user=user if getattr(user, "is_authenticated", False) else None,
         table=query.table,
@@ -51,6 +52,7 @@ def search_log_create(*, user, query: SearchQuery, rows: int, elapsed_ms: float,
         elapsed_ms=elapsed_ms,
         needed_fallback=needed_fallback,
         timed_out=timed_out,
+        plan=plan or {},
     )
 
 

@@ -94,23 +94,32 @@ def _config() -> dict:
         return _cache[key]
 
 
-def _subset_schema() -> dict[str, tuple[dict[str, str], dict]]:
-    """table -> (columns, self-description) for every table of the current subset (read once per file)."""
+CURRENT_SUBSET = object()  # "read the CURRENT pointers now"; else a SubsetSnapshot, or None for no subset
+
+
+def _subset_schema(snapshot=CURRENT_SUBSET) -> dict[str, tuple[dict[str, str], dict]]:
+    """table -> (columns, self-description) for every table of the subset (read once per file): the current
+    files, or those of the snapshot a request took (apps.search.context), so its specs and its rows come from
+    the same files."""
+    if snapshot is CURRENT_SUBSET:
+        files = {table: (path, None) for table, path in subset_paths().items()}
+    else:
+        files = {} if snapshot is None else {table: (taken.path, taken.conn) for table, taken in snapshot.tables.items()}
     tables: dict[str, tuple[dict[str, str], dict]] = {}
-    for table, path in subset_paths().items():
+    for table, (path, conn) in files.items():
         key = ("subset", str(path), table)
         with _lock:
             found = _cache.get(key)
         if found is None:
-            found = _table_schema(path=path, table=table)
+            found = _table_schema(path=path, table=table, conn=conn)
             with _lock:
                 _cache[key] = found
         tables[table] = found
     return tables
 
 
-def _table_schema(*, path: Path, table: str) -> tuple[dict[str, str], dict]:
-    conn = file_reader(path).cursor()
+def _table_schema(*, path: Path, table: str, conn: duckdb.DuckDBPyConnection | None = None) -> tuple[dict[str, str], dict]:
+    conn = (conn or file_reader(path)).cursor()  # the snapshot's own connection: its file may be swapped out
     try:
         comment = conn.execute(
             "SELECT comment FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database() "
@@ -191,9 +200,10 @@ def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
     )
 
 
-def table_spec_list() -> list[TableSpec]:
-    """Configured tables first (in tables.json order), then tables imported into the subset."""
-    subset = _subset_schema()
+def table_spec_list(*, snapshot=CURRENT_SUBSET) -> list[TableSpec]:
+    """Configured tables first (in tables.json order), then tables imported into the subset (the current one,
+    or `snapshot`: a SubsetSnapshot, or None for no subset)."""
+    subset = _subset_schema(snapshot)
     specs: list[TableSpec] = []
     seen: set[str] = set()
     for entry in _config().get("tables", []):
@@ -211,9 +221,9 @@ def table_spec_list() -> list[TableSpec]:
     return specs
 
 
-def table_spec_get(*, name: str | None = None) -> TableSpec:
-    """The named table (None: the default one). Raises TableNotFound."""
-    specs = table_spec_list()
+def table_spec_get(*, name: str | None = None, specs: list[TableSpec] | None = None) -> TableSpec:
+    """The named table (None: the default one) among `specs` (default: table_spec_list()). Raises TableNotFound."""
+    specs = table_spec_list() if specs is None else specs
     if not specs:
         raise TableNotFound("No searchable tables: build demo data or run `manage.py import_subset`.")
     if name is None or name == "":
@@ -226,8 +236,8 @@ def table_spec_get(*, name: str | None = None) -> TableSpec:
     raise TableNotFound(f"Unknown table {name!r}; known: {', '.join(s.name for s in specs)}")
 
 
-def default_table_name() -> str:
+def default_table_name(*, specs: list[TableSpec] | None = None) -> str:
     try:
-        return table_spec_get().name
+        return table_spec_get(specs=specs).name
     except TableNotFound:
         return _config().get("default") or ""

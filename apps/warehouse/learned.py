@@ -146,17 +146,25 @@ def learned_snapshot() -> LearnedSnapshot | None:
 class LearnedLookup:
     rows: list[dict] = field(default_factory=list)  # keys not in local_rows
     complete: bool = False  # a learned answer held every row matching this query (or a broader one)
+    plan: object = None  # how the learned rows were searched (apps.search.selectors.PlanReport); None: not searched
 
 
-def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLookup:
+_CURRENT = object()
+
+
+def learned_rows_for_search(*, query, spec, local_rows: list[dict], snapshot=_CURRENT,
+                            context=None) -> LearnedLookup:
     """Rows the learned store adds to what the subset returned (apps.samples.pipeline asks).
 
-    Rows whose key the subset already returned are skipped (key-dedup against the subset). Never
-    raises: a broken or stale store only means no learned rows."""
+    `snapshot`: the learned store as the request took it once (learned_snapshot(); None: no store), else it
+    is taken now; `context` (apps.search.context.SearchContext): the request's validated search, so the
+    filters are not validated again. Rows whose key the subset already returned are skipped (key-dedup
+    against the subset). Never raises: a broken or stale store only means no learned rows."""
     if not settings.SUBSET_LEARNING_ENABLED:
         return LearnedLookup()
     try:
-        snapshot = learned_snapshot()
+        if snapshot is _CURRENT:
+            snapshot = learned_snapshot()
         if snapshot is None:
             return LearnedLookup()
         wanted = filters_key(query.filters)
@@ -165,9 +173,13 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLo
             return LearnedLookup(complete=complete)
         seen = {row.get(spec.key) for row in local_rows}
         wider = replace(query, limit=query.limit + len(seen))
-        outcome = indexed_search(path=snapshot.path, conn=snapshot.conn, query=wider, spec=spec,
-                                 compiled=compile_search(query=wider, spec=spec),
-                                 timeout_ms=settings.SEARCH_TIMEOUT_MS)
+        if context is not None:
+            outcome = indexed_search(path=snapshot.path, conn=snapshot.conn, timeout_ms=settings.SEARCH_TIMEOUT_MS,
+                                     context=context.over(snapshot=(snapshot.path, snapshot.conn), limit=wider.limit))
+        else:
+            outcome = indexed_search(path=snapshot.path, conn=snapshot.conn, query=wider, spec=spec,
+                                     compiled=compile_search(query=wider, spec=spec),
+                                     timeout_ms=settings.SEARCH_TIMEOUT_MS)
         names = outcome.columns
         rows = []
         for values in outcome.rows:
@@ -177,7 +189,7 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict]) -> LearnedLo
             rows.append(row)
             if len(local_rows) + len(rows) >= query.limit:
                 break
-        return LearnedLookup(rows=rows, complete=complete)
+        return LearnedLookup(rows=rows, complete=complete, plan=outcome.plan)
     except (duckdb.Error, OSError, ValueError) as exc:
         logger.warning("learned rows unavailable for %s: %s", spec.name, exc)
         return LearnedLookup()

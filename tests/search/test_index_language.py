@@ -198,7 +198,7 @@ def test_every_operator_on_every_kind_returns_the_scans_rows(language_subset, mo
         monkeypatch.setattr(selectors, "VERIFY_MAX_ROWS", 60)
     decided_in_python = []
     if verify == "duckdb":
-        monkeypatch.setattr(selectors, "_python_filter", lambda query, spec: None)
+        monkeypatch.setattr(selectors, "_python_filter", lambda query, spec, validated=None: None)
     else:
         original = selectors._python_verify
         monkeypatch.setattr(selectors, "_python_verify", lambda *args: decided_in_python.append(
