@@ -297,7 +297,7 @@ SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned"
 SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
 # Past this many segments, the beat's merge (`warehouse-merge-learned`) compacts the smallest ones.
-SUBSET_LEARNED_MAX_SEGMENTS = env_int("SUBSET_LEARNED_MAX_SEGMENTS", 16)
+SUBSET_LEARNED_MAX_SEGMENTS = env_int("SUBSET_LEARNED_MAX_SEGMENTS", 8)
 CELERY_BEAT_SCHEDULE["warehouse-merge-learned"] = {
     "task": "apps.warehouse.tasks.learned_segments_merge_task",
     "schedule": env_float("SUBSET_LEARNED_MERGE_EVERY_SECONDS", 60.0),
