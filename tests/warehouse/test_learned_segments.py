@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import duckdb
 import pytest
@@ -132,8 +133,11 @@ def test_subset_plus_many_segments_returns_exactly_the_scan_of_their_union(setti
         order = rng.choice([None, None, ("n", False), ("n", True), ("text", False)])
         q = query(*filters, limit=rng.randint(1, 80), order=order)
         # "Subset" rows: some learned keys and some not, fewer than the limit.
-        local = rng.sample(sorted(learned_ids), rng.randint(0, min(q.limit - 1, 30))) + \
-            rng.sample(range(5000, 6000), rng.randint(0, 3))
+        if trial % 2:
+            local = rng.sample(sorted(learned_ids), rng.randint(0, min(q.limit - 1, 30))) + \
+                rng.sample(range(5000, 6000), rng.randint(0, 3))
+        else:  # the subset returned the first matching rows: every segment's first rows are seen ones
+            local = [r["id"] for r in reference.rows(replace(q, limit=10**6), set())][: rng.randint(0, q.limit - 1)]
         local = local[: q.limit - 1]
         got = _found(q, local).rows
         assert got == reference.rows(q, set(local)), (trial, q, sorted(local))
@@ -166,8 +170,8 @@ def test_eviction_drops_whole_answers_even_inside_a_merged_segment(settings):
     from apps.warehouse.segments import segment_path
 
     a, b, c = [10, 11, 12, 13, 14, 15], [15, 16, 17], [20, 21, 22, 23]  # a and b share row 15
-    _add(a)
     b_id = _add(b)["answer_id"]
+    _add(a)  # learned after b: without the search log, b would be the least recently used
     assert learned_segments_merge(max_segments=1)["merges"] == 1
     merged = _manifest()["segments"]
     assert len(merged) == 1 and len(merged[0]["built_answers"]) == 2
@@ -196,6 +200,23 @@ def test_eviction_drops_whole_answers_even_inside_a_merged_segment(settings):
     _add([30, 31, 32, 33])
     assert not segment_path(only_c).exists() and not segment_path(rewritten).exists()
     assert _ids(_ids_query(c)) == [] and _ids(_ids_query(b)) == [] and len(_manifest()["segments"]) == 1
+
+
+def test_a_key_learned_twice_is_served_from_the_newer_answer_before_and_after_a_merge():
+    from apps.warehouse.learned import learned_answer_add, learned_segments_merge
+
+    def learn(ids, text):
+        rows = [{**note(i), "text": text} for i in ids]
+        learned_answer_add(spec=notes_spec(), query=_ids_query(ids, limit=len(ids) + 1 + len(text)), rows=rows)
+
+    learn([1, 2, 3], "old words")
+    learn([2, 3, 4], "new words")
+    learn([5], "other words")
+    expected = {1: "old words", 2: "new words", 3: "new words", 4: "new words", 5: "other words"}
+    assert {r["id"]: r["text"] for r in _found(query(("text", "contains", "words"), limit=10)).rows} == expected
+    assert learned_segments_merge(max_segments=1)["merges"] >= 1 and len(_manifest()["segments"]) == 1
+    assert {r["id"]: r["text"] for r in _found(query(("text", "contains", "words"), limit=10)).rows} == expected
+    assert _ids(query(("text", "contains", "old"), limit=10)) == [1]
 
 
 def test_a_merge_keeps_segments_added_while_it_ran_and_gives_way_to_an_earlier_merge():
@@ -334,3 +355,18 @@ def test_clear_forgets_everything(learned_store):
     learned_clear()
     assert _manifest()["segments"] == [] and _ids(_ids_query([1, 2])) == []
     assert list((learned_store / "segments").iterdir()) == []
+
+
+def test_the_beat_runs_the_merge(settings):
+    from apps.warehouse.tasks import learned_segments_merge_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["warehouse-merge-learned"]
+    assert entry["task"] == learned_segments_merge_task.name
+    settings.SUBSET_LEARNED_MAX_SEGMENTS = 2
+    for start in (0, 10, 20):
+        _add([start, start + 1])
+    assert learned_segments_merge_task()["merges"] == 1 and len(_manifest()["segments"]) == 1
+    settings.SUBSET_LEARNED_MAX_SEGMENTS = 3
+    _add([40])
+    _add([50])
+    assert learned_segments_merge_task()["merges"] == 0 and len(_manifest()["segments"]) == 3  # within the bound
