@@ -134,7 +134,7 @@ class LearnedSnapshot:
     complete: dict[str, dict[frozenset, dt.datetime]]  # table -> filter sets whose answers hold every
     # matching row, each with when it was learned (naive UTC)
     segments: tuple[LearnedSegment, ...] = ()
-    signature: object = None  # what identifies the manifest read (inode, mtime, size)
+    signature: object = None  # what identifies the manifest read (path, device, inode, mtime, size)
     answers: tuple = ()  # the manifest's live answers
 
     def is_complete(self, *, table: str, wanted: frozenset, learned_after: dt.datetime | None = None) -> bool:
@@ -197,7 +197,7 @@ def _snapshot_get() -> LearnedSnapshot | None:
         return _snapshot_open(manifest=legacy_manifest(old), signature=signature, path=old)
     with handle:
         stat = os.fstat(handle.fileno())
-        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        signature = (str(manifest_path()), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if cached is not None and cached.signature == signature:
             return cached
         manifest = manifest_parse(handle.read())
@@ -374,14 +374,20 @@ def _order_key(*, query, spec):
 # --- learning from fallbacks ---------------------------------------------------------------------
 
 def learned_from_fallback(*, fallback_id: int) -> dict | None:
-    """Add a succeeded fallback's rows to the learned store (the worker calls it after the run)."""
+    """Add a succeeded fallback's rows to the learned store (the worker calls it after the run); past twice
+    SUBSET_LEARNED_MAX_SEGMENTS segments, merge at once rather than wait for the beat."""
     if not settings.SUBSET_LEARNING_ENABLED:
         return None
     fallback = Fallback.objects.filter(pk=fallback_id, state=Fallback.State.SUCCEEDED).first()
     if fallback is None:
         return None
-    return learned_answer_add(spec=table_spec_get(name=fallback.table), query=SearchQuery.from_dict(fallback.query),
-                              rows=list(fallback.rows), fallback_id=fallback.pk)
+    stats = learned_answer_add(spec=table_spec_get(name=fallback.table), query=SearchQuery.from_dict(fallback.query),
+                               rows=list(fallback.rows), fallback_id=fallback.pk)
+    if stats["segments"] > 2 * settings.SUBSET_LEARNED_MAX_SEGMENTS:
+        # A burst of fallbacks between two beats: this worker compacts now (outside the writer lock but for the
+        # swap), so searches never read more than about twice the bound of segments.
+        stats["merge"] = learned_segments_merge()
+    return stats
 
 
 def learned_answer_add(*, spec, query, rows: list[dict], fallback_id: int | None = None) -> dict:

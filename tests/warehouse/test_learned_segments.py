@@ -370,3 +370,22 @@ def test_the_beat_runs_the_merge(settings):
     _add([40])
     _add([50])
     assert learned_segments_merge_task()["merges"] == 0 and len(_manifest()["segments"]) == 3  # within the bound
+
+
+def test_a_burst_of_fallbacks_is_merged_by_the_worker_past_twice_the_bound(settings, monkeypatch, django_user_model):
+    from apps.warehouse import learned
+    from apps.warehouse.models import Fallback
+
+    monkeypatch.setattr(learned, "table_spec_get", lambda name: notes_spec())
+    settings.SUBSET_LEARNED_MAX_SEGMENTS = 2
+    user = django_user_model.objects.create(username="worker-burst")
+    reports = []
+    for start in range(0, 50, 10):
+        q = _ids_query([start, start + 1])
+        fallback = Fallback.objects.create(user=user, table="notes", query=q.to_dict(), fingerprint=q.fingerprint(),
+                                           limit=q.limit, backend="local", state=Fallback.State.SUCCEEDED,
+                                           rows=[note(start), note(start + 1)], row_count=2)
+        reports.append(learned.learned_from_fallback(fallback_id=fallback.pk))
+    assert ["merge" in r for r in reports] == [False, False, False, False, True]  # 5 segments > 2 × 2
+    assert reports[-1]["merge"]["merges"] == 1 and len(_manifest()["segments"]) == 1
+    assert _ids(_ids_query([0, 1, 40, 41])) == [0, 1, 40, 41]
