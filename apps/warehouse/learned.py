@@ -430,7 +430,8 @@ def learned_answer_add(*, spec, query, rows: list[dict], fallback_id: int | None
                         continue  # the table's schema changed: what was learned no longer fits
                 kept.append(answer)
             now = time_text(_utc_now())
-            kept.append({"id": answer_id, "segment": answer_id if segment is not None else None, "table": spec.name, "key_column": spec.key,
+            kept.append({"id": answer_id, "segment": answer_id if segment is not None else None, "table": spec.name,
+                         "key_column": spec.key,
                          "fingerprint": query.fingerprint(), "filters": query.to_dict()["filters"],
                          "filters_key": key_text, "limit": query.limit, "rows": len(unique_rows),
                          "complete": len(rows) < query.limit, "fallback_id": fallback_id, "learned_at": now,
@@ -465,7 +466,8 @@ def _answer_fill(*, conn, spec, rows: dict, answer_id: int) -> dict:
     conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} AS SELECT {casts} FROM incoming ORDER BY {key}")
     conn.unregister("incoming")
     conn.execute(f"CREATE TABLE {ANSWER_KEYS} AS SELECT CAST(? AS BIGINT) AS answer_id, CAST(? AS VARCHAR) AS "
-                 f"table_name, CAST({key} AS VARCHAR) AS key FROM {quote_identifier(spec.name)}", [answer_id, spec.name])
+                 f"table_name, CAST({key} AS VARCHAR) AS key FROM {quote_identifier(spec.name)}",
+                 [answer_id, spec.name])
     return {spec.name: {"key": spec.key, "columns": [[c, t] for c, t in spec.columns.items()], "rows": len(rows)}}
 
 
@@ -537,9 +539,10 @@ def _legacy_convert(old: Path) -> dict:
     def fill(conn) -> dict:
         conn.execute(f"ATTACH {quote_string(str(old))} AS previous (READ_ONLY)")
         for table, info in entry["tables"].items():
-            conn.execute(f"CREATE TABLE {quote_identifier(table)} AS SELECT * FROM previous.main.{quote_identifier(table)} "
-                         f"ORDER BY {quote_identifier(info['key'])}")
-        conn.execute(f"CREATE TABLE {ANSWER_KEYS} AS SELECT answer_id, table_name, key FROM previous.main.{ANSWER_KEYS}")
+            conn.execute(f"CREATE TABLE {quote_identifier(table)} AS SELECT * FROM "
+                         f"previous.main.{quote_identifier(table)} ORDER BY {quote_identifier(info['key'])}")
+        conn.execute(f"CREATE TABLE {ANSWER_KEYS} AS SELECT answer_id, table_name, key "
+                     f"FROM previous.main.{ANSWER_KEYS}")
         conn.execute("DETACH previous")
         return entry["tables"]
 
