@@ -11,7 +11,7 @@ from django.conf import settings
 
 from apps.search.errors import SubsetMissing
 from apps.search.store import subset_paths, table_snapshot
-from apps.warehouse.learned import ANSWERS, learned_current_path, learned_snapshot
+from apps.warehouse.learned import learned_stats
 
 from .models import SubsetRefresh
 
@@ -78,23 +78,10 @@ class LearnedStatus(StoreStatus):
 
 
 def learned_status_get() -> LearnedStatus:
-    path = learned_current_path()
-    if path is None:
-        return LearnedStatus(max_rows=settings.SUBSET_LEARNED_MAX_ROWS)
-    snapshot = learned_snapshot()
-    tables, answers, complete = {}, 0, 0
-    if snapshot is not None:
-        cursor = snapshot.conn.cursor()
-        try:
-            for name in sorted(snapshot.tables):
-                tables[name] = cursor.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-            if ANSWERS in {r[0] for r in cursor.execute("SHOW TABLES").fetchall()}:
-                answers, complete = cursor.execute(f"SELECT count(*), count(*) FILTER (complete) FROM {ANSWERS}").fetchone()
-        finally:
-            cursor.close()
-    base = _status(path, tables)
-    return LearnedStatus(file_name=base.file_name, file_bytes=base.file_bytes, modified_at=base.modified_at,
-                         tables=base.tables, answers=answers, complete_answers=complete,
+    stats = learned_stats()
+    return LearnedStatus(file_name=stats.get("file_name", ""), file_bytes=stats.get("file_bytes", 0),
+                         modified_at=stats.get("modified_at"), tables=stats.get("tables", {}),
+                         answers=stats.get("answers", 0), complete_answers=stats.get("complete_answers", 0),
                          max_rows=settings.SUBSET_LEARNED_MAX_ROWS)
 
 

@@ -3,6 +3,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .backends.base import WarehouseTransientError
+from .learned import learned_segments_merge
 from .services import fallback_execute, fallback_sweep, logs_prune
 
 
@@ -33,3 +34,8 @@ def fallback_sweep_task() -> dict:
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=600, time_limit=660)
 def logs_prune_task() -> dict:
     return logs_prune()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=600, time_limit=660)
+def learned_segments_merge_task() -> dict:
+    return learned_segments_merge()

@@ -133,7 +133,6 @@ def test_classify_results_reload_and_back(logged_in_page, demo_models, viewport)
     page.fill("textarea[name=text]", "stocks market earnings profit")
     page.click("#predict-form button.primary")
     expect(page.locator("#predicted-label")).to_have_text("business")
-    business_url = page.url
 
     page.go_back()
     expect(page.locator("#predicted-label")).to_have_text("health")

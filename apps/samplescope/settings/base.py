@@ -291,10 +291,17 @@ SUBSET_SAMPLE_SALT = env_str("SUBSET_SAMPLE_SALT", "samplescope")  # change it t
 SUBSET_UNLOAD_S3_URI = env_str("SUBSET_UNLOAD_S3_URI", "")  # Athena: s3://bucket/prefix/ for UNLOAD output
 SUBSET_REFRESH_EVERY_SECONDS = env_float("SUBSET_REFRESH_EVERY_SECONDS", 24 * 3600.0)
 SUBSET_REFRESH_STALE_AFTER_SECONDS = env_int("SUBSET_REFRESH_STALE_AFTER_SECONDS", 3 * 3600)  # a dead refresh's lock
-# Learned rows: what fallbacks brought back, kept in their own DuckDB file and unioned into local search.
+# Learned rows: what fallbacks brought back, kept as small indexed segments (apps/warehouse/README.md) and
+# searched with the subset.
 SUBSET_LEARNED_DIR = Path(env_str("SUBSET_LEARNED_DIR", str(DATA_DIR / "learned")))
 SUBSET_LEARNED_MAX_ROWS = env_int("SUBSET_LEARNED_MAX_ROWS", 200_000)
 SUBSET_LEARNED_MAX_ANSWERS = env_int("SUBSET_LEARNED_MAX_ANSWERS", 50_000)
+# Past this many segments, the beat's merge (`warehouse-merge-learned`) compacts the smallest ones.
+SUBSET_LEARNED_MAX_SEGMENTS = env_int("SUBSET_LEARNED_MAX_SEGMENTS", 8)
+CELERY_BEAT_SCHEDULE["warehouse-merge-learned"] = {
+    "task": "apps.warehouse.tasks.learned_segments_merge_task",
+    "schedule": env_float("SUBSET_LEARNED_MERGE_EVERY_SECONDS", 60.0),
+}
 # A "complete" learned answer (every matching row of the full table) older than this stops counting as complete,
 # so the search asks the warehouse again for rows added since (0 = no limit).
 SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS = env_int("SUBSET_LEARNED_COMPLETE_MAX_AGE_SECONDS", 24 * 3600)
