@@ -19,6 +19,8 @@ from pyroaring import BitMap
 
 from .deadline import WATCHDOG
 from .word_index import (
+    DAMAGED_SUFFIX,
+    IndexDamaged,
     Lookup,
     TableIndex,
     file_index,
@@ -161,12 +163,17 @@ def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: Search
     is a read-only connection to `path`, whose index folder answers where it can."""
     compiled = compiled or compile_search(query=query, spec=spec)
     started = time.perf_counter()
-    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name))
-    if plan.kind == "scan":
-        return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
+    indexes = file_index(path)
+    try:
+        plan = search_plan(query=query, spec=spec, index=indexes.table(spec.name))
+        if plan.kind == "index":
+            return _index_search(query=query, spec=spec, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
+    except IndexDamaged as exc:  # this search and the table's later ones scan; logged once
+        indexes.damaged(spec.name, exc)
+        plan = SearchPlan("scan", f"index damaged: {exc.reason}")
     if plan.kind == "empty":
         return QueryOutcome(list(spec.selected), [], _ms(started), False)
-    return _index_search(query=query, spec=spec, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
+    return subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn)
 
 
 def _ms(started: float) -> float:
@@ -304,10 +311,14 @@ def subset_warm() -> list[str]:
         table = index.table(meta.stem)
         if table is None:
             continue
-        if table.rows:  # first use of the row file's decompressor and of every column's word lookup
-            table.rows_at(np.array([0], dtype=np.int64))
-        for column in table.columns:
-            table.needle_rows(column, "warm")
+        try:
+            if table.rows:  # first use of the row file's decompressor and of every column's word lookup
+                table.rows_at(np.array([0], dtype=np.int64))
+            for column in table.columns:
+                table.needle_rows(column, "warm")
+        except IndexDamaged as exc:
+            index.damaged(meta.stem, exc)
+            continue
         for column in table.coded:  # rows per code (~20 ms a column at 10M rows)
             table.codes_share(column, [])
         opened.append(meta.stem)
@@ -485,3 +496,24 @@ def subset_index_stale() -> list[str]:
     finally:
         cursor.close()
     return [table for table in tables if not index_is_current(path, table)]
+
+
+def subset_index_problems() -> dict[str, tuple[str, str]]:
+    """The current subset's tables whose index cannot serve, in this process: {table: (state, reason)}, state
+    "stale" (another format version or tokenizer) or "damaged" (found at open, by a read, or by index_verify).
+    Opens the indexes not yet opened, with the checks opening makes."""
+    if subset_current_path() is None:
+        return {}
+    path, conn = subset_snapshot()
+    cursor = conn.cursor()
+    try:
+        tables = indexed_tables(cursor)
+    finally:
+        cursor.close()
+    indexes = file_index(path)
+    for table in tables:
+        indexes.table(table)
+        marker = indexes.folder / f"{table}{DAMAGED_SUFFIX}"  # index_verify found damage after this process opened it
+        if table not in indexes.problems and marker.exists():
+            indexes.damaged(table, IndexDamaged(table, marker.read_text().strip() or "marked damaged"))
+    return {table: problem for table, problem in indexes.problems.items() if table in tables}

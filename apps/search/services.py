@@ -15,6 +15,7 @@ from .models import SearchLog
 from .query import SearchQuery
 from .store import SUBSET, subset_current_path, subset_install, subset_tables_copy
 from .tables import TABLE_NAME_RE, quote_identifier, quote_string
+from .word_index import index_damage_mark, index_verify
 
 
 def search_log_prune(*, older_than_days: int) -> int:
@@ -104,3 +105,18 @@ def subset_reindex(*, stdout=None) -> Path:
     if stdout is not None:
         stdout.write(f"  subset reindexed as {path.name} in {time.perf_counter() - started:.1f}s\n")
     return path
+
+
+def subset_index_verify() -> dict[str, tuple[str, str] | None]:
+    """The background verification of the current subset's word index (`manage.py verify_index`, beat task
+    `search-verify-index`): every file checked whole against its checksum. A damaged table is marked
+    (`word_index.index_damage_mark`), so every process scans it until `subset_reindex` rebuilds it.
+    Returns {table: None when sound, else (state, reason)}."""
+    path = subset_current_path()
+    if path is None:
+        return {}
+    found = index_verify(path)
+    for table, problem in found.items():
+        if problem is not None and problem[0] == "damaged":
+            index_damage_mark(path, table, problem[1])
+    return found
