@@ -20,7 +20,13 @@ are always installed (and deleted) together. For each table with text (VARCHAR) 
   `<table>.t<n>.codes.npy`, a 4-bit code per row (its value's rank among the sorted values in the meta's
   `coded`; NO_CODE for NULL), two rows a byte: 5 MB a column at 10M rows. Such a column's words are too
   frequent to narrow, but its code drops the candidates of an `eq` / `in` filter before their rows are read;
-- `<table>.json`: sizes, columns, coded columns and their values, build seconds, bytes.
+- `<table>.postings.sums`: a CRC-32 per SUM_BLOCK (4 KB) of the postings;
+- `<table>.json`: sizes, columns, coded columns and their values, build seconds, bytes; every file's kind,
+  size and CRC-32, the tokenizer fingerprint, a CRC-32 of itself.
+
+Every file but the meta begins with a header (MAGIC, format version, file kind, payload length): see "the
+file format" below and apps/search/README.md, "Index format", for what is checked when. Damage found at open
+or read raises IndexDamaged; the caller (selectors.indexed_search) then scans that table.
 
 Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
 every character that is not a letter or digit (SEPARATOR). Words of ASCII digits only are not
