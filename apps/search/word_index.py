@@ -1255,7 +1255,8 @@ class FileIndex:
     def _forget(self, name: str, problem: IndexUnusable) -> None:
         self.problems[name] = (problem.state, problem.reason)
         self._tables[name] = None  # open mappings stay valid for threads still reading them
-        if problem.state == "damaged":  # so other processes, and `reindex_subset --if-stale`, know too
+        marker = self.folder / f"{name}{DAMAGED_SUFFIX}"
+        if problem.state == "damaged" and not marker.exists():  # so other processes, and reindex --if-stale, know
             with suppress(OSError):
                 index_damage_mark(self.path, name, problem.reason)
         logger.warning("Substring index of %s/%s not used, %s (%s): its searches scan until "
