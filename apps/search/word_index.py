@@ -889,6 +889,7 @@ class _ColumnWords:
         self.offsets = files.array(f"{table}.t{number}.offsets.npy", "offsets", np.uint64, len(words) + 1)
         self.sizes = files.array(f"{table}.t{number}.sizes.npy", "sizes", np.uint32, len(words))
         self.kinds = files.array(f"{table}.t{number}.kinds.npy", "kinds", np.uint8, len(words))
+        self.checked = np.zeros(len(words), dtype=bool)  # words whose postings this process has read and checked
         # Every slice a lookup takes must lie in the postings, in order; every kind be one of the three.
         if (np.any(self.offsets[1:] < self.offsets[:-1]) or int(self.offsets[-1]) > postings_length
                 or np.any(self.kinds > ARRAY)):
@@ -1089,24 +1090,30 @@ class TableIndex:
         return Lookup(column, [found[i] for i in order], min(estimates[order[0]], self.rows))
 
     def _posting(self, column: str, word: int) -> BitMap:
-        """One word's rows, checked: as many as its size says, each below the row count (ARRAY: strictly
-        increasing). Its postings blocks' checksums were checked first (_postings_check)."""
+        """One word's rows, checked the first time this process reads them (`checked`): as many as its size
+        says, each below the row count (ARRAY: strictly increasing). Its postings blocks' checksums were
+        checked first (_postings_check)."""
         words = self._words[column]
         raw = self._postings[HEADER_BYTES + int(words.offsets[word]): HEADER_BYTES + int(words.offsets[word + 1])]
-        size = int(words.sizes[word])
         if words.kinds[word] == ARRAY:
-            rows = np.frombuffer(raw, dtype="<u4")
-            if len(rows) != size or (size and int(rows[-1]) >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
-                raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not "
-                                               f"{size} increasing rows below {self.rows}")
+            if not words.checked[word]:
+                size = int(words.sizes[word])
+                rows = np.frombuffer(raw, dtype="<u4")
+                if len(rows) != size or (size and int(rows[-1]) >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
+                    raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not "
+                                                   f"{size} increasing rows below {self.rows}")
+                words.checked[word] = True
             rows = array.array("I", raw)
             if sys.byteorder == "big":
                 rows.byteswap()
             return BitMap(rows)
         bitmap = BitMap.deserialize(raw)
-        if len(bitmap) != size or (size and bitmap.max() >= self.rows):
-            raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not {size} rows "
-                                           f"below {self.rows}")
+        if not words.checked[word]:
+            size = int(words.sizes[word])
+            if len(bitmap) != size or (size and bitmap.max() >= self.rows):
+                raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not {size} "
+                                               f"rows below {self.rows}")
+            words.checked[word] = True
         return bitmap
 
     def _postings_check(self, column: str, words: np.ndarray) -> None:
@@ -1141,7 +1148,9 @@ class TableIndex:
             for words in lookup.parts:
                 if result is not None and worth_verifying(len(result), len(words)):
                     continue
-                self._postings_check(lookup.column, words)
+                fresh = words[~self._words[lookup.column].checked[words]]  # words not yet read by this process
+                if len(fresh):
+                    self._postings_check(lookup.column, fresh)
                 union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
                 result = union if result is None else result & union
                 if not result:
