@@ -1005,7 +1005,8 @@ class TableIndex:
         self._postings_length = postings_length
         self._sums = files.array(f"{table}.postings.sums", "postings_sums", np.uint32, -(-postings_length // SUM_BLOCK))
         self._sums_checked = np.zeros(len(self._sums), dtype=bool)  # blocks whose CRC-32 held in this process
-        self._words = {name: _ColumnWords(files, table, number, postings_length) for name, number in self.columns.items()}
+        self._words = {name: _ColumnWords(files, table, number, postings_length)
+                       for name, number in self.columns.items()}
         # In memory (0.5 byte a row a coded column, 8 bytes a frame): candidates are looked up at random.
         self.coded = {name: (values, files.array(f"{table}.t{self.columns[name]}.codes.npy", "codes", np.uint8,
                                                  (self.rows + 1) // 2))
@@ -1032,7 +1033,9 @@ class TableIndex:
         self._code_counts: dict[str, np.ndarray] = {}  # coded column -> rows per code
 
     def _damaged(self, exc: BaseException, what: str) -> IndexDamaged:
-        return exc if isinstance(exc, IndexDamaged) else IndexDamaged(self.table, f"{what}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, IndexDamaged):
+            return exc
+        return IndexDamaged(self.table, f"{what}: {type(exc).__name__}: {exc}")
 
     def batch(self, index: int) -> pa.RecordBatch:
         codec = getattr(self._codecs, "codec", None)
@@ -1099,7 +1102,7 @@ class TableIndex:
             if not words.checked[word]:
                 size = int(words.sizes[word])
                 rows = np.frombuffer(raw, dtype="<u4")
-                if len(rows) != size or (size and int(rows[-1]) >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
+                if len(rows) != size or (size and rows[-1] >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
                     raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not "
                                                    f"{size} increasing rows below {self.rows}")
                 words.checked[word] = True
@@ -1126,7 +1129,8 @@ class TableIndex:
         if not len(first):
             return
         counts = last - first + 1
-        blocks = np.repeat(first, counts) + (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts))
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)  # 0.. in each range
+        blocks = np.repeat(first, counts) + within
         blocks = np.unique(blocks)
         for block in blocks[~self._sums_checked[blocks]].tolist():
             start = HEADER_BYTES + block * SUM_BLOCK
@@ -1251,7 +1255,8 @@ class FileIndex:
                 try:
                     self._tables[name] = TableIndex(self.folder, name) if (self.folder / f"{name}.json").exists() else None
                 except (OSError, *BYTES_ERRORS, IndexUnusable) as exc:
-                    problem = exc if isinstance(exc, IndexUnusable) else IndexDamaged(name, f"{type(exc).__name__}: {exc}")
+                    problem = (exc if isinstance(exc, IndexUnusable)
+                               else IndexDamaged(name, f"{type(exc).__name__}: {exc}"))
                     self._forget(name, problem)
             return self._tables[name]
 

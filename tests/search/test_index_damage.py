@@ -139,7 +139,8 @@ QUERIES = [  # (params, SQL WHERE of the same filters)
     ({"body__contains": RARE}, f"contains(body, '{RARE}')"),
     ({"body__icontains": RARE.upper(), "label__eq": "b"}, f"body ILIKE '%{RARE}%' AND label = 'b'"),
     ({"body__contains": "w01500x"}, "contains(body, 'w01500x')"),
-    ({"body__startswith": "alpha", "body__contains": "tag17z"}, "starts_with(body, 'alpha') AND contains(body, 'tag17z')"),
+    ({"body__startswith": "alpha", "body__contains": "tag17z"},
+     "starts_with(body, 'alpha') AND contains(body, 'tag17z')"),
     ({"body__contains": "qqqzzzq"}, "contains(body, 'qqqzzzq')"),
 ]
 
@@ -150,7 +151,8 @@ def _scan_ids(path, where: str, limit: int = 100) -> list[int]:
     assert current == path
     cursor = conn.cursor()
     try:
-        return [row[0] for row in cursor.execute(f"SELECT id FROM {TABLE} WHERE {where} ORDER BY rowid LIMIT {limit}").fetchall()]
+        sql = f"SELECT id FROM {TABLE} WHERE {where} ORDER BY rowid LIMIT {limit}"
+        return [row[0] for row in cursor.execute(sql).fetchall()]
     finally:
         cursor.close()
 
@@ -370,7 +372,42 @@ def test_another_tokenizer_makes_the_index_stale_until_a_reindex(subset, client,
     assert _plan_kind(subset) == "scan"
     health = _index_health(client)
     changed = "pyarrow" if upgrade == "a library version" else "vector"
-    assert health["ok"] is True and f"{TABLE}: stale (built by another tokenizer ({changed} changed))" in health["reason"]
+    assert health["ok"] is True
+    assert f"{TABLE}: stale (built by another tokenizer ({changed} changed))" in health["reason"]
     call_command("reindex_subset", "--if-stale", stdout=io.StringIO())
     assert selectors.subset_index_stale() == [] and _plan_kind(subset_current_path()) == "index"
     word_index._open.pop(subset_current_path(), None)
+
+
+def test_every_index_file_and_the_folder_are_fsynced_before_the_build_returns(settings, tmp_path, monkeypatch):
+    """index_build flushes and fsyncs each file it writes, then the folder, so CURRENT never names a folder whose
+    bytes are still only in the page cache."""
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(word_index.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    path = subset_table_write(name=TABLE, arrow=_table().slice(0, 500), description=DESCRIPTION,
+                              keep_other_tables=False, stdout=io.StringIO())
+    folder = word_index.index_dir_for(path)
+    assert {p.name for p in folder.iterdir()} <= {os.path.basename(name) for name in synced}
+    assert str(folder) in synced and synced.index(str(folder)) > synced.index(str(folder / f"{TABLE}.json"))
+    word_index._open.pop(path, None)
+
+
+def test_the_background_verification_is_a_beat_task_that_marks_damage(subset, settings):
+    """Beat runs `index_verify_task` (the verify_index command's service); it marks a damaged table."""
+    from apps.samplescope.celery import app
+    from apps.search.tasks import index_verify_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["search-verify-index"]
+    assert entry["task"] == index_verify_task.name and entry["task"] in app.tasks
+    assert index_verify_task() == {TABLE: None}
+    marker = word_index.index_dir_for(subset) / f"{TABLE}{word_index.DAMAGED_SUFFIX}"
+    assert not marker.exists()
+    rows = word_index.index_dir_for(subset) / f"{TABLE}.rows.bin"
+    _damage(rows, "flipped", [rows.stat().st_size // 2])
+    assert index_verify_task() == {TABLE: ["damaged", f"{TABLE}.rows.bin: checksum mismatch"]}
+    assert "rows.bin: checksum mismatch" in marker.read_text()
+    assert not word_index.index_is_current(subset, TABLE)
