@@ -62,11 +62,26 @@ def check_subset() -> tuple[bool, str]:
     return subset_status()
 
 
+def check_index() -> tuple[bool, str]:
+    """The subset's word index, as this process sees it: a damaged table fails the check (its searches scan, so
+    they stay right but slow, until `manage.py reindex_subset`); a stale one (another format or tokenizer) is
+    named but passes (setup_demo and `reindex_subset --if-stale` rebuild it after an upgrade)."""
+    from apps.search.selectors import subset_index_problems
+
+    problems = subset_index_problems()
+    if not problems:
+        return True, "every table's index is sound"
+    text = "; ".join(f"{table}: {state} ({reason})" for table, (state, reason) in sorted(problems.items()))
+    damaged = any(state == "damaged" for state, _ in problems.values())
+    return not damaged, f"{text}; its searches scan until `manage.py reindex_subset`"[:600]
+
+
 CHECKS = {
     "database": check_database,
     "redis": check_redis,
     "worker": check_worker,
     "duckdb": check_subset,
+    "index": check_index,
 }
 DEEP_CHECKS = {"task_roundtrip": check_worker_roundtrip}
 

@@ -19,6 +19,8 @@ from pyroaring import BitMap
 
 from .deadline import WATCHDOG
 from .word_index import (
+    DAMAGED_SUFFIX,
+    IndexDamaged,
     Lookup,
     TableIndex,
     file_index,
@@ -204,12 +206,17 @@ def indexed_search(*, path: Path, conn: duckdb.DuckDBPyConnection, query: Search
     query, spec = context.query, context.spec
     compiled = compiled or context.compiled
     started = time.perf_counter()
-    plan = search_plan(query=query, spec=spec, index=file_index(path).table(spec.name), validated=context.validated)
-    if plan.kind == "scan":
-        return replace(subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn), plan=plan.report())
+    indexes = file_index(path)
+    try:
+        plan = search_plan(query=query, spec=spec, index=indexes.table(spec.name), validated=context.validated)
+        if plan.kind == "index":
+            return _index_search(context=context, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
+    except IndexDamaged as exc:  # this search and the table's later ones scan; logged once
+        indexes.damaged(spec.name, exc)
+        plan = SearchPlan("scan", f"index damaged: {exc.reason}")
     if plan.kind == "empty":
         return QueryOutcome(list(spec.selected), [], _ms(started), False, plan.report(read=0))
-    return _index_search(context=context, plan=plan, conn=conn, started=started, timeout_ms=timeout_ms)
+    return replace(subset_query_run(compiled=compiled, timeout_ms=timeout_ms, conn=conn), plan=plan.report())
 
 
 def _ms(started: float) -> float:
@@ -350,10 +357,14 @@ def subset_warm() -> list[str]:
         table = file_index(snapshot.path).table(name)
         if table is None:
             continue
-        if table.rows:  # first use of the row file's decompressor and of every column's word lookup
-            table.rows_at(np.array([0], dtype=np.int64))
-        for column in table.columns:
-            table.needle_rows(column, "warm")
+        try:
+            if table.rows:  # first use of the row file's decompressor and of every column's word lookup
+                table.rows_at(np.array([0], dtype=np.int64))
+            for column in table.columns:
+                table.needle_rows(column, "warm")
+        except IndexDamaged as exc:
+            file_index(snapshot.path).damaged(name, exc)
+            continue
         for column in table.coded:  # rows per code (~20 ms a column at 10M rows)
             table.codes_share(column, [])
         opened.append(name)
@@ -547,3 +558,26 @@ def subset_index_stale() -> list[str]:
             cursor.close()
         stale.extend(name for name in covered if not index_is_current(path, name))
     return stale
+
+
+def subset_index_problems() -> dict[str, tuple[str, str]]:
+    """The current subset's tables whose index cannot serve, in this process: {table: (state, reason)}, state
+    "stale" (another format version or tokenizer) or "damaged" (found at open, by a read, or by index_verify).
+    Opens the indexes not yet opened, with the checks opening makes."""
+    problems: dict[str, tuple[str, str]] = {}
+    for table, path in subset_paths().items():
+        cursor = table_snapshot(table=table).conn.cursor()
+        try:
+            covered = indexed_tables(cursor, [table])
+        finally:
+            cursor.close()
+        if table not in covered:
+            continue
+        indexes = file_index(path)
+        indexes.table(table)
+        marker = indexes.folder / f"{table}{DAMAGED_SUFFIX}"  # index_verify found damage after this process opened it
+        if table not in indexes.problems and marker.exists():
+            indexes.damaged(table, IndexDamaged(table, marker.read_text().strip() or "marked damaged"))
+        if table in indexes.problems:
+            problems[table] = indexes.problems[table]
+    return problems

@@ -26,6 +26,7 @@ from .store import (
     table_files,
 )
 from .tables import TABLE_NAME_RE, quote_identifier, quote_string
+from .word_index import index_damage_mark, index_verify
 
 
 def search_log_prune(*, older_than_days: int) -> int:
@@ -204,3 +205,20 @@ def subset_reindex(*, table: str | None = None, stdout=None) -> list[Path]:
     if stdout is not None:
         stdout.write(f"  subset reindexed in {time.perf_counter() - started:.1f}s\n")
     return installed
+
+
+def subset_index_verify() -> dict[str, tuple[str, str] | None]:
+    """The background verification of the subset's word indexes (`manage.py verify_index`, beat task
+    `search-verify-index`): every file of each table's index checked whole against its checksum. A damaged
+    table is marked (`word_index.index_damage_mark`), so every process scans it until `subset_reindex`
+    rebuilds it. Returns {table: None when sound, else (state, reason)}."""
+    paths = subset_paths()
+    found: dict[str, tuple[str, str] | None] = {}
+    for path in dict.fromkeys(paths.values()):  # a file of the old one-file layout serves several tables
+        for table, problem in index_verify(path).items():
+            if paths.get(table) != path:
+                continue  # a table of the old file that has a file of its own now
+            if problem is not None and problem[0] == "damaged":
+                index_damage_mark(path, table, problem[1])
+            found[table] = problem
+    return found

@@ -20,7 +20,13 @@ are always installed (and deleted) together. For each table with text (VARCHAR) 
   `<table>.t<n>.codes.npy`, a 4-bit code per row (its value's rank among the sorted values in the meta's
   `coded`; NO_CODE for NULL), two rows a byte: 5 MB a column at 10M rows. Such a column's words are too
   frequent to narrow, but its code drops the candidates of an `eq` / `in` filter before their rows are read;
-- `<table>.json`: sizes, columns, coded columns and their values, build seconds, bytes.
+- `<table>.postings.sums`: a CRC-32 per SUM_BLOCK (4 KB) of the postings;
+- `<table>.json`: sizes, columns, coded columns and their values, build seconds, bytes; every file's kind,
+  size and CRC-32, the tokenizer fingerprint, a CRC-32 of itself.
+
+Every file but the meta begins with a header (MAGIC, format version, file kind, payload length): see "the
+file format" below and apps/search/README.md, "Index format", for what is checked when. Damage found at open
+or read raises IndexDamaged; the caller (selectors.indexed_search) then scans that table.
 
 Words: the value lowercased by pyarrow's `utf8_lower` (utf8proc, as DuckDB's lower/ILIKE), split at
 every character that is not a letter or digit (SEPARATOR). Words of ASCII digits only are not
@@ -51,6 +57,8 @@ from __future__ import annotations
 
 import array
 import bisect
+import hashlib
+import io
 import json
 import logging
 import mmap
@@ -59,10 +67,14 @@ import queue
 import re
 import re._parser as sre_parse
 import shutil
+import struct
 import sys
 import threading
 import time
+import unicodedata
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +108,9 @@ APOSTROPHE = "'"
 JOINED_SEPARATOR = r"[^\p{L}\p{N}']+"  # what separates joined words (RE2): SEPARATOR less the apostrophe
 MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
 TEXT_TYPES = ("VARCHAR",)
-INDEX_VERSION = 9  # 6 was a reverted experiment (byte-gap postings); 8 added the 4-bit codes of low-cardinality
-# columns, 9 the joined words (words joined by apostrophes)
+INDEX_VERSION = 10  # 6 was a reverted experiment (byte-gap postings); 8 added the 4-bit codes of low-cardinality
+# columns, 9 the joined words (words joined by apostrophes), 10 the magic, checksums and tokenizer fingerprint
+OLDEST_READABLE_VERSION = 10  # older folders (no magic, no checksums) are stale: searches scan until a reindex
 NONE, ROARING, ARRAY = 0, 1, 2  # how a word's postings are stored (`<table>.t<n>.kinds.npy`)
 CODED_MAX_VALUES = 15  # a text column with this many distinct values or fewer also gets a 4-bit code per row
 NO_CODE = 15  # the code of NULL
@@ -168,6 +181,286 @@ def prefetch(mapping, starts: np.ndarray, ends: np.ndarray, most: int | None = N
         start, end = int(starts[first]), int(run_ends[last])
         if end > start:
             mapping.madvise(_WILLNEED, start, end - start)
+
+
+# --- the file format: magic, version, kind, checksums -------------------------------------------
+#
+# Every file of an index folder but the meta JSON starts with a 16-byte header: MAGIC, the format version
+# (uint16), the file's kind (uint16, FILE_KINDS) and the payload's length in bytes (uint64), all little-endian;
+# the payload follows. The table's meta JSON (`<table>.json`) carries the same magic, version and kind as
+# fields, and records every file's kind, size and CRC-32 of its payload, plus a CRC-32 of itself. What is
+# checked when (README "Index format"): at open, each file's size, header and, for all files but the two
+# large ones, its checksum; the large ones (rows.bin, postings.bin) are checked whole when built and by
+# `index_verify` (the verify_index command and its beat task), and at read as they are read: the row file's
+# zstd frames carry content checksums (zstd checks them as it decompresses), the postings a CRC-32 per
+# SUM_BLOCK bytes (`<table>.postings.sums`), checked the first time a lookup reads that block in a process.
+
+MAGIC = b"SSWI"
+_HEADER = struct.Struct("<4sHHQ")  # magic, format version, file kind, payload bytes
+HEADER_BYTES = _HEADER.size
+SUM_BLOCK = 4096  # postings bytes per CRC-32: one page, so checking a block reads no page the lookup would not
+FILE_KINDS = {"rows": 1, "rows_offsets": 2, "rows_dict": 3, "schema": 4, "postings": 5, "postings_sums": 6,
+              "tokens": 7, "offsets": 8, "sizes": 9, "kinds": 10, "codes": 11, "meta": 12}
+LARGE_KINDS = ("rows", "postings")  # checked at build, by index_verify and as read; the others at open
+DAMAGED_SUFFIX = ".damaged"  # `<table>.damaged` beside the meta: index_verify found damage (reason inside)
+
+
+class IndexUnusable(Exception):
+    """A table's index cannot serve: its searches scan until `manage.py reindex_subset` rebuilds it."""
+
+    state = "unusable"
+
+    def __init__(self, table: str, reason: str):
+        self.table, self.reason = table, reason
+        super().__init__(f"{table}: {reason}")
+
+
+class IndexStale(IndexUnusable):
+    """Built by another format version or another tokenizer (library versions, splitting of the test vector)."""
+
+    state = "stale"
+
+
+class IndexDamaged(IndexUnusable):
+    """Its bytes are not what was written: a checksum, a size, a header or a bound does not hold."""
+
+    state = "damaged"
+
+
+# Errors that bytes which are not what was written can raise while read (beyond IndexDamaged itself).
+BYTES_ERRORS = (ValueError, IndexError, OverflowError, KeyError, TypeError, struct.error, zstandard.ZstdError,
+                pa.ArrowException)
+
+
+class _IndexFile:
+    """One file of an index folder being written: the header, then the payload, its CRC-32 computed on the
+    way; close() writes the payload's length into the header, flushes and fsyncs it."""
+
+    def __init__(self, path: Path, kind: str):
+        self.path, self.kind = path, kind
+        self.handle = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.handle.write(_HEADER.pack(MAGIC, INDEX_VERSION, FILE_KINDS[kind], 0))
+        self.length = 0
+        self.crc = 0
+
+    def write(self, data) -> None:
+        self.handle.write(data)
+        self.length += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def close(self) -> dict:
+        self.handle.seek(0)
+        self.handle.write(_HEADER.pack(MAGIC, INDEX_VERSION, FILE_KINDS[self.kind], self.length))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        return {"kind": self.kind, "bytes": HEADER_BYTES + self.length, "crc32": self.crc}
+
+    def abandon(self) -> None:
+        self.handle.close()
+
+
+def _file_write(path: Path, kind: str, payload) -> dict:
+    out = _IndexFile(path, kind)
+    try:
+        out.write(payload)
+    except BaseException:
+        out.abandon()
+        raise
+    return out.close()
+
+
+def _array_payload(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _arrow_payload(table: pa.Table | None, schema: pa.Schema) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, schema) as writer:
+        if table is not None:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+def _header_check(table: str, name: str, header: bytes, kind: str, size: int) -> None:
+    if len(header) < HEADER_BYTES:
+        raise IndexDamaged(table, f"{name}: {size} bytes, shorter than its header")
+    magic, version, code, length = _HEADER.unpack(header[:HEADER_BYTES])
+    if magic != MAGIC:
+        raise IndexDamaged(table, f"{name}: no magic {MAGIC!r} (found {magic!r})")
+    if version != INDEX_VERSION or code != FILE_KINDS[kind]:
+        raise IndexDamaged(table, f"{name}: header says version {version} kind {code}, "
+                                  f"meta says {INDEX_VERSION} kind {FILE_KINDS[kind]}")
+    if HEADER_BYTES + length != size:
+        raise IndexDamaged(table, f"{name}: header says {length} payload bytes, the file holds {size - HEADER_BYTES}")
+
+
+def _meta_crc(meta: dict) -> int:
+    return zlib.crc32(json.dumps({k: v for k, v in meta.items() if k != "meta_crc32"}, sort_keys=True).encode())
+
+
+# The tokenizer's test vector: values whose splitting depends on utf8proc's lowercasing and RE2's letter and
+# digit classes (pyarrow), split at build and at open. A library whose splitting differs makes the index stale.
+TOKENIZER_VECTOR = ("Straße İSTANBUL ǅungla ΣΊΣΥΦΟΣ", "naïve café, 123abc x_y%z", "日本語テキスト 🙂smile ㊿ ⅻ",
+                    "India's rock'n'roll 'tis a''b", "K Ω Å ﬁ ﬀ ǈ ᾼ", "tab\there—dash·dot ¼½ ٣٤ abc١٢")
+
+
+def tokenizer_fingerprint() -> dict:
+    """What the index's word splitting depends on: library versions and the words of TOKENIZER_VECTOR split
+    as rows are at build (chunk_words) and as needles are at query time (needle_parts, joined_segments)."""
+    dictionary = _Dictionary(ids={}, bitmaps=[])
+    chunk_words(pa.array(list(TOKENIZER_VECTOR)), first_row=0, dictionary=dictionary)
+    rows = sorted((word, dictionary.bitmaps[number].to_array().tolist()) for word, number in dictionary.ids.items())
+    needles = [(needle_parts(value), joined_segments(value)) for value in TOKENIZER_VECTOR]
+    split = hashlib.blake2b(json.dumps([rows, needles], ensure_ascii=True).encode(), digest_size=16).hexdigest()
+    return {"pyarrow": pa.__version__, "arrow_cpp": pa.cpp_version, "duckdb": duckdb.__version__,
+            "unicode": unicodedata.unidata_version, "separator": SEPARATOR, "joined_separator": JOINED_SEPARATOR,
+            "vector": split}
+
+
+_fingerprint: dict | None = None
+
+
+def _current_fingerprint() -> dict:
+    global _fingerprint
+    if _fingerprint is None:
+        _fingerprint = tokenizer_fingerprint()
+    return _fingerprint
+
+
+def meta_read(folder: Path, table: str) -> dict:
+    """The table's meta, checked: magic, a readable format version, its own CRC-32, the tokenizer fingerprint,
+    no damage found by index_verify. Raises IndexStale or IndexDamaged (OSError when it is missing)."""
+    data = (folder / f"{table}.json").read_bytes()
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise IndexDamaged(table, f"{table}.json is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise IndexDamaged(table, f"{table}.json is not an object")
+    version = meta.get("version")
+    if meta.get("magic") != MAGIC.decode() and isinstance(version, int) and version < OLDEST_READABLE_VERSION:
+        raise IndexStale(table, f"index format version {version}; this code reads {OLDEST_READABLE_VERSION} to "
+                                f"{INDEX_VERSION}")
+    if meta.get("magic") != MAGIC.decode() or meta.get("kind") != "meta":
+        raise IndexDamaged(table, f"{table}.json has no magic")
+    if meta.get("meta_crc32") != _meta_crc(meta):
+        raise IndexDamaged(table, f"{table}.json: checksum mismatch")
+    if not isinstance(version, int) or not OLDEST_READABLE_VERSION <= version <= INDEX_VERSION:
+        raise IndexStale(table, f"index format version {version}; this code reads {OLDEST_READABLE_VERSION} to "
+                                f"{INDEX_VERSION}")
+    current = _current_fingerprint()
+    if meta.get("fingerprint") != current:
+        changed = sorted(key for key in current if (meta.get("fingerprint") or {}).get(key) != current[key])
+        raise IndexStale(table, f"built by another tokenizer ({', '.join(changed)} changed)")
+    marker = folder / f"{table}{DAMAGED_SUFFIX}"
+    if marker.exists():
+        raise IndexDamaged(table, marker.read_text().strip() or "marked damaged")
+    return meta
+
+
+class _Files:
+    """The files of one table's index as its meta records them: each read checked at open."""
+
+    def __init__(self, folder: Path, table: str, meta: dict):
+        self.folder, self.table = folder, table
+        self.entries = meta.get("files")
+        if not isinstance(self.entries, dict):
+            raise IndexDamaged(table, f"{table}.json lists no files")
+
+    def entry(self, name: str, kind: str) -> dict:
+        entry = self.entries.get(name)
+        if not isinstance(entry, dict) or entry.get("kind") != kind:
+            raise IndexDamaged(self.table, f"{name} is not in the meta as a {kind} file")
+        return entry
+
+    def has(self, name: str) -> bool:
+        return name in self.entries
+
+    def payload(self, name: str, kind: str) -> memoryview:
+        """A small file's payload, its size, header and CRC-32 checked."""
+        entry = self.entry(name, kind)
+        data = (self.folder / name).read_bytes()
+        if len(data) != entry["bytes"]:
+            raise IndexDamaged(self.table, f"{name}: {len(data)} bytes, the meta says {entry['bytes']}")
+        _header_check(self.table, name, data, kind, len(data))
+        payload = memoryview(data)[HEADER_BYTES:]
+        if zlib.crc32(payload) != entry["crc32"]:
+            raise IndexDamaged(self.table, f"{name}: checksum mismatch")
+        return payload
+
+    def array(self, name: str, kind: str, dtype, length: int | None = None) -> np.ndarray:
+        try:
+            values = np.load(io.BytesIO(self.payload(name, kind)), allow_pickle=False)
+        except BYTES_ERRORS as exc:
+            raise IndexDamaged(self.table, f"{name}: {type(exc).__name__}: {exc}") from None
+        if values.dtype != np.dtype(dtype) or values.ndim != 1 or (length is not None and len(values) != length):
+            raise IndexDamaged(self.table, f"{name}: {values.dtype} x {values.shape}, expected {np.dtype(dtype)} x "
+                                           f"{length if length is not None else 'n'}")
+        return values
+
+    def arrow(self, name: str, kind: str) -> ipc.RecordBatchFileReader:
+        try:
+            return ipc.open_file(pa.py_buffer(self.payload(name, kind)))
+        except BYTES_ERRORS as exc:
+            raise IndexDamaged(self.table, f"{name}: {type(exc).__name__}: {exc}") from None
+
+    def mapped(self, name: str, kind: str) -> tuple[mmap.mmap | bytes, int]:
+        """A large file mapped (see _map_random) and its payload's length: its size and header checked."""
+        entry = self.entry(name, kind)
+        path = self.folder / name
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise IndexDamaged(self.table, f"{name}: {size} bytes, the meta says {entry['bytes']}")
+        mapping = _map_random(path)
+        _header_check(self.table, name, mapping[:HEADER_BYTES], kind, size)
+        return mapping, size - HEADER_BYTES
+
+    def verify(self, name: str) -> None:
+        """The whole file against the meta: size, header and CRC-32 (read in 8 MB steps)."""
+        entry = self.entries[name]
+        path = self.folder / name
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise IndexDamaged(self.table, f"{name}: {size} bytes, the meta says {entry['bytes']}")
+        crc = 0
+        with open(path, "rb") as handle:
+            _header_check(self.table, name, handle.read(HEADER_BYTES), entry["kind"], size)
+            while chunk := handle.read(8 << 20):
+                crc = zlib.crc32(chunk, crc)
+        if crc != entry["crc32"]:
+            raise IndexDamaged(self.table, f"{name}: checksum mismatch")
+
+
+def _block_sums(mapping, length: int) -> np.ndarray:
+    """CRC-32 of each SUM_BLOCK bytes of a mapped file's payload."""
+    view = memoryview(mapping)
+    try:
+        return np.array([zlib.crc32(view[HEADER_BYTES + start: HEADER_BYTES + min(start + SUM_BLOCK, length)])
+                         for start in range(0, length, SUM_BLOCK)], dtype=np.uint32)
+    finally:
+        view.release()
+
+
+def _read_back_check(path: Path, entry: dict) -> None:
+    """A large file just written, read back whole: its CRC-32 must be the one computed as it was written."""
+    crc = 0
+    with open(path, "rb") as handle:
+        handle.seek(HEADER_BYTES)
+        while chunk := handle.read(8 << 20):
+            crc = zlib.crc32(chunk, crc)
+    if crc != entry["crc32"]:
+        raise OSError(f"{path.name} reads back other bytes than were written")
+
+
+def _fsync_dir(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def index_dir_for(path: Path) -> Path:
@@ -321,11 +614,14 @@ def indexed_tables(conn: duckdb.DuckDBPyConnection, tables: list[str] | None = N
 
 
 def index_is_current(path: Path, table: str) -> bool:
-    """Whether the index folder of the DuckDB file `path` holds `table` in this code's format version."""
+    """Whether the index folder of the DuckDB file `path` holds `table` in a format version this code reads,
+    built by this tokenizer, and opens with every check opening makes (TableIndex), not marked damaged (by a
+    search that found damage as it read, or by index_verify)."""
     try:
-        return json.loads((index_dir_for(path) / f"{table}.json").read_text()).get("version") == INDEX_VERSION
-    except (OSError, ValueError):
+        TableIndex(index_dir_for(path), table).close()
+    except (OSError, IndexUnusable, *BYTES_ERRORS):
         return False
+    return True
 
 
 def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str] | None = None,
@@ -341,6 +637,7 @@ def index_build(*, conn: duckdb.DuckDBPyConnection, path: Path, tables: list[str
     for table in tables:  # one at a time: DuckDB wants each table's reader done before the next query
         for name, columns in indexed_tables(conn, [table]).items():
             built[name] = _table_index_build(conn=conn, folder=target, table=name, columns=columns, stdout=stdout)
+    _fsync_dir(target)  # every file was fsynced as it was closed; now their names
     return built
 
 
@@ -352,7 +649,8 @@ class _RowWriter:
 
     def __init__(self, folder: Path, table: str):
         self.folder, self.table = folder, table
-        self.out = open(folder / f"{table}.rows.bin", "wb")  # noqa: SIM115 - closed by close()
+        self.out = _IndexFile(folder / f"{table}.rows.bin", "rows")
+        self.files: dict[str, dict] = {}  # name -> its meta entry, once written
         self.offsets = [0]
         self.samples: list[pa.Buffer] = []  # batches held back until the dictionary is trained
         self.compressor: zstandard.ZstdCompressor | None = None
@@ -392,8 +690,10 @@ class _RowWriter:
             except zstandard.ZstdError:
                 dictionary = None  # too uniform to train on: frames without a dictionary
         if dictionary is not None:
-            (self.folder / f"{self.table}.rows.dict").write_bytes(dictionary.as_bytes())
-        self.compressor = zstandard.ZstdCompressor(level=ROWS_LEVEL, dict_data=dictionary)
+            name = f"{self.table}.rows.dict"
+            self.files[name] = _file_write(self.folder / name, "rows_dict", dictionary.as_bytes())
+        # Each frame carries a checksum of its content, which zstd checks as it decompresses it.
+        self.compressor = zstandard.ZstdCompressor(level=ROWS_LEVEL, dict_data=dictionary, write_checksum=True)
         for raw in self.samples:
             self._frame(raw)
         self.samples = []
@@ -403,17 +703,24 @@ class _RowWriter:
         self.out.write(frame)
         self.offsets.append(self.offsets[-1] + len(frame))
 
-    def close(self) -> None:
+    def close(self) -> dict[str, dict]:
+        """Finish the files; returns {name: meta entry} of the row file, its dictionary and frame offsets."""
         self.queue.put(None)
         self.thread.join()
         try:
             if self.error is None and self.compressor is None:
                 self._train()
-        finally:
-            self.out.close()
+        except BaseException:
+            self.out.abandon()
+            raise
         if self.error is not None:
+            self.out.abandon()
             raise self.error
-        np.save(self.folder / f"{self.table}.rows.npy", np.array(self.offsets, dtype=np.uint64))
+        self.files[f"{self.table}.rows.bin"] = self.out.close()
+        name = f"{self.table}.rows.npy"
+        self.files[name] = _file_write(self.folder / name, "rows_offsets",
+                                       _array_payload(np.array(self.offsets, dtype=np.uint64)))
+        return self.files
 
 
 def _postings_blob(bitmap: BitMap, frequent: float) -> tuple[int, bytes]:
@@ -454,11 +761,12 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
     codes: dict[str, list[np.ndarray]] = {name: [] for name in coded}
     reader = conn.sql(f"SELECT * FROM {quote_identifier(table)}").to_arrow_reader(CHUNK_ROWS)
     schema = reader.schema
-    with ipc.new_file(str(folder / f"{table}.schema.arrow"), schema):
-        pass
+    files = {f"{table}.schema.arrow": _file_write(folder / f"{table}.schema.arrow", "schema",
+                                                  _arrow_payload(None, schema))}
     rows = _RowWriter(folder, table)
     pending = None
     done = 0
+    closed = False
     try:
         for batch in reader:
             chunk = pa.Table.from_batches([batch], schema=schema)
@@ -481,10 +789,15 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
                 stdout.write(f"  substring index {table}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
         if pending is not None and pending.num_rows:
             rows.write(pending)
+        closed = True
+        files.update(rows.close())
     finally:
-        rows.close()
+        if not closed:
+            with suppress(BaseException):
+                rows.close()
     words_total = 0
-    with open(folder / f"{table}.postings.bin", "wb") as out:
+    out = _IndexFile(folder / f"{table}.postings.bin", "postings")
+    try:
         position = 0
         for number, dictionary in enumerate(dictionaries):
             words = pa.array(list(dictionary.ids), type=pa.large_string())
@@ -503,26 +816,48 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
                 offsets[i] = position
                 position += len(blob)
             offsets[len(ids)] = position
-            with ipc.new_file(str(folder / f"{table}.t{number}.tokens.arrow"),
-                              pa.schema([("word", pa.large_string())])) as writer:
-                writer.write_table(pa.table({"word": words.take(pa.array(order))}))
-            np.save(folder / f"{table}.t{number}.offsets.npy", offsets)
-            np.save(folder / f"{table}.t{number}.sizes.npy", sizes)
-            np.save(folder / f"{table}.t{number}.kinds.npy", kinds)
+            word_schema = pa.schema([("word", pa.large_string())])
+            for name, kind, payload in (
+                    (f"{table}.t{number}.tokens.arrow", "tokens",
+                     _arrow_payload(pa.table({"word": words.take(pa.array(order))}, schema=word_schema), word_schema)),
+                    (f"{table}.t{number}.offsets.npy", "offsets", _array_payload(offsets)),
+                    (f"{table}.t{number}.sizes.npy", "sizes", _array_payload(sizes)),
+                    (f"{table}.t{number}.kinds.npy", "kinds", _array_payload(kinds))):
+                files[name] = _file_write(folder / name, kind, payload)
             words_total += len(ids)
+    except BaseException:
+        out.abandon()
+        raise
+    files[f"{table}.postings.bin"] = out.close()
+    # A CRC-32 per SUM_BLOCK bytes of the postings, checked for the blocks a lookup reads; and the whole file
+    # read back once, so what is on disk is what was written.
+    with open(folder / f"{table}.postings.bin", "rb") as handle:
+        postings = handle.read()
+    if zlib.crc32(memoryview(postings)[HEADER_BYTES:]) != files[f"{table}.postings.bin"]["crc32"]:
+        raise OSError(f"{table}.postings.bin reads back other bytes than were written")
+    files[f"{table}.postings.sums"] = _file_write(folder / f"{table}.postings.sums", "postings_sums",
+                                                  _array_payload(_block_sums(postings, len(postings) - HEADER_BYTES)))
+    del postings
     for name in coded:
         number = columns.index(name)
-        np.save(folder / f"{table}.t{number}.codes.npy",
-                _codes_pack(np.concatenate(codes[name]) if codes[name] else np.zeros(0, np.uint8)))
+        files[f"{table}.t{number}.codes.npy"] = _file_write(
+            folder / f"{table}.t{number}.codes.npy", "codes",
+            _array_payload(_codes_pack(np.concatenate(codes[name]) if codes[name] else np.zeros(0, np.uint8))))
+    _read_back_check(folder / f"{table}.rows.bin", files[f"{table}.rows.bin"])
     count, end = conn.execute(f"SELECT count(*), coalesce(max(rowid) + 1, 0) FROM {quote_identifier(table)}").fetchone()
     index_bytes = sum(p.stat().st_size for p in folder.glob(f"{table}.*"))
     rows_bytes = sum((folder / f"{table}.{name}").stat().st_size for name in ("rows.bin", "rows.npy", "rows.dict")
                      if (folder / f"{table}.{name}").exists())
-    meta = {"version": INDEX_VERSION, "table": table, "columns": columns, "rows": done,
+    meta = {"magic": MAGIC.decode(), "version": INDEX_VERSION, "kind": "meta", "table": table, "columns": columns,
+            "rows": done, "fingerprint": _current_fingerprint(), "files": files, "sum_block": SUM_BLOCK,
             "schema": [f.name for f in schema], "dense_rowid": count == end == done, "batch_rows": BATCH_ROWS,
             "words": words_total, "coded": coded, "build_seconds": round(time.perf_counter() - started, 2),
             "postings_bytes": index_bytes - rows_bytes, "rows_file_bytes": rows_bytes, "index_bytes": index_bytes}
-    (folder / f"{table}.json").write_text(json.dumps(meta, indent=1))
+    meta["meta_crc32"] = _meta_crc(meta)
+    with open(folder / f"{table}.json", "w") as handle:
+        handle.write(json.dumps(meta, indent=1))
+        handle.flush()
+        os.fsync(handle.fileno())
     if stdout is not None:
         stdout.write(f"  substring index {table}: {done:,} rows, {words_total:,} words, "
                      f"{index_bytes / 1e6:,.1f} MB in {meta['build_seconds']:.1f}s\n")
@@ -537,9 +872,10 @@ class _ColumnWords:
     lookups are bytes.find (`part`, `part\0`). The FIRST-marked words sort first, then the JOINED-marked
     ones, then the plain words: `regions` holds each kind's byte range, so each find searches one region."""
 
-    def __init__(self, folder: Path, table: str, number: int):
-        with pa.memory_map(str(folder / f"{table}.t{number}.tokens.arrow"), "r") as source:
-            words = ipc.open_file(source).read_all().column(0).to_pylist()
+    def __init__(self, files: _Files, table: str, number: int, postings_length: int):
+        words = files.arrow(f"{table}.t{number}.tokens.arrow", "tokens").read_all().column(0).to_pylist()
+        if any(a >= b for a, b in zip(words, words[1:])):
+            raise IndexDamaged(table, f"{table}.t{number}.tokens.arrow: words out of order")
         encoded = [w.encode("utf-8") for w in words]
         self.blob = b"\0" + b"\0".join(encoded) + b"\0"
         lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
@@ -550,9 +886,15 @@ class _ColumnWords:
         self.regions = {mark: self._bytes(low, high) for mark, low, high in zip((FIRST, JOINED, ""), bounds, bounds[1:])}
         # Read into memory, not mapped: every lookup touches them at random places (~1 MB a column per
         # million words), and a cold page of a mapping costs a disk read.
-        self.offsets = np.load(folder / f"{table}.t{number}.offsets.npy")
-        self.sizes = np.load(folder / f"{table}.t{number}.sizes.npy")
-        self.kinds = np.load(folder / f"{table}.t{number}.kinds.npy")
+        self.offsets = files.array(f"{table}.t{number}.offsets.npy", "offsets", np.uint64, len(words) + 1)
+        self.sizes = files.array(f"{table}.t{number}.sizes.npy", "sizes", np.uint32, len(words))
+        self.kinds = files.array(f"{table}.t{number}.kinds.npy", "kinds", np.uint8, len(words))
+        self.checked = np.zeros(len(words), dtype=bool)  # words whose postings this process has read and checked
+        # Every slice a lookup takes must lie in the postings, in order; every kind be one of the three.
+        if (np.any(self.offsets[1:] < self.offsets[:-1]) or int(self.offsets[-1]) > postings_length
+                or np.any(self.kinds > ARRAY)):
+            raise IndexDamaged(table, f"{table}.t{number}: word offsets out of order or past the postings, "
+                                      "or an unknown postings kind")
 
     def _bytes(self, low: int, high: int) -> tuple[int, int]:
         """The blob's bytes holding words low..high-1 with the NULs around them."""
@@ -636,33 +978,76 @@ class TableIndex:
     all processes)."""
 
     def __init__(self, folder: Path, table: str):
-        self.meta = json.loads((folder / f"{table}.json").read_text())
-        if self.meta.get("version") != INDEX_VERSION:
-            raise ValueError(f"index version {self.meta.get('version')} is not {INDEX_VERSION}")
-        self.columns = {name: number for number, name in enumerate(self.meta["columns"])}
-        self.batch_rows = int(self.meta["batch_rows"])
-        self.rows = int(self.meta["rows"])
-        self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
-        self._words = {name: _ColumnWords(folder, table, number) for name, number in self.columns.items()}
+        """Opens and checks (IndexStale / IndexDamaged when it cannot serve): the meta (meta_read), every
+        file's size and header, the small files' checksums, and the bounds every read relies on."""
+        self.table = table
+        self.meta = meta_read(folder, table)
+        self._postings = self._rows = b""
+        try:
+            self._open(folder, table)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, folder: Path, table: str) -> None:
+        files = _Files(folder, table, self.meta)
+        try:
+            self.columns = {name: number for number, name in enumerate(self.meta["columns"])}
+            self.batch_rows = int(self.meta["batch_rows"])
+            self.rows = int(self.meta["rows"])
+            self.dense_rowid = bool(self.meta["dense_rowid"])  # row position == DuckDB rowid
+            coded_meta = dict(self.meta.get("coded", {}))
+        except (*BYTES_ERRORS, AttributeError) as exc:
+            raise IndexDamaged(table, f"{table}.json: {type(exc).__name__}: {exc}") from None
+        if self.batch_rows < 1 or not 0 <= self.rows < 2**32:
+            raise IndexDamaged(table, f"{table}.json: {self.rows} rows in batches of {self.batch_rows}")
+        self._postings, postings_length = files.mapped(f"{table}.postings.bin", "postings")
+        self._postings_length = postings_length
+        self._sums = files.array(f"{table}.postings.sums", "postings_sums", np.uint32, -(-postings_length // SUM_BLOCK))
+        self._sums_checked = np.zeros(len(self._sums), dtype=bool)  # blocks whose CRC-32 held in this process
+        self._words = {name: _ColumnWords(files, table, number, postings_length)
+                       for name, number in self.columns.items()}
         # In memory (0.5 byte a row a coded column, 8 bytes a frame): candidates are looked up at random.
-        self.coded = {name: (values, np.load(folder / f"{table}.t{self.columns[name]}.codes.npy"))
-                      for name, values in self.meta.get("coded", {}).items()}
-        self._postings = _map_random(folder / f"{table}.postings.bin")
-        self.schema = ipc.open_file(pa.memory_map(str(folder / f"{table}.schema.arrow"), "r")).schema
-        self.row_offsets = np.load(folder / f"{table}.rows.npy")
-        self._rows = _map_random(folder / f"{table}.rows.bin")
-        dictionary = folder / f"{table}.rows.dict"
-        self._rows_dict = zstandard.ZstdCompressionDict(dictionary.read_bytes()) if dictionary.exists() else None
+        self.coded = {name: (values, files.array(f"{table}.t{self.columns[name]}.codes.npy", "codes", np.uint8,
+                                                 (self.rows + 1) // 2))
+                      for name, values in coded_meta.items()}
+        if any(len(values) > CODED_MAX_VALUES or name not in self.columns for name, (values, _) in self.coded.items()):
+            raise IndexDamaged(table, f"{table}.json: a coded column with too many values or not indexed")
+        try:
+            self.schema = files.arrow(f"{table}.schema.arrow", "schema").schema
+        except BYTES_ERRORS as exc:
+            raise IndexDamaged(table, f"{table}.schema.arrow: {type(exc).__name__}: {exc}") from None
+        self._frames = -(-self.rows // self.batch_rows)
+        self.row_offsets = files.array(f"{table}.rows.npy", "rows_offsets", np.uint64, self._frames + 1)
+        self._rows, rows_length = files.mapped(f"{table}.rows.bin", "rows")
+        if (int(self.row_offsets[0]) != 0 or int(self.row_offsets[-1]) != rows_length
+                or np.any(self.row_offsets[1:] <= self.row_offsets[:-1])):
+            raise IndexDamaged(table, f"{table}.rows.npy: frame offsets out of order or not the row file's length")
+        dictionary = f"{table}.rows.dict"
+        try:
+            self._rows_dict = (zstandard.ZstdCompressionDict(files.payload(dictionary, "rows_dict").tobytes())
+                               if files.has(dictionary) else None)
+        except BYTES_ERRORS as exc:
+            raise IndexDamaged(table, f"{dictionary}: {type(exc).__name__}: {exc}") from None
         self._codecs = threading.local()  # a decompressor per thread (they are not thread-safe)
         self._code_counts: dict[str, np.ndarray] = {}  # coded column -> rows per code
+
+    def _damaged(self, exc: BaseException, what: str) -> IndexDamaged:
+        if isinstance(exc, IndexDamaged):
+            return exc
+        return IndexDamaged(self.table, f"{what}: {type(exc).__name__}: {exc}")
 
     def batch(self, index: int) -> pa.RecordBatch:
         codec = getattr(self._codecs, "codec", None)
         if codec is None:
             codec = self._codecs.codec = zstandard.ZstdDecompressor(dict_data=self._rows_dict)
         start, end = int(self.row_offsets[index]), int(self.row_offsets[index + 1])
-        raw = codec.decompress(memoryview(self._rows)[start:end])
-        return ipc.read_record_batch(pa.py_buffer(raw), self.schema)
+        # zstd checks the frame's content checksum as it decompresses (ZstdError when it does not hold).
+        raw = codec.decompress(self._rows[HEADER_BYTES + start: HEADER_BYTES + end])
+        batch = ipc.read_record_batch(pa.py_buffer(raw), self.schema)
+        if batch.num_rows != min(self.batch_rows, self.rows - index * self.batch_rows):
+            raise IndexDamaged(self.table, f"{self.table}.rows.bin: frame {index} holds {batch.num_rows} rows")
+        return batch
 
     def part_words(self, column: str, part: str, how: str, *, mark: str = "") -> np.ndarray | None:
         """The words that contain / end with / start with / equal `part` (lowercased) — among the values'
@@ -708,32 +1093,75 @@ class TableIndex:
         return Lookup(column, [found[i] for i in order], min(estimates[order[0]], self.rows))
 
     def _posting(self, column: str, word: int) -> BitMap:
+        """One word's rows, checked the first time this process reads them (`checked`): as many as its size
+        says, each below the row count (ARRAY: strictly increasing). Its postings blocks' checksums were
+        checked first (_postings_check)."""
         words = self._words[column]
-        raw = self._postings[int(words.offsets[word]): int(words.offsets[word + 1])]
+        raw = self._postings[HEADER_BYTES + int(words.offsets[word]): HEADER_BYTES + int(words.offsets[word + 1])]
         if words.kinds[word] == ARRAY:
+            if not words.checked[word]:
+                size = int(words.sizes[word])
+                rows = np.frombuffer(raw, dtype="<u4")
+                if len(rows) != size or (size and rows[-1] >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
+                    raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not "
+                                                   f"{size} increasing rows below {self.rows}")
+                words.checked[word] = True
             rows = array.array("I", raw)
             if sys.byteorder == "big":
                 rows.byteswap()
             return BitMap(rows)
-        return BitMap.deserialize(raw)
+        bitmap = BitMap.deserialize(raw)
+        if not words.checked[word]:
+            size = int(words.sizes[word])
+            if len(bitmap) != size or (size and bitmap.max() >= self.rows):
+                raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not {size} "
+                                               f"rows below {self.rows}")
+            words.checked[word] = True
+        return bitmap
+
+    def _postings_check(self, column: str, words: np.ndarray) -> None:
+        """The CRC-32 of every postings block these words' postings lie in, the first time a block is read in
+        this process (a block checked once stays checked: the file is immutable)."""
+        offsets = self._words[column].offsets
+        starts, ends = offsets[words].astype(np.int64), offsets[words + 1].astype(np.int64)
+        keep = ends > starts
+        first, last = starts[keep] // SUM_BLOCK, (ends[keep] - 1) // SUM_BLOCK
+        if not len(first):
+            return
+        counts = last - first + 1
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)  # 0.. in each range
+        blocks = np.repeat(first, counts) + within
+        blocks = np.unique(blocks)
+        for block in blocks[~self._sums_checked[blocks]].tolist():
+            start = HEADER_BYTES + block * SUM_BLOCK
+            end = HEADER_BYTES + min((block + 1) * SUM_BLOCK, self._postings_length)
+            if zlib.crc32(self._postings[start:end]) != int(self._sums[block]):
+                raise IndexDamaged(self.table, f"{self.table}.postings.bin: block {block} checksum mismatch")
+            self._sums_checked[block] = True
 
     def lookup_rows(self, lookup: Lookup, within: BitMap | None = None) -> BitMap:
         """A superset of the rows holding the lookup's needle (of `within`, when given): the intersection
         of its parts' unions, smallest part first, skipping a part whose words cost more to read than
         verifying the rows it could remove (`worth_verifying`)."""
-        result = within
-        offsets = self._words[lookup.column].offsets
-        every = np.concatenate(lookup.parts) if lookup.parts else np.zeros(0, dtype=np.int64)
-        prefetch(self._postings, offsets[every].astype(np.int64), offsets[every + 1].astype(np.int64),
-                       most=PREFETCH_MAX_POSTINGS)
-        for words in lookup.parts:
-            if result is not None and worth_verifying(len(result), len(words)):
-                continue
-            union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
-            result = union if result is None else result & union
-            if not result:
-                break
-        return result
+        try:
+            result = within
+            offsets = self._words[lookup.column].offsets
+            every = np.concatenate(lookup.parts) if lookup.parts else np.zeros(0, dtype=np.int64)
+            prefetch(self._postings, HEADER_BYTES + offsets[every].astype(np.int64),
+                     HEADER_BYTES + offsets[every + 1].astype(np.int64), most=PREFETCH_MAX_POSTINGS)
+            for words in lookup.parts:
+                if result is not None and worth_verifying(len(result), len(words)):
+                    continue
+                fresh = words[~self._words[lookup.column].checked[words]]  # words not yet read by this process
+                if len(fresh):
+                    self._postings_check(lookup.column, fresh)
+                union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
+                result = union if result is None else result & union
+                if not result:
+                    break
+            return result
+        except (*BYTES_ERRORS, IndexDamaged) as exc:
+            raise self._damaged(exc, f"{self.table}.postings.bin") from None
 
     def _codes_allowed(self, column: str, wanted: list[str]) -> np.ndarray:
         allowed = np.zeros(16, dtype=bool)
@@ -766,10 +1194,18 @@ class TableIndex:
         """The rows at these ascending positions, every column (one batch read per batch touched)."""
         if not len(positions):
             return self.schema.empty_table()
+        if int(positions[-1]) >= self.rows or int(positions[0]) < 0:
+            raise IndexDamaged(self.table, f"a candidate row {int(positions[-1])} past the {self.rows} rows")
+        try:
+            return self._rows_at(positions)
+        except (*BYTES_ERRORS, IndexDamaged) as exc:
+            raise self._damaged(exc, f"{self.table}.rows.bin") from None
+
+    def _rows_at(self, positions: np.ndarray) -> pa.Table:
         batch_of = positions // self.batch_rows
         touched = np.unique(batch_of)
-        prefetch(self._rows, self.row_offsets[touched].astype(np.int64),
-                       self.row_offsets[touched + 1].astype(np.int64))
+        prefetch(self._rows, HEADER_BYTES + self.row_offsets[touched].astype(np.int64),
+                 HEADER_BYTES + self.row_offsets[touched + 1].astype(np.int64))
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
         indexes = touched.tolist()
         if len(indexes) >= PARALLEL_FRAMES and _helpers.acquire(blocking=False):
@@ -802,12 +1238,15 @@ class TableIndex:
 
 
 class FileIndex:
-    """The index folder of one DuckDB file: its tables' indexes, opened on first use."""
+    """The index folder of one DuckDB file: its tables' indexes, opened on first use. A table whose index is
+    stale or damaged (at open, or found so by a read: `damaged`) is not used again by this process: its
+    searches scan, it is logged once, and `problems` says why (for /healthz?details=1)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.folder = index_dir_for(path)
         self._tables: dict[str, TableIndex | None] = {}
+        self.problems: dict[str, tuple[str, str]] = {}  # table -> (state: stale / damaged, reason)
         self._lock = threading.Lock()
 
     def table(self, name: str) -> TableIndex | None:
@@ -815,11 +1254,27 @@ class FileIndex:
             if name not in self._tables:
                 try:
                     self._tables[name] = TableIndex(self.folder, name) if (self.folder / f"{name}.json").exists() else None
-                except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-                    logger.warning("Substring index of %s/%s not used (%s): searches scan until "
-                                   "`manage.py reindex_subset` rebuilds it.", self.path.name, name, exc)
-                    self._tables[name] = None
+                except (OSError, *BYTES_ERRORS, IndexUnusable) as exc:
+                    problem = (exc if isinstance(exc, IndexUnusable)
+                               else IndexDamaged(name, f"{type(exc).__name__}: {exc}"))
+                    self._forget(name, problem)
             return self._tables[name]
+
+    def damaged(self, name: str, exc: IndexDamaged) -> None:
+        """A read found this table's index damaged: its searches scan from now on in this process."""
+        with self._lock:
+            if name not in self.problems:
+                self._forget(name, exc)
+
+    def _forget(self, name: str, problem: IndexUnusable) -> None:
+        self.problems[name] = (problem.state, problem.reason)
+        self._tables[name] = None  # open mappings stay valid for threads still reading them
+        marker = self.folder / f"{name}{DAMAGED_SUFFIX}"
+        if problem.state == "damaged" and not marker.exists():  # so other processes, and reindex --if-stale, know
+            with suppress(OSError):
+                index_damage_mark(self.path, name, problem.reason)
+        logger.warning("Substring index of %s/%s not used, %s (%s): its searches scan until "
+                       "`manage.py reindex_subset` rebuilds it.", self.path.name, name, problem.state, problem.reason)
 
 
 _open: dict[Path, FileIndex] = {}
@@ -836,6 +1291,48 @@ def file_index(path: Path) -> FileIndex:
                 _open.pop(stale)
             found = _open[path] = FileIndex(path)
         return found
+
+
+def file_index_forget(path: Path) -> None:
+    """Drop the cached index of a DuckDB file that is no longer served (a learned segment merged away: each
+    segment has a folder of its own, so no newer file of the folder would push it out)."""
+    with _open_lock:
+        _open.pop(path, None)
+
+
+def index_verify(path: Path) -> dict[str, tuple[str, str] | None]:
+    """Check every table's index of the DuckDB file `path` whole (the background verification): everything
+    opening checks, plus every byte of the large files against the meta's CRC-32. {table: None when sound,
+    else (state, reason)}. Reads only; `index_damage_mark` records what it found."""
+    folder = index_dir_for(path)
+    found: dict[str, tuple[str, str] | None] = {}
+    for meta_path in sorted(folder.glob("*.json")):
+        table = meta_path.stem
+        opened = None
+        try:
+            opened = TableIndex(folder, table)
+            files = _Files(folder, table, opened.meta)
+            for name, entry in files.entries.items():
+                if entry.get("kind") in LARGE_KINDS:
+                    files.verify(name)
+            found[table] = None
+        except IndexUnusable as exc:
+            found[table] = (exc.state, exc.reason)
+        except (OSError, *BYTES_ERRORS) as exc:
+            found[table] = ("damaged", f"{type(exc).__name__}: {exc}")
+        finally:
+            if opened is not None:
+                opened.close()
+    return found
+
+
+def index_damage_mark(path: Path, table: str, reason: str) -> None:
+    """Record that `table`'s index of the DuckDB file `path` is damaged (`<table>.damaged`): every process
+    that opens it from now on scans instead, and reindex_subset --if-stale rebuilds it."""
+    marker = index_dir_for(path) / f"{table}{DAMAGED_SUFFIX}"
+    temporary = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    temporary.write_text(reason + "\n")
+    os.replace(temporary, marker)
 
 
 # --- regex literals ------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from django.utils import timezone
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery, compile_search
 from apps.search.selectors import PlanReport, indexed_search
+from apps.search.word_index import file_index_forget
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
 
 from .models import Fallback
@@ -232,7 +233,7 @@ def _snapshot_open(*, manifest: dict, signature, path: Path) -> LearnedSnapshot:
     listed = {s.path for s in segments}
     for stale in [p for p in conns if p not in listed]:
         conns.pop(stale).close()
-        _index_forget(stale)
+        file_index_forget(stale)
     snapshot = LearnedSnapshot(path=path, conn=None, tables=frozenset(t for s in segments for t in s.tables),
                                complete=complete, segments=tuple(segments), signature=signature,
                                answers=tuple(manifest["answers"]))
@@ -243,20 +244,9 @@ def _snapshot_open(*, manifest: dict, signature, path: Path) -> LearnedSnapshot:
 def _snapshot_forget() -> None:
     for stale, conn in getattr(_local, "conns", {}).items():
         conn.close()
-        _index_forget(stale)
+        file_index_forget(stale)
     _local.conns = {}
     _local.snapshot = None
-
-
-def _index_forget(path: Path) -> None:
-    """Drop a segment that is no longer listed from the word index cache (apps/search/word_index.file_index
-    keeps one open index per folder, and each segment has a folder of its own, so nothing else would)."""
-    from apps.search import word_index
-
-    lock, cache = getattr(word_index, "_open_lock", None), getattr(word_index, "_open", None)
-    if lock is not None and isinstance(cache, dict):
-        with lock:
-            cache.pop(path, None)
 
 
 def _hidden_keys(*, conn, entry: dict, live: set[int]) -> dict[str, frozenset]:

@@ -23,7 +23,7 @@ def test_healthz_all_ok_with_redis_worker_and_subset(client, celery_worker, tiny
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "redis", "worker", "duckdb", "task_roundtrip"}
+    assert set(body["checks"]) == {"database", "redis", "worker", "duckdb", "index", "task_roundtrip"}
     assert all(check["ok"] for check in body["checks"].values())
     assert "samples" in body["checks"]["duckdb"]["reason"]
 
@@ -89,7 +89,7 @@ def test_public_healthz_is_liveness_only(client, settings, tmp_path, query):
 def test_healthz_details_for_staff_from_anywhere_and_for_localhost(client, staff_user, user, settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
     assert set(client.get("/healthz?details=1", REMOTE_ADDR="127.0.0.1").json()["checks"]) == {
-        "database", "redis", "worker", "duckdb"}
+        "database", "redis", "worker", "duckdb", "index"}
     client.force_login(user)  # signed in, not staff: still liveness only from outside
     assert client.get("/healthz?details=1", REMOTE_ADDR="203.0.113.7").json() == {"status": "ok"}
     client.force_login(staff_user)

@@ -311,6 +311,11 @@ CELERY_BEAT_SCHEDULE["subsets-refresh"] = {
     "task": "apps.subsets.tasks.subset_refresh_task",
     "schedule": SUBSET_REFRESH_EVERY_SECONDS,
 }
+# Every byte of the subset's word index checked against its checksums (apps/search/README.md, "Index format").
+CELERY_BEAT_SCHEDULE["search-verify-index"] = {
+    "task": "apps.search.tasks.index_verify_task",
+    "schedule": env_float("INDEX_VERIFY_EVERY_SECONDS", 6 * 3600.0),
+}
 
 # --- Models (apps.modelhub) -------------------------------------------------
 MODEL_STORE_URI = env_str("MODEL_STORE_URI", str(DATA_DIR / "model-store"))
