@@ -207,6 +207,8 @@ def _python_check(flt, value, kind: str):
         return lambda cols, i: (x := cols[c][i]) is None or value not in x
     if op == "startswith":
         return lambda cols, i: (x := cols[c][i]) is not None and x.startswith(value)
+    if op == "endswith":
+        return lambda cols, i: (x := cols[c][i]) is not None and x.endswith(value)
     if op == "icontains":
         if not value.isascii():
             return None
@@ -232,6 +234,7 @@ def _python_check(flt, value, kind: str):
             return lambda cols, i: (x := cols[c][i]) is not None and x == v
         if op == "ne":  # IS DISTINCT FROM
             return lambda cols, i: cols[c][i] is None or cols[c][i] != v
+        # Text compares by code point in Python, as DuckDB's VARCHAR does by its UTF-8 bytes (the same order).
         compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
         if kind == "float" and op in ("gt", "gte"):  # DuckDB orders NaN above every number (v is finite)
             return lambda cols, i: (x := cols[c][i]) is not None and (x != x or compare(x, v))

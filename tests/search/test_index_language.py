@@ -111,6 +111,10 @@ def _text_value(rng: random.Random, op: str, values: list) -> str:
     present = [v for v in values if v is not None and v != ""]
     if op == "startswith":
         value = rng.choice(present)[: rng.randint(1, 8)] if rng.random() < 0.8 else _piece(rng, values)
+    elif op == "endswith":
+        value = rng.choice(present)[-rng.randint(1, 8):] if rng.random() < 0.8 else _piece(rng, values)
+    elif op in ("gt", "gte", "lt", "lte"):  # string order: a value in the data (the boundary), a prefix, or any
+        value = rng.choice([rng.choice(present), rng.choice(present)[: rng.randint(1, 3)], _piece(rng, values)])
     elif op in ("eq", "ne"):
         value = rng.choice(present) if rng.random() < 0.8 else _piece(rng, values)
     elif op == "in":
@@ -153,7 +157,7 @@ def _filter(rng: random.Random, column: str, op: str, data: dict) -> Filter:
     return Filter(column, op, value)
 
 
-NARROWING = ("contains", "icontains", "startswith", "eq", "in", "regex")
+NARROWING = ("contains", "icontains", "startswith", "endswith", "eq", "in", "regex")
 
 
 def _random_query(rng: random.Random, data: dict, spec) -> SearchQuery:
