@@ -14,11 +14,11 @@ from ninja import Router, Schema
 from apps.accounts.roles import SEARCH, api_role_require
 from apps.core.ratelimit import rate_limit_hit
 from apps.search.operators import OPERATORS
-from apps.search.query import query_from_params
-from apps.search.tables import default_table_name
+from apps.search.query import columns_chosen, query_from_params
+from apps.search.tables import default_table_name, table_spec_get
 
 from .origin import answer_notice, request_may_spend, request_may_start_fallback
-from .pipeline import RowSource, fallback_id_from, search_answer
+from .pipeline import SOURCE_COLUMN, RowSource, fallback_id_from, search_answer
 
 router = Router(tags=["search"])
 
@@ -91,6 +91,12 @@ _FILTER_DOC = (
              "description": "sort by this column (one of `columns`), ascending, then by the key"},
             {"name": "_sort_desc", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "sort by this column, descending, then by the key"},
+            {"name": "_col", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "show only these columns (repeat it, or a comma list); the key is always kept"},
+            {"name": "_nocol", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "show every column but these"},
+            {"name": "_seed", "in": "query", "required": False, "schema": {"type": "integer"},
+             "description": "with `_sort=random`: a random sample, the same rows for the same seed (no `next`)"},
             {"name": "_next", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "the next page of subset rows: pass the token from `next` (or just follow `next`)"},
             {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
@@ -108,6 +114,7 @@ def search(request):
         params=request.GET, default_table=default_table_name(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
+    shown = columns_chosen(params=request.GET, spec=table_spec_get(name=query.table))  # `_col` / `_nocol`
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, query=query, allow_fallback=may_start_fallback,
                            fallback_id=fallback_id_from(request.GET),
@@ -116,8 +123,8 @@ def search(request):
     notice = answer_notice(answer=answer, may_start_fallback=may_start_fallback)
     counts = answer.counts
     return {
-        "rows": answer.as_dicts(),
-        "columns": answer.columns,
+        "rows": [{c: row[c] for c in [*shown, SOURCE_COLUMN]} for row in answer.as_dicts()],
+        "columns": shown,
         "counts": counts,
         "local_count": answer.local_count,
         "source": "mixed" if counts[RowSource.WAREHOUSE] else "local",

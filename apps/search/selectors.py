@@ -110,7 +110,7 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
     if not candidates:
         return SearchPlan("empty", "no row holds the needles' words (and the values asked of coded columns)",
                           index, candidates, needles)
-    if query.order is not None or query.after is not None:
+    if query.order is not None or query.after is not None or query.seed is not None:
         return SearchPlan("scan", "sorted or paged: the scan's ORDER BY and keyset answer", index, candidates, needles)
     if len(candidates) > dense:
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
@@ -401,12 +401,14 @@ class Facet:
     more: bool = False  # the column has more values than shown
 
 
-def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: int = 10) -> tuple[list[Facet], bool]:
-    """Value counts of the table's facet columns over ALL matching subset rows, in one scan."""
-    if not spec.facets:
+def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: int = 10,
+                  columns: tuple[str, ...] | None = None) -> tuple[list[Facet], bool]:
+    """Value counts of the table's facet columns (or of `columns`) over ALL matching subset rows, in one scan."""
+    facet_columns = tuple(columns) if columns is not None else spec.facets
+    if not facet_columns:
         return [], False
     where = where_compile(query=query, spec=spec)
-    cols = [quote_identifier(c) for c in spec.facets]
+    cols = [quote_identifier(c) for c in facet_columns]
     sets = ", ".join(f"({c})" for c in cols)
     grouping = ", ".join(f"GROUPING({c})" for c in cols)
     sql = (
@@ -416,12 +418,12 @@ def search_facets(*, query: SearchQuery, spec: TableSpec, timeout_ms: int, top: 
     outcome = subset_query_run(compiled=CompiledQuery(sql, where.params), timeout_ms=timeout_ms)
     if outcome.timed_out:
         return [], True
-    by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in spec.facets}
+    by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in facet_columns}
     for row in outcome.rows:
         flags, values, count = row[0], row[1:-1], row[-1]
         index = list(flags).index(0)  # the one column grouped in this set
         value = values[index]
-        by_column[spec.facets[index]].append(("(empty)" if value is None else value, count))
+        by_column[facet_columns[index]].append(("(empty)" if value is None else value, count))
     ranked = {c: sorted(v, key=lambda item: (-item[1], str(item[0]))) for c, v in by_column.items()}
     facets = [Facet(c, v[:top], more=len(v) > top) for c, v in ranked.items()]
     return [f for f in facets if f.values], False

@@ -383,3 +383,53 @@ def test_endswith_escapes_like_wildcards_for_trino():
     assert '"body" LIKE ? ESCAPE' in compiled.sql and compiled.params == ["%50\\%\\_x"]
     duck = compile_search(query=q(("body", "endswith", "50%_x")), spec=SPEC, dialect="duckdb")
     assert 'ends_with("body", ?)' in duck.sql and duck.params == ["50%_x"]
+
+
+def test_random_sort_with_a_seed_is_reproducible_and_differs_by_seed(conn):
+    query = query_from_params(params=[("_sort", "random"), ("_seed", "42"), ("limit", "5")], default_table="docs",
+                              default_limit=10, max_limit=100)
+    assert query.seed == 42 and query.order is None
+    assert query.to_params() == [("table", "docs"), ("_sort", "random"), ("_seed", "42"), ("limit", "5")]
+    assert SearchQuery.from_dict(query.to_dict()) == query
+    assert query.fingerprint() != replace(query, seed=43).fingerprint() != replace(query, seed=None).fingerprint()
+
+    def rows(seed):
+        compiled = compile_search(query=replace(query, seed=seed), spec=SPEC)
+        return [r[0] for r in conn.execute(compiled.sql, compiled.params).fetchall()]
+
+    assert rows(42) == rows(42) and len(rows(42)) == 5
+    assert rows(42) != rows(7) or rows(42) != rows(8)  # another seed, another sample
+    assert rows(42) != [0, 1, 2, 3, 4]  # not the first rows by key
+    trino = compile_search(query=query, spec=SPEC, dialect="trino").sql  # Trino has xxhash64 (DuckDB has not)
+    assert "ORDER BY xxhash64(to_utf8(" in trino and "'42'" in trino
+    sqlglot.parse_one(trino, read="trino")
+    assert "random(seed 42)" in query.describe()
+
+
+@pytest.mark.parametrize("params,field", [
+    ([("_sort", "random"), ("_seed", "x")], "_seed"),
+    ([("_sort", "random"), ("_seed", str(2**31))], "_seed"),
+    ([("_sort", "random"), ("_sort_desc", "id")], "_sort"),
+    ([("_sort", "random"), ("_next", next_token([3]))], "_next"),
+])
+def test_random_sort_refuses_a_bad_seed_another_sort_or_a_page(params, field):
+    with pytest.raises(Exception) as caught:
+        query_from_params(params=params, default_table="docs", default_limit=10, max_limit=100)
+    assert field in caught.value.errors
+
+
+def test_random_sort_without_a_seed_uses_seed_zero():
+    query = query_from_params(params=[("_sort", "random")], default_table="docs", default_limit=10, max_limit=100)
+    assert query.seed == 0
+
+
+def test_columns_chosen_keeps_the_key_and_refuses_unknown_columns():
+    from apps.search.query import columns_chosen
+    assert SPEC.selected == ("id", "body", "score")
+    assert columns_chosen(params=[("_col", "score")], spec=SPEC) == ["id", "score"]
+    assert columns_chosen(params=[("_col", "score,body")], spec=SPEC) == ["id", "body", "score"]
+    assert columns_chosen(params=[("_nocol", "body"), ("_nocol", "id")], spec=SPEC) == ["id", "score"]
+    assert columns_chosen(params=[], spec=SPEC) == ["id", "body", "score"]
+    with pytest.raises(SearchValidationError) as caught:
+        columns_chosen(params=[("_col", "nope")], spec=SPEC)
+    assert "Unknown column 'nope'" in caught.value.errors["_col"][0]
