@@ -130,6 +130,8 @@
     if (query.length > LONG_URL) {
       event.detail.verb = "post";
       event.detail.useUrlParams = false;
+      // htmx chose the headers for a GET: a form body needs its type, or the server reads no fields
+      event.detail.headers["Content-Type"] = "application/x-www-form-urlencoded";
       form.setAttribute("data-posted", "");
     }
   });
