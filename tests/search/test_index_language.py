@@ -266,3 +266,19 @@ def test_nan_is_above_every_number_on_the_index_path_as_in_duckdb(settings, tmp_
         assert _same(indexed.rows, scanned.rows), (op, value)
         assert {"nan" if v != v else v for _, _, v in scanned.rows} == expected, (op, value)
         assert {row[1] for row in indexed.rows} == {"word0 filler"}
+
+
+def test_a_random_sample_is_the_scans_hash_order_not_the_index_paths_table_order(language_subset, monkeypatch):
+    """`_sort=random&_seed=n` orders by hash(key, seed): the planner leaves it to the scan's ORDER BY even
+    where the index could narrow (the index path returns candidates in table order)."""
+    from dataclasses import replace
+    spec = language_subset(1)
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    index = word_index.file_index(subset_snapshot()[0]).table(TABLE)
+    query = SearchQuery(TABLE, (Filter("body", "icontains", "alpha"),), 20)
+    assert search_plan(query=query, spec=spec, index=index).kind == "index"
+    sampled = replace(query, seed=5)
+    assert search_plan(query=sampled, spec=spec, index=index).kind == "scan"
+    rows = subset_search(query=sampled, spec=spec, timeout_ms=60_000).rows
+    assert len(rows) == 20 and [r[0] for r in rows] != sorted(r[0] for r in rows)
+    assert _same(rows, subset_query_run(compiled=compile_search(query=sampled, spec=spec), timeout_ms=60_000).rows)
