@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django_htmx.http import push_url
 
 from apps.accounts.roles import SEARCH, role_required
@@ -175,8 +175,17 @@ def _cells(answer: SearchAnswer, shown: list[str] | None = None) -> tuple[list[s
             cells.append({"value": value, "text": text, "parts": parts, "long": long, "url": url,
                           "snippet": snippet, "wordy": not long and not url and len(text) >= WORDY and " " in text,
                           "num": isinstance(value, (int, float)) and not isinstance(value, bool)})
-        rows.append({"source": row.source.value, "cells": cells, "key": row.values.get(answer.spec.key)})
+        rows.append({"source": row.source.value, "cells": cells,
+                     "url": _row_url(answer.spec.name, row.values.get(answer.spec.key))})
     return columns, rows
+
+
+def _row_url(table: str, key) -> str:
+    """The row page of a key; "" for a key no URL path segment can carry (empty, or with a slash)."""
+    try:
+        return reverse("samples:row", args=[table, str(key)]) if key not in (None, "") else ""
+    except NoReverseMatch:
+        return ""
 
 
 def _screen_order(answer: SearchAnswer, shown: list[str] | None = None) -> list[str]:
@@ -209,7 +218,7 @@ def _querystring(params: list[tuple[str, str]]) -> str:
     return urlencode([("_q", saved_search_store(params=params))])
 
 
-def _saved_params(request) -> QueryDict | None:
+def _saved_params(request) -> QueryDict:
     """The parameters of `?_q=<key>` (the stored search, then the overlay parameters of this URL);
     raises Http404 for a key nobody stored."""
     stored = saved_search_params(key=request.GET["_q"])

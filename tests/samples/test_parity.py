@@ -215,3 +215,16 @@ def test_the_api_link_gives_the_pages_columns_and_count(logged_in, api_client, d
     assert data["columns"] == ["id", "title"] and set(data["rows"][0]) == {"id", "title", "_source"}
     assert data["subset_match_count"] == int(shown) == demo_subset.count("contains(text, 'match')")
     assert api_client.get("/api/search?text__contains=match&_col=nope").status_code == 422
+
+
+def test_a_key_no_url_can_carry_shows_without_a_row_link(logged_in, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from django.core.management import call_command
+
+    pq.write_table(pa.table({"k": ["a/b", "plain"], "body": ["wool one", "wool two"]}), tmp_path / "slashy.parquet")
+    call_command("import_subset", str(tmp_path / "slashy.parquet"), table="slashy", key="k", stdout=io.StringIO())
+    html = logged_in.get("/samples/?table=slashy&body__contains=wool").content.decode()
+    assert '<a href="/samples/slashy/plain/" data-row-link>plain</a>' in html
+    assert '<td class="cell-key">a/b</td>' in html
+    assert logged_in.get("/samples/slashy/plain.json").json()["row"]["body"] == "wool two"
