@@ -228,3 +228,12 @@ def test_a_key_no_url_can_carry_shows_without_a_row_link(logged_in, tmp_path):
     assert '<a href="/samples/slashy/plain/" data-row-link>plain</a>' in html
     assert '<td class="cell-key">a/b</td>' in html
     assert logged_in.get("/samples/slashy/plain.json").json()["row"]["body"] == "wool two"
+
+
+def test_isnull_is_offered_in_the_form_and_searches(logged_in, demo_subset):
+    html = logged_in.get("/samples/?title__isnull=false&limit=3").content.decode()
+    assert '<option value="isnull">is empty (true/false)</option>' in html
+    assert re.search(r'<option value="title" data-ops="[^"]*\bisnull\b', html)
+    assert len(_ids(html)) == 3
+    assert "No matching rows" in logged_in.get("/samples/?title__isnull=true&limit=3").content.decode()
+    assert demo_subset.count("title IS NULL") == 0
