@@ -152,7 +152,7 @@ def _url_parts(parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return [(piece, hit) for text, hit in parts for piece in _URL_BREAK.split(text) if piece]
 
 
-WORDY = 24  # characters from which a short value with spaces (a title) gets a wider cell
+WORDY = 12  # characters from which a short value with spaces (a title) gets a wider cell, not a word a line
 
 
 def _cells(answer: SearchAnswer, shown: list[str] | None = None) -> tuple[list[str], list[dict]]:

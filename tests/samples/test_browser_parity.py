@@ -40,6 +40,10 @@ def test_source_column_in_view_titles_readable_col_and_row_page(logged_in_page, 
                                ".map(td => td.getBoundingClientRect().width)")
         assert widths and min(widths) >= 200, widths
 
+    page.goto("/samples/?text__contains=match&limit=5&_facet=title")  # a facet beyond tables.json's
+    page.locator("#facets [data-facet=title] [data-facet-value]").first.wait_for()
+    assert page.evaluate(OVERFLOW) <= 0
+
     page.goto("/samples/?text__contains=match&limit=5&_col=title&_col=label")
     page.wait_for_selector("[data-results]")
     assert [h.strip(" ▲▼") for h in page.locator("[data-results] thead th").all_inner_texts()] == \
