@@ -19,7 +19,6 @@ from apps.audit.services import audit_record
 from apps.core.csv import csv_writer
 from apps.core.ratelimit import rate_limit
 from apps.search.errors import SearchError, SearchValidationError, SubsetMissing, TableNotFound
-from apps.search.operators import operator_get
 from apps.search.query import MAX_SEED, MAX_VALUE_LENGTH, Filter, SearchQuery, columns_chosen, query_from_params
 from apps.search.selectors import facet_values_known, search_facets, subset_row_count
 from apps.search.tables import default_table_name, table_spec_get, table_spec_list
