@@ -13,10 +13,10 @@ from apps.accounts.roles import SEARCH, api_role_require
 from apps.core.ratelimit import rate_limit_hit
 from apps.search.context import search_context_build, search_store_open
 from apps.search.operators import OPERATORS
-from apps.search.query import query_from_params
+from apps.search.query import columns_chosen, query_from_params
 
 from .origin import request_may_spend, request_may_start_fallback
-from .pipeline import answer_present, fallback_id_from, search_answer
+from .pipeline import SOURCE_COLUMN, answer_present, fallback_id_from, search_answer
 
 router = Router(tags=["search"])
 
@@ -93,6 +93,12 @@ _FILTER_DOC = (
              "description": "sort by this column (one of `columns`), ascending, then by the key"},
             {"name": "_sort_desc", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "sort by this column, descending, then by the key"},
+            {"name": "_col", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "show only these columns (repeat it, or a comma list); the key is always kept"},
+            {"name": "_nocol", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "show every column but these"},
+            {"name": "_seed", "in": "query", "required": False, "schema": {"type": "integer"},
+             "description": "with `_sort=random`: a random sample, the same rows for the same seed (no `next`)"},
             {"name": "_next", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "the next page of subset rows: pass the token from `next` (or just follow `next`)"},
             {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
@@ -111,6 +117,7 @@ def search(request):
         params=request.GET, default_table=store.default_table(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
+    columns_shown = columns_chosen(params=request.GET, spec=store.spec(query.table))  # `_col` / `_nocol`
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, context=search_context_build(query=query, store=store),
                            allow_fallback=may_start_fallback, fallback_id=fallback_id_from(request.GET),
@@ -119,8 +126,8 @@ def search(request):
     shown = answer_present(answer=answer, may_start_fallback=may_start_fallback)
     next_url = shown.next_url(reverse("api:search"))
     return {
-        "rows": answer.as_dicts(),
-        "columns": answer.columns,
+        "rows": [{c: row[c] for c in [*columns_shown, SOURCE_COLUMN]} for row in answer.as_dicts()],
+        "columns": columns_shown,
         "counts": shown.counts,
         "local_count": shown.local_count,
         "source": shown.source,

@@ -37,9 +37,11 @@ def form_to_params(params) -> list[tuple[str, str]]:
     for column, op, value in zip(columns, ops, values):
         if column and op and (not value_is_blank(value) or op == "isnull"):
             out.append((f"{column}__{op}", value))
-    for name in ("_sort", "_sort_desc"):  # the sort on screen stays for the new search (a hidden input)
+    for name in ("_sort", "_sort_desc", "_seed"):  # the sort on screen stays for the new search (a hidden input)
         if params.get(name):
             out.append((name, params.get(name)))
+    for name in ("_col", "_nocol", "_facet"):  # so do the columns and facets chosen
+        out += [(name, value) for value in params.getlist(name) if value.strip()]
     if params.get("limit"):
         out.append(("limit", params.get("limit")))
     return out

@@ -287,7 +287,7 @@ def _learned_snapshot():
 def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:
     """A token for the next page when the subset filled this one (it may have more): the last row's
     (sort value, key), or its key alone when unsorted (later pages then go in key order)."""
-    if subset_rows < query.limit or not rows.rows:
+    if subset_rows < query.limit or not rows.rows or query.seed is not None:  # a random sample has no next page
         return None
     last = rows.rows[-1].values
     if query.order is not None:

@@ -41,3 +41,11 @@ def search_recent_list(*, user, limit: int = 8) -> list[RecentSearch]:
         if len(recent) >= limit:
             break
     return recent
+
+
+def saved_search_params(*, key: str) -> list[tuple[str, str]] | None:
+    """The parameters stored under `key` (saved_search_store), or None when no search has that key."""
+    from .models import SavedSearch
+
+    saved = SavedSearch.objects.filter(key=str(key)[:32]).first()
+    return [(name, value) for name, value in saved.params] if saved is not None else None

@@ -21,9 +21,10 @@ import gc
 worker_class = "apps.samplescope.gunicorn_worker.HeaderBufferingThreadWorker"
 # Connections one process holds open, waiting for headers, kept alive or being served (gthread's default 1000).
 worker_connections = 250
-# gunicorn's defaults, stated: a request line of at most 4094 bytes (the search page's URLs stay far below), at
-# most 50 header fields (browsers send about 15) of at most 8190 bytes each; more is refused (400/431).
-limit_request_line = 4094
+# A request line of at most 8190 bytes (gunicorn's maximum, as nginx's 8k header buffers; the search page POSTs
+# a search whose address would be longer and shows it at a short `?_q=<key>`), at most 50 header fields
+# (browsers send about 15) of at most 8190 bytes each; more is refused (400/431).
+limit_request_line = 8190
 limit_request_fields = 50
 limit_request_field_size = 8190
 

@@ -3,8 +3,11 @@
 Each row has a hidden topic; its text mixes that topic's words, words shared by all topics,
 words of another topic and a long Zipf-distributed tail of rarer words, and ~10% of rows
 carry a wrong label. A TF-IDF + logistic regression classifier therefore learns the labels
-well but not perfectly. Substring searches find frequent words (shared and topic words), rare
-ones (tail words, product codes and names in a handful of rows) and absent ones
+well but not perfectly. The shared words and the tail are real English (issue 25: the
+text read as word salad): wordfreq's most frequent words drawn by their real frequency, and its rarer
+words of 7+ letters (ranks past 3,000) as the tail; without wordfreq (it is in requirements/local.txt, not
+the production image) the old fixed list and syllable pseudo-words stand in. Substring searches find
+frequent words (shared and topic words), rare ones (tail words, product codes and names in a handful of rows) and absent ones
 (`demo_vocabulary()["absent"]`). No Python loop runs per row: words are drawn as index arrays
 and joined by pyarrow.
 """
@@ -87,6 +90,29 @@ TAIL_SIZE = 20000
 VOCAB_SEED = 20240607  # the vocabulary is the same for every --seed; only the rows differ
 
 
+ENGLISH_SHARED = 400  # wordfreq's most frequent English words used as the shared words
+ENGLISH_TAIL_FROM = 3000  # the tail: wordfreq's words from this rank on, of at least ENGLISH_TAIL_MIN_LENGTH letters
+ENGLISH_TAIL_MIN_LENGTH = 7  # (shorter rare words would hide inside common ones: "arte" in "cartel")
+
+
+def _english_words(known: set[str]) -> tuple[list[str], np.ndarray, list[str]] | None:
+    """(shared words, their real frequencies normalised, tail words in frequency order) from wordfreq's
+    English list (in its wheel: works offline), or None without wordfreq."""
+    try:
+        import wordfreq
+    except ImportError:
+        return None
+    fragments = {"ll", "ve", "re", "st", "nd", "th", "im", "dont", "didnt", "doesnt", "isnt", "thats", "ive"}
+    words = [w for w in wordfreq.top_n_list("en", 60_000) if w.isascii() and w.isalpha() and w not in known
+             and (len(w) >= 2 or w == "a") and w not in fragments]  # no "i", "s", "t", "ll" alone
+    shared = words[:ENGLISH_SHARED]
+    freqs = np.array([wordfreq.word_frequency(w, "en") for w in shared], dtype=np.float64)
+    tail = [w for w in words[ENGLISH_TAIL_FROM:] if len(w) >= ENGLISH_TAIL_MIN_LENGTH][:TAIL_SIZE]
+    if len(tail) < TAIL_SIZE:
+        return None
+    return shared, freqs / freqs.sum(), tail
+
+
 @dataclass(frozen=True)
 class _Vocabulary:
     words: list[str]          # plain tokens: topics, shared, tail, codes, names
@@ -95,6 +121,7 @@ class _Vocabulary:
     tail_range: tuple[int, int]
     code_range: tuple[int, int]
     name_range: tuple[int, int]
+    shared_weights: np.ndarray  # how often each shared word is drawn
 
 
 _VOCAB: _Vocabulary | None = None
@@ -111,16 +138,21 @@ def _vocabulary() -> _Vocabulary:
         start = len(words)
         words.extend(topic_words.split())
         topic_ranges.append((start, len(words)))
-    shared_range = (len(words), len(words) + len(SHARED_WORDS))
-    words.extend(SHARED_WORDS)
-    known = set(words)
-    tail: list[str] = []
-    while len(tail) < TAIL_SIZE:  # pseudo-words from syllables: plausible, searchable, no "xq"
-        n = int(rng.integers(2, 5))
-        word = "".join(_SYLLABLES[i] for i in rng.integers(0, len(_SYLLABLES), n))
-        if word not in known:
-            known.add(word)
-            tail.append(word)
+    english = _english_words(set(words))
+    if english is not None:
+        shared, shared_weights, tail = english
+    else:
+        shared, shared_weights = list(SHARED_WORDS), _zipf_weights(len(SHARED_WORDS), 0.9)
+        known = set(words) | set(shared)
+        tail = []
+        while len(tail) < TAIL_SIZE:  # pseudo-words from syllables: plausible, searchable, no "xq"
+            n = int(rng.integers(2, 5))
+            word = "".join(_SYLLABLES[i] for i in rng.integers(0, len(_SYLLABLES), n))
+            if word not in known:
+                known.add(word)
+                tail.append(word)
+    shared_range = (len(words), len(words) + len(shared))
+    words.extend(shared)
     tail_range = (len(words), len(words) + len(tail))
     words.extend(tail)
     letters = np.array(list("ABCDEFGHJKLMNPRSTUVWYZ"))
@@ -130,7 +162,7 @@ def _vocabulary() -> _Vocabulary:
     names = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
     name_range = (len(words), len(words) + len(names))
     words.extend(names)
-    _VOCAB = _Vocabulary(words, topic_ranges, shared_range, tail_range, code_range, name_range)
+    _VOCAB = _Vocabulary(words, topic_ranges, shared_range, tail_range, code_range, name_range, shared_weights)
     return _VOCAB
 
 
@@ -138,7 +170,7 @@ def demo_vocabulary() -> dict[str, list[str]]:
     """Search terms by expected frequency, for tests and the benchmark workload."""
     v = _vocabulary()
     tail = v.words[v.tail_range[0]:v.tail_range[1]]
-    frequent = list(SHARED_WORDS[:40]) + [w for a, b in v.topic_ranges for w in v.words[a:a + 6]]
+    frequent = v.words[v.shared_range[0]:v.shared_range[0] + 40] + [w for a, b in v.topic_ranges for w in v.words[a:a + 6]]
     return {
         "frequent": [w for w in frequent if len(w) >= 3],
         "topic": [w for a, b in v.topic_ranges for w in v.words[a:b]],
@@ -184,7 +216,7 @@ def demo_table(*, rows: int, seed: int, start_id: int = 0) -> pa.Table:
     is_tail = draw > 0.89
     ids = np.empty(total, dtype=np.int64)
     shared_lo, shared_hi = v.shared_range
-    ids[:] = shared_lo + rng.choice(shared_hi - shared_lo, total, p=_zipf_weights(shared_hi - shared_lo, 0.9))
+    ids[:] = shared_lo + rng.choice(shared_hi - shared_lo, total, p=v.shared_weights)
     starts = np.array([a for a, _ in v.topic_ranges])
     sizes = np.array([b - a for a, b in v.topic_ranges])
     row_topic = np.where(is_other, other_topic[word_row], topic[word_row])[is_topical]

@@ -20,7 +20,9 @@ import duckdb
 LIKE_ESCAPE = "\\"
 ESCAPE_CLAUSE = f"ESCAPE '{LIKE_ESCAPE}'"  # standard SQL strings: one backslash, no escaping
 TEXT = ("text",)
-ORDERED = ("integer", "float", "date", "timestamp")
+# Ranges: numbers and dates by value; text by string order (Datasette's way with ISO dates kept as text:
+# `month >= 2026-10`). DuckDB and Trino both compare VARCHAR by code point (binary, no collation).
+ORDERED = ("text", "integer", "float", "date", "timestamp")
 ALL_KINDS = ("text", "integer", "float", "date", "timestamp", "boolean", "other")
 
 
@@ -41,7 +43,8 @@ class Operator:
     duckdb_params: Callable[[object], list] = lambda v: [v]
     trino_params: Callable[[object], list] = lambda v: [v]
     substring: bool = False  # a literal substring test on text (highlighted in results)
-    # How the substring index (apps.search.word_index) narrows it: "contains" (the needle is in the value),
+    # How the substring index (apps.search.word_index) narrows it: "contains" (the needle is in the value;
+    # endswith narrows so too: a superset of its rows, which the engine then verifies),
     # "start" (the value begins with it), "whole" (the value is it, or one of the list), "regex" (through
     # the pattern's required literal); "" cannot narrow.
     narrows: str = ""
@@ -93,6 +96,9 @@ OPERATOR_TABLE: tuple[Operator, ...] = (
     Operator("startswith", "starts with", TEXT, "scalar",
              duckdb="starts_with({col}, ?)", trino="{col} LIKE ? {esc}", human="{col} starts with {value}",
              trino_params=lambda v: [like_escape(v) + "%"], substring=True, narrows="start"),
+    Operator("endswith", "ends with", TEXT, "scalar",
+             duckdb="ends_with({col}, ?)", trino="{col} LIKE ? {esc}", human="{col} ends with {value}",
+             trino_params=lambda v: ["%" + like_escape(v)], substring=True, narrows="contains"),
     Operator("eq", "=", ALL_KINDS[:-1], "scalar", duckdb="{col} = {p}", trino="{col} = {p}", human="{col} = {value}",
              narrows="whole"),
     # A NULL differs from every value, so it matches "≠".

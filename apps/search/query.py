@@ -23,9 +23,14 @@ from .operators import LIKE_ESCAPE, OPERATORS, like_escape, operator_get, regex_
 from .tables import TableSpec, quote_identifier
 
 DIALECTS = ("duckdb", "trino")
-RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next", "_count")
+RESERVED_PARAMS = ("limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next", "_count",
+                   "_seed", "_col", "_nocol", "_facet", "_q")
 SORT_PARAMS = ("_sort", "_sort_desc")  # Datasette's names: sort by a column, ascending or descending
 NEXT_PARAM = "_next"  # a keyset token: the page after the row it names
+RANDOM_SORT = "random"  # `_sort=random&_seed=<n>`: a random sample, the same rows for the same seed
+SEED_PARAM = "_seed"
+MAX_SEED = 2**31 - 1
+COLUMN_PARAMS = ("_col", "_nocol")  # Datasette's names: show only these columns / all but these
 MAX_TOKEN_LENGTH = 4000
 MAX_VALUE_LENGTH = 1000
 MAX_IN_VALUES = 200
@@ -82,6 +87,7 @@ class SearchQuery:
     limit: int
     order: Order | None = None  # ORDER BY column [DESC], key
     after: tuple | None = None  # keyset paging: (sort value, key) when ordered, else (key,); implies ORDER BY key
+    seed: int | None = None  # a random sample: ORDER BY hash(key, seed); no next page
 
     @property
     def paged(self) -> bool:
@@ -95,6 +101,8 @@ class SearchQuery:
             normalized["order"] = [self.order.column, bool(self.order.desc)]
         if self.after is not None:
             normalized["after"] = list(self.after)
+        if self.seed is not None:
+            normalized["seed"] = int(self.seed)
         return normalized
 
     def fingerprint(self) -> str:
@@ -113,6 +121,8 @@ class SearchQuery:
             data["order"] = {"column": self.order.column, "desc": bool(self.order.desc)}
         if self.after is not None:
             data["after"] = list(self.after)
+        if self.seed is not None:
+            data["seed"] = int(self.seed)
         return data
 
     @classmethod
@@ -125,6 +135,7 @@ class SearchQuery:
             limit=int(data["limit"]),
             order=Order(order["column"], bool(order.get("desc"))) if order else None,
             after=tuple(after) if after is not None else None,
+            seed=int(data["seed"]) if data.get("seed") is not None else None,
         )
 
     def to_params(self, *, page: bool = True) -> list[tuple[str, str]]:
@@ -133,6 +144,8 @@ class SearchQuery:
         params += [(f.param, f.value if f.value is not None else "") for f in self.filters]
         if self.order is not None:
             params.append(self.order.param)
+        if self.seed is not None:
+            params += [("_sort", RANDOM_SORT), (SEED_PARAM, str(self.seed))]
         if page and self.after is not None:
             params.append((NEXT_PARAM, next_token(list(self.after))))
         params.append(("limit", str(self.limit)))
@@ -145,6 +158,8 @@ class SearchQuery:
         text = f"{self.table}: " + (" AND ".join(parts) or "(no filters)")
         if self.order is not None:
             text += f" ORDER BY {self.order.column}{' DESC' if self.order.desc else ''}"
+        if self.seed is not None:
+            text += f" ORDER BY random(seed {self.seed})"
         if self.after is not None:
             text += f" AFTER {list(self.after)!r}"
         return text + f" LIMIT {self.limit}"
@@ -192,6 +207,8 @@ def query_from_params(
     filters: list[Filter] = []
     order: Order | None = None
     after: tuple | None = None
+    random_sort = False
+    seed_raw = None
     for name, value in items:
         value = "" if value is None else str(value)
         if "\x00" in value:  # no column holds it, and PostgreSQL cannot store it in the search log
@@ -205,10 +222,15 @@ def query_from_params(
             column = value.strip()
             if not column:
                 continue
+            if name == "_sort" and column == RANDOM_SORT:
+                random_sort = True
+                continue
             if order is not None and order != Order(column, name == "_sort_desc"):
                 errors.setdefault(name, []).append("Sort by one column: give _sort or _sort_desc once.")
                 continue
             order = Order(column, name == "_sort_desc")
+        elif name == SEED_PARAM:
+            seed_raw = value.strip()
         elif name == NEXT_PARAM:
             if not value.strip():
                 continue
@@ -243,9 +265,43 @@ def query_from_params(
                 errors.setdefault("limit", []).append(f"Limit must be between 1 and {max_limit}.")
     if len(filters) > MAX_FILTERS:
         errors.setdefault("filters", []).append(f"At most {MAX_FILTERS} filters.")
+    seed = None
+    if random_sort:
+        seed = 0
+        if seed_raw:
+            if seed_raw.isascii() and seed_raw.isdigit() and len(seed_raw) <= 10 and int(seed_raw) <= MAX_SEED:
+                seed = int(seed_raw)
+            else:
+                errors.setdefault(SEED_PARAM, []).append(f"The seed is a whole number from 0 to {MAX_SEED}.")
+        if order is not None:
+            errors.setdefault("_sort", []).append("Sort by one column or at random (_sort=random), not both.")
+        if after is not None:
+            errors.setdefault(NEXT_PARAM, []).append(
+                "A random sample has no next page: ask for a larger limit or another seed.")
     if errors:
         raise SearchParamsError(errors)
-    return SearchQuery(table=table, filters=tuple(filters), limit=limit, order=order, after=after)
+    return SearchQuery(table=table, filters=tuple(filters), limit=limit, order=order, after=after, seed=seed)
+
+
+def columns_chosen(*, params, spec: TableSpec) -> list[str]:
+    """The columns to show (`_col=a&_col=b`: only those; `_nocol=c`: all but those), in table order, the key
+    always first; Datasette's parameters. Raises SearchValidationError naming an unknown column. The rows
+    are the same (and so are the fingerprint and counts): only the columns shown or exported change."""
+    def wanted(name: str) -> list[str]:
+        values = params.getlist(name) if hasattr(params, "getlist") else [v for k, v in params if k == name]
+        return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+
+    chosen, dropped = wanted("_col"), wanted("_nocol")
+    errors: dict[str, list[str]] = {}
+    for name, columns in (("_col", chosen), ("_nocol", dropped)):
+        unknown = [c for c in columns if c not in spec.selected]
+        if unknown:
+            errors.setdefault(name, []).append(
+                f"Unknown column {', '.join(map(repr, unknown))}: choose among {', '.join(spec.selected)}.")
+    if errors:
+        raise SearchValidationError(errors)
+    shown = [c for c in spec.selected if not chosen or c in chosen or c == spec.key]
+    return [c for c in shown if c not in dropped or c == spec.key]
 
 
 # --- Validation -----------------------------------------------------------------------------
@@ -482,6 +538,14 @@ def compile_search(
         direction = "DESC" if query.order.desc else "ASC"
         # NULLS LAST in both directions, spelled out: the keyset condition below relies on it.
         order_sql = f" ORDER BY {col} {direction} NULLS LAST, {key} ASC"
+    elif query.seed is not None:
+        # A random sample that the same seed gives again: rows ordered by a hash of (key, seed). DuckDB's
+        # hash() and Trino's xxhash64 differ, so a fallback's rows are another sample, equally reproducible.
+        if dialect == "duckdb":
+            order_sql = f" ORDER BY hash({key}, {int(query.seed)}), {key} ASC"
+        else:
+            order_sql = (f" ORDER BY xxhash64(to_utf8(CAST({key} AS VARCHAR) || '/' || '{int(query.seed)}')), "
+                         f"{key} ASC")
     elif query.after is not None:
         order_sql = f" ORDER BY {key} ASC"  # paging without a sort: key order
     if query.after is not None:

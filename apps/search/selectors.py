@@ -144,7 +144,7 @@ def search_plan(*, query: SearchQuery, spec: TableSpec, index: TableIndex | None
     if not candidates:
         return SearchPlan("empty", "no row holds the needles' words (and the values asked of coded columns)",
                           index, candidates, needles)
-    if query.order is not None or query.after is not None:
+    if query.order is not None or query.after is not None or query.seed is not None:
         return SearchPlan("scan", "sorted or paged: the scan's ORDER BY and keyset answer", index, candidates, needles)
     if len(candidates) > dense:
         return SearchPlan("scan", "frequent: the LIMIT scan finds rows at once", index, candidates, needles)
@@ -257,6 +257,8 @@ def _python_check(flt, value, kind: str):
         return lambda cols, i: (x := cols[c][i]) is None or value not in x
     if op == "startswith":
         return lambda cols, i: (x := cols[c][i]) is not None and x.startswith(value)
+    if op == "endswith":
+        return lambda cols, i: (x := cols[c][i]) is not None and x.endswith(value)
     if op == "icontains":
         if not value.isascii():
             return None
@@ -282,6 +284,7 @@ def _python_check(flt, value, kind: str):
             return lambda cols, i: (x := cols[c][i]) is not None and x == v
         if op == "ne":  # IS DISTINCT FROM
             return lambda cols, i: cols[c][i] is None or cols[c][i] != v
+        # Text compares by code point in Python, as DuckDB's VARCHAR does by its UTF-8 bytes (the same order).
         compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
         if kind == "float" and op in ("gt", "gte"):  # DuckDB orders NaN above every number (v is finite)
             return lambda cols, i: (x := cols[c][i]) is not None and (x != x or compare(x, v))
@@ -460,15 +463,17 @@ class Facet:
 
 
 def search_facets(*, query: SearchQuery | None = None, spec: TableSpec | None = None, timeout_ms: int,
-                  top: int = 10, context: SearchContext | None = None) -> tuple[list[Facet], bool]:
-    """Value counts of the table's facet columns over ALL matching subset rows, in one scan (of the
-    context's subset file: one is built when not given)."""
+                  top: int = 10, context: SearchContext | None = None,
+                  columns: tuple[str, ...] | None = None) -> tuple[list[Facet], bool]:
+    """Value counts of the table's facet columns (or of `columns`) over ALL matching subset rows, in one scan
+    (of the context's subset file: one is built when not given)."""
     context = context or search_context_build(query=query, spec=spec)
     spec = context.spec
-    if not spec.facets:
+    facet_columns = tuple(columns) if columns is not None else spec.facets
+    if not facet_columns:
         return [], False
     where = context.where
-    cols = [quote_identifier(c) for c in spec.facets]
+    cols = [quote_identifier(c) for c in facet_columns]
     sets = ", ".join(f"({c})" for c in cols)
     grouping = ", ".join(f"GROUPING({c})" for c in cols)
     sql = (
@@ -479,12 +484,12 @@ def search_facets(*, query: SearchQuery | None = None, spec: TableSpec | None = 
                                conn=context.snapshot[1])
     if outcome.timed_out:
         return [], True
-    by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in spec.facets}
+    by_column: dict[str, list[tuple[str, int]]] = {c: [] for c in facet_columns}
     for row in outcome.rows:
         flags, values, count = row[0], row[1:-1], row[-1]
         index = list(flags).index(0)  # the one column grouped in this set
         value = values[index]
-        by_column[spec.facets[index]].append(("(empty)" if value is None else value, count))
+        by_column[facet_columns[index]].append(("(empty)" if value is None else value, count))
     ranked = {c: sorted(v, key=lambda item: (-item[1], str(item[0]))) for c, v in by_column.items()}
     facets = [Facet(c, v[:top], more=len(v) > top) for c, v in ranked.items()]
     return [f for f in facets if f.values], False

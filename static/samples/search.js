@@ -70,12 +70,18 @@
 
   // Back and Forward: htmx restores the results from its history cache, but a form's typed values are
   // not part of that snapshot. Rebuild the filter rows, limit and table from the URL every time.
-  var RESERVED = ["limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next"];
+  var RESERVED = ["limit", "table", "format", "fallback", "confirm", "_sort", "_sort_desc", "_next", "_count",
+                  "_seed", "_col", "_nocol", "_facet", "_q"];
 
   function fillFormFromUrl() {
     var form = document.querySelector("form.search-form");
     if (!form) return;
     var params = new URLSearchParams(window.location.search);
+    if (params.get("_q")) {  // a stored search: its parameters are on the results it shows
+      var results = document.getElementById("results");
+      if (!results || !results.dataset.query) return;
+      params = new URLSearchParams(results.dataset.query);
+    }
     var filters = [];
     params.forEach(function (value, name) {
       var cut = name.lastIndexOf("__");
@@ -103,14 +109,55 @@
     if (table && params.get("table")) table.value = params.get("table");
     // The sort on screen travels with the next search: a hidden input, rebuilt from the URL too.
     form.querySelectorAll("[data-sort-input]").forEach(function (input) { input.remove(); });
-    ["_sort", "_sort_desc"].forEach(function (name) {
-      if (!params.get(name)) return;
-      var input = document.createElement("input");
-      input.type = "hidden"; input.name = name; input.value = params.get(name);
-      input.setAttribute("data-sort-input", "");
-      form.appendChild(input);
+    form.querySelectorAll("[data-view-input]").forEach(function (input) { input.remove(); });
+    ["_sort", "_sort_desc", "_seed", "_col", "_nocol", "_facet"].forEach(function (name) {
+      params.getAll(name).forEach(function (value) {
+        var input = document.createElement("input");
+        input.type = "hidden"; input.name = name; input.value = value;
+        input.setAttribute(name.indexOf("_sort") === 0 || name === "_seed" ? "data-sort-input" : "data-view-input", "");
+        form.appendChild(input);
+      });
     });
   }
+
+  // Long inputs: a search whose web address would be too long (a 1,000-character value; servers refuse
+  // request lines of a few kB) is POSTed instead; the server stores it and answers at a short `?_q=<key>`.
+  var LONG_URL = 1800;  // characters of query string; the server stores longer links too (views.LONG_QUERYSTRING)
+  document.addEventListener("htmx:configRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form.matches || !form.matches("form.search-form") || event.detail.verb !== "get") return;
+    var query = new URLSearchParams(new FormData(form)).toString();
+    if (query.length > LONG_URL) {
+      event.detail.verb = "post";
+      event.detail.useUrlParams = false;
+      // htmx chose the headers for a GET: a form body needs its type, or the server reads no fields
+      event.detail.headers["Content-Type"] = "application/x-www-form-urlencoded";
+      form.setAttribute("data-posted", "");
+    }
+  });
+
+  // A request the server (or a proxy before it) refused shows why, on the page: never nothing.
+  function requestError(text) {
+    var box = document.querySelector("[data-request-error]");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    var status = xhr ? xhr.status : 0;
+    if (status === 413 || status === 414 || status === 431 || (status === 400 && /too (large|long)/i.test(xhr.responseText || ""))) {
+      requestError("This search is too long for the server (HTTP " + status + "). Values may have at most 1,000 " +
+                   "characters, and at most 20 filters: shorten them and search again.");
+    } else if (status !== 429) {
+      requestError("The search failed (HTTP " + status + "). Try again; if it keeps failing, tell the team.");
+    }
+  });
+  document.addEventListener("htmx:sendError", function () {
+    requestError("The server could not be reached. Check the connection and search again.");
+  });
+  document.addEventListener("htmx:beforeRequest", function () { requestError(""); });
 
   document.addEventListener("htmx:historyRestore", fillFormFromUrl);
   window.addEventListener("popstate", function () { window.setTimeout(fillFormFromUrl, 0); });

@@ -43,14 +43,16 @@ def test_page_shows_results_in_a_table(logged_in, demo_subset):
     assert re.search(r"data-elapsed[^>]*>[\d.]+ ms<", html)
     assert html.count('<tr data-source="subset">') == expected and html.count("<table") == 1  # one results table
     headers = re.findall(r'<th scope="col"[^>]*>(?:<a[^>]*>)?([a-z_]+)', html.split("data-results")[1])
-    assert headers[:3] == ["id", "text", "url"]  # the matched text right after the key, then table order
+    # the key, where the row came from (always in view), the matched text, then table order
+    assert headers[:4] == ["id", "source", "text", "url"]
     assert "<details class=\"cell\">" in html  # long text folds
     # the form keeps the filters, plus empty rows for adding filters without JavaScript
     assert 'value="match"' in html and 'value="sports"' in html and html.count('name="val"') == 4
     fallback = SearchLog.objects.get().fallback_requests.get().fallback_id  # the export names the fallback on screen
     assert (f'href="/samples/?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000'
             f'&amp;fallback={fallback}&amp;format=csv"') in html
-    assert 'href="/api/search?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000"' in html
+    # the API link gives what the page shows, the match count included
+    assert 'href="/api/search?table=samples&amp;text__contains=match&amp;url__contains=sports&amp;limit=1000&amp;_count=1"' in html
     assert SearchLog.objects.filter(local_rows=expected).exists()
 
 

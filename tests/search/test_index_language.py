@@ -111,6 +111,10 @@ def _text_value(rng: random.Random, op: str, values: list) -> str:
     present = [v for v in values if v is not None and v != ""]
     if op == "startswith":
         value = rng.choice(present)[: rng.randint(1, 8)] if rng.random() < 0.8 else _piece(rng, values)
+    elif op == "endswith":
+        value = rng.choice(present)[-rng.randint(1, 8):] if rng.random() < 0.8 else _piece(rng, values)
+    elif op in ("gt", "gte", "lt", "lte"):  # string order: a value in the data (the boundary), a prefix, or any
+        value = rng.choice([rng.choice(present), rng.choice(present)[: rng.randint(1, 3)], _piece(rng, values)])
     elif op in ("eq", "ne"):
         value = rng.choice(present) if rng.random() < 0.8 else _piece(rng, values)
     elif op == "in":
@@ -153,7 +157,7 @@ def _filter(rng: random.Random, column: str, op: str, data: dict) -> Filter:
     return Filter(column, op, value)
 
 
-NARROWING = ("contains", "icontains", "startswith", "eq", "in", "regex")
+NARROWING = ("contains", "icontains", "startswith", "endswith", "eq", "in", "regex")
 
 
 def _random_query(rng: random.Random, data: dict, spec) -> SearchQuery:
@@ -262,3 +266,19 @@ def test_nan_is_above_every_number_on_the_index_path_as_in_duckdb(settings, tmp_
         assert _same(indexed.rows, scanned.rows), (op, value)
         assert {"nan" if v != v else v for _, _, v in scanned.rows} == expected, (op, value)
         assert {row[1] for row in indexed.rows} == {"word0 filler"}
+
+
+def test_a_random_sample_is_the_scans_hash_order_not_the_index_paths_table_order(language_subset, monkeypatch):
+    """`_sort=random&_seed=n` orders by hash(key, seed): the planner leaves it to the scan's ORDER BY even
+    where the index could narrow (the index path returns candidates in table order)."""
+    from dataclasses import replace
+    spec = language_subset(1)
+    monkeypatch.setattr(selectors, "DENSE_SHARE", 1.0)
+    index = word_index.file_index(table_snapshot(table=TABLE).path).table(TABLE)
+    query = SearchQuery(TABLE, (Filter("body", "icontains", "alpha"),), 20)
+    assert search_plan(query=query, spec=spec, index=index).kind == "index"
+    sampled = replace(query, seed=5)
+    assert search_plan(query=sampled, spec=spec, index=index).kind == "scan"
+    rows = subset_search(query=sampled, spec=spec, timeout_ms=60_000).rows
+    assert len(rows) == 20 and [r[0] for r in rows] != sorted(r[0] for r in rows)
+    assert _same(rows, subset_query_run(compiled=compile_search(query=sampled, spec=spec), timeout_ms=60_000).rows)

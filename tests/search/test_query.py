@@ -30,7 +30,8 @@ SPEC = TableSpec(
     columns={"id": "BIGINT", "body": "VARCHAR", "score": "DOUBLE", "day": "DATE", "seen": "TIMESTAMP",
              "flag": "BOOLEAN", "n": "INTEGER"},
     searchable={
-        "body": ("contains", "icontains", "not_contains", "startswith", "eq", "ne", "in", "regex", "isnull"),
+        "body": ("contains", "icontains", "not_contains", "startswith", "endswith", "eq", "ne", "in", "regex",
+                 "isnull", "gt", "gte", "lt", "lte"),
         "id": ("eq", "ne", "in", "gt", "gte", "lt", "lte"),
         "score": ("gt", "gte", "lt", "lte", "eq"),
         "day": ("gt", "gte", "lt", "lte", "eq"),
@@ -105,6 +106,16 @@ def test_contains_matches_value_literally(conn, value, dialect):
         ("startswith", "back\\", lambda b: b is not None and b.startswith("back\\")),
         ("startswith", "100%", lambda b: b is not None and b.startswith("100%")),
         ("startswith", "a_b", lambda b: b is not None and b.startswith("a_b")),
+        ("endswith", "name", lambda b: b is not None and b.endswith("name")),
+        ("endswith", "_name", lambda b: b is not None and b.endswith("_name")),  # `_` is no LIKE wildcard
+        ("endswith", "c\\d", lambda b: b is not None and b.endswith("c\\d")),
+        ("endswith", "100%", lambda b: b is not None and b.endswith("100%")),
+        # Ranges on text: string order, by code point (uppercase before lowercase, "é" after "z").
+        ("gte", "plain", lambda b: b is not None and b >= "plain"),
+        ("gt", "plain text", lambda b: b is not None and b > "plain text"),
+        ("lt", "N", lambda b: b is not None and b < "N"),
+        ("lte", "backslash", lambda b: b is not None and b <= "backslash"),
+        ("gte", "naïve", lambda b: b is not None and b >= "naïve"),
         ("eq", "it's quoted", lambda b: b == "it's quoted"),
         ("eq", "naïve café 東京", lambda b: b == "naïve café 東京"),
         ("ne", "plain text", lambda b: b != "plain text"),
@@ -151,7 +162,8 @@ def test_typed_operators(conn, dialect, column, op, value, expected):
 
 
 def test_every_operator_is_covered_and_compiles_in_both_dialects():
-    samples = {"contains": "x", "icontains": "x", "not_contains": "x", "startswith": "x", "eq": "x", "ne": "x",
+    samples = {"contains": "x", "icontains": "x", "not_contains": "x", "startswith": "x", "endswith": "x",
+               "eq": "x", "ne": "x",
                "in": "x,y", "regex": "x+", "isnull": "true"}
     numeric = {"gt": "1", "gte": "1", "lt": "1", "lte": "1"}
     assert set(samples) | set(numeric) == set(OPERATORS)
@@ -352,3 +364,72 @@ def test_sort_and_next_params_are_reserved_validated_and_round_trip():
         query_from_params(params=[("_sort", "a"), ("_sort_desc", "b")], default_table="docs", default_limit=10,
                           max_limit=100)
     assert "_sort_desc" in info.value.errors
+
+
+def test_text_ranges_compare_iso_months_as_strings(conn):
+    """Datasette's way with dates kept as text: `month >= 2026-10` is a string comparison, in both dialects."""
+    spec = TableSpec(name="m", key="id", columns={"id": "BIGINT", "month": "VARCHAR"},
+                     searchable={"month": ("gte", "lt")}, shown=("month",))
+    conn.execute("CREATE OR REPLACE TABLE m AS SELECT * FROM (VALUES (1, '2026-09'), (2, '2026-10'), (3, '2026-11'),"
+                 " (4, NULL), (5, '2027-01')) t(id, month)")
+    for dialect in ("duckdb", "trino"):
+        query = SearchQuery("m", (Filter("month", "gte", "2026-10"), Filter("month", "lt", "2027")), 10)
+        compiled = compile_search(query=query, spec=spec, dialect=dialect)
+        assert (run(conn, compiled) if dialect == "duckdb" else run_trino(conn, compiled)) == [2, 3]
+
+
+def test_endswith_escapes_like_wildcards_for_trino():
+    compiled = compile_search(query=q(("body", "endswith", "50%_x")), spec=SPEC, dialect="trino")
+    assert '"body" LIKE ? ESCAPE' in compiled.sql and compiled.params == ["%50\\%\\_x"]
+    duck = compile_search(query=q(("body", "endswith", "50%_x")), spec=SPEC, dialect="duckdb")
+    assert 'ends_with("body", ?)' in duck.sql and duck.params == ["50%_x"]
+
+
+def test_random_sort_with_a_seed_is_reproducible_and_differs_by_seed(conn):
+    query = query_from_params(params=[("_sort", "random"), ("_seed", "42"), ("limit", "5")], default_table="docs",
+                              default_limit=10, max_limit=100)
+    assert query.seed == 42 and query.order is None
+    assert query.to_params() == [("table", "docs"), ("_sort", "random"), ("_seed", "42"), ("limit", "5")]
+    assert SearchQuery.from_dict(query.to_dict()) == query
+    assert query.fingerprint() != replace(query, seed=43).fingerprint() != replace(query, seed=None).fingerprint()
+
+    def rows(seed):
+        compiled = compile_search(query=replace(query, seed=seed), spec=SPEC)
+        return [r[0] for r in conn.execute(compiled.sql, compiled.params).fetchall()]
+
+    assert rows(42) == rows(42) and len(rows(42)) == 5
+    assert rows(42) != rows(7) or rows(42) != rows(8)  # another seed, another sample
+    assert rows(42) != [0, 1, 2, 3, 4]  # not the first rows by key
+    trino = compile_search(query=query, spec=SPEC, dialect="trino").sql  # Trino has xxhash64 (DuckDB has not)
+    assert "ORDER BY xxhash64(to_utf8(" in trino and "'42'" in trino
+    sqlglot.parse_one(trino, read="trino")
+    assert "random(seed 42)" in query.describe()
+
+
+@pytest.mark.parametrize("params,field", [
+    ([("_sort", "random"), ("_seed", "x")], "_seed"),
+    ([("_sort", "random"), ("_seed", str(2**31))], "_seed"),
+    ([("_sort", "random"), ("_sort_desc", "id")], "_sort"),
+    ([("_sort", "random"), ("_next", next_token([3]))], "_next"),
+])
+def test_random_sort_refuses_a_bad_seed_another_sort_or_a_page(params, field):
+    with pytest.raises(Exception) as caught:
+        query_from_params(params=params, default_table="docs", default_limit=10, max_limit=100)
+    assert field in caught.value.errors
+
+
+def test_random_sort_without_a_seed_uses_seed_zero():
+    query = query_from_params(params=[("_sort", "random")], default_table="docs", default_limit=10, max_limit=100)
+    assert query.seed == 0
+
+
+def test_columns_chosen_keeps_the_key_and_refuses_unknown_columns():
+    from apps.search.query import columns_chosen
+    assert SPEC.selected == ("id", "body", "score")
+    assert columns_chosen(params=[("_col", "score")], spec=SPEC) == ["id", "score"]
+    assert columns_chosen(params=[("_col", "score,body")], spec=SPEC) == ["id", "body", "score"]
+    assert columns_chosen(params=[("_nocol", "body"), ("_nocol", "id")], spec=SPEC) == ["id", "score"]
+    assert columns_chosen(params=[], spec=SPEC) == ["id", "body", "score"]
+    with pytest.raises(SearchValidationError) as caught:
+        columns_chosen(params=[("_col", "nope")], spec=SPEC)
+    assert "Unknown column 'nope'" in caught.value.errors["_col"][0]

@@ -174,3 +174,15 @@ def test_setup_demo_rebuilds_an_index_of_an_older_format(demo_subset):
     build_demo_data(stdout=out)
     assert "rebuilding the substring index of samples" in out.getvalue()
     assert subset_index_stale() == [] and table_current_path(table="samples") != current
+
+
+def test_demo_text_is_english_words_not_pseudo_words():
+    """Issue 25: the demo text read as word salad (a tenth of its words were syllable pseudo-words such as
+    "vodreki"); its shared words and rare tail now come from wordfreq's English list, by real frequency."""
+    import wordfreq
+
+    table = demo_table(rows=500, seed=5)
+    tokens = [w.strip(".").lower() for text in table.column("text").to_pylist() for w in text.split()]
+    english = sum(wordfreq.zipf_frequency(w, "en") > 0 for w in tokens)
+    assert english / len(tokens) >= 0.97, english / len(tokens)
+    assert demo_vocabulary()["frequent"][:3] == ["the", "and", "for"]  # the most frequent English words first
