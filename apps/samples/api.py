@@ -44,6 +44,8 @@ class SearchOut(Schema):
     next: str | None
     subset_match_count: int | None
     subset_match_count_exact: bool
+    full_dataset: dict | None = None  # the full data's vocabulary: estimate, upper_bound, total_rows, built_at, proof
+    suggestions: list[dict] = []  # "did you mean": known words / values near missing ones, with the corrected query
 
 
 class SearchErrorOut(Schema):
@@ -77,6 +79,10 @@ _FILTER_DOC = (
         "that match, over all pages: exact when `subset_match_count_exact`, else a lower bound (the count ran past its "
         "time limit). Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
+        "`full_dataset` says what the full data's vocabulary (built with each refresh) knows: about how many of its rows "
+        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can: then `complete` is true and "
+        "no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
+        "lacks (\"did you mean\"), each with the corrected `query`. "
         + _FILTER_DOC
     ),
     openapi_extra={
@@ -137,5 +143,7 @@ def search(request):
         if answer.next_token else None,
         "subset_match_count": answer.match_count,
         "subset_match_count_exact": answer.match_count_exact,
+        "full_dataset": answer.vocabulary.as_dict() if answer.vocabulary is not None else None,
+        "suggestions": [s.as_dict() for s in answer.vocabulary.suggestions] if answer.vocabulary is not None else [],
     }
 

@@ -30,6 +30,7 @@ from apps.search.query import NEXT_PARAM, SearchQuery, compile_search, next_toke
 from apps.search.selectors import facet_values_known, subset_match_count, subset_search
 from apps.search.services import search_log_create
 from apps.search.tables import TableSpec, table_spec_get
+from apps.search.vocabulary import VocabularyAnswer, search_vocabulary_answer
 from apps.warehouse.handles import FallbackHandle
 from apps.warehouse.learned import learned_rows_for_search
 from apps.warehouse.models import Fallback
@@ -80,6 +81,7 @@ class SearchAnswer:
     match_count: int | None = None  # subset rows matching the filters (all pages); None when unknown
     match_count_exact: bool = False  # False: at least match_count
     merged_sort: bool = False  # rows from several sources were sorted together here, in Python
+    vocabulary: VocabularyAnswer | None = None  # the full data's vocabulary: proof, suggestions, estimates
 
     @property
     def columns(self) -> list[str]:
@@ -182,6 +184,10 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     if attached is not None and attached.state == Fallback.State.SUCCEEDED:
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
+    vocabulary = search_vocabulary_answer(query=query, spec=spec)
+    proven = (vocabulary is not None and vocabulary.proven_empty and not rows.rows and not confirmed
+              and not query.paged and attached is None)
+    complete = complete or proven  # the full dataset has no matching row: no learned rows, no fallback
     if rows.short and not complete and not outcome.timed_out and not query.paged:
         learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values())
         rows.add(learned.rows, RowSource.LEARNED)
@@ -203,11 +209,13 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
     unknown = _unknown_values(query=query, spec=spec) if needs_more and has_warehouse and allow_fallback else {}
-    if needs_more and not has_warehouse:
+    if proven:
+        notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at}).")
+    elif needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
     elif unknown and not confirmed:
         notice = "; ".join(f"{value!r} is not a known {column}" for column, value in unknown.items()) + \
-            ": search the warehouse anyway?"
+            ": search the warehouse anyway?" + (f" {vocabulary.expected_text()}" if vocabulary is not None else "")
     elif needs_more and allow_fallback:
         try:
             handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row,
@@ -232,7 +240,7 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
                         log_id=log_row.pk if log_row else None, notice=notice,
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
-                        merged_sort=merged_sort)
+                        merged_sort=merged_sort, vocabulary=vocabulary)
 
 
 def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:

@@ -11,6 +11,7 @@ from .errors import SubsetMissing, TableNotFound
 from .selectors import subset_index_stale
 from .services import subset_reindex, subset_table_write
 from .tables import _subset_schema, table_spec_get
+from .vocabulary import vocabulary_builder
 
 DEMO_TABLE = "samples"
 
@@ -34,7 +35,9 @@ def demo_data_build(*, rows: int, subset_fraction: float, seed: int, stdout) -> 
     started = time.perf_counter()
     info = demo_dataset_write(rows=rows, subset_fraction=subset_fraction, seed=seed,
                               full_dir=Path(settings.SEARCH_FULL_DATA_DIR), stdout=stdout)
-    subset_table_write(name=DEMO_TABLE, arrow=info.subset, stdout=stdout)
+    # The full data's vocabulary (proofs of absence, "did you mean", estimates) is built beside the subset file.
+    subset_table_write(name=DEMO_TABLE, arrow=info.subset, stdout=stdout,
+                       vocabulary=vocabulary_builder(spec=table_spec_get(name=DEMO_TABLE), stdout=stdout))
     seconds = time.perf_counter() - started
     stdout.write(f"  demo data ready: {rows:,} rows in {len(info.files)} Parquet files, "
                  f"{info.subset_rows:,} rows in the local subset, {seconds:.1f}s\n")

@@ -23,6 +23,7 @@ from apps.audit.services import audit_record
 from apps.search.services import subset_table_build
 from apps.search.store import SUBSET, disk_full, table_comment, table_current_path
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
+from apps.search.vocabulary import vocabulary_builder
 from apps.warehouse.backends.athena import AthenaBackend
 
 from .models import SubsetRefresh
@@ -112,7 +113,11 @@ def subset_refresh(
                 relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
-            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)  # and installs it
+            # The full data's vocabulary is rebuilt with the sample and installed with it (local backend: DuckDB
+            # over the full Parquet; a table refreshed from Athena gets none yet, so no proofs: fallbacks as before).
+            vocabulary = vocabulary_builder(spec=spec, stdout=out) if backend == "local" else None
+            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out,
+                                vocabulary=vocabulary)  # and installs it
     except BaseException as exc:
         # Exception: the run fails and is returned. KeyboardInterrupt / SystemExit (SIGTERM, Ctrl-C): the run is
         # ended the same way (never left "running"), then the interruption goes on up. The build deleted its file.
@@ -182,10 +187,10 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
     return run
 
 
-def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
+def _build(*, spec, relation: str, clause: str, out, vocabulary=None) -> tuple[Path, int]:
     """A new file of the table (the fresh sample, with the table's self-description), verified, then
     installed; only this table's folder is written (subset_table_build)."""
-    with subset_table_build(table=spec.name) as (path, conn):
+    with subset_table_build(table=spec.name, vocabulary=vocabulary) as (path, conn):
         current = table_current_path(table=spec.name)
         comment = table_comment(path=current, table=spec.name) if current is not None else None
         # Columns cast to the table's known types, so Parquet written by another engine still fits.
