@@ -35,7 +35,8 @@ SPEC = TableSpec(
     shown=("body", "tag"),
 )
 WORDS = ["alpha", "beta", "gamma", "delta", "don", "it", "india", "russia", "foo", "food", "fool", "bar", "café",
-         "naïve", "straße", "Σίσυφος", "東京", "x1", "42", "007", "abc123", "snake", "case"]
+         "naïve", "straße", "Σίσυφος", "東京", "x1", "42", "007", "abc123", "snake", "case",
+         "İstanbul", "\u212aelvin", "STRAẞE", "ǅemal", "ﬁsh"]  # case folding that differs between engines
 ODD = ["İ", "K", "ß", "ﬁ", "ς", "😀", "é", "E\u0301", "%", "_", "\\", "'", "’", "-", " ", ".", "/", "  "]
 SEPARATORS = [" ", " ", " ", "-", "'", ", ", "_", ".", "/", "%"]
 TAGS = ["news", "sports", "science", "food", "Food", "travel"]
