@@ -110,6 +110,11 @@ def vocabulary_columns(*, spec, types: dict[str, str] | None = None) -> list[str
             if types.get(c) in TEXT_TYPES and any(op in WORD_OPS for op in ops)]
 
 
+def value_columns(*, spec, columns: list[str]) -> list[str]:
+    """Of the vocabulary's columns, those an eq / in filter may name: their values may be counted."""
+    return [c for c in columns if any(op in VALUE_OPS for op in spec.searchable.get(c, ()))]
+
+
 def chunk_words(values: pa.Array | pa.ChunkedArray) -> pa.Table:
     """(p: the value's position in the chunk, w: a word of it) for a chunk of values, split exactly as the
     word index splits them (word_index.lowered, SEPARATOR); words of ASCII digits only left out."""
@@ -132,7 +137,7 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
         types = {r[0]: r[1] for r in conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
         columns = vocabulary_columns(spec=spec, types=types)
         total = conn.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-        values = _local_values(conn=conn, relation=relation, columns=columns)
+        values = _local_values(conn=conn, relation=relation, columns=value_columns(spec=spec, columns=columns))
         counter = duckdb.connect(":memory:")
         for number in range(len(columns)):
             counter.execute(f"CREATE TABLE counts_{number} (w VARCHAR, n BIGINT)")

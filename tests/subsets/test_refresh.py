@@ -199,6 +199,7 @@ def aws(monkeypatch, settings):
     settings.ATHENA_DATABASE = "analytics"
     settings.ATHENA_WORKGROUP = "samplescope"
     settings.ATHENA_OUTPUT_LOCATION = "s3://athena-results/queries/"
+    settings.SUBSET_VOCABULARY_ON_ATHENA = False  # these tests stub the sample's UNLOAD alone (vocabulary: tests/search)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="unload-bucket")
