@@ -210,3 +210,20 @@ def subset_reindex(*, table: str | None = None, stdout=None) -> list[Path]:
     if stdout is not None:
         stdout.write(f"  subset reindexed in {time.perf_counter() - started:.1f}s\n")
     return installed
+
+
+def subset_vocabulary_build(*, table: str, stdout=None) -> Path:
+    """A new file of `table` with the same rows, its index and a fresh vocabulary of its full data (local
+    Parquet: `full_data_glob`), installed atomically: for a subset built before vocabularies existed."""
+    from .tables import table_spec_get
+    from .vocabulary import vocabulary_builder
+
+    builder = vocabulary_builder(spec=table_spec_get(name=table), stdout=stdout)
+    if builder is None:
+        raise ValueError(f"Table {table!r} has no local full data to build a vocabulary from.")
+    with subset_table_build(table=table, stdout=stdout, vocabulary=builder) as (path, conn):
+        current = table_current_path(table=table)
+        if current is None:
+            raise SubsetMissing(f"No local subset of table {table!r} in {SUBSET.directory()}.")
+        table_copy(conn=conn, source=current, table=table)
+    return path

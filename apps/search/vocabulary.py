@@ -30,8 +30,8 @@ built inside the same SwappedFiles.build as the file and installed (fsynced, swa
   `.starts.npy` (int64, where word i begins in the blob), `.cum.npy` (int64, cumulative row counts:
   word i holds cum[i+1]-cum[i] rows, any range sums in O(1)), `.grams.npy` (sorted uint64: every
   trigram of every word, packed: a part with a trigram no word has is in no word, found by a binary
-  search instead of a scan of the words), `.del.npy` / `.delw.npy` (sorted 64-bit hashes of the
-  deletion neighbourhood of the most frequent words, and the word each came from);
+  search instead of a scan of the words), `.del.bin` / `.delw.npy` (the deletion neighbourhood of the
+  most frequent ASCII words, sorted and NUL-joined, and the word each string came from);
 - low-cardinality columns' values and counts in the meta.
 
 A file that fails its checksum (or any other check) is not used: no proof, no suggestion, no

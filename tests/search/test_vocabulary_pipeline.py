@@ -134,3 +134,22 @@ def test_a_damaged_vocabulary_means_a_fallback_as_before(dataset, user):
     vocabulary_forget()
     answer = search_answer(user=user, query=_query(("text", "contains", ABSENT)))
     assert answer.vocabulary is None and answer.fallback is not None and not answer.complete
+
+
+@pytest.mark.django_db
+def test_setup_demo_gives_demo_data_built_without_a_vocabulary_one(dataset):
+    import shutil
+
+    from apps.search.demo import build_demo_data
+    from apps.search.vocabulary import table_vocabulary, vocabulary_dir_for, vocabulary_forget
+
+    shutil.rmtree(vocabulary_dir_for(_current(dataset)))  # as an older version built it
+    vocabulary_forget()
+    assert table_vocabulary(table="samples") is None
+    out = io.StringIO()
+    build_demo_data(stdout=out)
+    assert "building the full data's vocabulary" in out.getvalue()
+    assert table_vocabulary(table="samples").rows == 20_000
+    again = io.StringIO()
+    build_demo_data(stdout=again)
+    assert "vocabulary" not in again.getvalue()  # present: left alone
