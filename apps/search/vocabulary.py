@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import threading
@@ -70,6 +71,7 @@ MAX_DISTANCE = 2
 SUGGESTIONS = 5  # at most this many per missing word or value
 BOUND_HITS = 10_000  # a part in more words than this bounds nothing (the total rows are its bound)
 CHUNK_ROWS = 131_072
+GRAMS_SLICE = 1 << 24  # bytes of words whose trigrams are taken at once while building
 MERGE_EVERY = 16  # per-chunk word counts merged every this many chunks
 WORD_OPS = ("contains", "icontains", "startswith", "eq", "in")  # operators a word column can prove / bound
 VALUE_OPS = ("eq", "in")
@@ -276,12 +278,14 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     np.save(folder / f"{prefix}.starts.npy", starts)
     np.save(folder / f"{prefix}.cum.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
     grams = []
-    step = 1 << 24
-    for low in range(0, len(blob), step):  # in slices: a UTF-32 copy of the whole blob would be 4x its size
-        piece = blob[low: low + step + 16]
-        cut = piece.rfind(b"\0", 0, step + 1) if low + step < len(blob) else len(piece)
-        cut = cut if cut > 0 else len(piece)
-        grams.append(_trigrams(np.frombuffer(piece[:cut].decode("utf-8", "replace").encode("utf-32-le"), np.uint32)))
+    low = 0
+    while low < len(blob):  # in slices of whole words: a UTF-32 copy of the whole blob would be 4x its size
+        high = min(len(blob), low + GRAMS_SLICE)
+        if high < len(blob):
+            cut = blob.rfind(b"\0", low + 1, high + 1)
+            high = (cut if cut > low else blob.find(b"\0", high)) + 1
+        grams.append(_trigrams(np.frombuffer(blob[low:high].decode("utf-8").encode("utf-32-le"), np.uint32)))
+        low = high
     np.save(folder / f"{prefix}.grams.npy", np.unique(np.concatenate(grams)) if grams else np.zeros(0, np.uint64))
     # The deletion neighbourhood of the most frequent words ("did you mean").
     top = np.argsort(-counts, kind="stable")[:SUGGEST_WORDS]
@@ -355,12 +359,14 @@ class ColumnWords:
 
     def __init__(self, folder: Path, table: str, number: int):
         prefix = f"{table}.c{number}"
+        # The words memory-mapped (every web worker shares one page cache); positions count from the file's
+        # start, past the magic.
         with open(folder / f"{prefix}.words.bin", "rb") as handle:
-            raw = handle.read()
-        if not raw.startswith(MAGIC):
+            self.blob = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        if self.blob[: len(MAGIC)] != MAGIC:
             raise VocabularyDamaged(f"{prefix}.words.bin lacks its magic")
-        self.blob = raw[len(MAGIC):]
-        self.starts = np.load(folder / f"{prefix}.starts.npy")
+        self.base = len(MAGIC)
+        self.starts = np.load(folder / f"{prefix}.starts.npy") + self.base
         self.cum = np.load(folder / f"{prefix}.cum.npy")
         self.grams = np.load(folder / f"{prefix}.grams.npy")
         with open(folder / f"{prefix}.del.bin", "rb") as handle:
@@ -423,7 +429,7 @@ class ColumnWords:
             return False, 0
         pattern = part.encode("utf-8") + (b"\0" if suffix else b"")
         find = self.blob.find
-        position = find(pattern)
+        position = find(pattern, self.base)
         if position == -1:
             return False, 0
         hits = []

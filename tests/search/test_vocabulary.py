@@ -249,3 +249,19 @@ def test_a_damaged_vocabulary_gives_no_proof_at_all(tmp_path, damage):
         (folder / target).write_bytes(bytes(raw))
     assert vocabulary_load(path, table="docs") is None
     assert vocabulary_answer(query=query, spec=SPEC, vocabulary=None) is None
+
+
+def test_trigrams_taken_in_slices_are_those_of_every_word(tmp_path, monkeypatch):
+    """Built in slices (a few bytes here, 16 MB in production), no trigram of a word cut by a slice is lost:
+    a lost one would make a present part look absent — a wrong proof."""
+    import numpy as np
+
+    from apps.search import vocabulary as module
+
+    glob = _dataset(tmp_path, 4)
+    module.vocabulary_build_local(path=tmp_path / "whole.duckdb", spec=SPEC, relation=f"read_parquet('{glob}')")
+    monkeypatch.setattr(module, "GRAMS_SLICE", 7)
+    module.vocabulary_build_local(path=tmp_path / "sliced.duckdb", spec=SPEC, relation=f"read_parquet('{glob}')")
+    whole = np.load(vocabulary_dir_for(tmp_path / "whole.duckdb") / "docs.c0.grams.npy")
+    sliced = np.load(vocabulary_dir_for(tmp_path / "sliced.duckdb") / "docs.c0.grams.npy")
+    assert len(whole) > 30 and np.array_equal(whole, sliced)
