@@ -103,7 +103,7 @@ def test_a_failing_build_keeps_the_served_subset(dataset, settings, tmp_path):
     assert run.state == SubsetRefresh.State.FAILED and run.error and run.running_key is None
     assert _current_name(dataset) == before_file and subset_count() == before_rows
     assert sorted(p.name for p in (dataset.subset_dir / "tables" / "samples").glob("*.duckdb*")) == \
-        [before_file, f"{before_file}.words"], "no half-built file left"
+        [before_file, f"{before_file}.vocab", f"{before_file}.words"], "no half-built file left"
 
 
 @pytest.mark.django_db
