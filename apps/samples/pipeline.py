@@ -31,6 +31,8 @@ from apps.search.selectors import facet_values_known, subset_match_count, subset
 from apps.search.services import search_log_create
 from apps.search.tables import TableSpec, table_spec_get
 from apps.search.vocabulary import VocabularyAnswer, search_vocabulary_answer
+from apps.warehouse.backends.base import query_columns, scan_cost_usd
+from apps.warehouse.backends.local import parquet_bytes_for_columns
 from apps.warehouse.handles import FallbackHandle
 from apps.warehouse.learned import learned_rows_for_search
 from apps.warehouse.models import Fallback
@@ -210,12 +212,14 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
     notice = ""
     unknown = _unknown_values(query=query, spec=spec) if needs_more and has_warehouse and allow_fallback else {}
     if proven:
-        notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at}).")
+        notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at})."
+                  + _scan_text(query=query, spec=spec))
     elif needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
     elif unknown and not confirmed:
         notice = "; ".join(f"{value!r} is not a known {column}" for column, value in unknown.items()) + \
-            ": search the warehouse anyway?" + (f" {vocabulary.expected_text()}" if vocabulary is not None else "")
+            ": search the warehouse anyway?" + \
+            (f" {vocabulary.expected_text()}{_scan_text(query=query, spec=spec)}" if vocabulary is not None else "")
     elif needs_more and allow_fallback:
         try:
             handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row,
@@ -241,6 +245,21 @@ def search_answer(*, user, query: SearchQuery, allow_fallback: bool = True, fall
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
                         merged_sort=merged_sort, vocabulary=vocabulary)
+
+
+def _scan_text(*, query: SearchQuery, spec: TableSpec) -> str:
+    """" A warehouse query would scan about 120 MB ($0.0006).": said where the user decides whether to pay."""
+    if not spec.full_data_glob:  # what the warehouse would read, from the Parquet footers where this machine has them
+        return ""
+    try:
+        scanned = parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
+    except Exception:  # an estimate is a courtesy: never the reason a search fails
+        logger.warning("no scan estimate for %s", query.describe(), exc_info=True)
+        return ""
+    if not scanned:
+        return ""
+    return (f" A warehouse query would scan about {scanned / 1e6:,.0f} MB "
+            f"(${scan_cost_usd(bytes_scanned=scanned):.4f}).")
 
 
 def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:

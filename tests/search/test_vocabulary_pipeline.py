@@ -46,6 +46,7 @@ def test_an_absent_word_is_complete_at_once_and_confirm_still_asks_the_warehouse
     assert answer.complete and answer.fallback is None and answer.rows == []
     assert answer.vocabulary.proof and answer.vocabulary.upper_bound == 0
     assert answer.notice.startswith("The full dataset has none") and answer.vocabulary.built_at in answer.notice
+    assert "A warehouse query would scan about" in answer.notice and "($0.0" in answer.notice  # before paying
     assert "the full dataset has no more" in answer.summary()
     assert not Fallback.objects.exists() and SearchLog.objects.get().needed_fallback is False
     forced = search_answer(user=user, query=_query(("text", "contains", ABSENT)), confirmed=True)
