@@ -62,8 +62,9 @@ def _threads() -> int:
 
 
 @contextmanager
-def subset_table_build(*, table: str, stdout=None,
-                       vocabulary: Callable[[Path], object] | None = None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+def subset_table_build(
+    *, table: str, stdout=None, vocabulary: Callable[[Path], object] | None = None,
+) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
     """A new file of subset table `table`, installed when the block ends without an error.
 
     The block fills `conn` (a new, empty DuckDB file) with table `table`; then its word index is built and

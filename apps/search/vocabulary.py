@@ -271,7 +271,8 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     encoded = [w.encode("utf-8") for w in sorted_words.to_pylist()]
     blob = b"\0" + b"\0".join(encoded) + b"\0" if encoded else b"\0"
     lengths = np.fromiter((len(w) + 1 for w in encoded), dtype=np.int64, count=len(encoded))
-    starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]).astype(np.int64) if len(encoded) else np.zeros(0, np.int64)
+    starts = (np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]).astype(np.int64) if len(encoded)
+              else np.zeros(0, np.int64))
     del encoded
     prefix = f"{table}.c{number}"
     (folder / f"{prefix}.words.bin").write_bytes(MAGIC + blob)
@@ -523,7 +524,8 @@ def vocabulary_load(path: Path, *, table: str) -> Vocabulary | None:
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("magic") != MAGIC.decode() or meta.get("version") != VERSION or meta.get("table") != table:
-            raise VocabularyDamaged(f"magic/version/table {meta.get('magic')}/{meta.get('version')}/{meta.get('table')}")
+            raise VocabularyDamaged(
+                f"magic/version/table {meta.get('magic')}/{meta.get('version')}/{meta.get('table')}")
         if meta.get("meta_sha256") != _meta_checksum(meta):
             raise VocabularyDamaged("its meta fails its checksum")
         for name, digest in meta["files"].items():

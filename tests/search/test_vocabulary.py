@@ -125,7 +125,8 @@ def _filters(rng: random.Random, bodies: list[str]) -> list[Filter]:
         values = [_needle(rng, bodies).replace(",", " ") or "x" for _ in range(rng.randint(1, 3))]
         return [Filter("body", "in", ",".join(v for v in values if v.strip()) or "x")]
     if roll < 0.92:
-        tags = [rng.choice(TAGS) if rng.random() < 0.5 else _mutate(rng, rng.choice(TAGS)) for _ in range(rng.randint(1, 2))]
+        tags = [rng.choice(TAGS) if rng.random() < 0.5 else _mutate(rng, rng.choice(TAGS))
+                for _ in range(rng.randint(1, 2))]
         op = "eq" if len(tags) == 1 else "in"
         flt = [Filter("tag", op, ",".join(tags) if op == "in" else tags[0])]
         return flt + ([Filter("body", "contains", _needle(rng, bodies))] if rng.random() < 0.5 else [])

@@ -41,7 +41,8 @@ class DuckAthena:
         rows = self.conn.sql(sqlglot.transpile(select, read="trino", write="duckdb")[0]).to_arrow_table()
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink)
-        self.s3.put_object(Bucket=bucket, Key=f"{prefix}20240101_000000_00042_abcde_0", Body=sink.getvalue().to_pybytes())
+        self.s3.put_object(Bucket=bucket, Key=f"{prefix}20240101_000000_00042_abcde_0",
+                           Body=sink.getvalue().to_pybytes())
         return response
 
     def __getattr__(self, name):
@@ -132,7 +133,8 @@ class _Token:
         self.number = number
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, str) and re.fullmatch(rf"samplescope-vocabulary-\d{{12}}-{self.number:03d}", other) is not None
+        pattern = rf"samplescope-vocabulary-\d{{12}}-{self.number:03d}"
+        return isinstance(other, str) and re.fullmatch(pattern, other) is not None
 
     def __repr__(self) -> str:
         return f"<vocabulary token {self.number:03d}>"
