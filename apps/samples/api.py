@@ -43,6 +43,8 @@ class SearchOut(Schema):
     subset_match_count: int | None
     subset_match_count_exact: bool
     plan: dict
+    full_dataset: dict | None = None  # the full data's vocabulary: estimate, upper_bound, total_rows, built_at, proof
+    suggestions: list[dict] = []  # "did you mean": known words / values near missing ones, with the corrected query
 
 
 class SearchErrorOut(Schema):
@@ -79,6 +81,10 @@ _FILTER_DOC = (
         "`read` of them verified), `scan` (DuckDB scanned the table) or `empty` (the index proved no row matches). "
         "Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
+        "`full_dataset` says what the full data's vocabulary (built with each refresh) knows: about how many of its rows "
+        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can: then `complete` is true and "
+        "no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
+        "lacks (\"did you mean\"), each with the corrected `query`. "
         + _FILTER_DOC
     ),
     openapi_extra={
@@ -147,5 +153,7 @@ def search(request):
         "subset_match_count": shown.match_count,
         "subset_match_count_exact": shown.match_count_exact,
         "plan": shown.plan,
+        "full_dataset": answer.vocabulary.as_dict() if answer.vocabulary is not None else None,
+        "suggestions": [s.as_dict() for s in answer.vocabulary.suggestions] if answer.vocabulary is not None else [],
     }
 

@@ -39,6 +39,9 @@ from apps.search.query import NEXT_PARAM, SearchQuery, next_token, sort_value
 from apps.search.selectors import PlanReport, facet_values_known, subset_match_count, subset_search
 from apps.search.services import search_log_create
 from apps.search.tables import TableSpec
+from apps.search.vocabulary import VocabularyAnswer, search_vocabulary_answer
+from apps.warehouse.backends.base import query_columns, scan_cost_usd
+from apps.warehouse.backends.local import parquet_bytes_for_columns
 from apps.warehouse.handles import FallbackHandle
 from apps.warehouse.learned import learned_rows_for_search, learned_snapshot
 from apps.warehouse.models import Fallback
@@ -110,6 +113,7 @@ class SearchAnswer:
     match_count_exact: bool = False  # False: at least match_count
     merged_sort: bool = False  # rows from several sources were sorted together here, in Python
     plan: AnswerPlan = field(default_factory=AnswerPlan)  # how the subset (and the learned rows) were searched
+    vocabulary: VocabularyAnswer | None = None  # the full data's vocabulary: proof, suggestions, estimates
 
     @property
     def columns(self) -> list[str]:
@@ -216,12 +220,19 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
     learned_plan = None
-    if rows.short and not complete and not outcome.timed_out and not query.paged:
+    vocabulary = search_vocabulary_answer(query=query, spec=spec, path=context.snapshot[0])  # the file searched
+    proven = (vocabulary is not None and vocabulary.proven_empty and not rows.rows and not confirmed
+              and not query.paged and attached is None)
+    # The full dataset had no matching row when the vocabulary was built: no fallback. The learned rows are still
+    # asked (a fallback since may have brought rows of data added later: they win over the proof).
+    if rows.short and (proven or not complete) and not outcome.timed_out and not query.paged:
         learned = learned_rows_for_search(query=query, spec=spec, local_rows=rows.values(),
                                           snapshot=_learned_snapshot(), context=context)
         learned_plan = learned.plan
         rows.add(learned.rows, RowSource.LEARNED)
+        proven = proven and not learned.rows
         complete = learned.complete and rows.short  # a page the learned rows filled may not hold every match
+    complete = complete or proven
     elapsed_ms = round(outcome.elapsed_ms + (time.perf_counter() - began) * 1000, 2)
     plan = AnswerPlan(subset=outcome.plan, learned=learned_plan)
 
@@ -240,11 +251,15 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
     unknown = _unknown_values(context=context) if needs_more and has_warehouse and allow_fallback else {}
-    if needs_more and not has_warehouse:
+    if proven:
+        notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at})."
+                  + _scan_text(query=query, spec=spec))
+    elif needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
     elif unknown and not confirmed:
         notice = "; ".join(f"{value!r} is not a known {column}" for column, value in unknown.items()) + \
-            ": search the warehouse anyway?"
+            ": search the warehouse anyway?" + \
+            (f" {vocabulary.expected_text()}{_scan_text(query=query, spec=spec)}" if vocabulary is not None else "")
     elif needs_more and allow_fallback:
         try:
             handle = fallback_request(user=user, query=query, spec=spec, local_keys=rows.keys(), search_log=log_row,
@@ -269,7 +284,7 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
                         log_id=log_row.pk if log_row else None, notice=notice,
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
-                        merged_sort=merged_sort, plan=plan)
+                        merged_sort=merged_sort, plan=plan, vocabulary=vocabulary)
 
 
 def _learned_snapshot():
@@ -282,6 +297,21 @@ def _learned_snapshot():
     except (duckdb.Error, OSError, ValueError) as exc:
         logger.warning("learned rows unavailable: %s", exc)
         return None
+
+
+def _scan_text(*, query: SearchQuery, spec: TableSpec) -> str:
+    """" A warehouse query would scan about 120 MB ($0.0006).": said where the user decides whether to pay."""
+    if not spec.full_data_glob:  # what the warehouse would read, from the Parquet footers where this machine has them
+        return ""
+    try:
+        scanned = parquet_bytes_for_columns(pattern=spec.full_data_glob, columns=query_columns(query=query, spec=spec))
+    except Exception:  # an estimate is a courtesy: never the reason a search fails
+        logger.warning("no scan estimate for %s", query.describe(), exc_info=True)
+        return ""
+    if not scanned:
+        return ""
+    return (f" A warehouse query would scan about {scanned / 1e6:,.0f} MB "
+            f"(${scan_cost_usd(bytes_scanned=scanned):.4f}).")
 
 
 def _next_token(*, query: SearchQuery, spec: TableSpec, rows: _Rows, subset_rows: int) -> str | None:

@@ -9,8 +9,9 @@ from django.conf import settings
 from .demo_data import demo_dataset_write
 from .errors import SubsetMissing, TableNotFound
 from .selectors import subset_index_stale
-from .services import subset_reindex, subset_table_write
+from .services import subset_reindex, subset_table_write, subset_vocabulary_build
 from .tables import _subset_schema, table_spec_get
+from .vocabulary import table_vocabulary, vocabulary_builder
 
 DEMO_TABLE = "samples"
 
@@ -34,7 +35,9 @@ def demo_data_build(*, rows: int, subset_fraction: float, seed: int, stdout) -> 
     started = time.perf_counter()
     info = demo_dataset_write(rows=rows, subset_fraction=subset_fraction, seed=seed,
                               full_dir=Path(settings.SEARCH_FULL_DATA_DIR), stdout=stdout)
-    subset_table_write(name=DEMO_TABLE, arrow=info.subset, stdout=stdout)
+    # The full data's vocabulary (proofs of absence, "did you mean", estimates) is built beside the subset file.
+    subset_table_write(name=DEMO_TABLE, arrow=info.subset, stdout=stdout,
+                       vocabulary=vocabulary_builder(spec=table_spec_get(name=DEMO_TABLE), stdout=stdout))
     seconds = time.perf_counter() - started
     stdout.write(f"  demo data ready: {rows:,} rows in {len(info.files)} Parquet files, "
                  f"{info.subset_rows:,} rows in the local subset, {seconds:.1f}s\n")
@@ -50,6 +53,9 @@ def build_demo_data(*, stdout, force: bool = False) -> None:
             stdout.write(f"  rebuilding the substring index of {', '.join(stale)} (another format version)\n")
             for table in stale:  # each stale table's own file; the others are left alone
                 subset_reindex(table=table, stdout=stdout)
+        if table_vocabulary(table=DEMO_TABLE) is None:  # demo data built before vocabularies (or a damaged one)
+            stdout.write("  building the full data's vocabulary of the demo table\n")
+            subset_vocabulary_build(table=DEMO_TABLE, stdout=stdout)
         return
     demo_data_build(rows=settings.DEMO_DATA_ROWS, subset_fraction=settings.DEMO_SUBSET_FRACTION, seed=7,
                     stdout=stdout)

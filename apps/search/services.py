@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from .store import (
     table_current_path,
     table_files,
 )
+from .vocabulary import vocabulary_copy
 from .tables import TABLE_NAME_RE, quote_identifier, quote_string
 from .word_index import index_damage_mark, index_verify
 
@@ -64,7 +65,9 @@ def _threads() -> int:
 
 
 @contextmanager
-def subset_table_build(*, table: str, stdout=None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+def subset_table_build(
+    *, table: str, stdout=None, vocabulary: Callable[[Path], object] | None = None,
+) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
     """A new file of subset table `table`, installed when the block ends without an error.
 
     The block fills `conn` (a new, empty DuckDB file) with table `table`; then its word index is built and
@@ -73,12 +76,16 @@ def subset_table_build(*, table: str, stdout=None) -> Iterator[tuple[Path, duckd
     so the block reads the table's current file (table_current_path) knowing no other writer replaces it
     meanwhile, and what killed builds left in the folder is deleted first. Tables still in the old
     one-file layout get their own files first (subset_legacy_convert), and that file is retired once none
-    of its tables is served from it (subset_legacy_retire). A failure leaves the served file alone."""
+    of its tables is served from it (subset_legacy_retire). A failure leaves the served file alone.
+    `vocabulary(path)`, when given, builds the full data's vocabulary beside the new file
+    (apps/search/vocabulary.py) after the block: it is installed, or deleted, with the file."""
     subset_legacy_convert(skip=table, stdout=stdout)
     files = table_files(table=table)
     with files.writer_lock():
         with files.build(threads=_threads(), stdout=stdout) as (path, conn):
             yield path, conn
+            if vocabulary is not None:
+                vocabulary(path)
         files.install(path=path)
     subset_legacy_retire()
 
@@ -146,6 +153,7 @@ def subset_table_write(
     keep_other_tables: bool = True,
     sample_fraction: float = 1.0,
     stdout=None,
+    vocabulary: Callable[[Path], object] | None = None,
 ) -> Path:
     """Build a new file of subset table `name` (from an Arrow table or Parquet files) and install it
     atomically (subset_table_build); the other tables stay as they are, unless keep_other_tables=False
@@ -159,7 +167,7 @@ def subset_table_write(
     if (arrow is None) == (parquet is None):
         raise ValueError("Give exactly one of arrow= or parquet=.")
     started = time.perf_counter()
-    with subset_table_build(table=name) as (path, conn):
+    with subset_table_build(table=name, vocabulary=vocabulary) as (path, conn):
         target = quote_identifier(name)
         if arrow is not None:
             conn.register("incoming", arrow)
@@ -199,6 +207,7 @@ def subset_reindex(*, table: str | None = None, stdout=None) -> list[Path]:
             if current is None:
                 raise SubsetMissing(f"No local subset of table {name!r} in {SUBSET.directory()} to reindex.")
             table_copy(conn=conn, source=current, table=name)
+            vocabulary_copy(source=current, target=path)  # the same rows: the full data's vocabulary still holds
         installed.append(path)
         if stdout is not None:
             stdout.write(f"  subset table {name!r} reindexed as {path.name}\n")
@@ -222,3 +231,20 @@ def subset_index_verify() -> dict[str, tuple[str, str] | None]:
                 index_damage_mark(path, table, problem[1])
             found[table] = problem
     return found
+
+
+def subset_vocabulary_build(*, table: str, stdout=None) -> Path:
+    """A new file of `table` with the same rows, its index and a fresh vocabulary of its full data (local
+    Parquet: `full_data_glob`), installed atomically: for a subset built before vocabularies existed."""
+    from .tables import table_spec_get
+    from .vocabulary import vocabulary_builder
+
+    builder = vocabulary_builder(spec=table_spec_get(name=table), stdout=stdout)
+    if builder is None:
+        raise ValueError(f"Table {table!r} has no local full data to build a vocabulary from.")
+    with subset_table_build(table=table, stdout=stdout, vocabulary=builder) as (path, conn):
+        current = table_current_path(table=table)
+        if current is None:
+            raise SubsetMissing(f"No local subset of table {table!r} in {SUBSET.directory()}.")
+        table_copy(conn=conn, source=current, table=table)
+    return path

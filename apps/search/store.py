@@ -43,6 +43,8 @@ import duckdb
 from django.conf import settings
 
 from .errors import SubsetMissing
+from .vocabulary import SUFFIX as VOCABULARY_SUFFIX
+from .vocabulary import vocabulary_dir_for, vocabulary_remove
 from .word_index import SUFFIX, index_build, index_dir_for, index_remove
 from .sql import quote_identifier, quote_string
 
@@ -83,6 +85,7 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
     index_remove(path)
+    vocabulary_remove(path)
     path.with_name(f"{path.name}{BUILDING}").unlink(missing_ok=True)
 
 
@@ -169,7 +172,7 @@ class SwappedFiles:
                 entry.unlink(missing_ok=True)
                 removed.append(name)
         for entry in sorted(folder.iterdir()):
-            for suffix in (".wal", SUFFIX):
+            for suffix in (".wal", SUFFIX, VOCABULARY_SUFFIX):
                 if entry.name.endswith(suffix) and entry.name.startswith(f"{self.prefix}-"):
                     owner = entry.with_name(entry.name[: -len(suffix)])
                     if not owner.exists():
@@ -187,6 +190,7 @@ class SwappedFiles:
         folder = self.directory()
         fsync_path(path)
         fsync_tree(index_dir_for(path))  # its files, the folder, and the folder holding it
+        fsync_tree(vocabulary_dir_for(path))  # the full data's vocabulary, when the build made one
         fsync_path(folder)
         tmp_pointer = folder / f".{POINTER}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp_pointer, "w") as handle:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.search.services import subset_table_build
 from apps.search.store import SUBSET, disk_full, table_comment, table_current_path
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
+from apps.search.vocabulary import vocabulary_builder
 from apps.warehouse.backends.athena import AthenaBackend
 
 from .models import SubsetRefresh
@@ -112,7 +114,17 @@ def subset_refresh(
                 relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
-            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out)  # and installs it
+            # The full data's vocabulary is rebuilt with the sample and installed with it (local backend: DuckDB
+            # over the full Parquet; Athena: its statements UNLOADed, their cost added to this refresh's).
+            if backend == "local":
+                vocabulary = vocabulary_builder(spec=spec, stdout=out)
+            elif settings.SUBSET_VOCABULARY_ON_ATHENA:
+                vocabulary = _athena_vocabulary_builder(run=run, spec=spec, workdir=Path(workdir),
+                                                        athena_backend=athena_backend, s3_client=s3_client, out=out)
+            else:
+                vocabulary = None
+            path, rows = _build(spec=spec, relation=relation, clause=clause, out=out,
+                                vocabulary=vocabulary)  # and installs it
     except BaseException as exc:
         # Exception: the run fails and is returned. KeyboardInterrupt / SystemExit (SIGTERM, Ctrl-C): the run is
         # ended the same way (never left "running"), then the interruption goes on up. The build deleted its file.
@@ -182,10 +194,10 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
     return run
 
 
-def _build(*, spec, relation: str, clause: str, out) -> tuple[Path, int]:
+def _build(*, spec, relation: str, clause: str, out, vocabulary=None) -> tuple[Path, int]:
     """A new file of the table (the fresh sample, with the table's self-description), verified, then
     installed; only this table's folder is written (subset_table_build)."""
-    with subset_table_build(table=spec.name) as (path, conn):
+    with subset_table_build(table=spec.name, vocabulary=vocabulary) as (path, conn):
         current = table_current_path(table=spec.name)
         comment = table_comment(path=current, table=spec.name) if current is not None else None
         # Columns cast to the table's known types, so Parquet written by another engine still fits.
@@ -306,3 +318,94 @@ def _unload_stop(*, athena, query_id: str, exc: BaseException, out) -> None:
     note = f"interrupted while waiting for Athena UNLOAD {query_id}, so it was stopped (StopQueryExecution sent)"
     exc.add_note(note)
     out.write(f"  {note}\n")
+
+
+# --- Athena: the full data's vocabulary ------------------------------------------------------------
+
+def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_client, out):
+    """The `vocabulary=` step of the build for an Athena refresh: the vocabulary statements
+    (apps.search.vocabulary: the total, each low-cardinality column's values, each text column's words),
+    each UNLOADed to S3 as Parquet and downloaded; what they scan is added to this refresh's bytes and cost
+    (system spend: the refresh is audited without a user)."""
+
+    def build(path: Path) -> dict:
+        from apps.search.vocabulary import (
+            VALUES_MAX,
+            total_statement,
+            values_statement,
+            value_columns,
+            vocabulary_columns,
+            vocabulary_write,
+            words_statement,
+        )
+
+        started = time.perf_counter()
+        athena = athena_backend or AthenaBackend()
+        s3 = s3_client or s3_client_get()
+        relation = athena.relation(spec)
+        columns = vocabulary_columns(spec=spec)
+        spent = {"bytes": 0, "cost": 0, "statements": 0}
+
+        def unloaded(select: str, name: str):
+            return _athena_unload_select(run=run, athena=athena, s3=s3, select=select, name=name,
+                                         workdir=workdir, spent=spent, out=out)
+
+        total = int(unloaded(total_statement(relation=relation), "total").column(0)[0].as_py())
+        values = {}
+        for column in value_columns(spec=spec, columns=columns):
+            found = unloaded(values_statement(relation=relation, column=column), f"values-{column}").to_pylist()
+            if len(found) <= VALUES_MAX:
+                values[column] = {row["value"]: int(row["n"]) for row in found}
+        words = {column: unloaded(words_statement(relation=relation, column=column), f"words-{column}")
+                 for column in columns}
+        SubsetRefresh.objects.filter(pk=run.pk).update(
+            bytes_scanned=F("bytes_scanned") + spent["bytes"], cost_usd=F("cost_usd") + spent["cost"])
+        out.write(f"  vocabulary: {spent['statements']} Athena statements scanned {spent['bytes']:,} bytes "
+                  f"(${spent['cost']}), counted in this refresh's cost\n")
+        return vocabulary_write(path=path, table=spec.name, total_rows=total, words=words, values=values,
+                                source="athena", started=started, stdout=out,
+                                extra={"athena_bytes_scanned": spent["bytes"], "athena_cost_usd": str(spent["cost"])})
+
+    return build
+
+
+def _athena_unload_select(*, run, athena, s3, select: str, name: str, workdir: Path, spent: dict, out):
+    """UNLOAD one SELECT of the vocabulary to its own prefix, wait, download and read it (an Arrow table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bucket, base = _split_s3_uri(settings.SUBSET_UNLOAD_S3_URI)
+    prefix = (f"{base.rstrip('/') + '/' if base.strip('/') else ''}{run.table}/refresh-{run.pk:06d}-vocabulary/"
+              f"{spent['statements']:03d}-{name}/")
+    statement = (f"UNLOAD ({select}) TO {quote_string(f's3://{bucket}/{prefix}')} "
+                 f"WITH (format = 'PARQUET', compression = 'SNAPPY')")
+    request = {
+        "QueryString": statement,
+        "ClientRequestToken": f"samplescope-vocabulary-{run.pk:012d}-{spent['statements']:03d}",
+        "QueryExecutionContext": {"Database": settings.ATHENA_DATABASE},
+        "WorkGroup": settings.ATHENA_WORKGROUP,
+    }
+    if settings.ATHENA_OUTPUT_LOCATION:
+        request["ResultConfiguration"] = {"OutputLocation": settings.ATHENA_OUTPUT_LOCATION}
+    spent["statements"] += 1
+    query_id = athena.call("start_query_execution", **request)["QueryExecutionId"]
+    try:
+        result = athena._follow(query_id=query_id, limit=0, control=_RefreshControl(run.pk), started=time.monotonic())
+    except BaseException as exc:
+        _unload_stop(athena=athena, query_id=query_id, exc=exc, out=out)
+        raise
+    spent["bytes"] += result.bytes_scanned or 0
+    spent["cost"] += result.cost_usd or 0
+    if result.state != "succeeded":
+        raise RuntimeError(f"Athena vocabulary UNLOAD ({name}) {result.state}: {result.error}")
+    tables = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Size"] == 0 or item["Key"].endswith("/"):
+                continue
+            local = workdir / f"vocabulary-{spent['statements']:03d}-{len(tables):05d}.parquet"
+            s3.download_file(bucket, item["Key"], str(local))
+            tables.append(pq.read_table(local))
+    if not tables:
+        raise RefreshVerificationError(f"the vocabulary UNLOAD ({name}) wrote no files under s3://{bucket}/{prefix}")
+    return pa.concat_tables(tables, promote_options="default")

@@ -58,8 +58,8 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     old_rows, old_ids = subset_count(), _search_ids()
     assert len(old_ids) == 5
     before = sorted(p.name for p in subset_dir.iterdir())
-    assert before == sorted([".writer.lock", "CURRENT", old_file, f"{old_file}.words"]) or \
-        before == sorted(["CURRENT", old_file, f"{old_file}.words"])
+    assert before == sorted([".writer.lock", "CURRENT", old_file, f"{old_file}.vocab", f"{old_file}.words"]) or \
+        before == sorted(["CURRENT", old_file, f"{old_file}.vocab", f"{old_file}.words"])
     # The command's own database: a compact copy of the (migrated, empty) test database, so the file-size limit
     # only ever bites the subset file, however large the shared test database has grown.
     database = tmp_path / "refresh.sqlite3"
@@ -84,7 +84,7 @@ def test_a_disk_full_during_a_build_keeps_the_old_subset_serving_and_leaves_noth
     assert subset_count() == old_rows and _search_ids() == old_ids
     # Nothing of the new file is left: not the file, its index folder, nor DuckDB's write-ahead log.
     assert sorted(p.name for p in subset_dir.iterdir() if p.name != ".writer.lock") == \
-        sorted(["CURRENT", old_file, f"{old_file}.words"])
+        sorted(["CURRENT", old_file, f"{old_file}.vocab", f"{old_file}.words"])
     # The writer lock is free: taken at once here, and a build with room to write succeeds.
     with table_files(table="samples").writer_lock(timeout=1):
         pass
@@ -120,5 +120,5 @@ def test_a_disk_full_during_an_import_says_so_without_a_traceback_and_leaves_not
     assert subset_count() == old_rows
     # The other table's folder is as it was; the new table's holds nothing but its lock (no file, .wal, .words)
     assert sorted(p.name for p in (subset_dir / "tables" / "samples").iterdir() if p.name != ".writer.lock") == \
-        sorted(["CURRENT", old_file, f"{old_file}.words"])
+        sorted(["CURRENT", old_file, f"{old_file}.vocab", f"{old_file}.words"])
     assert [p.name for p in (subset_dir / "tables" / "copy").iterdir()] == [".writer.lock"]

@@ -103,7 +103,7 @@ def test_a_failing_build_keeps_the_served_subset(dataset, settings, tmp_path):
     assert run.state == SubsetRefresh.State.FAILED and run.error and run.running_key is None
     assert _current_name(dataset) == before_file and subset_count() == before_rows
     assert sorted(p.name for p in (dataset.subset_dir / "tables" / "samples").glob("*.duckdb*")) == \
-        [before_file, f"{before_file}.words"], "no half-built file left"
+        [before_file, f"{before_file}.vocab", f"{before_file}.words"], "no half-built file left"
 
 
 @pytest.mark.django_db
@@ -199,6 +199,7 @@ def aws(monkeypatch, settings):
     settings.ATHENA_DATABASE = "analytics"
     settings.ATHENA_WORKGROUP = "samplescope"
     settings.ATHENA_OUTPUT_LOCATION = "s3://athena-results/queries/"
+    settings.SUBSET_VOCABULARY_ON_ATHENA = False  # these tests stub the sample's UNLOAD alone (vocabulary: tests/search)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="unload-bucket")

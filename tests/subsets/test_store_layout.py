@@ -201,6 +201,8 @@ def test_leftovers_are_removed_only_under_the_writer_lock_and_never_the_served_f
     for name in (killed.name, f"{killed.name}.wal", f"{killed.name}.building", ".CURRENT.999999.1.tmp"):
         (files.directory() / name).write_bytes(b"left")
     (files.directory() / f"{killed.name}.words").mkdir()
+    (files.directory() / f"{killed.name}.vocab").mkdir()  # a killed build's vocabulary
+    (files.directory() / "t-19990101-000000-999998-1.duckdb.vocab").mkdir()  # one whose file is gone
     (files.directory() / "t-19990101-000000-999998-1.duckdb.words").mkdir()
     (files.directory() / f"{served.name}.building").touch()  # killed right after its install
     with files.writer_lock():
@@ -342,5 +344,6 @@ def test_kill_9_during_a_refresh_keeps_the_old_sample_and_the_next_refresh_clean
 
     assert run.state == "succeeded", run.error
     assert sorted(os.listdir(folder)) == sorted([".writer.lock", "CURRENT", run.file_name, f"{run.file_name}.words",
-                                                 served, f"{served}.words"])
+                                                 f"{run.file_name}.vocab", served, f"{served}.words",
+                                                 f"{served}.vocab"])
     assert subset_count() == 20_000

@@ -237,6 +237,10 @@ SEARCH_FULL_DATA_DIR = Path(env_str("SEARCH_FULL_DATA_DIR", str(DATA_DIR / "full
 SEARCH_DEFAULT_LIMIT = env_int("SEARCH_DEFAULT_LIMIT", 10)
 SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 1000)
 SEARCH_TIMEOUT_MS = env_int("SEARCH_TIMEOUT_MS", 5000)
+# The full data's vocabulary (apps/search/vocabulary.py): proofs of absence, "did you mean", estimates.
+SEARCH_VOCABULARY_ENABLED = env_bool("SEARCH_VOCABULARY_ENABLED", True)
+# An Athena refresh also UNLOADs the vocabulary statements (one per text column, its cost added to the refresh's).
+SUBSET_VOCABULARY_ON_ATHENA = env_bool("SUBSET_VOCABULARY_ON_ATHENA", True)
 SEARCH_FACET_TIMEOUT_MS = env_int("SEARCH_FACET_TIMEOUT_MS", 800)
 SEARCH_COUNT_TIMEOUT_MS = env_int("SEARCH_COUNT_TIMEOUT_MS", 300)  # exact match count, else "≥ N"
 SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)
