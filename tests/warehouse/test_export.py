@@ -298,6 +298,7 @@ def test_start_from_the_page_redirects_to_its_progress(client, user, local_backe
     assert export.query["filters"] == [{"column": "lang", "op": "eq", "value": "de"}] and len(callbacks) == 1
     panel = client.get(response["Location"], HTTP_HX_REQUEST="true")
     assert panel.status_code == 200 and b'hx-trigger="every 1s"' in panel.content  # polls while queued
+    assert client.get(reverse("warehouse:export-download", args=[export.pk])).status_code == 409  # nothing yet
     export_execute(export_id=export.pk)
     done = client.get(response["Location"], HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and b"data-export-download" in done.content  # stops polling, offers the file
