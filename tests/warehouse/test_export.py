@@ -196,6 +196,9 @@ def test_fallback_spend_counts_against_an_export_and_the_team_cap_too(user, staf
     Fallback.objects.create(user=user, table="samples", query=DE.to_dict(), fingerprint="f", limit=1,
                             backend="local", state="succeeded", cost_usd=reserved, finished_at=timezone.now())
     assert started(user).state == "refused"  # the fallback's cost + this export > the budget
+    Fallback.objects.all().delete()
+    Export.objects.filter(pk=probe.pk).update(state="succeeded", cost_usd=reserved)
+    assert started(user).state == "refused"  # an earlier export's cost counts the same way
     settings.FALLBACK_DAILY_BUDGET_USD = 5.0
     settings.FALLBACK_TEAM_DAILY_BUDGET_USD = float(reserved) * 1.5
     refused = started(staff_user)  # the user's fallback counts for the whole team
@@ -244,7 +247,10 @@ def test_a_running_export_stops_and_leaves_no_file(user, local_backend, settings
     export = started(user)
     runner = threading.Thread(target=export_execute, kwargs={"export_id": export.pk})
     runner.start()
-    wait_until(lambda: Export.objects.get(pk=export.pk).state == "running", timeout=20, what="the export to run")
+    # Cancelled once the COPY has written its (still unpublished) file: that file must go too.
+    wait_until(lambda: Export.objects.filter(pk=export.pk, state="running", progress=1.0).exists(), timeout=20,
+               what="the export's COPY to finish")
+    assert Path(export.location + ".part").exists() and not Path(export.location).exists()
     export_cancel(export=Export.objects.get(pk=export.pk), user=user)
     runner.join(20)
     assert not runner.is_alive()
