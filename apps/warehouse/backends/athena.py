@@ -278,7 +278,7 @@ class AthenaBackend(WarehouseBackend):
 
 
 def s3_client():
-    return boto3.client("s3", region_name=settings.AWS_REGION, endpoint_url=settings.AWS_ENDPOINT_URL or None)
+    return boto3.client("s3", region_name=settings.AWS_REGION, endpoint_url=settings.AWS_S3_ENDPOINT_URL or None)
 
 
 def s3_split(location: str) -> tuple[str, str]:
