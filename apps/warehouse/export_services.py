@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -87,6 +88,13 @@ def export_request(*, user, query: SearchQuery, spec: TableSpec) -> Export:
     Export.objects.filter(pk=export.pk).update(location=export.location)
     transaction.on_commit(lambda: export_enqueue(export=export))
     return export
+
+
+def export_estimate(*, query: SearchQuery, spec: TableSpec) -> tuple[int | None, Decimal]:
+    """(bytes, cost) that starting this export would reserve: what the confirmation page shows (nothing is
+    written). Bytes None: the engine cannot say before running, and the worst case is reserved."""
+    estimate = _estimate_bytes(backend=backend_get(), query=query, spec=spec)
+    return estimate, scan_cost_usd(bytes_scanned=_reserved_bytes(estimate))
 
 
 def export_location(*, export: Export) -> str:

@@ -2,6 +2,8 @@
 of what it wrote, and the streamed CSV of every local match. Thin: the services and selectors decide."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,7 +24,7 @@ from apps.search.tables import default_table_name, table_spec_get
 
 from .backends.export_sql import export_columns
 from .export_selectors import export_file_chunks, local_matches_stream
-from .export_services import ExportNotPossible, export_cancel, export_request
+from .export_services import ExportNotPossible, export_cancel, export_estimate, export_request
 from .models import Export
 from .selectors import export_can_view, export_list, fallback_budget_left
 
@@ -34,6 +36,29 @@ def _search_from(params) -> SearchQuery:
     return query_from_params(params=params, default_table=default_table_name(),
                              default_limit=settings.SEARCH_DEFAULT_LIMIT, max_limit=10**9, skip_blank=True,
                              strict=False)
+
+
+@login_required
+@analyst_required
+@require_GET
+def export_new(request):
+    """The search page's "Export every matching row" link: what would be exported, what it would cost and what is
+    left of today's budget, and the button that starts it (nothing is spent before that POST)."""
+    try:
+        query = _search_from(request.GET)
+        spec = table_spec_get(name=query.table)
+        if not spec.has_warehouse(settings.WAREHOUSE_BACKEND):
+            raise ExportNotPossible(f"Table {spec.name!r} has no warehouse: there is nothing more to export than "
+                                    "the local rows.")
+        estimate, cost = export_estimate(query=query, spec=spec)
+    except (SearchError, ExportNotPossible) as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    search = urlencode(query.to_params(page=False))
+    return render(request, "warehouse/export_new.html", {
+        "query_text": query.describe().split(": ", 1)[-1].rsplit(" LIMIT ", 1)[0], "table": spec.name,
+        "search": search, "estimate": estimate, "cost": cost, "budget": fallback_budget_left(user=request.user),
+        "backend": settings.WAREHOUSE_BACKEND, "columns": export_columns(spec=spec),
+    })
 
 
 @login_required

@@ -26,7 +26,7 @@ from apps.warehouse.backends.athena import AthenaBackend
 from apps.warehouse.backends.base import NullControl, scan_cost_usd
 from apps.warehouse.backends.export_sql import export_select, unload_sql
 from apps.warehouse.export_selectors import export_file_chunks
-from apps.warehouse.export_services import export_cancel, export_execute, export_request
+from apps.warehouse.export_services import export_cancel, export_estimate, export_execute, export_request
 from apps.warehouse.models import Export, Fallback
 from apps.warehouse.selectors import fallback_budget_left
 from tests.conftest import wait_until
@@ -286,6 +286,7 @@ def test_only_its_creator_and_staff_see_and_download_an_export(client, user, sta
     client.force_login(plain_user)  # no role at all
     assert client.get(download).status_code == 403
     assert client.post(reverse("warehouse:export-start"), {"search": "lang__eq=de"}).status_code == 403
+    assert client.get(reverse("warehouse:export-new"), {"lang__eq": "de"}).status_code == 403
 
     client.force_login(staff_user)
     assert client.get(download).status_code == 200
@@ -297,6 +298,11 @@ def test_only_its_creator_and_staff_see_and_download_an_export(client, user, sta
 def test_start_from_the_page_redirects_to_its_progress(client, user, local_backend,
                                                         django_capture_on_commit_callbacks):
     client.force_login(user)
+    search = client.get(reverse("samples:page"), {"lang__eq": "de", "limit": 20}).content.decode()
+    assert f'href="{reverse("warehouse:export-new")}?table=samples&amp;lang__eq=de&amp;limit=20"' in search
+    confirm = client.get(reverse("warehouse:export-new"), {"table": "samples", "lang__eq": "de", "limit": 20})
+    estimate, cost = export_estimate(query=DE, spec=table_spec_get(name="samples"))
+    assert confirm.status_code == 200 and f"${cost:.6f}" in confirm.content.decode() and not Export.objects.exists()
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(reverse("warehouse:export-start"), {"search": "table=samples&lang__eq=de&limit=20"})
     export = Export.objects.get()

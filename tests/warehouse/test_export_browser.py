@@ -46,6 +46,8 @@ def test_every_matching_row_downloads_as_csv_and_the_budget_holds(celery_worker,
 
     page.goto(f"/samples/?table=bigdemo&id__lt={MATCHING}&limit=10")
     expect(page.locator("[data-results] tbody tr")).to_have_count(10)
+    page.locator("[data-export-new]").click()  # the cost first, then one click starts it
+    expect(page.locator("[data-export-estimate]")).to_contain_text(f"${reserved:.6f}")
     page.locator("[data-export-start]").click()
     expect(page.locator(".export-state")).to_have_text("Succeeded", timeout=90_000)  # the panel polled until done
     export = Export.objects.get()
@@ -65,6 +67,7 @@ def test_every_matching_row_downloads_as_csv_and_the_budget_holds(celery_worker,
 
     # A second export the same day: what is left of the budget cannot cover it, so it is refused, with a message.
     page.goto(f"/samples/?table=bigdemo&id__lt={MATCHING}&limit=10")
+    page.locator("[data-export-new]").click()
     page.locator("[data-export-start]").click()
     expect(page.locator(".export-state")).to_have_text("Refused")
     expect(page.locator(".export-error")).to_contain_text("today's warehouse budget")
