@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +27,13 @@ from apps.warehouse.backends.athena import AthenaBackend
 from apps.warehouse.backends.base import NullControl, scan_cost_usd
 from apps.warehouse.backends.export_sql import export_select, unload_sql
 from apps.warehouse.export_selectors import export_file_chunks
-from apps.warehouse.export_services import export_cancel, export_estimate, export_execute, export_request
+from apps.warehouse.export_services import (
+    export_cancel,
+    export_estimate,
+    export_execute,
+    export_request,
+    export_sweep,
+)
 from apps.warehouse.models import Export, Fallback
 from apps.warehouse.selectors import fallback_budget_left
 from tests.conftest import wait_until
@@ -58,7 +65,7 @@ def full_scan(sql_where: str, params: list) -> list[tuple]:
         conn.close()
 
 
-def started(user, query=DE, callbacks=None) -> Export:
+def started(user, query=DE) -> Export:
     return export_request(user=user, query=query, spec=table_spec_get(name=query.table))
 
 
@@ -172,7 +179,6 @@ def test_local_copy_writes_exactly_the_rows_a_full_scan_returns(user, local_back
 
 def test_over_budget_an_export_is_refused_before_anything_is_sent(user, local_backend, settings,
                                                                    django_capture_on_commit_callbacks):
-    estimate = table_spec_get(name="samples")  # noqa: F841  (the table exists)
     with django_capture_on_commit_callbacks() as callbacks:
         first = started(user)
     reserved = first.estimated_cost_usd
@@ -260,6 +266,16 @@ def test_a_running_export_stops_and_leaves_no_file(user, local_backend, settings
     assert not Path(export.location).exists() and not Path(export.location + ".part").exists()
 
 
+def test_an_export_whose_worker_died_is_failed_by_the_sweeper(user, local_backend):
+    running = started(user)
+    fresh = started(user)
+    old = timezone.now() - timedelta(seconds=3600)
+    Export.objects.filter(pk=running.pk).update(state="running", heartbeat_at=old)
+    Export.objects.filter(pk=fresh.pk).update(state="running", heartbeat_at=timezone.now())
+    assert export_sweep(stale_after_seconds=60) == 1
+    assert Export.objects.get(pk=running.pk).state == "failed" and Export.objects.get(pk=fresh.pk).state == "running"
+
+
 # --- pages: permissions, download -------------------------------------------------------------------
 
 def test_only_its_creator_and_staff_see_and_download_an_export(client, user, staff_user, plain_user,
@@ -301,7 +317,7 @@ def test_start_from_the_page_redirects_to_its_progress(client, user, local_backe
     search = client.get(reverse("samples:page"), {"lang__eq": "de", "limit": 20}).content.decode()
     assert f'href="{reverse("warehouse:export-new")}?table=samples&amp;lang__eq=de&amp;limit=20"' in search
     confirm = client.get(reverse("warehouse:export-new"), {"table": "samples", "lang__eq": "de", "limit": 20})
-    estimate, cost = export_estimate(query=DE, spec=table_spec_get(name="samples"))
+    _, cost = export_estimate(query=DE, spec=table_spec_get(name="samples"))
     assert confirm.status_code == 200 and f"${cost:.6f}" in confirm.content.decode() and not Export.objects.exists()
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(reverse("warehouse:export-start"), {"search": "table=samples&lang__eq=de&limit=20"})
