@@ -304,18 +304,28 @@ def learned_rows_for_search(*, query, spec, local_rows: list[dict], snapshot=_CU
         return LearnedLookup()
 
 
+def learned_segments_serving(*, segments, spec) -> list[LearnedSegment]:
+    """The segments that serve `spec`'s table, newest first (a key in two segments is served from the newer):
+    those learned under the table's current schema (key and columns)."""
+    columns = [[name, kind] for name, kind in spec.columns.items()]
+    serving = []
+    for segment in sorted(segments, key=lambda s: -s.newest):
+        info = segment.tables.get(spec.name)
+        if info is None or info["key"] != spec.key or [list(c) for c in info["columns"]] != columns:
+            continue  # learned under another schema of the table: not served
+        serving.append(segment)
+    return serving
+
+
 def _segments_search(*, segments, query, spec, seen: set, wanted: int, context=None) -> tuple[list[dict], PlanReport]:
     """The first `wanted` rows, in the query's order, of the union of the segments less `seen` and hidden keys.
 
     Each sorted segment is asked for its first wanted + |seen| + |hidden| rows in that order: every row of
     the answer is among them (fewer than that many rows of the segment come before it)."""
-    columns = [[name, kind] for name, kind in spec.columns.items()]
     found: dict = {}
     plans: list[PlanReport] = []
-    for segment in sorted(segments, key=lambda s: -s.newest):
-        info = segment.tables.get(spec.name)
-        if info is None or info["key"] != spec.key or [list(c) for c in info["columns"]] != columns:
-            continue  # learned under another schema of the table: not served
+    for segment in learned_segments_serving(segments=segments, spec=spec):
+        info = segment.tables[spec.name]
         hidden = segment.hidden.get(spec.name, frozenset())
         limit = wanted + len(seen) + len(hidden) if segment.sorted else max(int(info["rows"]), 1)
         if context is not None:  # the request's validated filters, over this segment's file

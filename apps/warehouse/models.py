@@ -131,3 +131,74 @@ class FallbackRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class Export(models.Model):
+    """One warehouse query that writes every row of the full dataset matching a search to the store: an Athena
+    UNLOAD to S3, or a DuckDB COPY of the full Parquet files to a CSV file on the local backend.
+
+    Priced, reserved and capped exactly like a fallback (the budget counts both: selectors._spent_usd); the
+    field names that the spend ledger reads are the same as Fallback's."""
+
+    State = Fallback.State
+    ACTIVE_STATES = Fallback.ACTIVE_STATES
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports"
+    )
+    user_name = models.CharField(max_length=150, blank=True)
+    table = models.CharField(max_length=100)
+    query = models.JSONField(help_text="SearchQuery.to_dict() (its limit is ignored: every matching row)")
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    backend = models.CharField(max_length=16)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+
+    location = models.CharField(max_length=1024, blank=True,
+                                help_text="where the rows are written: a file path (local) or an s3:// prefix (Athena)")
+    row_count = models.BigIntegerField(null=True, blank=True, help_text="rows written (None: the engine does not say)")
+    file_bytes = models.BigIntegerField(null=True, blank=True, help_text="size of what was written")
+    bytes_estimate = models.BigIntegerField(null=True, blank=True, help_text="before sending, for the budget")
+    bytes_scanned = models.BigIntegerField(null=True, blank=True)
+    bytes_are_estimate = models.BooleanField(default=False, help_text="local backend: from Parquet metadata")
+    estimated_cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    engine_query_id = models.CharField(max_length=128, blank=True)
+    progress = models.FloatField(null=True, blank=True, help_text="0..1 where the engine reports it")
+
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    cancelled_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} {self.table} {self.state}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def query_text(self) -> str:
+        """The search's filters, without its page limit (an export has none)."""
+        try:
+            text = SearchQuery.from_dict(self.query).describe().split(": ", 1)[-1]
+        except (KeyError, TypeError, ValueError):
+            return self.fingerprint
+        return text.rsplit(" LIMIT ", 1)[0]
+
+    @property
+    def elapsed_ms(self) -> int:
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return max(0, int((end - self.created_at).total_seconds() * 1000))

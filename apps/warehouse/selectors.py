@@ -9,7 +9,7 @@ from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .backends.base import scan_cost_usd
-from .models import Fallback, FallbackRequest
+from .models import Export, Fallback, FallbackRequest
 
 
 def fallback_get(*, fallback_id: int) -> Fallback:
@@ -68,7 +68,7 @@ def day_start(now: datetime | None = None) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _spent_usd(fallbacks: QuerySet[Fallback]) -> Decimal:
+def _spent_usd(fallbacks: QuerySet) -> Decimal:
     """Finished ones at what they cost; those in flight at what they reserved (their estimated cost), or at
     what they have scanned so far when that is already more (an estimate from a predecessor can be low)."""
     finished = fallbacks.exclude(state__in=Fallback.ACTIVE_STATES).aggregate(total=Sum("cost_usd"))["total"]
@@ -79,16 +79,21 @@ def _spent_usd(fallbacks: QuerySet[Fallback]) -> Decimal:
     return (finished or Decimal(0)) + in_flight
 
 
-def fallback_spent_today_usd(*, user, exclude_id: int | None = None) -> Decimal:
-    """Today's fallback spend of `user`: what finished ones cost plus the estimates of those in flight."""
+def fallback_spent_today_usd(*, user, exclude_id: int | None = None,
+                             exclude_export_id: int | None = None) -> Decimal:
+    """Today's warehouse spend of `user`: what finished fallbacks and exports cost plus the reservations of those
+    in flight. `exclude_id` leaves one fallback out (`exclude_export_id`: one export)."""
     if user is None or not getattr(user, "is_authenticated", False):
         return Decimal(0)
-    return _spent_usd(Fallback.objects.filter(user=user, created_at__gte=day_start()).exclude(pk=exclude_id))
+    today = {"user": user, "created_at__gte": day_start()}
+    return (_spent_usd(Fallback.objects.filter(**today).exclude(pk=exclude_id))
+            + _spent_usd(Export.objects.filter(**today).exclude(pk=exclude_export_id)))
 
 
-def fallback_team_spent_today_usd(*, exclude_id: int | None = None) -> Decimal:
-    """Today's fallback spend of everyone together (the team-wide cap)."""
-    return _spent_usd(Fallback.objects.filter(created_at__gte=day_start()).exclude(pk=exclude_id))
+def fallback_team_spent_today_usd(*, exclude_id: int | None = None, exclude_export_id: int | None = None) -> Decimal:
+    """Today's warehouse spend (fallbacks and exports) of everyone together (the team-wide cap)."""
+    return (_spent_usd(Fallback.objects.filter(created_at__gte=day_start()).exclude(pk=exclude_id))
+            + _spent_usd(Export.objects.filter(created_at__gte=day_start()).exclude(pk=exclude_export_id)))
 
 
 @dataclass(frozen=True)
@@ -152,5 +157,28 @@ def fallback_stale_list(*, stale_after_seconds: int) -> QuerySet[Fallback]:
 
 
 def fallback_in_flight_count(*, user) -> int:
-    """How many of `user`'s fallbacks are queued or running now."""
-    return Fallback.objects.filter(user=user, state__in=Fallback.ACTIVE_STATES).count()
+    """How many of `user`'s warehouse queries (fallbacks and exports) are queued or running now."""
+    return (Fallback.objects.filter(user=user, state__in=Fallback.ACTIVE_STATES).count()
+            + Export.objects.filter(user=user, state__in=Export.ACTIVE_STATES).count())
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+def export_get(*, export_id: int) -> Export:
+    return Export.objects.select_related("user").get(pk=export_id)
+
+
+def export_can_view(*, export: Export, user) -> bool:
+    """An export's rows are its creator's (who paid for them) and staff's; nobody else's."""
+    if not (user and user.is_authenticated):
+        return False
+    return bool(user.is_staff or (export.user_id is not None and export.user_id == user.pk))
+
+
+def export_list(*, user, limit: int = 20) -> QuerySet[Export]:
+    return Export.objects.filter(user=user).order_by("-created_at")[:limit]
+
+
+def export_stale_list(*, stale_after_seconds: int) -> QuerySet[Export]:
+    cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
+    return Export.objects.filter(state__in=Export.ACTIVE_STATES, heartbeat_at__lt=cutoff)

@@ -177,18 +177,19 @@ def _in_flight_refusal(*, user) -> str:
     return ""
 
 
-def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal, exclude_id: int | None = None) -> str:
+def _budget_refusal(*, user, estimate: int | None, estimated_cost: Decimal, exclude_id: int | None = None,
+                    exclude_export_id: int | None = None) -> str:
     if estimate is not None and estimate > settings.FALLBACK_MAX_BYTES_SCANNED:
         return (f"Refused: this query would scan about {_human_bytes(estimate)}, over the per-query limit of "
                 f"{_human_bytes(settings.FALLBACK_MAX_BYTES_SCANNED)}. Narrow the filters.")
     how_much = f"this query would cost {'up to' if estimate is None else 'about'} ${estimated_cost:.4f}"
     budget = Decimal(str(settings.FALLBACK_DAILY_BUDGET_USD))
-    spent = fallback_spent_today_usd(user=user, exclude_id=exclude_id)
+    spent = fallback_spent_today_usd(user=user, exclude_id=exclude_id, exclude_export_id=exclude_export_id)
     if user is not None and spent + estimated_cost > budget:
         return (f"Refused: today's warehouse budget is ${budget:.2f}; you have used ${spent:.4f} and {how_much}. "
                 f"It resets at midnight ({settings.TIME_ZONE}).")
     team_budget = Decimal(str(settings.FALLBACK_TEAM_DAILY_BUDGET_USD))
-    team_spent = fallback_team_spent_today_usd(exclude_id=exclude_id)
+    team_spent = fallback_team_spent_today_usd(exclude_id=exclude_id, exclude_export_id=exclude_export_id)
     if team_spent + estimated_cost > team_budget:
         return (f"Refused: the team's daily warehouse budget is ${team_budget:.2f}; ${team_spent:.4f} is used or "
                 f"reserved and {how_much}. It resets at midnight ({settings.TIME_ZONE}).")
@@ -238,10 +239,12 @@ def fallback_enqueue(*, fallback: Fallback) -> bool:
 # --- running (inside the Celery worker) -------------------------------------------------------
 
 class FallbackControl:
-    """Passed to the backend: heartbeats and progress to the row, and whether to stop."""
+    """Passed to the backend: heartbeats and progress to the row, and whether to stop. `model`: Fallback, or
+    Export (an export's run ticks its own row the same way)."""
 
-    def __init__(self, fallback_id: int):
+    def __init__(self, fallback_id: int, model=Fallback):
         self.fallback_id = fallback_id
+        self.model = model
         self.last_write = 0.0
         self.engine_query_id = ""
 
@@ -258,8 +261,8 @@ class FallbackControl:
                 changes["bytes_scanned"] = bytes_scanned
             if progress is not None:
                 changes["progress"] = progress
-            Fallback.objects.filter(pk=self.fallback_id, state=Fallback.State.RUNNING).update(**changes)
-            row = Fallback.objects.filter(pk=self.fallback_id).values("state", "cancel_requested_at").first()
+            self.model.objects.filter(pk=self.fallback_id, state=Fallback.State.RUNNING).update(**changes)
+            row = self.model.objects.filter(pk=self.fallback_id).values("state", "cancel_requested_at").first()
             if row is None or row["state"] == Fallback.State.CANCELLED or row["cancel_requested_at"]:
                 return "cancelled"
             if row["state"] != Fallback.State.RUNNING:  # the sweeper gave up on this run

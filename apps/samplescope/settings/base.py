@@ -268,6 +268,12 @@ FALLBACK_STALE_AFTER_SECONDS = env_int("FALLBACK_STALE_AFTER_SECONDS", 900)
 FALLBACK_MAX_ATTEMPTS = env_int("FALLBACK_MAX_ATTEMPTS", 3)  # runs of one fallback before the sweeper fails it
 FALLBACK_PANEL_POLL_SECONDS = env_int("FALLBACK_PANEL_POLL_SECONDS", 1)
 ATHENA_POLL_MAX_SECONDS = env_float("ATHENA_POLL_MAX_SECONDS", 5.0)
+# Exports of every matching row (apps/warehouse/README.md, "Exports"): local CSV files, or Athena UNLOAD prefixes
+# (default: ATHENA_OUTPUT_LOCATION + "exports/"). Time limits as for a fallback, longer.
+WAREHOUSE_EXPORT_DIR = Path(env_str("WAREHOUSE_EXPORT_DIR", str(DATA_DIR / "exports")))
+ATHENA_EXPORT_LOCATION = env_str("ATHENA_EXPORT_LOCATION", "")
+EXPORT_SOFT_TIME_LIMIT = env_int("EXPORT_SOFT_TIME_LIMIT", 1800)
+EXPORT_TIME_LIMIT = env_int("EXPORT_TIME_LIMIT", 1860)
 WAREHOUSE_TASK_QUEUE = env_str("WAREHOUSE_TASK_QUEUE", "celery")
 # Demo aid: pad local-backend runs to at least this long so the panel's states can be watched.
 WAREHOUSE_LOCAL_MIN_LATENCY_MS = env_int("WAREHOUSE_LOCAL_MIN_LATENCY_MS", 0)

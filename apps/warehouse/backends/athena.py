@@ -18,9 +18,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
 
-from apps.search.query import compile_search
+from apps.search.query import CompiledQuery, compile_search
 
 from .base import (
+    ExportResult,
     RunControl,
     WarehouseBackend,
     WarehouseQueryError,
@@ -29,6 +30,7 @@ from .base import (
     query_columns,
     scan_cost_usd,
 )
+from .export_sql import unload_sql
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +132,11 @@ class AthenaBackend(WarehouseBackend):
         except (WarehouseQueryError, OSError, ValueError):  # no files, or unreadable footers
             return None
 
-    def start(self, *, query, spec, request_token: str) -> str:
-        compiled = compile_search(query=query, spec=spec, dialect="trino", relation=self.relation(spec))
+    def start(self, *, query, spec, request_token: str, compiled: CompiledQuery | None = None,
+              reuse: bool = True) -> str:
+        """StartQueryExecution of the search (or of `compiled`, an export's UNLOAD; `reuse` False: never answer
+        from a previous result, which would write nothing)."""
+        compiled = compiled or compile_search(query=query, spec=spec, dialect="trino", relation=self.relation(spec))
         request: dict[str, Any] = {
             "QueryString": compiled.sql,
             # The same token for every retry of one fallback: Athena then starts it only once.
@@ -143,7 +148,7 @@ class AthenaBackend(WarehouseBackend):
             request["ExecutionParameters"] = [sql_literal(p) for p in compiled.params]
         if settings.ATHENA_OUTPUT_LOCATION:
             request["ResultConfiguration"] = {"OutputLocation": settings.ATHENA_OUTPUT_LOCATION}
-        if settings.ATHENA_RESULT_REUSE_MAX_AGE_MINUTES > 0:
+        if reuse and settings.ATHENA_RESULT_REUSE_MAX_AGE_MINUTES > 0:
             request["ResultReuseConfiguration"] = {
                 "ResultReuseByAgeConfiguration": {
                     "Enabled": True, "MaxAgeInMinutes": settings.ATHENA_RESULT_REUSE_MAX_AGE_MINUTES,
@@ -172,6 +177,27 @@ class AthenaBackend(WarehouseBackend):
             # SoftTimeLimitExceeded, worker shutdown, a bug: do not leave the query burning money.
             self.stop(engine_query_id=query_id)
             raise
+
+    def export(self, *, query, spec, request_token: str, control: RunControl, location: str,
+               simulated_latency_ms: int = 0, resume_engine_query_id: str = "") -> ExportResult:
+        """One UNLOAD of every matching row to the empty S3 prefix `location` (gzipped CSV lines, in parallel
+        files), followed like a fallback (cost, cancel, cutoff); the rows are not fetched back."""
+        started = time.monotonic()
+        compiled = unload_sql(query=query, spec=spec, relation=self.relation(spec), location=location)
+        query_id = resume_engine_query_id or self.start(query=query, spec=spec, request_token=request_token,
+                                                        compiled=compiled, reuse=False)
+        try:
+            result = self._follow(query_id=query_id, limit=0, control=control, started=started)
+        except WarehouseTransientError:
+            raise
+        except BaseException:
+            self.stop(engine_query_id=query_id)
+            raise
+        fields = {name: getattr(result, name) for name in ("state", "bytes_scanned", "bytes_are_estimate",
+                                                            "cost_usd", "engine_query_id", "elapsed_ms", "error",
+                                                            "reused_result")}
+        return ExportResult(**fields, location=location,
+                            file_bytes=export_objects_size(location) if result.state == "succeeded" else None)
 
     def _follow(self, *, query_id: str, limit: int, control: RunControl, started: float) -> WarehouseResult:
         delay = 0.25
@@ -249,3 +275,33 @@ class AthenaBackend(WarehouseBackend):
             if not token:
                 break
         return rows
+
+
+def s3_client():
+    return boto3.client("s3", region_name=settings.AWS_REGION, endpoint_url=settings.AWS_S3_ENDPOINT_URL or None)
+
+
+def s3_split(location: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix/ -> (bucket, some/prefix/)."""
+    if not location.startswith("s3://"):
+        raise ValueError(f"not an s3:// location: {location!r}")
+    bucket, _, prefix = location[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
+def export_objects(location: str, client=None) -> list[dict]:
+    """The data files an UNLOAD wrote under `location` (its own prefix: nothing else is there), by key."""
+    client = client or s3_client()
+    bucket, prefix = s3_split(location)
+    objects: list[dict] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects += [o for o in page.get("Contents", []) if o["Size"] > 0 and not o["Key"].endswith("/")]
+    return sorted(objects, key=lambda o: o["Key"])
+
+
+def export_objects_size(location: str) -> int | None:
+    try:
+        return sum(o["Size"] for o in export_objects(location))
+    except Exception:  # the size is shown, not needed: S3 may deny listing to the worker
+        logger.warning("could not list the export files under %s", location, exc_info=True)
+        return None

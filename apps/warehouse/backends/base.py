@@ -72,6 +72,15 @@ class WarehouseResult:
     reused_result: bool = False
 
 
+@dataclass
+class ExportResult(WarehouseResult):
+    """An export's ending: where its rows were written, how many (None: the engine does not say) and how big."""
+
+    location: str = ""
+    row_count: int | None = None
+    file_bytes: int | None = None
+
+
 class WarehouseBackend(ABC):
     name: str = ""
     bytes_are_estimate: bool = False
@@ -89,6 +98,11 @@ class WarehouseBackend(ABC):
         """What a full scan of the columns the query reads would scan, from what this backend knows of the
         table's size; None when it knows nothing. The budget never reserves less (services._estimate_bytes)."""
         return None
+
+    def export(self, *, query, spec, request_token: str, control: RunControl, location: str,
+               simulated_latency_ms: int = 0) -> ExportResult:
+        """Write every row of the full table that matches the search to `location` (one query)."""
+        raise NotImplementedError(f"the {self.name} backend cannot export")
 
     def stop(self, *, engine_query_id: str) -> None:
         """Best effort: stop a query left running by a dead worker."""

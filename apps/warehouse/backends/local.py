@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ from django.conf import settings
 from apps.search.query import compile_search
 
 from .base import (
+    ExportResult,
     RunControl,
     WarehouseBackend,
     WarehouseQueryError,
@@ -31,6 +33,7 @@ from .base import (
     query_columns,
     scan_cost_usd,
 )
+from .export_sql import copy_sql
 
 logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
@@ -98,14 +101,47 @@ class LocalBackend(WarehouseBackend):
         relation = f"read_parquet({duckdb_string(spec.full_data_glob)})"
         compiled = compile_search(query=query, spec=spec, dialect="duckdb", relation=relation)
         connection = duckdb.connect(":memory:", config={"threads": settings.SEARCH_DUCKDB_THREADS})
+
+        def execute(outcome: dict) -> None:
+            cursor = connection.execute(compiled.sql, compiled.params)
+            names = [d[0] for d in cursor.description]
+            outcome["rows"] = [dict(zip(names, (json_safe(v) for v in row))) for row in cursor.fetchmany(query.limit)]
+
+        stop_reason, outcome = self._drive(connection=connection, execute=execute, control=control,
+                                           name=f"fallback-{request_token}", request_token=request_token,
+                                           estimate=estimate, started=started,
+                                           simulated_latency_ms=simulated_latency_ms)
+        elapsed = int((time.monotonic() - started) * 1000)
+        if stop_reason:
+            # DuckDB cannot say how much it read before it was stopped: bill the upper bound, the column
+            # chunks the query reads (as for a success), never 0 (apps/warehouse/README.md, "Cost").
+            return WarehouseResult(state=stop_reason, engine_query_id=request_token, elapsed_ms=elapsed,
+                                   bytes_scanned=estimate, bytes_are_estimate=True,
+                                   error="cancelled by a user" if stop_reason == "cancelled" else "timed out")
+        if "error" in outcome:
+            return WarehouseResult(state="failed", engine_query_id=request_token, elapsed_ms=elapsed,
+                                   bytes_are_estimate=True, error=f"DuckDB: {outcome['error']}"[:2000])
+        return WarehouseResult(
+            state="succeeded",
+            rows=outcome.get("rows", []),
+            bytes_scanned=estimate,
+            bytes_are_estimate=True,
+            cost_usd=scan_cost_usd(bytes_scanned=estimate),
+            engine_query_id=request_token,
+            elapsed_ms=elapsed,
+        )
+
+    def _drive(self, *, connection, execute, control: RunControl, name: str, request_token: str, estimate: int,
+               started: float, simulated_latency_ms: int = 0) -> tuple[str | None, dict]:
+        """Run `execute(outcome)` on `connection` in a helper thread, ticking `control` until it ends (or the
+        demo's padding is over); stop the engine when control says so. Returns (stop reason, outcome): the
+        outcome holds what execute put there, or "error"."""
         outcome: dict = {}
         finished = threading.Event()
 
-        def execute() -> None:
+        def target() -> None:
             try:
-                cursor = connection.execute(compiled.sql, compiled.params)
-                names = [d[0] for d in cursor.description]
-                outcome["rows"] = [dict(zip(names, (json_safe(v) for v in row))) for row in cursor.fetchmany(query.limit)]
+                execute(outcome)
             except BaseException as exc:  # handed to the polling thread, which decides what it means
                 outcome["error"] = exc
             finally:
@@ -113,7 +149,7 @@ class LocalBackend(WarehouseBackend):
 
         # The query runs in a helper thread so this thread stays free to poll for cancellation and
         # to receive Celery's soft time limit (a signal, delivered only between Python bytecodes).
-        runner = threading.Thread(target=execute, name=f"fallback-{request_token}", daemon=True)
+        runner = threading.Thread(target=target, name=name, daemon=True)
         runner.start()
         stop_reason = None
         try:
@@ -139,25 +175,47 @@ class LocalBackend(WarehouseBackend):
                 logger.warning("could not record the bytes of stopped run %s", request_token, exc_info=True)
             raise
         _stop(finished, connection, name=runner.name)
+        return stop_reason, outcome
+
+    def export(self, *, query, spec, request_token: str, control: RunControl, location: str,
+               simulated_latency_ms: int = 0) -> ExportResult:
+        """DuckDB COPY of every row of the full Parquet files matching the search to the CSV file `location`
+        (written as `<location>.part`, renamed when complete: a half-written file is never served)."""
+        started = time.monotonic()
+        estimate = self.estimate_bytes(query=query, spec=spec)
+        relation = f"read_parquet({duckdb_string(spec.full_data_glob)})"
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        compiled = copy_sql(query=query, spec=spec, relation=relation, path=str(partial))
+        connection = duckdb.connect(":memory:", config={"threads": settings.SEARCH_DUCKDB_THREADS})
+
+        def execute(outcome: dict) -> None:
+            outcome["rows"] = connection.execute(compiled.sql, compiled.params).fetchone()[0]
+
+        try:
+            stop_reason, outcome = self._drive(connection=connection, execute=execute, control=control,
+                                               name=f"export-{request_token}", request_token=request_token,
+                                               estimate=estimate, started=started,
+                                               simulated_latency_ms=simulated_latency_ms)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         elapsed = int((time.monotonic() - started) * 1000)
+        if stop_reason or "error" in outcome:
+            partial.unlink(missing_ok=True)
         if stop_reason:
-            # DuckDB cannot say how much it read before it was stopped: bill the upper bound, the column
-            # chunks the query reads (as for a success), never 0 (apps/warehouse/README.md, "Cost").
-            return WarehouseResult(state=stop_reason, engine_query_id=request_token, elapsed_ms=elapsed,
-                                   bytes_scanned=estimate, bytes_are_estimate=True,
-                                   error="cancelled by a user" if stop_reason == "cancelled" else "timed out")
+            return ExportResult(state=stop_reason, engine_query_id=request_token, elapsed_ms=elapsed,
+                                bytes_scanned=estimate, bytes_are_estimate=True,
+                                error="cancelled by a user" if stop_reason == "cancelled" else "timed out")
         if "error" in outcome:
-            return WarehouseResult(state="failed", engine_query_id=request_token, elapsed_ms=elapsed,
-                                   bytes_are_estimate=True, error=f"DuckDB: {outcome['error']}"[:2000])
-        return WarehouseResult(
-            state="succeeded",
-            rows=outcome.get("rows", []),
-            bytes_scanned=estimate,
-            bytes_are_estimate=True,
-            cost_usd=scan_cost_usd(bytes_scanned=estimate),
-            engine_query_id=request_token,
-            elapsed_ms=elapsed,
-        )
+            return ExportResult(state="failed", engine_query_id=request_token, elapsed_ms=elapsed,
+                                bytes_are_estimate=True, error=f"DuckDB: {outcome['error']}"[:2000])
+        os.replace(partial, target)
+        return ExportResult(state="succeeded", bytes_scanned=estimate, bytes_are_estimate=True,
+                            cost_usd=scan_cost_usd(bytes_scanned=estimate), engine_query_id=request_token,
+                            elapsed_ms=elapsed, row_count=int(outcome.get("rows") or 0),
+                            file_bytes=target.stat().st_size, location=str(target))
 
     @staticmethod
     def _progress(connection) -> float | None:
