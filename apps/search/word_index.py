@@ -106,7 +106,8 @@ FIRST = "\x01"  # marks a value's first word (sorts before any word: words hold 
 JOINED = "\x02"  # marks a joined word: words joined by apostrophes (india's, don't), sorted after FIRST ones
 APOSTROPHE = "'"
 JOINED_SEPARATOR = r"[^\p{L}\p{N}']+"  # what separates joined words (RE2): SEPARATOR less the apostrophe
-MIN_NEEDLE_CHARS = 3  # shorter needles do not narrow: the scan answers them
+MIN_NEEDLE_CHARS = 2  # shorter needles do not narrow: the scan answers them (a 2-character needle such as "1e" narrows
+# to a few words; one matching more than MAX_PART_WORDS words gives up as any part does: "th" costs ~3 ms)
 TEXT_TYPES = ("VARCHAR",)
 INDEX_VERSION = 10  # 6 was a reverted experiment (byte-gap postings); 8 added the 4-bit codes of low-cardinality
 # columns, 9 the joined words (words joined by apostrophes), 10 the magic, checksums and tokenizer fingerprint
