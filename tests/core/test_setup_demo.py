@@ -36,7 +36,7 @@ def test_setup_demo_builds_everything_once_then_reuses_it(tmp_path):
         aliases.setdefault(version["name"], set()).update(version["aliases"])
     assert {"tfidf-logreg", "minilm-topic", "minilm-l6"} <= set(aliases)
     assert {"production", "candidate"} <= aliases["tfidf-logreg"]
-    assert list((tmp_path / "data" / "subset").glob("subset-*.duckdb"))
+    assert list((tmp_path / "data" / "subset" / "tables" / "samples").glob("samples-*.duckdb"))  # a file per table
     assert list((tmp_path / "data").rglob("*.parquet"))
 
     started = time.monotonic()
