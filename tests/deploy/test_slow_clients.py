@@ -1,6 +1,7 @@
 """`make run`'s web server (the Procfile's gunicorn command, apps/samplescope/gunicorn_conf.py) against clients that
 send their request headers one byte a second (slowloris): it must keep answering everyone else."""
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -21,7 +22,7 @@ SLOW_CLIENTS = 10
 def _procfile_web_command(port: int) -> list[str]:
     line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
     command = line.partition(":")[2].replace("$PORT", str(port))
-    command = command.replace("${WEB_WORKERS:-2}", "2").replace("${WEB_THREADS:-4}", "4")
+    command = re.sub(r"\$\{(WEB_WORKERS|WEB_THREADS):-(\d+)\}", r"\2", command)  # make run's defaults
     argv = shlex.split(command)
     argv[0] = str(Path(sys.executable).parent / "gunicorn")
     return argv
