@@ -132,3 +132,29 @@ def test_random_sample_is_reproducible_and_highlighting_follows_the_operator(log
             assert check(text, marks), (op, value, text, marks)
         assert page.evaluate(OVERFLOW) <= 0
     assert page.console_errors == []
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_api_link_gives_the_count_and_a_blank_value_is_dropped(logged_in_page, demo_subset, width):
+    """Item 11: the API link the page offers asks for the count the page shows (`_count=1`), and a value of only
+    spaces typed in the form is dropped (as an empty one), not searched; at both widths, no sideways scroll."""
+    page = _sized(logged_in_page, width)
+    page.goto("/samples/?text__contains=match&limit=5")
+    page.wait_for_selector("[data-results]")
+    page.locator("details.api-link:not([data-plan]) summary").click()
+    api = page.locator("[data-api-link]").get_attribute("href")
+    assert dict(parse_qsl(urlsplit(api).query)).get("_count") == "1"
+    answer = page.request.get(api).json()
+    assert answer["subset_match_count"] is not None and len(answer["rows"]) == 5
+    assert page.evaluate(OVERFLOW) <= 0
+
+    row = page.locator("[data-filter-row]").last
+    row.locator("[data-column-picker]").select_option("title")
+    row.locator("[data-op-picker]").select_option("contains")
+    row.locator("input[name=val]").fill("   ")
+    page.click("form.search-form button[type=submit]")
+    page.wait_for_url(lambda url: "title__contains" not in url and "text__contains=match" in url)
+    page.wait_for_selector("[data-results]")
+    assert page.locator(".errorlist, [data-field-error]").count() == 0
+    assert len(_keys(page)) == 5 and page.evaluate(OVERFLOW) <= 0
+    assert page.console_errors == []
