@@ -1,6 +1,5 @@
 """Time to import a small table beside a large one, and whether the large table's files were touched.
 
-    .venv/bin/python scripts/measure_table_import.py --checkout /work/main --big-rows 1000000 --small-rows 50000
     .venv/bin/python scripts/measure_table_import.py --checkout . --big-rows 1000000 --small-rows 50000
 
 Runs the checkout's own `manage.py import_subset` (so the same script measures the code before and after a

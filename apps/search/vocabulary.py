@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .sql import quote_identifier, quote_string
-from .word_index import DIGITS, SEPARATOR, _split, lowered
+from .word_index import DIGITS, SEPARATOR, _split, lowered, words_before
 
 logger = logging.getLogger(__name__)
 
@@ -392,15 +392,7 @@ class ColumnWords:
         return int(self.cum[index + 1] - self.cum[index])
 
     def _before(self, key: bytes) -> int:
-        blob, starts, ends = self.blob, self.starts, self.ends
-        low, high = 0, len(starts)
-        while low < high:
-            middle = (low + high) // 2
-            if blob[starts[middle]: ends[middle]] < key:
-                low = middle + 1
-            else:
-                high = middle
-        return low
+        return words_before(self.blob, self.starts, self.ends, key)
 
     def exact(self, part: str) -> int:
         """Rows holding the word `part` (0: no row)."""

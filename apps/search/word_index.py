@@ -867,6 +867,19 @@ def _table_index_build(*, conn, folder: Path, table: str, columns: list[str], st
 
 # --- reading ------------------------------------------------------------------------------------
 
+def words_before(blob: bytes, starts: np.ndarray, ends: np.ndarray, key: bytes) -> int:
+    """How many of the sorted words of `blob` (word i is blob[starts[i]:ends[i]]) sort before `key`: a binary
+    search (the word index's dictionaries and the full data's vocabulary, apps/search/vocabulary.py)."""
+    low, high = 0, len(starts)
+    while low < high:
+        middle = (low + high) // 2
+        if blob[starts[middle]: ends[middle]] < key:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 class _ColumnWords:
     """A column's sorted words as one byte string, NUL-separated (`\0word\0word\0`). Prefix and exact
     lookups are binary searches (words sort by code point, which is UTF-8 byte order); contains and suffix
@@ -903,15 +916,7 @@ class _ColumnWords:
 
     def _before(self, key: bytes) -> int:
         """How many words sort before `key`."""
-        blob, starts, ends = self.blob, self.starts, self.ends
-        low, high = 0, len(starts)
-        while low < high:
-            middle = (low + high) // 2
-            if blob[starts[middle]: ends[middle]] < key:
-                low = middle + 1
-            else:
-                high = middle
-        return low
+        return words_before(self.blob, self.starts, self.ends, key)
 
     def matching(self, part: str, how: str, most: int, *, mark: str = "") -> np.ndarray | None:
         """Indexes of the words containing / starting / ending with / equal to `part` — among the values'
