@@ -30,6 +30,13 @@ def api_token_create(*, user: AbstractBaseUser, name: str = "", read_only: bool 
     return token, raw
 
 
+def api_token_use_record(*, token: ApiToken) -> None:
+    """Note the token's use: last_used_at, written at most once a minute (api_token_active_get says when:
+    `last_use_stale`), so an API request is not a write."""
+    if getattr(token, "last_use_stale", True):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+
+
 def api_token_revoke(*, token: ApiToken, by: AbstractBaseUser | None = None) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()

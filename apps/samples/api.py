@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 from ninja import Router, Schema
+from ninja.responses import Response
 
 from apps.accounts.roles import SEARCH, api_role_require
 from apps.core.ratelimit import rate_limit_hit
@@ -131,7 +132,9 @@ def search(request):
                            may_spend=request_may_spend(request))
     shown = answer_present(answer=answer, may_start_fallback=may_start_fallback)
     next_url = shown.next_url(reverse("api:search"))
-    return {
+    # Already SearchOut's shape (tests/samples/test_api.py validates answers against it): rendered as it is,
+    # not validated field by field again (~1 ms for 100 rows, on every call).
+    return Response({
         "rows": [{c: row[c] for c in [*columns_shown, SOURCE_COLUMN]} for row in answer.as_dicts()],
         "columns": columns_shown,
         "counts": shown.counts,
@@ -155,5 +158,5 @@ def search(request):
         "plan": shown.plan,
         "full_dataset": answer.vocabulary.as_dict() if answer.vocabulary is not None else None,
         "suggestions": [s.as_dict() for s in answer.vocabulary.suggestions] if answer.vocabulary is not None else [],
-    }
+    })
 

@@ -22,6 +22,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer, django_auth
 
 from apps.accounts.selectors import api_token_active_get
+from apps.accounts.services import api_token_use_record
 from apps.core.ratelimit import RateLimited
 from apps.search.errors import SearchError
 
@@ -35,6 +36,7 @@ class BearerToken(HttpBearer):
             return None
         if api_token.read_only and request.method not in SAFE_METHODS:
             raise HttpError(403, "This API token is read-only: it may only GET.")
+        api_token_use_record(token=api_token)
         request.user = api_token.user
         request.api_token = api_token  # a read-only one never starts a billed query (apps.samples.origin)
         return api_token.user

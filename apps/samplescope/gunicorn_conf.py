@@ -19,6 +19,9 @@ from __future__ import annotations
 import gc
 
 worker_class = "apps.samplescope.gunicorn_worker.HeaderBufferingThreadWorker"
+# The access line (`--access-logfile -`) built from the atoms its format names only (gunicorn_logger.py).
+logger_class = "apps.samplescope.gunicorn_logger.AccessLineLogger"
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 # Connections one process holds open, waiting for headers, kept alive or being served (gthread's default 1000).
 worker_connections = 250
 # A request line of at most 8190 bytes (gunicorn's maximum, as nginx's 8k header buffers; the search page POSTs

@@ -200,6 +200,12 @@ def _build_spec(entry: dict, columns: dict[str, str], origin: str) -> TableSpec:
     )
 
 
+def table_spec_described(*, name: str, description: dict, columns: dict[str, str]) -> TableSpec:
+    """The spec a table imported with `description` (import_subset's table comment) will have, before its
+    file exists: to build what the build needs (its vocabulary)."""
+    return _build_spec({**description, "name": name}, columns, "subset")
+
+
 def table_spec_list(*, snapshot=CURRENT_SUBSET) -> list[TableSpec]:
     """Configured tables first (in tables.json order), then tables imported into the subset (the current one,
     or `snapshot`: a SubsetSnapshot, or None for no subset)."""

@@ -147,10 +147,13 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
             select = ", ".join(quote_identifier(c) for c in columns)
             reader = conn.sql(f"SELECT {select} FROM {relation}").to_arrow_reader(CHUNK_ROWS)
             done = 0
-            for batch in reader:
+            for chunk, batch in enumerate(reader, 1):
                 for number, column in enumerate(columns):
                     pairs = chunk_words(batch.column(column))  # noqa: F841 - read by DuckDB below
                     counter.execute(f"INSERT INTO counts_{number} SELECT w, count(DISTINCT p) FROM pairs GROUP BY w")
+                    if chunk % MERGE_EVERY == 0:  # memory: the distinct words so far, not a row per chunk and word
+                        counter.execute(f"CREATE OR REPLACE TABLE counts_{number} AS "
+                                        f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w")
                 done += batch.num_rows
                 if stdout is not None and done % (CHUNK_ROWS * 16) == 0:
                     stdout.write(f"  vocabulary {spec.name}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")

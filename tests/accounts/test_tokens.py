@@ -4,6 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from apps.accounts.models import ApiToken
+from apps.accounts.selectors import api_token_active_get
 from apps.accounts.services import api_token_create, api_token_revoke
 
 
@@ -20,6 +21,17 @@ def test_token_is_stored_hashed_and_authenticates(client, user):
     assert response.json() == {"username": "analyst", "is_staff": False}
     token.refresh_from_db()
     assert token.last_used_at is not None
+
+
+@pytest.mark.django_db
+def test_the_tokens_user_is_the_whole_user(user):
+    """The token is read with the fields a request needs; the user's others are still there when read."""
+    _, raw = api_token_create(user=user, read_only=True)
+    token = api_token_active_get(raw_token=raw)
+    assert token.user.pk == user.pk and token.user.username == "analyst" and token.read_only
+    assert token.user.date_joined == user.date_joined and token.user.password == user.password
+    assert api_token_active_get(raw_token=raw + "x") is None
+    assert api_token_active_get(raw_token="") is None
 
 
 @pytest.mark.django_db

@@ -271,3 +271,20 @@ def test_one_presenter_gives_the_page_the_export_and_the_api_the_same_next_page_
     assert export.status_code == 200
     event = AuditEvent.objects.filter(action="export").latest("id")
     assert event.detail["rows"] == body["counts"] and event.detail["plan"] == body["plan"]
+
+
+@pytest.mark.parametrize("query", [
+    "text__contains=match&limit=5",  # rows of every column type (dates too)
+    "text__contains=match&limit=5&_count=1&_sort_desc=id&_col=id&_col=text",
+    "text__contains=zzzqqq&limit=5",  # nothing local: the notice, no rows
+])
+def test_the_api_answer_is_exactly_search_outs_shape(api_client, demo_subset, query):
+    """/api/search renders its answer without ninja re-validating it (apps/samples/api.py): this checks that
+    what it sends is what SearchOut's validation would have sent, field for field."""
+    from apps.samples.api import SearchOut
+
+    response = api_client.get(f"/api/search?{query}")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    data = response.json()
+    assert SearchOut.model_validate(data).model_dump(mode="json") == data
+    assert set(data) == set(SearchOut.model_fields)

@@ -125,22 +125,35 @@ def english_words() -> tuple[list[str], np.ndarray]:
     return words, freqs / freqs.sum()
 
 
-def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], probs: np.ndarray):
-    """`rows` rows of the demo schema whose text/title/url are drawn from real word frequencies."""
+def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], probs: np.ndarray,
+                    typo_share: float = 0.0):
+    """`rows` rows of the demo schema whose text/title/url are drawn from real word frequencies.
+
+    `typo_share` > 0: that share of the text's words is misspelled (misspelling(): one random edit), the long
+    tail of distinct words that real text has (typos, names, codes) and a fixed word list lacks; 0 (the
+    default) draws exactly the rows it always drew."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     rng = np.random.default_rng([seed, start_id])
     vocab = pa.array(words)
 
-    def join(counts, p=probs):
+    def join(counts, p=probs, typos=0.0):
         ids = rng.choice(len(words), int(counts.sum()), p=p)
         offsets = np.zeros(len(counts) + 1, dtype=np.int32)
         np.cumsum(counts, out=offsets[1:])
-        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pc.take(vocab, pa.array(ids))), " "), ids
+        tokens = pc.take(vocab, pa.array(ids))
+        if typos > 0:
+            where = np.flatnonzero(rng.random(len(ids)) < typos)
+            edits = rng.integers(0, 1 << 30, size=(len(where), 3))
+            misspelt = pa.array([misspelling(words[w], *e) for w, e in zip(ids[where].tolist(), edits.tolist())])
+            index = np.arange(len(ids), dtype=np.int64)
+            index[where] = len(ids) + np.arange(len(where))
+            tokens = pc.take(pa.concat_arrays([tokens, misspelt]), pa.array(index))
+        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), tokens), " "), ids
 
     ids = np.arange(start_id, start_id + rows, dtype=np.int64)
-    text, _ = join(rng.integers(12, 30, rows))  # ~115 characters on average
+    text, _ = join(rng.integers(12, 30, rows), typos=typo_share)  # ~115 characters on average
     title, _ = join(rng.integers(3, 8, rows))
     slug_counts = rng.integers(2, 5, rows)
     slug_offsets = np.zeros(rows + 1, dtype=np.int32)
@@ -158,6 +171,25 @@ def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], pr
     return pa.table({"id": pa.array(ids), "url": url, "domain": domain, "title": title, "text": text,
                      "label": label, "lang": lang, "crawled_at": crawled,
                      "length": pc.cast(pc.utf8_length(text), pa.int32())})
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def misspelling(word: str, kind: int, at: int, letter: int) -> str:
+    """`word` with one edit, chosen by the three numbers: drop, double, swap with the next, or replace a
+    letter (the way people mistype)."""
+    if len(word) < 2:
+        return word + LETTERS[letter % 26]
+    i = at % len(word)
+    kind %= 4
+    if kind == 0:
+        return word[:i] + word[i + 1:]
+    if kind == 1:
+        return word[:i] + word[i] + word[i:]
+    if kind == 2 and i < len(word) - 1:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return word[:i] + LETTERS[letter % 26] + word[i + 1:]
 
 
 def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)) -> list[dict]:

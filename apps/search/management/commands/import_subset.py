@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.search.services import subset_table_write
 from apps.search.store import SUBSET, disk_full
-from apps.search.tables import TABLE_NAME_RE, quote_identifier
+from apps.search.tables import TABLE_NAME_RE, quote_identifier, table_spec_described
+from apps.search.vocabulary import vocabulary_builder
 
 
 class Command(BaseCommand):
@@ -28,7 +29,8 @@ class Command(BaseCommand):
                             help="keep only this random share of the rows (default: all)")
         parser.add_argument("--replace-all", action="store_true", help="drop the other tables of the subset")
         parser.add_argument("--full-data-glob", default="",
-                            help="where the FULL table lives for the local warehouse backend (a Parquet glob); "
+                            help="where the FULL table lives for the local warehouse backend (a Parquet glob; its "
+                                 "vocabulary is built from it with the file); "
                                  "without it (or --athena-table) searches on this table never start a fallback")
         parser.add_argument("--athena-table", default="",
                             help="the full table in Athena (WAREHOUSE_BACKEND=athena), e.g. crawl_samples")
@@ -69,10 +71,14 @@ class Command(BaseCommand):
             "label_column": label_column or None, "text_column": text_column or None,
             "full_data_glob": full_data_glob, "athena_table": athena_table,
         }
+        # Full data on this machine: its vocabulary (proofs of absence, "did you mean", estimates) is built
+        # with the file, as each refresh builds it (an Athena table's comes with its first refresh).
+        spec = table_spec_described(name=table, description=description, columns={r[0]: r[1] for r in schema})
         try:
             subset_table_write(
                 name=table, parquet=files, description=description, keep_other_tables=not replace_all,
                 sample_fraction=sample_fraction, stdout=self.stdout,
+                vocabulary=vocabulary_builder(spec=spec, stdout=self.stdout),
             )
         except (OSError, duckdb.Error) as exc:
             if not disk_full(exc):
