@@ -79,3 +79,41 @@ def test_bench_search_peer_queries_limits_only_the_peers(tmp_path, user):
     assert result["sqlite_fts5"]["n"] == 3 and result["app"]["n"] == result["duckdb_raw"]["n"] == 8
     assert result["sqlite_fts5"]["mismatches"] == 0
     assert {name: r["n"] for name, r in result["on_peer_queries"].items()} == {"app": 3, "duckdb_raw": 3, "sqlite_fts5": 3}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_vocabulary_small_run(tmp_path, live_server, api_token, settings):
+    """bench_vocabulary end to end at a small size: the full data written once, imported with its vocabulary,
+    lookups of each class through the bare lookup, the app and the API, and the scan of the full data that
+    checks every proof it was given (none contradicted)."""
+    settings.DATA_DIR = tmp_path
+    settings.RATE_LIMIT_SEARCH_PER_MINUTE = 0
+    out = tmp_path / "vocab.json"
+    call_command("bench_vocabulary", rows=20_000, chunk_rows=5_000, queries=6, peer_queries=2, http=live_server.url,
+                 token=api_token, json_path=str(out), stdout=io.StringIO())
+    result = json.loads(out.read_text())
+    assert result["full_data"]["rows"] == 20_000 and result["full_data"]["files"] == 4
+    build = result["build"]
+    assert build["full_rows"] == 20_000 and build["vocabulary_bytes"] > 0 and build["words"]["text"] > 1000
+    assert build["value_columns"]["label"] == 8
+    classes = result["by_class"]
+    assert set(classes) == {"absent", "misspelt", "rare", "frequent", "label_typo"}
+    for engine in ("lookup", "app", "app_http"):
+        assert 0 < result["all"][engine]["p50_ms"] <= result["all"][engine]["p95_ms"]
+    assert classes["absent"]["outcomes"]["proof"] > 0 and classes["frequent"]["outcomes"]["proof"] == 0
+    assert classes["label_typo"]["outcomes"]["proof"] == 6 and classes["label_typo"]["outcomes"]["suggestions"] == 6
+    assert result["proofs_checked_by_scan"] > 0 and result["wrong_proofs"] == 0
+    again = io.StringIO()
+    call_command("bench_vocabulary", rows=20_000, chunk_rows=5_000, queries=1, peer_queries=0, build_only=True,
+                 stdout=again)
+    assert "Reusing the full dataset" in again.getvalue() and "Reusing table 'crawl'" in again.getvalue()
+
+
+def test_a_misspelling_is_never_the_word_itself():
+    from apps.samples.bench.workload import misspelling
+
+    for word in ("sports", "a", "ab", "science", "letter", "aa"):
+        for kind in range(4):
+            for at in range(len(word) + 1):
+                for letter in range(26):
+                    assert misspelling(word, kind, at, letter) != word

@@ -101,6 +101,32 @@ def test_import_subset_sample_fraction(demo_subset, tmp_path):
     assert 300 < demo_subset.count(table="sampled") < 700
 
 
+def test_import_subset_with_full_data_builds_its_vocabulary(demo_subset, tmp_path):
+    """A table imported with --full-data-glob gets the vocabulary of that full data with its file: a word only
+    the full data has is known (an estimate, no proof), a word nowhere in it is proven absent; without
+    --full-data-glob, no vocabulary."""
+    from apps.search.query import Filter, SearchQuery
+    from apps.search.vocabulary import table_vocabulary, vocabulary_answer
+
+    words = [f"note {'harbour' if i == 1999 else 'plain'} {i}" for i in range(2000)]
+    pq.write_table(pa.table({"k": list(range(2000)), "t": words}), tmp_path / "full.parquet")
+    pq.write_table(pa.table({"k": list(range(100)), "t": words[:100]}), tmp_path / "part.parquet")
+    call_command("import_subset", str(tmp_path / "part.parquet"), table="notes", key="k",
+                 full_data_glob=str(tmp_path / "full.parquet"), stdout=io.StringIO())
+    vocabulary = table_vocabulary(table="notes")
+    assert vocabulary is not None and vocabulary.rows == 2000
+    spec = table_spec_get(name="notes")
+
+    def said(needle):
+        return vocabulary_answer(query=SearchQuery("notes", (Filter("t", "contains", needle),), 10), spec=spec,
+                                 vocabulary=vocabulary)
+
+    assert not said("harbour").proof and said("harbour").upper_bound == 1  # in the full data only
+    assert said("harbor").proof and said("harbor").suggestions[0].suggestion == "harbour"
+    call_command("import_subset", str(tmp_path / "part.parquet"), table="bare", key="k", stdout=io.StringIO())
+    assert table_vocabulary(table="bare") is None
+
+
 def test_table_spec_falls_back_to_the_full_parquet_schema(demo_subset, settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "no-subset"
     spec = table_spec_get(name="samples")

@@ -187,9 +187,10 @@ def misspelling(word: str, kind: int, at: int, letter: int) -> str:
         return word[:i] + word[i + 1:]
     if kind == 1:
         return word[:i] + word[i] + word[i:]
-    if kind == 2 and i < len(word) - 1:
+    if kind == 2 and i < len(word) - 1 and word[i] != word[i + 1]:
         return word[:i] + word[i + 1] + word[i] + word[i + 2:]
-    return word[:i] + LETTERS[letter % 26] + word[i + 1:]
+    other = LETTERS[letter % 26] if LETTERS[letter % 26] != word[i] else LETTERS[(letter + 1) % 26]
+    return word[:i] + other + word[i + 1:]
 
 
 def search_workload(*, count: int, seed: int, words: list[str], limits=(10, 100)) -> list[dict]:
