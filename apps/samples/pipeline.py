@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 
 import duckdb
 from django.conf import settings
+from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.search.context import SearchContext, search_context_build
@@ -238,15 +239,12 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
 
     needs_more = rows.short and not complete and attached is None and not query.paged
     log_row = None
-    if log:
+    if log:  # one transaction: one write lock taken (SQLite: a writer at a time) for the two rows, not two
         counts = rows.counts()
-        log_row = search_log_create(user=user, query=query, rows=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
-                                    elapsed_ms=elapsed_ms,
-                                    needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
-                                    source_counts=counts, plan=plan.as_dict())
-        audit_record(user=user, action="search", target=query.describe(),
-                     outcome="timeout" if outcome.timed_out else "ok",
-                     detail={"search_log_id": log_row.pk, "rows": counts, "elapsed_ms": elapsed_ms})
+        with transaction.atomic():
+            log_row, _ = _log_and_audit(user=user, query=query, counts=counts, elapsed_ms=elapsed_ms,
+                                        needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
+                                        plan=plan)
 
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
@@ -285,6 +283,16 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
                         unknown_values=unknown if not confirmed else {}, next_token=token,
                         match_count=match[0] if match else None, match_count_exact=bool(match and match[1]),
                         merged_sort=merged_sort, plan=plan, vocabulary=vocabulary)
+
+
+def _log_and_audit(*, user, query: SearchQuery, counts: dict, elapsed_ms: float, needed_fallback: bool,
+                   timed_out: bool, plan: AnswerPlan):
+    log_row = search_log_create(user=user, query=query, rows=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
+                                elapsed_ms=elapsed_ms, needed_fallback=needed_fallback, timed_out=timed_out,
+                                source_counts=counts, plan=plan.as_dict())
+    event = audit_record(user=user, action="search", target=query.describe(), outcome="timeout" if timed_out else "ok",
+                         detail={"search_log_id": log_row.pk, "rows": counts, "elapsed_ms": elapsed_ms})
+    return log_row, event
 
 
 def _learned_snapshot():

@@ -151,18 +151,82 @@ def _map_random(path: Path) -> mmap.mmap | bytes:
     """A read-only mapping of a large index file read at random places (the row file, the postings):
     shared by every process through the page cache. MADV_RANDOM: a page fault reads that page, not the
     read-ahead window around it (up to the disk's read_ahead_kb: 8 MB on this machine's disk, where a
-    cold 3 KB frame took ~9 ms to read instead of ~0.2). The whole file is first asked for with
-    MADV_WILLNEED, so a freshly started server reads it once, in the background."""
+    cold 3 KB frame took ~9 ms to read instead of ~0.2). The whole file is read into the page cache in
+    the background (file_prefetch), so the first searches after a start or a swap do not wait on the disk."""
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
         if not size:
             return b""
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    if _WILLNEED:
-        mapping.madvise(_WILLNEED)
     if hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)
+    file_prefetch(path)
     return mapping
+
+
+PREFETCH_CHUNK = 512 * 1024  # bytes asked for per call: the kernel reads at most its read-ahead size per call
+PREFETCH_SHARE = 0.5  # a file is prefetched only while the files so far fit in this share of available memory
+_prefetched: dict[Path, int] = {}
+_prefetched_lock = threading.Lock()
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def file_prefetch(path: Path, *, wait: bool = False) -> threading.Thread | None:
+    """Read the file `path` into the page cache, in a background thread, once per process (a second process
+    finds it cached and is done at once). One MADV_WILLNEED (or POSIX_FADV_WILLNEED) over a whole file reads
+    only the kernel's read-ahead size of it (8 MB here, measured with fincore): the file is asked for in
+    PREFETCH_CHUNK pieces. Skipped (None) when it would not fit in PREFETCH_SHARE of the available memory with
+    the files prefetched before it: then pages come in as searches read them."""
+    if not hasattr(os, "posix_fadvise"):
+        return None
+    with _prefetched_lock:
+        if path in _prefetched:
+            return None
+        for gone in [p for p in _prefetched if not p.exists()]:  # files swapped out since: their pages may go
+            _prefetched.pop(gone)
+        size = path.stat().st_size
+        if sum(_prefetched.values()) + size > PREFETCH_SHARE * _available_memory():
+            logger.info("%s (%.0f MB) not prefetched: it would not fit in memory", path.name, size / 1e6)
+            return None
+        _prefetched[path] = size
+
+    def read() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            for offset in range(0, size, PREFETCH_CHUNK):
+                os.posix_fadvise(fd, offset, PREFETCH_CHUNK, os.POSIX_FADV_WILLNEED)
+        except OSError:  # the file was replaced and removed meanwhile: nothing to warm
+            pass
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=read, name=f"prefetch {path.name}", daemon=True)
+    thread.start()
+    if wait:
+        thread.join()
+    return thread
+
+
+def _forget_prefetched() -> None:
+    global _prefetched_lock
+    _prefetched.clear()
+    _prefetched_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_prefetched)
 
 
 def prefetch(mapping, starts: np.ndarray, ends: np.ndarray, most: int | None = None) -> None:

@@ -40,8 +40,10 @@ def test_a_token_search_costs_four_queries_and_inserts_without_selecting_first(a
     assert _tables(ctx.captured_queries) == [
         ("SELECT", "accounts_apitoken"),  # the token and its user, in one query
         ("SELECT", "auth_permission"),  # the role check, once
-        ("INSERT", "search_searchlog"),  # the log ...
+        ("SAVEPOINT", ""),  # one transaction (in production BEGIN IMMEDIATE: one write lock) for ...
+        ("INSERT", "search_searchlog"),  # ... the log ...
         ("INSERT", "audit_auditevent"),  # ... and the audit event: one INSERT each, nothing read before them
+        ("RELEASE", ""),
     ]
 
 
@@ -56,15 +58,17 @@ def test_a_page_search_costs_a_fixed_number_of_queries(client, user, demo_subset
         ("SELECT", "django_session"),
         ("SELECT", "auth_user"),
         ("SELECT", "auth_permission"),  # the role check, once per request
+        ("SAVEPOINT", ""),
         ("INSERT", "search_searchlog"),
         ("INSERT", "audit_auditevent"),
+        ("RELEASE", ""),
         ("SELECT", "search_searchlog"),  # "my recent searches" on the full page
         ("SELECT", "warehouse_fallbackrequest"),
     ]
     with CaptureQueriesContext(connection) as ctx:  # htmx asks for the results only: no recent searches
         assert client.get(url, HTTP_HX_REQUEST="true").status_code == 200
     assert [t for _, t in _tables(ctx.captured_queries)].count("auth_permission") == 1
-    assert len(ctx.captured_queries) == 5
+    assert len(ctx.captured_queries) == 7
 
 
 def test_a_user_without_the_role_is_refused_before_any_search_is_logged(client, plain_user, demo_subset):
