@@ -43,9 +43,15 @@ def search_recent_list(*, user, limit: int = 8) -> list[RecentSearch]:
     return recent
 
 
-def saved_search_params(*, key: str) -> list[tuple[str, str]] | None:
-    """The parameters stored under `key` (saved_search_store), or None when no search has that key."""
+def saved_search_get(*, key: str):
+    """The SavedSearch stored under `key` (saved_search_store), or None when no search has that key. Reads only:
+    the view marks it used (services.saved_search_touch)."""
     from .models import SavedSearch
 
-    saved = SavedSearch.objects.filter(key=str(key)[:32]).first()
+    return SavedSearch.objects.filter(key=str(key)[:32]).first()
+
+
+def saved_search_params(*, key: str) -> list[tuple[str, str]] | None:
+    """The parameters stored under `key` (saved_search_store), or None when no search has that key."""
+    saved = saved_search_get(key=key)
     return [(name, value) for name, value in saved.params] if saved is not None else None

@@ -26,8 +26,8 @@ from apps.search.selectors import facet_values_known, search_facets, subset_row_
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
 from .origin import request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, SearchAnswer, answer_present, fallback_id_from, search_answer
-from .selectors import saved_search_params, search_recent_list
-from .services import saved_search_store
+from .selectors import saved_search_get, search_recent_list
+from .services import saved_search_store, saved_search_touch
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
@@ -209,20 +209,29 @@ def _view_params(params) -> list[tuple[str, str]]:
 
 
 def _querystring(params: list[tuple[str, str]]) -> str:
-    """The parameters as a query string, or `_q=<key>` of their stored copy when too long for a link
-    (gunicorn refuses request lines over 8190 bytes; browsers and proxies have their own limits)."""
+    """The parameters as a query string. Never stored here: only a POST creates a SavedSearch, so a GET (a
+    crawler, a prefetch, a link) never writes; a page shown at `?_q=<key>` links its other pages through the key
+    (`_page_link`)."""
+    return urlencode(params)
+
+
+def _page_link(params: list[tuple[str, str]], short: str) -> str:
+    """A link to another page of the same search: `short` (`_q=<key>`) and the page's `_next` when the search
+    is stored and its own query string would be long, else the query string."""
     encoded = urlencode(params)
-    if len(encoded) <= LONG_QUERYSTRING:
+    if not short or len(encoded) <= LONG_QUERYSTRING:
         return encoded
-    return urlencode([("_q", saved_search_store(params=params))])
+    return "&".join([short] + [urlencode([pair]) for pair in params if pair[0] == "_next"])
 
 
 def _saved_params(request) -> QueryDict:
-    """The parameters of `?_q=<key>` (the stored search, then the overlay parameters of this URL);
-    raises Http404 for a key nobody stored."""
-    stored = saved_search_params(key=request.GET["_q"])
-    if stored is None:
+    """The parameters of `?_q=<key>` (the stored search, then the overlay parameters of this URL), its use
+    recorded (at most once a day); raises Http404 for a key nobody stored."""
+    saved = saved_search_get(key=request.GET["_q"])
+    if saved is None:
         raise Http404("This saved search is unknown: search again from the form.")
+    saved_search_touch(saved=saved)
+    stored = [(name, value) for name, value in saved.params]
     extra = [(name, value) for name, value in _pairs(request.GET) if name in OVERLAY_PARAMS]
     return QueryDict(urlencode(stored + extra))
 
@@ -308,9 +317,9 @@ def search_page(request):
         "view_params": view,
         "random_url": (f"{page_url}?{_querystring(_with_seed(query, view, secrets.randbelow(MAX_SEED)))}"
                        if query is not None else ""),
-        "next_url": (f"{page_url}?{_querystring(_limit_last(shown.next_params, view))}"
+        "next_url": (f"{page_url}?{_page_link(_limit_last(shown.next_params, view), short)}"
                      if shown is not None and shown.next_params else ""),
-        "first_page_url": (f"{page_url}?{_querystring(_limit_last(shown.first_page_params, view))}"
+        "first_page_url": (f"{page_url}?{_page_link(_limit_last(shown.first_page_params, view), short)}"
                            if shown is not None and shown.first_page_params else ""),
         "notice": shown.notice if shown else "",
         "shown": shown,

@@ -1,0 +1,62 @@
+"""Stored long searches (`?_q=<key>`): opening one marks it used at most once a day (a service, not the selector),
+and `prune_logs` deletes those unused for SAVED_SEARCH_KEEP_DAYS."""
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from apps.samples.models import SavedSearch
+from apps.samples.services import saved_search_store
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def logged_in(client, user, demo_subset):
+    client.force_login(user)
+    return client
+
+
+def _stored(*, value: str, used_days_ago: float) -> str:
+    key = saved_search_store(params=[("text__contains", value), ("limit", "3")])
+    SavedSearch.objects.filter(key=key).update(last_used_at=timezone.now() - timedelta(days=used_days_ago))
+    return key
+
+
+def test_opening_a_stored_search_refreshes_its_use_at_most_once_a_day(logged_in, django_assert_num_queries):
+    stale, fresh = _stored(value="match", used_days_ago=2), _stored(value="text", used_days_ago=0.5)
+    before = SavedSearch.objects.get(key=fresh).last_used_at
+    assert logged_in.get(f"/samples/?_q={stale}").status_code == 200
+    assert timezone.now() - SavedSearch.objects.get(key=stale).last_used_at < timedelta(minutes=1)
+    assert logged_in.get(f"/samples/?_q={fresh}").status_code == 200
+    assert SavedSearch.objects.get(key=fresh).last_used_at == before  # used within the day: no write
+    assert logged_in.get(f"/samples/facets/?_q={fresh}").status_code == 200
+    assert SavedSearch.objects.get(key=fresh).last_used_at == before
+
+
+def test_posting_a_stored_search_again_refreshes_it(logged_in):
+    key = _stored(value="match", used_days_ago=50)
+    saved_search_store(params=[("text__contains", "match"), ("limit", "3")])
+    assert timezone.now() - SavedSearch.objects.get(key=key).last_used_at < timedelta(minutes=1)
+
+
+def test_prune_logs_deletes_saved_searches_unused_for_the_keep_days(settings):
+    settings.SAVED_SEARCH_KEEP_DAYS = 30
+    old, recent = _stored(value="old", used_days_ago=31), _stored(value="recent", used_days_ago=29)
+    out = StringIO()
+    call_command("prune_logs", stdout=out)
+    assert "saved_searches_deleted: 1" in out.getvalue()
+    assert list(SavedSearch.objects.values_list("key", flat=True)) == [recent]
+    assert old != recent
+
+
+def test_a_pruned_saved_search_is_a_clear_404(logged_in, settings):
+    settings.SAVED_SEARCH_KEEP_DAYS = 1
+    key = _stored(value="match", used_days_ago=3)
+    call_command("prune_logs", stdout=StringIO())
+    response = logged_in.get(f"/samples/?_q={key}")
+    assert response.status_code == 404
