@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from apps.search.errors import SearchError
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery
 
@@ -41,6 +42,19 @@ def search_recent_list(*, user, limit: int = 8) -> list[RecentSearch]:
         if len(recent) >= limit:
             break
     return recent
+
+
+# May follow `_q=<key>` in a URL, on top of the stored search (the page, its exports, /api/search, score-search).
+OVERLAY_PARAMS = ("fallback", "format", "confirm", "_next", "_count")
+
+
+class SavedSearchUnknown(SearchError):
+    """`?_q=<key>` names no stored search (never stored, or pruned: SAVED_SEARCH_KEEP_DAYS)."""
+
+    status = 404
+
+    def __init__(self):
+        super().__init__("This saved search is unknown: search again from the form.")
 
 
 def saved_search_get(*, key: str):

@@ -5,12 +5,16 @@ import hashlib
 import json
 from datetime import timedelta
 
+from urllib.parse import urlencode
+
 from django.conf import settings
+from django.http import QueryDict
 from django.utils import timezone
 
 from apps.warehouse.services import logs_prune
 
 from .models import SavedSearch
+from .selectors import OVERLAY_PARAMS, SavedSearchUnknown, saved_search_get
 
 SAVED_KEY_LENGTH = 20
 SAVED_TOUCH_EVERY = timedelta(days=1)  # opening `?_q=<key>` refreshes last_used_at at most this often
@@ -37,6 +41,21 @@ def saved_search_touch(*, saved: SavedSearch) -> bool:
     SavedSearch.objects.filter(key=saved.key).update(last_used_at=now)
     saved.last_used_at = now
     return True
+
+
+def saved_search_open(*, params: QueryDict) -> QueryDict:
+    """The parameters a request means: with `_q=<key>`, the stored search's, then this URL's overlay parameters
+    (OVERLAY_PARAMS), the search marked used (saved_search_touch); without, `params` as they are. The page, its
+    facets and exports, `/api/search` and score-search all read `_q` through this. Raises SavedSearchUnknown (404)
+    for a key nobody stored."""
+    if not params.get("_q"):
+        return params
+    saved = saved_search_get(key=params["_q"])
+    if saved is None:
+        raise SavedSearchUnknown()
+    saved_search_touch(saved=saved)
+    extra = [(name, value) for name, values in params.lists() if name in OVERLAY_PARAMS for value in values]
+    return QueryDict(urlencode([(name, value) for name, value in saved.params] + extra))
 
 
 def saved_searches_prune(*, older_than_days: int) -> int:

@@ -26,8 +26,8 @@ from apps.search.selectors import facet_values_known, search_facets, subset_row_
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
 from .origin import request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, SearchAnswer, answer_present, fallback_id_from, search_answer
-from .selectors import saved_search_get, search_recent_list
-from .services import saved_search_store, saved_search_touch
+from .selectors import SavedSearchUnknown, search_recent_list
+from .services import saved_search_open, saved_search_store
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
@@ -201,7 +201,6 @@ def _screen_order(answer: SearchAnswer, shown: list[str] | None = None) -> list[
 
 LONG_QUERYSTRING = 1800  # longer links are stored (SavedSearch) and shown as `?_q=<key>`
 VIEW_PARAMS = ("_col", "_nocol", "_facet")  # what to show; the same rows
-OVERLAY_PARAMS = ("fallback", "format", "confirm", "_next", "_count")  # may follow `_q=<key>` in a URL
 
 
 def _view_params(params) -> list[tuple[str, str]]:
@@ -225,15 +224,11 @@ def _page_link(params: list[tuple[str, str]], short: str) -> str:
 
 
 def _saved_params(request) -> QueryDict:
-    """The parameters of `?_q=<key>` (the stored search, then the overlay parameters of this URL), its use
-    recorded (at most once a day); raises Http404 for a key nobody stored."""
-    saved = saved_search_get(key=request.GET["_q"])
-    if saved is None:
-        raise Http404("This saved search is unknown: search again from the form.")
-    saved_search_touch(saved=saved)
-    stored = [(name, value) for name, value in saved.params]
-    extra = [(name, value) for name, value in _pairs(request.GET) if name in OVERLAY_PARAMS]
-    return QueryDict(urlencode(stored + extra))
+    """The parameters of `?_q=<key>` (services.saved_search_open); Http404 for a key nobody stored."""
+    try:
+        return saved_search_open(params=request.GET)
+    except SavedSearchUnknown as exc:
+        raise Http404(str(exc)) from exc
 
 
 # Searching (and so starting fallbacks) needs the "analyst" role (apps/accounts/roles.py): else 403.

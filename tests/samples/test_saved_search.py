@@ -60,3 +60,39 @@ def test_a_pruned_saved_search_is_a_clear_404(logged_in, settings):
     call_command("prune_logs", stdout=StringIO())
     response = logged_in.get(f"/samples/?_q={key}")
     assert response.status_code == 404
+
+
+# --- `_q` wherever the page takes it: its exports, /api/search ------------------------------------------
+
+LONG = "match " + "x" * 994  # 1,000 characters: a search the form POSTs
+
+
+def _posted(client) -> str:
+    form = {"table": "samples", "col": ["text"], "op": ["not_contains"], "val": [LONG], "limit": "4"}
+    location = client.post("/samples/", form)["Location"]
+    return location.split("_q=", 1)[1]
+
+
+def test_the_page_exports_of_a_stored_search_are_its_rows(logged_in):
+    key = _posted(logged_in)
+    import csv
+    import io
+    body = logged_in.get(f"/samples/?_q={key}&format=csv")
+    rows = list(csv.reader(io.StringIO(b"".join(body.streaming_content).decode())))
+    direct = logged_in.get("/samples/", {"text__not_contains": LONG, "limit": "4", "format": "csv"})
+    assert body.status_code == 200 and len(rows) == 5
+    assert rows == list(csv.reader(io.StringIO(b"".join(direct.streaming_content).decode())))
+
+
+def test_api_search_expands_a_stored_search(logged_in, api_client):
+    key = _posted(logged_in)
+    data = api_client.get(f"/api/search?_q={key}&_count=1").json()
+    direct = api_client.get("/api/search", {"text__not_contains": LONG, "limit": "4", "_count": "1"}).json()
+    assert data["limit"] == 4 and data["rows"] == direct["rows"] and len(data["rows"]) == 4
+    assert data["subset_match_count"] == direct["subset_match_count"] is not None  # `_count` overlays the key
+
+
+def test_api_search_with_an_unknown_key_is_a_clear_404(api_client, demo_subset):
+    response = api_client.get("/api/search?_q=0123456789abcdef0123")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "This saved search is unknown: search again from the form."
