@@ -47,7 +47,6 @@ from .services import (
     prediction_make,
     scored_search_csv,
     shared_input_save,
-    test_gate_wait,
     texts_compare,
 )
 from .snippets import api_snippets
@@ -337,7 +336,6 @@ def batch_preview(request, name: str):
     if not form.is_valid():
         context["error"] = "Choose a CSV file first."
     else:
-        test_gate_wait()
         upload = form.cleaned_data["file"]
         data = upload.read(PREVIEW_MAX_BYTES + 1)
         partial = form.cleaned_data["partial"] or len(data) > PREVIEW_MAX_BYTES
