@@ -31,7 +31,7 @@ def dashboard(request):
     searches = search_daily(period=period, user=only)
     fallbacks = fallback_daily(period=period, user=only)
     exports = export_daily(period=period, user=only)
-    spend = warehouse_spend_by_user(period=period, user=only)  # fallbacks + exports
+    spend = warehouse_spend_by_user(period=period, user=only)
     chart_specs = {
         "answered": charts.answered_chart(searches),
         "local_latency": charts.local_latency_chart(searches),
