@@ -335,8 +335,9 @@ def search_page(request):
         "querystring": querystring,
         "full_querystring": full_querystring,
         "rows_querystring": rows_querystring,
-        # The API answers what the page shows: the same rows and columns, and the match count (`_count=1`).
-        "api_url": f"{reverse('api:search')}?{full_querystring}&_count=1",
+        # The API answers what the page shows: the same rows and columns, and the match count (`_count=1`); a
+        # stored long search by its key, which the API reads too.
+        "api_url": f"{reverse('api:search')}?{querystring}&_count=1",
         "extra_facets": [v for k, v in view if k == "_facet"],
         "subset_rows": subset_row_count(spec=spec, store=store) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,

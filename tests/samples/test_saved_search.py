@@ -2,6 +2,7 @@
 and `prune_logs` deletes those unused for SAVED_SEARCH_KEEP_DAYS."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -96,3 +97,12 @@ def test_api_search_with_an_unknown_key_is_a_clear_404(api_client, demo_subset):
     response = api_client.get("/api/search?_q=0123456789abcdef0123")
     assert response.status_code == 404
     assert response.json()["detail"] == "This saved search is unknown: search again from the form."
+
+
+def test_a_stored_search_links_the_api_and_score_search_by_its_key(logged_in, api_client):
+    key = _posted(logged_in)
+    html = logged_in.get(f"/samples/?_q={key}").content.decode()
+    api = re.search(r'<a href="([^"]+)" data-api-link', html).group(1).replace("&amp;", "&")
+    score = re.search(r'<a href="([^"]+)" data-score-link', html).group(1).replace("&amp;", "&")
+    assert api == f"/api/search?_q={key}&_count=1" and score == f"/models/score-search/?_q={key}"
+    assert len(api_client.get(api).json()["rows"]) == 4
