@@ -199,7 +199,7 @@ def _screen_order(answer: SearchAnswer, shown: list[str] | None = None) -> list[
     return columns
 
 
-LONG_QUERYSTRING = 1800  # longer links are stored (SavedSearch) and shown as `?_q=<key>`
+LONG_QUERYSTRING = 1800  # longer forms are POSTed by search.js, stored (SavedSearch) and shown as `?_q=<key>`
 VIEW_PARAMS = ("_col", "_nocol", "_facet")  # what to show; the same rows
 
 
