@@ -315,8 +315,11 @@ def logged_in_page(page, user, live_server):
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
-    """Each test starts with no rate-limit counters (Redis when one is set, and the local fallback)."""
+    """Each test starts with no rate-limit counters (Redis when one is set, and the local fallback), and with no
+    remembered full-data globs (the tests share one DATA_DIR: an earlier test's empty folder must not count)."""
     from apps.core.ratelimit import rate_limits_reset
+    from apps.search.tables import full_data_checks_forget
 
     rate_limits_reset()
+    full_data_checks_forget()
     yield

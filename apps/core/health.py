@@ -76,12 +76,27 @@ def check_index() -> tuple[bool, str]:
     return not damaged, f"{text}; its searches scan until `manage.py reindex_subset`"[:600]
 
 
+def check_warehouse() -> tuple[bool, str]:
+    """On the local backend, name every table whose `full_data_glob` matches no file: it has no warehouse (its
+    short searches answer from the local copy only, TableSpec.has_warehouse). Passes: searches still work."""
+    from apps.search.tables import full_data_glob_matches, table_spec_list
+
+    if settings.WAREHOUSE_BACKEND == "athena":
+        return True, "athena"
+    missing = [f"{spec.name} ({spec.full_data_glob} matches no file)" for spec in table_spec_list()
+               if spec.full_data_glob and not full_data_glob_matches(spec.full_data_glob)]
+    if not missing:
+        return True, "every table's full data is present"
+    return True, ("no warehouse for " + "; ".join(missing) + ": their searches answer from the local copy only")[:600]
+
+
 CHECKS = {
     "database": check_database,
     "redis": check_redis,
     "worker": check_worker,
     "duckdb": check_subset,
     "index": check_index,
+    "warehouse": check_warehouse,
 }
 DEEP_CHECKS = {"task_roundtrip": check_worker_roundtrip}
 

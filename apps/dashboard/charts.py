@@ -2,7 +2,7 @@
 the server as SVG by svg.py (the page loads no chart library)."""
 from __future__ import annotations
 
-from .selectors import FallbackDay, SearchDay
+from .selectors import ExportDay, FallbackDay, SearchDay
 
 GIB = 1024**3
 LOCAL = "#2f855a"
@@ -59,16 +59,20 @@ def fallback_latency_chart(days: list[FallbackDay]) -> dict:
                           p50=[d.p50_s for d in days], p95=[d.p95_s for d in days])
 
 
-def spend_chart(days: list[FallbackDay]) -> dict:
+def spend_chart(days: list[FallbackDay], exports: list[ExportDay] = ()) -> dict:
+    """Bytes and USD per day of fallbacks + exports (`exports`: the same days, export_daily)."""
     x = _days(days)
+    by_day = {d.day: d for d in exports}
+    scanned = [d.bytes_scanned + (by_day[d.day].bytes_scanned if d.day in by_day else 0) for d in days]
+    cost = [d.cost_usd + (by_day[d.day].cost_usd if d.day in by_day else 0) for d in days]
     return {
         "data": [
-            {"type": "bar", "name": "GiB scanned", "x": x, "y": [round(d.bytes_scanned / GIB, 4) for d in days],
+            {"type": "bar", "name": "GiB scanned", "x": x, "y": [round(b / GIB, 4) for b in scanned],
              "marker": {"color": "#805ad5"}},
             {"type": "scatter", "mode": "lines+markers", "name": "USD", "x": x,
-             "y": [float(d.cost_usd) for d in days], "yaxis": "y2", "line": {"color": FALLBACK}},
+             "y": [float(c) for c in cost], "yaxis": "y2", "line": {"color": FALLBACK}},
         ],
-        "layout": _layout("Warehouse bytes scanned and USD per day",
+        "layout": _layout("Warehouse bytes scanned and USD per day (fallbacks + exports)",
                           yaxis={"title": {"text": "GiB"}, "rangemode": "tozero"},
                           yaxis2={"title": {"text": "USD"}, "overlaying": "y", "side": "right", "rangemode": "tozero"}),
     }

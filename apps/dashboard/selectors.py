@@ -1,4 +1,5 @@
-"""Reads for the dashboard: the search log, the fallback records and the subset's refresh runs, per day."""
+"""Reads for the dashboard: the search log, the fallback and export records and the subset's refresh runs, per
+day. Warehouse spend is fallbacks + exports (both billed against the same budget: apps.warehouse.selectors)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -12,7 +13,7 @@ from django.utils import timezone
 from apps.core.stats import percentile
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery
-from apps.warehouse.models import Fallback
+from apps.warehouse.models import Export, Fallback
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,49 @@ def fallback_daily(*, period: DateRange, user=None) -> list[FallbackDay]:
             for d in period.days]
 
 
-def fallback_spend_by_user(*, period: DateRange, user=None) -> list[dict]:
-    """[{username, fallbacks, bytes_scanned, cost_usd}], biggest spender first; only `user`'s row when given."""
-    fallbacks = Fallback.objects.all() if user is None else Fallback.objects.filter(user=user)
-    rows = (fallbacks.filter(created_at__gte=period.since, created_at__lt=period.until)
-            .exclude(state=Fallback.State.REFUSED).values("user_name")
-            .annotate(fallbacks=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd"))
-            .order_by("-cost_usd", "user_name"))
-    # By the name stored at creation (as audit events keep theirs): a renamed or deleted account keeps its spend.
-    return [{"username": r["user_name"] or "(system)", "fallbacks": r["fallbacks"],
-             "bytes_scanned": r["bytes_scanned"] or 0, "cost_usd": r["cost_usd"] or Decimal(0)} for r in rows]
+@dataclass(frozen=True)
+class ExportDay:
+    day: date
+    exports: int
+    bytes_scanned: int
+    cost_usd: Decimal
+
+
+def export_daily(*, period: DateRange, user=None) -> list[ExportDay]:
+    """Per day: exports of every matching row sent to the warehouse, their bytes and USD (refused ones cost
+    nothing and are left out, as refused fallbacks); only the exports `user` started when given."""
+    exports = Export.objects.all() if user is None else Export.objects.filter(user=user)
+    rows = exports.filter(created_at__gte=period.since, created_at__lt=period.until).exclude(
+        state=Export.State.REFUSED).values_list("created_at", "bytes_scanned", "cost_usd")
+    count: dict[date, int] = defaultdict(int)
+    scanned: dict[date, int] = defaultdict(int)
+    cost: dict[date, Decimal] = defaultdict(Decimal)
+    for created_at, bytes_scanned, cost_usd in rows.iterator(chunk_size=5000):
+        day = _day(created_at)
+        count[day] += 1
+        scanned[day] += bytes_scanned or 0
+        cost[day] += cost_usd or Decimal(0)
+    return [ExportDay(day=d, exports=count[d], bytes_scanned=scanned[d], cost_usd=cost[d]) for d in period.days]
+
+
+def warehouse_spend_by_user(*, period: DateRange, user=None) -> list[dict]:
+    """[{username, fallbacks, exports, bytes_scanned, cost_usd}] of fallbacks + exports, biggest spender first;
+    only `user`'s row when given."""
+    merged: dict[str, dict] = {}
+    for model, counted in ((Fallback, "fallbacks"), (Export, "exports")):
+        records = model.objects.all() if user is None else model.objects.filter(user=user)
+        rows = (records.filter(created_at__gte=period.since, created_at__lt=period.until)
+                .exclude(state=model.State.REFUSED).values("user_name")
+                .annotate(n=Count("id"), bytes_scanned=Sum("bytes_scanned"), cost_usd=Sum("cost_usd")))
+        # By the name stored at creation (as audit events keep theirs): a renamed or deleted account keeps its spend.
+        for r in rows:
+            name = r["user_name"] or "(system)"
+            row = merged.setdefault(name, {"username": name, "fallbacks": 0, "exports": 0, "bytes_scanned": 0,
+                                           "cost_usd": Decimal(0)})
+            row[counted] += r["n"]
+            row["bytes_scanned"] += r["bytes_scanned"] or 0
+            row["cost_usd"] += r["cost_usd"] or Decimal(0)
+    return sorted(merged.values(), key=lambda row: (-row["cost_usd"], row["username"]))
 
 
 @dataclass(frozen=True)
@@ -151,17 +185,23 @@ def frequent_fallback_queries(*, period: DateRange, limit: int = 15, user=None) 
     return result
 
 
-def totals(*, searches: list[SearchDay], fallbacks: list[FallbackDay]) -> dict:
+def totals(*, searches: list[SearchDay], fallbacks: list[FallbackDay], exports: list[ExportDay] = ()) -> dict:
+    """The period's figures; bytes and USD are the warehouse's whole spend: fallbacks + exports."""
     count = sum(d.searches for d in searches)
     local = sum(d.local for d in searches)
+    fallback_cost = sum((d.cost_usd for d in fallbacks), Decimal(0))
+    export_cost = sum((d.cost_usd for d in exports), Decimal(0))
     return {
         "searches": count,
         "local": local,
         "local_share": (local / count) if count else None,
         "local_percent": round(100 * local / count, 2) if count else None,
         "fallbacks": sum(d.fallbacks for d in fallbacks),
-        "bytes_scanned": sum(d.bytes_scanned for d in fallbacks),
-        "cost_usd": sum((d.cost_usd for d in fallbacks), Decimal(0)),
+        "exports": sum(d.exports for d in exports),
+        "bytes_scanned": sum(d.bytes_scanned for d in fallbacks) + sum(d.bytes_scanned for d in exports),
+        "fallback_cost_usd": fallback_cost,
+        "export_cost_usd": export_cost,
+        "cost_usd": fallback_cost + export_cost,
     }
 
 

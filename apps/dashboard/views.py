@@ -9,11 +9,12 @@ from . import charts
 from .forms import DateRangeForm
 from .selectors import (
     activity_list,
+    export_daily,
     fallback_daily,
-    fallback_spend_by_user,
     frequent_fallback_queries,
     search_daily,
     totals,
+    warehouse_spend_by_user,
 )
 from .svg import chart_svg
 
@@ -29,18 +30,19 @@ def dashboard(request):
     only = None if user_sees_everyone(user=request.user) else request.user
     searches = search_daily(period=period, user=only)
     fallbacks = fallback_daily(period=period, user=only)
-    spend = fallback_spend_by_user(period=period, user=only)
+    exports = export_daily(period=period, user=only)
+    spend = warehouse_spend_by_user(period=period, user=only)
     chart_specs = {
         "answered": charts.answered_chart(searches),
         "local_latency": charts.local_latency_chart(searches),
         "fallback_latency": charts.fallback_latency_chart(fallbacks),
-        "spend": charts.spend_chart(fallbacks),
+        "spend": charts.spend_chart(fallbacks, exports),
         "spend_by_user": charts.spend_by_user_chart(spend),
     }
     context = {
         "form": form,
         "period": period,
-        "totals": totals(searches=searches, fallbacks=fallbacks),
+        "totals": totals(searches=searches, fallbacks=fallbacks, exports=exports),
         "charts": chart_specs,
         "chart_figures": [chart_svg(spec) for spec in chart_specs.values()],
         "spend": spend,

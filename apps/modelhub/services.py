@@ -193,20 +193,6 @@ def model_alias_move(*, name: str, alias: str, version: str, user=None) -> Model
 
 # --- Predictions and flags ------------------------------------------------------------------
 
-def test_gate_wait() -> None:
-    """Test-only: with `MODELHUB_TEST_GATE` set to a path, a model call (and a batch preview) waits until that file
-    exists (at most 30 s), so a browser test can look at the busy state while a request is surely running and then
-    let it finish. Unset (always, outside tests) it returns at once."""
-    gate = getattr(settings, "MODELHUB_TEST_GATE", None)
-    if not gate:
-        return
-    import time
-
-    deadline = time.monotonic() + 30
-    while not os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def shared_input_save(*, text: str) -> SharedInput:
     """Stores a demo or compare text for its short URL (`?_in=<key>`); the same text gets the same key."""
     key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
@@ -224,7 +210,6 @@ def shared_inputs_prune(*, older_than_days: int) -> int:
 
 
 def prediction_make(*, user, model_version: ModelVersion, texts: list[str], source: str) -> PredictionBatch:
-    test_gate_wait()
     batch = predict(model_version=model_version, texts=texts)
     audit_record(user=user, action="prediction", target=str(model_version),
                  detail={"n": len(texts), "latency_ms": round(batch.latency_ms, 2), "source": source})

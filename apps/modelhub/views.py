@@ -15,6 +15,8 @@ from django_htmx.http import HttpResponseStopPolling
 
 from apps.accounts.roles import MANAGE_MODELS, SEARCH, role_required, user_has_role
 from apps.core.ratelimit import rate_limit
+from apps.samples.selectors import SavedSearchUnknown
+from apps.samples.services import saved_search_open
 from apps.search.errors import SearchError
 
 from .forms import AliasForm, BatchPreviewForm, BatchUploadForm, CompareForm, FlagForm, PredictForm, RegisterForm
@@ -45,7 +47,6 @@ from .services import (
     prediction_make,
     scored_search_csv,
     shared_input_save,
-    test_gate_wait,
     texts_compare,
 )
 from .snippets import api_snippets
@@ -335,7 +336,6 @@ def batch_preview(request, name: str):
     if not form.is_valid():
         context["error"] = "Choose a CSV file first."
     else:
-        test_gate_wait()
         upload = form.cleaned_data["file"]
         data = upload.read(PREVIEW_MAX_BYTES + 1)
         partial = form.cleaned_data["partial"] or len(data) > PREVIEW_MAX_BYTES
@@ -437,6 +437,12 @@ def score_search(request):
                    search_url=reverse("samples:page") + ("?" + urlencode(search_params) if search_params else ""),
                    csv_url=reverse("modelhub:score-search") + "?" + urlencode(
                        own_params + search_params + [("format", "csv")]))
+    try:  # `?_q=<key>`: the samples page's stored long search (its links above keep the short key)
+        expanded = saved_search_open(params=QueryDict(urlencode(search_params)))
+        search_params = [(k, v) for k, vs in expanded.lists() for v in vs]
+    except SavedSearchUnknown as exc:
+        context["error"] = str(exc)
+        return render(request, "modelhub/score_search.html", context, status=404)
     try:
         scored = search_results_score(user=request.user, model_version=model_version, params=search_params)
     except (SearchError, ValueError) as exc:  # bad filters, no subset, nothing to score

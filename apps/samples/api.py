@@ -18,6 +18,7 @@ from apps.search.query import columns_chosen, query_from_params
 
 from .origin import request_may_spend, request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, answer_present, fallback_id_from, search_answer
+from .services import saved_search_open
 
 router = Router(tags=["search"])
 
@@ -108,6 +109,8 @@ _FILTER_DOC = (
              "description": "with `_sort=random`: a random sample, the same rows for the same seed (no `next`)"},
             {"name": "_next", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "the next page of subset rows: pass the token from `next` (or just follow `next`)"},
+            {"name": "_q", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "the key of a long search stored by the page (`/samples/?_q=<key>`); unknown: 404"},
             {"name": "fallback", "in": "query", "required": False, "schema": {"type": "integer"},
              "description": "merge the rows of this finished fallback of the same query"},
             {"name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
@@ -119,16 +122,17 @@ _FILTER_DOC = (
 def search(request):
     api_role_require(request=request, permission=SEARCH, what="Searching")
     rate_limit_hit(user=request.user, scope="search")
+    params = saved_search_open(params=request.GET)  # `?_q=<key>`: the stored long search, as on the page
     store = search_store_open()  # CURRENT read once: this request's subset file and its table specs
     query = query_from_params(
-        params=request.GET, default_table=store.default_table(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
+        params=params, default_table=store.default_table(), default_limit=settings.SEARCH_DEFAULT_LIMIT,
         max_limit=settings.SEARCH_MAX_LIMIT, strict=True,
     )
-    columns_shown = columns_chosen(params=request.GET, spec=store.spec(query.table))  # `_col` / `_nocol`
+    columns_shown = columns_chosen(params=params, spec=store.spec(query.table))  # `_col` / `_nocol`
     may_start_fallback = request_may_start_fallback(request)
     answer = search_answer(user=request.user, context=search_context_build(query=query, store=store),
-                           allow_fallback=may_start_fallback, fallback_id=fallback_id_from(request.GET),
-                           confirmed=request.GET.get("confirm") == "1", count=request.GET.get("_count") == "1",
+                           allow_fallback=may_start_fallback, fallback_id=fallback_id_from(params),
+                           confirmed=params.get("confirm") == "1", count=params.get("_count") == "1",
                            may_spend=request_may_spend(request))
     shown = answer_present(answer=answer, may_start_fallback=may_start_fallback)
     next_url = shown.next_url(reverse("api:search"))

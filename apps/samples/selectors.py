@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from apps.search.errors import SearchError
 from apps.search.models import SearchLog
 from apps.search.query import SearchQuery
 
@@ -43,9 +44,28 @@ def search_recent_list(*, user, limit: int = 8) -> list[RecentSearch]:
     return recent
 
 
-def saved_search_params(*, key: str) -> list[tuple[str, str]] | None:
-    """The parameters stored under `key` (saved_search_store), or None when no search has that key."""
+# May follow `_q=<key>` in a URL, on top of the stored search (the page, its exports, /api/search, score-search).
+OVERLAY_PARAMS = ("fallback", "format", "confirm", "_next", "_count")
+
+
+class SavedSearchUnknown(SearchError):
+    """`?_q=<key>` names no stored search (never stored, or pruned: SAVED_SEARCH_KEEP_DAYS)."""
+
+    status = 404
+
+    def __init__(self):
+        super().__init__("This saved search is unknown: search again from the form.")
+
+
+def saved_search_get(*, key: str):
+    """The SavedSearch stored under `key` (saved_search_store), or None when no search has that key. Reads only:
+    the view marks it used (services.saved_search_touch)."""
     from .models import SavedSearch
 
-    saved = SavedSearch.objects.filter(key=str(key)[:32]).first()
+    return SavedSearch.objects.filter(key=str(key)[:32]).first()
+
+
+def saved_search_params(*, key: str) -> list[tuple[str, str]] | None:
+    """The parameters stored under `key` (saved_search_store), or None when no search has that key."""
+    saved = saved_search_get(key=key)
     return [(name, value) for name, value in saved.params] if saved is not None else None

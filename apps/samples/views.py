@@ -26,8 +26,8 @@ from apps.search.selectors import facet_values_known, search_facets, subset_row_
 from .forms import column_choices, filter_rows, form_submitted, form_to_params, operator_choices
 from .origin import request_may_start_fallback
 from .pipeline import SOURCE_COLUMN, SearchAnswer, answer_present, fallback_id_from, search_answer
-from .selectors import saved_search_params, search_recent_list
-from .services import saved_search_store
+from .selectors import SavedSearchUnknown, search_recent_list
+from .services import saved_search_open, saved_search_store
 
 LONG_TEXT = 120  # characters shown before a cell folds into <details>
 EXPORT_FORMATS = ("csv", "json")
@@ -199,9 +199,8 @@ def _screen_order(answer: SearchAnswer, shown: list[str] | None = None) -> list[
     return columns
 
 
-LONG_QUERYSTRING = 1800  # longer links are stored (SavedSearch) and shown as `?_q=<key>`
+LONG_QUERYSTRING = 1800  # longer forms are POSTed by search.js, stored (SavedSearch) and shown as `?_q=<key>`
 VIEW_PARAMS = ("_col", "_nocol", "_facet")  # what to show; the same rows
-OVERLAY_PARAMS = ("fallback", "format", "confirm", "_next", "_count")  # may follow `_q=<key>` in a URL
 
 
 def _view_params(params) -> list[tuple[str, str]]:
@@ -209,22 +208,27 @@ def _view_params(params) -> list[tuple[str, str]]:
 
 
 def _querystring(params: list[tuple[str, str]]) -> str:
-    """The parameters as a query string, or `_q=<key>` of their stored copy when too long for a link
-    (gunicorn refuses request lines over 8190 bytes; browsers and proxies have their own limits)."""
+    """The parameters as a query string. Never stored here: only a POST creates a SavedSearch, so a GET (a
+    crawler, a prefetch, a link) never writes; a page shown at `?_q=<key>` links its other pages through the key
+    (`_page_link`)."""
+    return urlencode(params)
+
+
+def _page_link(params: list[tuple[str, str]], short: str) -> str:
+    """A link to another page of the same search: `short` (`_q=<key>`) and the page's `_next` when the search
+    is stored and its own query string would be long, else the query string."""
     encoded = urlencode(params)
-    if len(encoded) <= LONG_QUERYSTRING:
+    if not short or len(encoded) <= LONG_QUERYSTRING:
         return encoded
-    return urlencode([("_q", saved_search_store(params=params))])
+    return "&".join([short] + [urlencode([pair]) for pair in params if pair[0] == "_next"])
 
 
 def _saved_params(request) -> QueryDict:
-    """The parameters of `?_q=<key>` (the stored search, then the overlay parameters of this URL);
-    raises Http404 for a key nobody stored."""
-    stored = saved_search_params(key=request.GET["_q"])
-    if stored is None:
-        raise Http404("This saved search is unknown: search again from the form.")
-    extra = [(name, value) for name, value in _pairs(request.GET) if name in OVERLAY_PARAMS]
-    return QueryDict(urlencode(stored + extra))
+    """The parameters of `?_q=<key>` (services.saved_search_open); Http404 for a key nobody stored."""
+    try:
+        return saved_search_open(params=request.GET)
+    except SavedSearchUnknown as exc:
+        raise Http404(str(exc)) from exc
 
 
 # Searching (and so starting fallbacks) needs the "analyst" role (apps/accounts/roles.py): else 403.
@@ -308,9 +312,9 @@ def search_page(request):
         "view_params": view,
         "random_url": (f"{page_url}?{_querystring(_with_seed(query, view, secrets.randbelow(MAX_SEED)))}"
                        if query is not None else ""),
-        "next_url": (f"{page_url}?{_querystring(_limit_last(shown.next_params, view))}"
+        "next_url": (f"{page_url}?{_page_link(_limit_last(shown.next_params, view), short)}"
                      if shown is not None and shown.next_params else ""),
-        "first_page_url": (f"{page_url}?{_querystring(_limit_last(shown.first_page_params, view))}"
+        "first_page_url": (f"{page_url}?{_page_link(_limit_last(shown.first_page_params, view), short)}"
                            if shown is not None and shown.first_page_params else ""),
         "notice": shown.notice if shown else "",
         "shown": shown,
@@ -331,8 +335,9 @@ def search_page(request):
         "querystring": querystring,
         "full_querystring": full_querystring,
         "rows_querystring": rows_querystring,
-        # The API answers what the page shows: the same rows and columns, and the match count (`_count=1`).
-        "api_url": f"{reverse('api:search')}?{full_querystring}&_count=1",
+        # The API answers what the page shows: the same rows and columns, and the match count (`_count=1`); a
+        # stored long search by its key, which the API reads too.
+        "api_url": f"{reverse('api:search')}?{querystring}&_count=1",
         "extra_facets": [v for k, v in view if k == "_facet"],
         "subset_rows": subset_row_count(spec=spec, store=store) if answer is not None else None,
         "timeout_s": settings.SEARCH_TIMEOUT_MS / 1000,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,12 @@ class TableSpec:
 
     def has_warehouse(self, backend: str) -> bool:
         """Can a fallback to the full table run on this backend? Tables imported without naming where
-        their full table lives have only the local copy."""
-        return bool(self.athena_table if backend == "athena" else self.full_data_glob)
+        their full table lives have only the local copy, and on the local backend so does a table whose
+        `full_data_glob` matches no file (a fallback would only fail): checked at most every
+        FULL_DATA_CHECK_SECONDS per process (full_data_glob_matches)."""
+        if backend == "athena":
+            return bool(self.athena_table)
+        return bool(self.full_data_glob) and full_data_glob_matches(self.full_data_glob)
 
     def kind(self, column: str) -> str:
         return column_kind(self.columns.get(column, ""))
@@ -73,6 +78,31 @@ class TableSpec:
     def selected(self) -> tuple[str, ...]:
         """Columns a search returns: the key first, then the shown ones."""
         return (self.key,) + tuple(c for c in self.shown if c != self.key)
+
+
+FULL_DATA_CHECK_SECONDS = 30.0  # how long a process trusts what it found for a full-data glob
+_glob_checked: dict[str, tuple[float, bool]] = {}  # glob -> (monotonic time checked, matched a file)
+
+
+def full_data_glob_matches(pattern: str) -> bool:
+    """Does the local backend's `pattern` match at least one file? Remembered FULL_DATA_CHECK_SECONDS per process,
+    so a search does not list the folder each time. A remote URL (`s3://…`) is taken as present."""
+    if not pattern:
+        return False
+    if "://" in pattern:
+        return True
+    now = time.monotonic()
+    checked = _glob_checked.get(pattern)
+    if checked is not None and now - checked[0] < FULL_DATA_CHECK_SECONDS:
+        return checked[1]
+    matched = bool(_glob(pattern))
+    _glob_checked[pattern] = (now, matched)
+    return matched
+
+
+def full_data_checks_forget() -> None:
+    """Forget what full_data_glob_matches found (tests; a process that just wrote the full data)."""
+    _glob_checked.clear()
 
 
 # --- Loading --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ in batches, and the files an export wrote, in chunks. Nothing here writes."""
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,15 @@ def local_matches_stream(*, query: SearchQuery, spec: TableSpec, batch_rows: int
                     yield LocalBatch(source="learned", rows=rows)
         finally:
             cursor.close()
+
+
+def export_expired(*, export: Export) -> bool:
+    """Nothing left to download: retention deleted its files (`expired_at`), or a succeeded local export's file is
+    gone all the same (deleted by hand, another DATA_DIR). The download answers 410 rather than fail mid-stream."""
+    if export.is_expired:
+        return True
+    return export.state == Export.State.SUCCEEDED and export.backend != "athena" and not (
+        export.location and os.path.exists(export.location))
 
 
 def export_file_chunks(*, export: Export, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

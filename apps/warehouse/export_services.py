@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -233,6 +234,42 @@ def export_sweep(*, stale_after_seconds: int | None = None) -> int:
             if export.backend == "athena" and export.engine_query_id:
                 backend_get("athena").stop(engine_query_id=export.engine_query_id)
     return failed
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+def exports_prune(*, older_than_days: int) -> int:
+    """Retention (`manage.py prune_logs`): delete the files of exports that finished more than `older_than_days`
+    ago (the local CSV, or every object under its S3 prefix) and mark them expired, so their pages and download say
+    so (410) instead of failing on a missing file. Their rows, counts and cost stay. The number expired; an export
+    whose files could not be deleted (S3 refused) is left for the next run."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    expired = 0
+    for export in Export.objects.filter(expired_at__isnull=True, finished_at__lt=cutoff) \
+            .exclude(state__in=Export.ACTIVE_STATES).only("pk", "backend", "location"):
+        try:
+            _export_files_delete(export=export)
+        except Exception:  # boto3/OS errors of every kind: logged, retried on the next run
+            logger.warning("could not delete the files of export %s at %s", export.pk, export.location, exc_info=True)
+            continue
+        expired += Export.objects.filter(pk=export.pk, expired_at__isnull=True).update(expired_at=timezone.now())
+    return expired
+
+
+def _export_files_delete(*, export: Export) -> None:
+    if not export.location:
+        return
+    if export.backend != "athena":
+        Path(export.location).unlink(missing_ok=True)
+        return
+    from .backends.athena import s3_client, s3_split
+
+    client = s3_client()
+    bucket, prefix = s3_split(export.location)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:  # at most 1,000 a page, as delete_objects takes
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 # --- audit ----------------------------------------------------------------------------------------

@@ -175,6 +175,8 @@ class Export(models.Model):
     cancelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
     cancelled_by_name = models.CharField(max_length=150, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="when its files were deleted (EXPORT_KEEP_DAYS after it finished)")
 
     class Meta:
         ordering = ["-created_at"]
@@ -182,6 +184,11 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"export #{self.pk} {self.table} {self.state}"
+
+    @property
+    def is_expired(self) -> bool:
+        """Its files were deleted by retention (export_services.exports_prune): nothing left to download."""
+        return self.expired_at is not None
 
     @property
     def is_active(self) -> bool:

@@ -502,10 +502,14 @@ def fallback_rows_prune(*, older_than_seconds: int | None = None) -> int:
 
 def logs_prune(*, older_than_days: int | None = None) -> dict[str, int]:
     """Retention (`manage.py prune_logs`, beat `warehouse-prune-logs`): search logs older than
-    LOG_RETENTION_DAYS and old fallbacks' row copies. Audit events are never deleted here."""
+    LOG_RETENTION_DAYS, old fallbacks' row copies, and the files of exports finished more than EXPORT_KEEP_DAYS
+    ago (export_services.exports_prune). Audit events are never deleted here."""
+    from .export_services import exports_prune  # it imports this module
+
     days = settings.LOG_RETENTION_DAYS if older_than_days is None else older_than_days
     return {"search_logs_deleted": search_log_prune(older_than_days=days),
-            "fallback_rows_pruned": fallback_rows_prune()}
+            "fallback_rows_pruned": fallback_rows_prune(),
+            "exports_expired": exports_prune(older_than_days=settings.EXPORT_KEEP_DAYS)}
 
 
 # --- audit -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from apps.search.query import SearchQuery, query_from_params
 from apps.search.tables import default_table_name, table_spec_get
 
 from .backends.export_sql import export_columns
-from .export_selectors import export_file_chunks, local_matches_stream
+from .export_selectors import export_expired, export_file_chunks, local_matches_stream
 from .export_services import ExportNotPossible, export_cancel, export_estimate, export_request
 from .models import Export
 from .selectors import export_can_view, export_list, fallback_budget_left
@@ -118,6 +118,10 @@ def export_cancel_view(request, export_id: int):
 def export_download(request, export_id: int):
     """What the export wrote, as CSV, streamed a chunk at a time (never read into memory): its creator or staff."""
     export = _viewable(request, export_id)
+    if export_expired(export=export):
+        return HttpResponse(f"Export #{export.pk} has expired: its file was deleted (exports are kept "
+                            f"{settings.EXPORT_KEEP_DAYS} days). Export the search again.",
+                            status=410, content_type="text/plain; charset=utf-8")
     if export.state != Export.State.SUCCEEDED:
         return HttpResponse(f"Export #{export.pk} is {export.get_state_display().lower()}: there is nothing to download.",
                             status=409, content_type="text/plain; charset=utf-8")

@@ -122,7 +122,7 @@
 
   // Long inputs: a search whose web address would be too long (a 1,000-character value; servers refuse
   // request lines of a few kB) is POSTed instead; the server stores it and answers at a short `?_q=<key>`.
-  var LONG_URL = 1800;  // characters of query string; the server stores longer links too (views.LONG_QUERYSTRING)
+  var LONG_URL = 1800;  // characters of query string (views.LONG_QUERYSTRING): a longer form is POSTed and stored
   document.addEventListener("htmx:configRequest", function (event) {
     var form = event.detail.elt;
     if (!form.matches || !form.matches("form.search-form") || event.detail.verb !== "get") return;

@@ -23,7 +23,8 @@ def test_healthz_all_ok_with_redis_worker_and_subset(client, celery_worker, tiny
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "redis", "worker", "duckdb", "index", "task_roundtrip"}
+    assert set(body["checks"]) == {"database", "redis", "worker", "duckdb", "index", "warehouse",
+                                  "task_roundtrip"}
     assert all(check["ok"] for check in body["checks"].values())
     assert "samples" in body["checks"]["duckdb"]["reason"]
 
@@ -66,6 +67,22 @@ def test_healthz_without_subset_says_how_to_build_one(client, settings, tmp_path
 
 
 @pytest.mark.django_db
+def test_healthz_names_a_table_whose_full_data_matches_no_file(client, settings, tmp_path, tiny_subset):
+    settings.WAREHOUSE_BACKEND = "local"
+    settings.SEARCH_FULL_DATA_DIR = tmp_path / "full"  # the configured table's full data: nothing there
+    check = client.get("/healthz?details=1").json()["checks"]["warehouse"]
+    assert check["ok"] is True  # searches still work, from the local copy
+    assert "no warehouse for samples" in check["reason"] and str(tmp_path / "full") in check["reason"]
+    (tmp_path / "full" / "samples").mkdir(parents=True)
+    (tmp_path / "full" / "samples" / "part-0.parquet").write_bytes(b"PAR1")
+    from apps.search.tables import full_data_checks_forget
+
+    full_data_checks_forget()
+    assert client.get("/healthz?details=1").json()["checks"]["warehouse"]["reason"] == (
+        "every table's full data is present")
+
+
+@pytest.mark.django_db
 def test_pages_send_a_content_security_policy(client, user):
     client.force_login(user)
     policy = client.get("/")["Content-Security-Policy"]
@@ -89,7 +106,7 @@ def test_public_healthz_is_liveness_only(client, settings, tmp_path, query):
 def test_healthz_details_for_staff_from_anywhere_and_for_localhost(client, staff_user, user, settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
     assert set(client.get("/healthz?details=1", REMOTE_ADDR="127.0.0.1").json()["checks"]) == {
-        "database", "redis", "worker", "duckdb", "index"}
+        "database", "redis", "worker", "duckdb", "index", "warehouse"}
     client.force_login(user)  # signed in, not staff: still liveness only from outside
     assert client.get("/healthz?details=1", REMOTE_ADDR="203.0.113.7").json() == {"status": "ok"}
     client.force_login(staff_user)

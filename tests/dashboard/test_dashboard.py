@@ -210,3 +210,42 @@ def test_non_staff_see_only_their_own_searches_spend_and_activity(request, clien
         assert (f"event-of-{name}" in html) is shown, name
     assert ('id="dashboard-scope"' in html) is (who != "staff_user")
 
+
+
+def _export(*, day: dt.date, bytes_scanned: int, cost: str, user, state="succeeded"):
+    from apps.warehouse.models import Export
+
+    export = Export.objects.create(user=user, user_name=user.username, table="samples", query={}, fingerprint="e",
+                                   backend="local", state=state, bytes_scanned=bytes_scanned, cost_usd=Decimal(cost))
+    Export.objects.filter(pk=export.pk).update(created_at=_at(day), finished_at=_at(day))
+    return export
+
+
+@pytest.mark.django_db
+def test_spend_counts_fallbacks_and_exports(client, user, staff_user):
+    today = timezone.localdate()
+    yesterday = today - dt.timedelta(days=1)
+    _fallback(day=today, seconds=2, bytes_scanned=1024**3, cost="0.01", user=user)
+    _export(day=today, bytes_scanned=2 * 1024**3, cost="0.02", user=user)
+    _export(day=yesterday, bytes_scanned=1024**3, cost="0.5", user=staff_user)
+    _export(day=today, bytes_scanned=0, cost="0", user=staff_user, state="refused")  # nothing sent: not counted
+
+    client.force_login(staff_user)
+    response = client.get("/dashboard/", {"from": yesterday.isoformat(), "to": today.isoformat()})
+    ctx = response.context
+    assert ctx["totals"]["cost_usd"] == Decimal("0.53") and ctx["totals"]["exports"] == 2
+    assert ctx["totals"]["fallback_cost_usd"] == Decimal("0.01") and ctx["totals"]["export_cost_usd"] == Decimal("0.52")
+    assert ctx["totals"]["bytes_scanned"] == 4 * 1024**3 and ctx["totals"]["fallbacks"] == 1
+    spend = ctx["charts"]["spend"]["data"]
+    assert spend[0]["y"] == [1.0, 3.0] and spend[1]["y"] == [0.5, 0.03]  # GiB and USD per day, both kinds
+    assert ctx["spend"] == [
+        {"username": "boss", "fallbacks": 0, "exports": 1, "bytes_scanned": 1024**3, "cost_usd": Decimal("0.5")},
+        {"username": "analyst", "fallbacks": 1, "exports": 1, "bytes_scanned": 3 * 1024**3,
+         "cost_usd": Decimal("0.03")}]
+    html = response.content.decode()
+    assert "Scanned / spent (fallbacks + exports)" in html and "$0.5300" in html
+    assert "Warehouse spend by user (fallbacks + exports)" in html
+
+    client.force_login(user)  # everyone else: their own fallbacks and exports only
+    mine = client.get("/dashboard/", {"from": yesterday.isoformat(), "to": today.isoformat()}).context
+    assert mine["totals"]["cost_usd"] == Decimal("0.03") and [r["username"] for r in mine["spend"]] == ["analyst"]

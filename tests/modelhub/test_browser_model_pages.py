@@ -2,10 +2,13 @@
 prediction beside the text and exports it, long inputs (200 compare texts) work, results live in the URL (reload,
 Back, Forward), every model action shows a busy state, and no model page or the API tokens page overflows at 390 px.
 
-The busy state is seen deterministically: with MODELHUB_TEST_GATE set, a model call waits until the gate file
-exists, so the test looks while the request surely runs, then opens the gate (no timing is asserted)."""
+The busy state is seen deterministically: the `gate` fixture wraps the model call (services.predict) and the batch
+preview (views.batch_csv_preview) of the live server, which runs in this process, so each waits until the gate file
+exists: the test looks while the request surely runs, then opens the gate (no timing is asserted). Nothing of this
+is in the production code."""
 import csv
 import io
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -27,9 +30,22 @@ def _inside(box, outer) -> bool:
 
 
 @pytest.fixture
-def gate(settings, tmp_path):
+def gate(monkeypatch, tmp_path):
+    """A file: while it is missing, a model call or a batch preview of the live server waits (at most 30 s)."""
+    from apps.modelhub import services, views
+
     path = tmp_path / "gate"
-    settings.MODELHUB_TEST_GATE = str(path)
+
+    def gated(call):
+        def wait_then_call(*args, **kwargs):
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return call(*args, **kwargs)
+        return wait_then_call
+
+    monkeypatch.setattr(services, "predict", gated(services.predict))
+    monkeypatch.setattr(views, "batch_csv_preview", gated(views.batch_csv_preview))
     return path
 
 

@@ -55,3 +55,24 @@ def test_scoring_a_short_search_never_starts_a_fallback(client, user, demo_model
                           {"model": "tfidf-logreg", "text__contains": "xqnothingzv", "limit": "10"})
     assert response.status_code == 200 and response.context["scored"].rows == []
     assert not Fallback.objects.exists()
+
+
+def test_score_search_expands_a_stored_long_search(client, user, demo_models, samples_subset):
+    from apps.samples.services import saved_search_store
+
+    client.force_login(user)
+    key = saved_search_store(params=[("lang__eq", "en"), ("text__not_contains", "q" * 1000), ("limit", "12")])
+    response = client.get(reverse("modelhub:score-search"), {"model": "tfidf-logreg", "_q": key})
+    assert response.status_code == 200
+    scored = response.context["scored"]
+    assert len(scored.rows) == 12 and all(item["row"]["lang"] == "en" for item in scored.rows)
+    assert response.context["search_url"].endswith(f"?_q={key}")  # its links keep the short key
+    assert f"_q={key}" in response.context["csv_url"]
+    export = client.get(response.context["csv_url"])
+    assert export.status_code == 200 and len(export.content.decode().strip().splitlines()) == 13
+
+
+def test_score_search_with_an_unknown_stored_search_is_a_404(client, user, demo_models, samples_subset):
+    client.force_login(user)
+    response = client.get(reverse("modelhub:score-search"), {"model": "tfidf-logreg", "_q": "0123456789abcdef0123"})
+    assert response.status_code == 404 and "This saved search is unknown" in response.content.decode()

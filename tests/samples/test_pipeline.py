@@ -181,6 +181,26 @@ def test_a_table_without_a_warehouse_never_starts_a_fallback(demo_subset, tmp_pa
     assert answer.fallback is not None and answer.fallback.created
 
 
+def test_a_full_data_glob_that_matches_no_file_is_no_warehouse(demo_subset, tmp_path, user):
+    from apps.search.tables import full_data_checks_forget
+
+    source = _notes_parquet(tmp_path)
+    full = tmp_path / "full"
+    full.mkdir()
+    call_command("import_subset", str(source), table="gonenotes", key="doc_id", sample_fraction=0.5,
+                 full_data_glob=str(full / "*.parquet"), stdout=io.StringIO())
+    query = SearchQuery("gonenotes", (Filter("body", "contains", "wool"),), 100)
+    answer = search_answer(user=user, query=query)
+    assert not answer.has_warehouse and answer.fallback is None and answer.notice == NO_WAREHOUSE
+    assert answer.summary().endswith("this table has no warehouse") and not Fallback.objects.exists()
+
+    (full / "notes.parquet").write_bytes(source.read_bytes())  # the full data arrives
+    assert not table_spec_get(name="gonenotes").has_warehouse("local")  # remembered for a while per process
+    full_data_checks_forget()
+    answer = search_answer(user=user, query=query)
+    assert answer.has_warehouse and answer.fallback is not None and answer.fallback.created  # a glob that matches
+
+
 def test_api_reports_counts_and_complete_and_merges_a_named_fallback(api_client, warehouse_data):
     query, local, remote = warehouse_data.id_query(in_subset=2, missing=2, limit=9, offset=300)
     params = {"id__in": query.filters[0].value, "limit": 9}

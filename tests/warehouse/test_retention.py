@@ -43,7 +43,8 @@ def test_prune_logs_deletes_old_search_logs_and_old_row_copies_only(settings):
 
     out = StringIO()
     call_command("prune_logs", stdout=out)
-    assert out.getvalue().strip() == "search_logs_deleted: 1, fallback_rows_pruned: 1"
+    assert out.getvalue().strip() == ("search_logs_deleted: 1, fallback_rows_pruned: 1, exports_expired: 0, "
+                                      "saved_searches_deleted: 0")
     assert list(SearchLog.objects.values_list("pk", flat=True)) == [recent_log.pk]
     old_done.refresh_from_db()
     assert old_done.rows == [] and old_done.row_count == 2 and old_done.state == "succeeded"  # counts stay
@@ -60,11 +61,12 @@ def test_prune_logs_deletes_old_search_logs_and_old_row_copies_only(settings):
 
 def test_prune_logs_runs_daily_from_beat():
     entry = django_settings.CELERY_BEAT_SCHEDULE["warehouse-prune-logs"]
-    assert entry["task"] == "apps.warehouse.tasks.logs_prune_task"
-    from apps.warehouse.tasks import logs_prune_task
+    assert entry["task"] == "apps.samples.tasks.retention_prune_task"
+    from apps.samples.tasks import retention_prune_task
 
-    assert logs_prune_task.name == entry["task"]
-    assert logs_prune_task() == {"search_logs_deleted": 0, "fallback_rows_pruned": 0}
+    assert retention_prune_task.name == entry["task"]
+    assert retention_prune_task() == {"search_logs_deleted": 0, "fallback_rows_pruned": 0, "exports_expired": 0,
+                                      "saved_searches_deleted": 0}
 
 
 def test_a_pruned_fallback_named_by_an_old_link_is_not_taken_for_a_complete_answer(user, warehouse_data, settings,

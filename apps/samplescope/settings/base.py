@@ -283,10 +283,14 @@ CELERY_BEAT_SCHEDULE["warehouse-sweep-fallbacks"] = {
     "schedule": env_float("FALLBACK_SWEEP_EVERY_SECONDS", 60.0),
 }
 # Retention (`manage.py prune_logs`): search logs older than this many days, and the row copies of fallbacks
-# finished longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS. Audit events are kept.
+# finished longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS, and long searches stored for `?_q=<key>` unused for
+# SAVED_SEARCH_KEEP_DAYS (apps.samples.services.retention_prune). Audit events are kept.
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
+SAVED_SEARCH_KEEP_DAYS = env_int("SAVED_SEARCH_KEEP_DAYS", 90)
+# ... and the files of exports (local CSV, S3 objects) finished longer ago than this; the export is marked expired.
+EXPORT_KEEP_DAYS = env_int("EXPORT_KEEP_DAYS", 14)
 CELERY_BEAT_SCHEDULE["warehouse-prune-logs"] = {
-    "task": "apps.warehouse.tasks.logs_prune_task",
+    "task": "apps.samples.tasks.retention_prune_task",
     "schedule": env_float("LOG_PRUNE_EVERY_SECONDS", 24 * 3600.0),
 }
 

@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.warehouse.services import logs_prune
+from apps.samples.services import retention_prune
 
 
 class Command(BaseCommand):
     help = ("Retention: delete search logs older than LOG_RETENTION_DAYS and the row copies of fallbacks finished "
-            "longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS. Audit events are kept. Celery beat runs it daily.")
+            "longer ago than FALLBACK_CACHE_MAX_AGE_SECONDS, and stored long searches (?_q=) unused for "
+            "SAVED_SEARCH_KEEP_DAYS. Audit events are kept. Celery beat runs it daily.")
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=None,
@@ -16,5 +17,5 @@ class Command(BaseCommand):
         if days is not None and days < 1:
             self.stderr.write("--days must be at least 1")
             raise SystemExit(2)
-        counts = logs_prune(older_than_days=days)
+        counts = retention_prune(older_than_days=days)
         self.stdout.write(", ".join(f"{name}: {count}" for name, count in counts.items()))
