@@ -30,7 +30,10 @@ built inside the same SwappedFiles.build as the file and installed (fsynced, swa
   `.starts.npy` (int64, where word i begins in the blob), `.cum.npy` (int64, cumulative row counts:
   word i holds cum[i+1]-cum[i] rows, any range sums in O(1)), `.grams.npy` (sorted uint64: every
   trigram of every word, packed: a part with a trigram no word has is in no word, found by a binary
-  search instead of a scan of the words), `.del.bin` / `.delw.npy` (the deletion neighbourhood of the
+  search instead of a scan of the words), `.gstarts.npy` / `.gwords.npy` (version 2: the words holding
+  each trigram, uint32, sorted; a needle's words are the intersection of its trigrams' lists, each
+  checked: at tens of millions of words a scan of the word list took ~60 ms a needle), `.del.bin` /
+  `.delw.npy` (the deletion neighbourhood of the
   most frequent ASCII words, sorted and NUL-joined, and the word each string came from);
 - low-cardinality columns' values and counts in the meta.
 
@@ -62,7 +65,8 @@ from .word_index import DIGITS, SEPARATOR, _split, lowered, words_before
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".vocab"
-VERSION = 1
+VERSION = 2  # 2: trigram postings (which words hold each trigram); 1 had the trigram set only
+OLDEST_VERSION = 1  # read still: a version-1 vocabulary finds a needle's words by scanning its word list
 MAGIC = b"SSVOCAB1"
 VALUES_MAX = 1000  # a text column with at most this many distinct values keeps every value with its count
 SUGGEST_WORDS = 50_000  # the most frequent words of each column that "did you mean" can propose
@@ -70,6 +74,7 @@ SUGGEST_MAX_LEN = 24  # longer words get no deletion neighbourhood (it grows as 
 MAX_DISTANCE = 2
 SUGGESTIONS = 5  # at most this many per missing word or value
 BOUND_HITS = 10_000  # a part in more words than this bounds nothing (the total rows are its bound)
+POSTINGS_ENOUGH = 64  # candidate words few enough to check one by one rather than intersect another list
 CHUNK_ROWS = 131_072
 GRAMS_SLICE = 1 << 24  # bytes of words whose trigrams are taken at once while building
 MERGE_EVERY = 16  # per-chunk word counts merged every this many chunks
@@ -244,13 +249,33 @@ def deletes(word: str, distance: int = MAX_DISTANCE) -> set[str]:
     return found
 
 
-def _trigrams(codes: np.ndarray) -> np.ndarray:
-    """Packed trigrams (3 x 21 bits) of a UTF-32 array of NUL-separated words: those without a NUL."""
+def _trigram_owners(codes: np.ndarray, *, nuls_before: int) -> tuple[np.ndarray, np.ndarray]:
+    """(packed trigram, number of the word holding it) for every trigram of a UTF-32 slice of the NUL-joined
+    sorted words; `nuls_before`: the NULs of the blob before the slice (the blob starts with one, so the word
+    at a position is the NULs before it, minus one)."""
     if len(codes) < 3:
-        return np.zeros(0, np.uint64)
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
     a, b, c = (codes[:-2].astype(np.uint64), codes[1:-1].astype(np.uint64), codes[2:].astype(np.uint64))
-    keep = (a != 0) & (b != 0) & (c != 0)
-    return np.unique((a[keep] << np.uint64(42)) | (b[keep] << np.uint64(21)) | c[keep])
+    keep = np.flatnonzero((a != 0) & (b != 0) & (c != 0))
+    word = nuls_before + np.cumsum(codes == 0) - 1  # at each position: the word it belongs to
+    return ((a[keep] << np.uint64(42)) | (b[keep] << np.uint64(21)) | c[keep]), word[keep].astype(np.uint32)
+
+
+def _postings(keys: list[np.ndarray], owners: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted distinct trigrams, where each one's words start in the third array, and the words (sorted,
+    each once per trigram): the words holding trigram i are words[starts[i]:starts[i + 1]]."""
+    if not keys:
+        return np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.uint32)
+    key = np.concatenate(keys)
+    word = np.concatenate(owners)
+    order = np.argsort(key, kind="stable")  # stable: each trigram's words stay in word order
+    key, word = key[order], word[order]
+    del order
+    fresh = np.ones(len(key), dtype=bool)
+    fresh[1:] = (key[1:] != key[:-1]) | (word[1:] != word[:-1])  # a trigram twice in one word: once
+    key, word = key[fresh], word[fresh]
+    firsts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    return key[firsts], np.append(firsts, len(key)).astype(np.int64), word
 
 
 def trigram_keys(part: str) -> np.ndarray:
@@ -281,16 +306,24 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     (folder / f"{prefix}.words.bin").write_bytes(MAGIC + blob)
     np.save(folder / f"{prefix}.starts.npy", starts)
     np.save(folder / f"{prefix}.cum.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-    grams = []
-    low = 0
+    keys, owners = [], []
+    low, nuls_before = 0, 0
     while low < len(blob):  # in slices of whole words: a UTF-32 copy of the whole blob would be 4x its size
         high = min(len(blob), low + GRAMS_SLICE)
         if high < len(blob):
             cut = blob.rfind(b"\0", low + 1, high + 1)
             high = (cut if cut > low else blob.find(b"\0", high)) + 1
-        grams.append(_trigrams(np.frombuffer(blob[low:high].decode("utf-8").encode("utf-32-le"), np.uint32)))
+        codes = np.frombuffer(blob[low:high].decode("utf-8").encode("utf-32-le"), np.uint32)
+        slice_keys, slice_owners = _trigram_owners(codes, nuls_before=nuls_before)
+        keys.append(slice_keys)
+        owners.append(slice_owners)
+        nuls_before += int(np.count_nonzero(codes == 0))
         low = high
-    np.save(folder / f"{prefix}.grams.npy", np.unique(np.concatenate(grams)) if grams else np.zeros(0, np.uint64))
+    grams, gram_starts, gram_words = _postings(keys, owners)
+    del keys, owners
+    np.save(folder / f"{prefix}.grams.npy", grams)
+    np.save(folder / f"{prefix}.gstarts.npy", gram_starts)
+    np.save(folder / f"{prefix}.gwords.npy", gram_words)
     # The deletion neighbourhood of the most frequent words ("did you mean").
     top = np.argsort(-counts, kind="stable")[:SUGGEST_WORDS]
     deleted, owners = deletion_neighbourhood(words=sorted_words.take(pa.array(top, type=pa.int64())), owners=top)
@@ -373,6 +406,14 @@ class ColumnWords:
         self.starts = np.load(folder / f"{prefix}.starts.npy") + self.base
         self.cum = np.load(folder / f"{prefix}.cum.npy")
         self.grams = np.load(folder / f"{prefix}.grams.npy")
+        # Which words hold each trigram (version 2; memory-mapped: every web worker shares the pages). Without
+        # them (version 1) a needle's words are found by scanning the word list.
+        postings = folder / f"{prefix}.gwords.npy"
+        self.gram_starts = np.load(folder / f"{prefix}.gstarts.npy") if postings.exists() else None
+        self.gram_words = np.load(postings, mmap_mode="r") if postings.exists() else None
+        if self.gram_starts is not None and (len(self.gram_starts) != len(self.grams) + 1
+                                             or self.gram_starts[-1] != len(self.gram_words)):
+            raise VocabularyDamaged(f"{prefix}: its trigram postings disagree with its trigrams")
         with open(folder / f"{prefix}.del.bin", "rb") as handle:
             deleted = handle.read()
         if not deleted.startswith(MAGIC):
@@ -423,6 +464,44 @@ class ColumnWords:
         words)."""
         if self._grams_missing(part):
             return False, 0
+        if self.gram_words is not None and len(part) >= 3:
+            found = self._inner_by_postings(part, suffix=suffix)
+            if found is not None:
+                return found
+        return self._inner_by_scan(part, suffix=suffix)
+
+    def _inner_by_postings(self, part: str, *, suffix: bool) -> tuple[bool, int | None] | None:
+        """inner() from the words holding every trigram of `part` (the shortest lists intersected first), each
+        checked to hold `part` itself; None when too many candidates hold none of it to tell cheaply."""
+        keys = np.unique(trigram_keys(part))
+        at = np.searchsorted(self.grams, keys)
+        if np.any(at >= len(self.grams)) or np.any(self.grams[np.minimum(at, len(self.grams) - 1)] != keys):
+            return False, 0  # a trigram no word has
+        lists = sorted((self.gram_words[self.gram_starts[i]: self.gram_starts[i + 1]] for i in at.tolist()), key=len)
+        candidates = np.asarray(lists[0])
+        for more in lists[1:]:
+            if len(candidates) <= POSTINGS_ENOUGH:
+                break  # few enough to check one by one
+            candidates = np.intersect1d(candidates, more, assume_unique=True)
+        key = part.encode("utf-8")
+        check = (lambda w: w.endswith(key)) if suffix else (lambda w: key in w)
+        if len(part) == 3 and not suffix:  # a three-letter part is in a word exactly when its trigram is
+            hits = candidates
+        else:
+            starts, ends, blob = self.starts, self.ends, self.blob
+            checked = candidates[: BOUND_HITS * 4].tolist()
+            hits = [w for w in checked if check(blob[starts[w]: ends[w]])]
+            if len(checked) < len(candidates):  # more than we check: found, the bound unknown
+                return (True, None) if hits else None
+            hits = np.array(hits, dtype=np.int64)
+        if not len(hits):
+            return False, 0
+        if len(hits) > BOUND_HITS:
+            return True, None
+        hits = np.asarray(hits, dtype=np.int64)
+        return True, int((self.cum[hits + 1] - self.cum[hits]).sum())
+
+    def _inner_by_scan(self, part: str, *, suffix: bool) -> tuple[bool, int | None]:
         pattern = part.encode("utf-8") + (b"\0" if suffix else b"")
         find = self.blob.find
         position = find(pattern, self.base)
@@ -518,7 +597,8 @@ def vocabulary_load(path: Path, *, table: str) -> Vocabulary | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("magic") != MAGIC.decode() or meta.get("version") != VERSION or meta.get("table") != table:
+        if (meta.get("magic") != MAGIC.decode() or not OLDEST_VERSION <= meta.get("version", 0) <= VERSION
+                or meta.get("table") != table):
             raise VocabularyDamaged(
                 f"magic/version/table {meta.get('magic')}/{meta.get('version')}/{meta.get('table')}")
         if meta.get("meta_sha256") != _meta_checksum(meta):

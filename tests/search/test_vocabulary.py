@@ -227,7 +227,7 @@ def test_did_you_mean_proposes_near_values_and_words_most_frequent_first(tmp_pat
     assert edit_distance("food", "fodo") == 1 and edit_distance("food", "fo") == 2 and edit_distance("a", "xyz") == 3
 
 
-@pytest.mark.parametrize("damage", ["words", "counts", "meta", "magic", "missing"])
+@pytest.mark.parametrize("damage", ["words", "counts", "meta", "magic", "missing", "postings", "postings-missing"])
 def test_a_damaged_vocabulary_gives_no_proof_at_all(tmp_path, damage):
     glob = _dataset(tmp_path, 5)
     path = tmp_path / "v.duckdb"
@@ -236,9 +236,10 @@ def test_a_damaged_vocabulary_gives_no_proof_at_all(tmp_path, damage):
     assert vocabulary_answer(query=query, spec=SPEC, vocabulary=vocabulary_load(path, table="docs")).proof
     folder = vocabulary_dir_for(path)
     target = {"words": "docs.c0.words.bin", "counts": "docs.c0.cum.npy", "meta": "docs.json",
-              "magic": "docs.c0.words.bin", "missing": "docs.c0.grams.npy"}[damage]
+              "magic": "docs.c0.words.bin", "missing": "docs.c0.grams.npy", "postings": "docs.c0.gwords.npy",
+              "postings-missing": "docs.c0.gstarts.npy"}[damage]
     raw = bytearray((folder / target).read_bytes())
-    if damage == "missing":
+    if damage in ("missing", "postings-missing"):
         (folder / target).unlink()
     elif damage == "magic":
         raw[0] ^= 0xFF
@@ -263,6 +264,65 @@ def test_trigrams_taken_in_slices_are_those_of_every_word(tmp_path, monkeypatch)
     module.vocabulary_build_local(path=tmp_path / "whole.duckdb", spec=SPEC, relation=f"read_parquet('{glob}')")
     monkeypatch.setattr(module, "GRAMS_SLICE", 7)
     module.vocabulary_build_local(path=tmp_path / "sliced.duckdb", spec=SPEC, relation=f"read_parquet('{glob}')")
-    whole = np.load(vocabulary_dir_for(tmp_path / "whole.duckdb") / "docs.c0.grams.npy")
-    sliced = np.load(vocabulary_dir_for(tmp_path / "sliced.duckdb") / "docs.c0.grams.npy")
-    assert len(whole) > 30 and np.array_equal(whole, sliced)
+    for name in ("grams", "gstarts", "gwords"):  # the trigrams and which words hold each
+        whole = np.load(vocabulary_dir_for(tmp_path / "whole.duckdb") / f"docs.c0.{name}.npy")
+        sliced = np.load(vocabulary_dir_for(tmp_path / "sliced.duckdb") / f"docs.c0.{name}.npy")
+        assert len(whole) > 30 and np.array_equal(whole, sliced)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_trigram_postings_find_exactly_the_words_a_scan_finds(tmp_path, seed):
+    """inner() (a needle's words from its trigrams' lists, intersected and checked) against a scan of the word
+    list, for parts of words, whole words, suffixes, misspellings and random strings: the same answer and the
+    same bound, every time (a word missed would be a wrong proof)."""
+    glob = _dataset(tmp_path, seed, rows=800)
+    path = tmp_path / "v.duckdb"
+    vocabulary_build_local(path=path, spec=SPEC, relation=f"read_parquet('{glob}')")
+    words = vocabulary_load(path, table="docs").words["body"]
+    assert words.gram_words is not None and len(words) > 20
+    rng = random.Random(seed)
+    known = [words.word(i) for i in range(len(words))]
+    parts = set()
+    for _ in range(400):
+        word = rng.choice(known)
+        start = rng.randrange(len(word))
+        part = word[start: start + rng.randint(3, 8)]
+        parts.update({part, _mutate(rng, part).lower(), "".join(rng.choice("abcdefghijklmnoprst") for _ in range(4))})
+    checked = 0
+    for part in sorted(p for p in parts if len(p) >= 3):
+        for suffix in (False, True):
+            by_postings = words._inner_by_postings(part, suffix=suffix)
+            if by_postings is None:
+                continue
+            assert by_postings == words._inner_by_scan(part, suffix=suffix), (part, suffix)
+            checked += 1
+    assert checked > 300
+
+
+def test_a_version_1_vocabulary_is_still_read_and_scans_its_words(tmp_path):
+    """The oldest readable version: a vocabulary built before the trigram postings answers the same."""
+    import json
+
+    from apps.search import vocabulary as module
+
+    glob = _dataset(tmp_path, 6)
+    path = tmp_path / "v.duckdb"
+    vocabulary_build_local(path=path, spec=SPEC, relation=f"read_parquet('{glob}')")
+    query = SearchQuery("docs", (Filter("body", "contains", "amm"),), 10)
+    now = vocabulary_answer(query=query, spec=SPEC, vocabulary=vocabulary_load(path, table="docs"))
+    folder = vocabulary_dir_for(path)
+    meta = json.loads((folder / "docs.json").read_text())
+    for number in range(len(meta["columns"])):
+        for name in (f"docs.c{number}.gstarts.npy", f"docs.c{number}.gwords.npy"):
+            (folder / name).unlink()
+            meta["files"].pop(name)
+    meta["version"] = 1
+    meta["meta_sha256"] = module._meta_checksum(meta)
+    (folder / "docs.json").write_text(json.dumps(meta))
+    old = vocabulary_load(path, table="docs")
+    assert old is not None and old.words["body"].gram_words is None
+    assert vocabulary_answer(query=query, spec=SPEC, vocabulary=old) == now and now.upper_bound > 0
+    meta["version"] = 0
+    meta["meta_sha256"] = module._meta_checksum(meta)
+    (folder / "docs.json").write_text(json.dumps(meta))
+    assert vocabulary_load(path, table="docs") is None  # older than the oldest readable
