@@ -54,3 +54,24 @@ def test_a_worker_without_a_subset_still_starts_and_says_why(settings, tmp_path)
     worker = _Worker()
     gunicorn_conf.post_worker_init(worker)
     assert worker.log.lines[0][0] == "warning" and "No local subset" in worker.log.lines[0][1]
+
+
+def test_a_worker_opens_each_tables_vocabulary_before_serving(demo_subset, tmp_path):
+    """The vocabulary is checked whole when opened (its checksums): the worker pays that, not a first search."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from django.core.management import call_command
+
+    from apps.search import vocabulary
+
+    pq.write_table(pa.table({"k": list(range(300)), "t": [f"word{i % 7} other" for i in range(300)]}),
+                   tmp_path / "full.parquet")
+    call_command("import_subset", str(tmp_path / "full.parquet"), table="notes", key="k", sample_fraction=0.5,
+                 full_data_glob=str(tmp_path / "full.parquet"), stdout=io.StringIO())
+    gc.unfreeze()
+    vocabulary.vocabulary_forget()
+    gunicorn_conf.post_worker_init(_Worker())
+    opened = vocabulary._open[(table_current_path(table="notes"), "notes")]
+    assert opened is not None and opened.rows == 300
