@@ -3,7 +3,9 @@
 # DATA_DIR/bench/) served by the stack `make run` starts (scripts/run.sh: honcho, gunicorn, Celery, Redis), then
 # bench_search over HTTP side by side with the app in-process, raw DuckDB, SQLite FTS5 and Datasette, 2 passes,
 # then 8 concurrent clients. A read-only token: the replay starts no warehouse work, like the in-process engine.
-# Usage: DATA_DIR=/path scripts/bench_search_http.sh [ROWS] [extra bench_search options]
+# With VOCAB_ROWS=M, also issue 24's: an M-row full dataset imported beside it as table `crawl` with its
+# vocabulary (bench_vocabulary, built once), then its lookups over HTTP against the same server.
+# Usage: DATA_DIR=/path [VOCAB_ROWS=50000000] scripts/bench_search_http.sh [ROWS] [extra bench_search options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-10000000}"; shift || true
@@ -11,6 +13,7 @@ ROWS="${1:-10000000}"; shift || true
 export DATA_DIR SEARCH_SUBSET_DIR="$DATA_DIR/bench/words-$ROWS-seed-7/subset" RATE_LIMIT_SEARCH_PER_MINUTE=0
 export PORT="${PORT:-8790}" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6391/0}"
 .venv/bin/python manage.py bench_search --subset-rows "$ROWS" --build-only
+if [ -n "${VOCAB_ROWS:-}" ]; then .venv/bin/python manage.py bench_vocabulary --rows "$VOCAB_ROWS" --build-only; fi
 .venv/bin/python manage.py migrate -v0
 .venv/bin/python manage.py shell -c "from django.contrib.auth import get_user_model as g; g().objects.get_or_create(username='bench')"
 TOKEN=$(.venv/bin/python manage.py create_api_token bench --role analyst --read-only 2>/dev/null | tail -1)
@@ -20,3 +23,7 @@ for _ in $(seq 90); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&
 sleep 20  # the workers warm their indexes before serving; the first seconds after a start are not typical
 .venv/bin/python manage.py bench_search --subset-rows "$ROWS" --queries 120 --passes 2 --http "http://127.0.0.1:$PORT" \
   --token "$TOKEN" --datasette --peer-queries 40 --clients 8 --json "$DATA_DIR/bench-search-http.json" "$@"
+if [ -n "${VOCAB_ROWS:-}" ]; then
+  .venv/bin/python manage.py bench_vocabulary --rows "$VOCAB_ROWS" --queries 200 --peer-queries 3 \
+    --http "http://127.0.0.1:$PORT" --token "$TOKEN" --json "$DATA_DIR/bench-vocabulary-http.json"
+fi
