@@ -160,7 +160,7 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
                         counter.execute(f"CREATE OR REPLACE TABLE counts_{number} AS "
                                         f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w")
                 done += batch.num_rows
-                if stdout is not None and done % (CHUNK_ROWS * 16) == 0:
+                if stdout is not None and chunk % 16 == 0:  # batches need not hold exactly CHUNK_ROWS rows
                     stdout.write(f"  vocabulary {spec.name}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
         words = {column: counter.sql(f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w").to_arrow_table()
                  for number, column in enumerate(columns)}
