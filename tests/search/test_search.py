@@ -186,6 +186,49 @@ def test_two_writer_processes_at_once_lose_nothing(demo_subset, tmp_path, settin
     assert subset_connection().execute("SELECT count(*) FROM proc_a").fetchone()[0] == 30_000
 
 
+def test_two_writers_of_one_table_take_turns(demo_subset, monkeypatch):
+    """Each table has its own files, so writers of different tables never meet; two writers of ONE table do: a
+    reindex copies the table's current file, and an import installing new rows meanwhile would be lost when the
+    reindex installs its copy. The table's writer lock (subset_table_build) makes the import wait its turn."""
+    import threading
+    import time
+
+    from apps.search import services
+
+    started = time.perf_counter()
+    subset_table_write(name="turns", arrow=pa.table({"id": [1, 2, 3]}), description={"key": "id"})
+    one_write = time.perf_counter() - started
+    copied, release, errors = threading.Event(), threading.Event(), []
+    table_copy = services.table_copy
+
+    def copy_then_wait(**kwargs):
+        table_copy(**kwargs)
+        copied.set()
+        release.wait(60)  # the reindex holds the copy of the 3 rows until the import had its chance
+
+    monkeypatch.setattr(services, "table_copy", copy_then_wait)
+
+    def run(work):
+        try:
+            work()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    reindex = threading.Thread(target=run, args=(lambda: services.subset_reindex(table="turns"),))
+    reindex.start()
+    assert copied.wait(60)
+    new_rows = pa.table({"id": [1, 2, 3, 4, 5]})
+    imports = threading.Thread(target=run, args=(lambda: subset_table_write(name="turns", arrow=new_rows,
+                                                                            description={"key": "id"}),))
+    imports.start()
+    imports.join(max(2.0, 5 * one_write))  # time enough to install, were it not waiting for the lock
+    release.set()
+    reindex.join(60)
+    imports.join(60)
+    assert errors == [] and not reindex.is_alive() and not imports.is_alive()
+    assert subset_connection().execute("SELECT count(*) FROM turns").fetchone()[0] == 5, "the import was lost"
+
+
 def test_setup_demo_rebuilds_an_index_of_an_older_format(demo_subset):
     """`make run` on a checkout whose demo subset was indexed by an older version heals it (else searches scan)."""
     from apps.search import word_index
