@@ -135,9 +135,9 @@ def test_table_spec_falls_back_to_the_full_parquet_schema(demo_subset, settings,
 
 
 def test_two_subset_writers_at_once_lose_nothing(demo_subset):
-    """Two writers build at the same moment (two imports, a refresh during an import): each copies the
-    other tables of the current file, so without one writer at a time the later install drops the table
-    the earlier one added."""
+    """Three writers of three tables build at the same moment (two imports, a refresh during an import): each
+    table has files of its own, so every one of them is served afterwards (writers of one table take turns:
+    test_two_writers_of_one_table_take_turns)."""
     import threading
 
     barrier = threading.Barrier(3)
