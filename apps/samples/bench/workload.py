@@ -126,19 +126,20 @@ def english_words() -> tuple[list[str], np.ndarray]:
 
 
 def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], probs: np.ndarray,
-                    typo_share: float = 0.0):
+                    typo_share: float = 0.0, code_share: float = 0.0):
     """`rows` rows of the demo schema whose text/title/url are drawn from real word frequencies.
 
-    `typo_share` > 0: that share of the text's words is misspelled (misspelling(): one random edit), the long
-    tail of distinct words that real text has (typos, names, codes) and a fixed word list lacks; 0 (the
-    default) draws exactly the rows it always drew."""
+    The long tail of distinct words real text has and a fixed word list lacks: `typo_share` of the text's words
+    misspelt (misspelling(): one random edit; misspellings of frequent words repeat), `code_share` of them
+    replaced by a code (5-10 random letters and digits, such as ids, product codes and user names: nearly each
+    one new). 0 and 0 (the default) draw exactly the rows they always drew."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     rng = np.random.default_rng([seed, start_id])
     vocab = pa.array(words)
 
-    def join(counts, p=probs, typos=0.0):
+    def join(counts, p=probs, typos=0.0, codes=0.0):
         ids = rng.choice(len(words), int(counts.sum()), p=p)
         offsets = np.zeros(len(counts) + 1, dtype=np.int32)
         np.cumsum(counts, out=offsets[1:])
@@ -150,10 +151,21 @@ def realistic_table(*, rows: int, seed: int, start_id: int, words: list[str], pr
             index = np.arange(len(ids), dtype=np.int64)
             index[where] = len(ids) + np.arange(len(where))
             tokens = pc.take(pa.concat_arrays([tokens, misspelt]), pa.array(index))
+        if codes > 0:
+            where = np.flatnonzero(rng.random(len(ids)) < codes)
+            lengths = rng.integers(5, 11, len(where))
+            alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
+            letters = alphabet[rng.integers(0, 36, int(lengths.sum()))]
+            letters[np.cumsum(lengths) - lengths] = alphabet[rng.integers(0, 26, len(where))]  # never digits only
+            bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            made = pa.StringArray.from_buffers(len(where), pa.py_buffer(bounds.tobytes()), pa.py_buffer(letters.tobytes()))
+            index = np.arange(len(ids), dtype=np.int64)
+            index[where] = len(ids) + np.arange(len(where))
+            tokens = pc.take(pa.concat_arrays([tokens.cast(pa.string()), made]), pa.array(index))
         return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), tokens), " "), ids
 
     ids = np.arange(start_id, start_id + rows, dtype=np.int64)
-    text, _ = join(rng.integers(12, 30, rows), typos=typo_share)  # ~115 characters on average
+    text, _ = join(rng.integers(12, 30, rows), typos=typo_share, codes=code_share)  # ~115 characters on average
     title, _ = join(rng.integers(3, 8, rows))
     slug_counts = rng.integers(2, 5, rows)
     slug_offsets = np.zeros(rows + 1, dtype=np.int32)

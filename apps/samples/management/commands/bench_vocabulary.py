@@ -35,8 +35,9 @@ CLASSES = ("absent", "misspelt", "rare", "frequent", "label_typo")
 class Command(BaseCommand):
     help = (
         "Benchmark the full-data vocabulary at production size. Writes an N-row full dataset of realistic text "
-        "(words drawn by their English frequency, --typo-share of them misspelt: the long tail real text has) "
-        "as Parquet under DATA_DIR/bench/full-N-seed-S-typos-T/ (once, reused), imports --fraction of it as "
+        "(words drawn by their English frequency, --typo-share of them misspelt and --code-share codes: the long "
+        "tail of distinct words real text has) as Parquet under DATA_DIR/bench/full-N-seed-S-typos-T-codes-C/ "
+        "(once, reused), imports --fraction of it as "
         "table --table with that full data (import_subset: the subset, its index and the vocabulary built in one "
         "go), then replays --queries lookups of five classes (absent words, misspelt words, rare and frequent "
         "words, a misspelt label) through the bare vocabulary lookup, the app in-process and, with --http URL "
@@ -49,6 +50,8 @@ class Command(BaseCommand):
         parser.add_argument("--rows", type=int, required=True, help="rows of the full dataset")
         parser.add_argument("--seed", type=int, default=11)
         parser.add_argument("--typo-share", type=float, default=0.02, help="share of text words misspelt")
+        parser.add_argument("--code-share", type=float, default=0.01,
+                            help="share of text words that are codes (random letters and digits: ids, names)")
         parser.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows per Parquet file")
         parser.add_argument("--table", default="crawl", help="subset table to import it as")
         parser.add_argument("--fraction", type=float, default=0.05, help="share of the rows the subset keeps")
@@ -60,16 +63,16 @@ class Command(BaseCommand):
         parser.add_argument("--token", default="", help="API token for --http (a read-only one starts nothing)")
         parser.add_argument("--json", dest="json_path", default="")
 
-    def handle(self, *args, rows, seed, typo_share, chunk_rows, table, fraction, rebuild, build_only, queries,
+    def handle(self, *args, rows, seed, typo_share, code_share, chunk_rows, table, fraction, rebuild, build_only, queries,
                peer_queries, http, token, json_path, **options):
-        if rows < 1 or queries < 1 or not 0 < fraction <= 1 or not 0 <= typo_share < 1:
-            raise CommandError("--rows and --queries must be positive, --fraction in (0, 1], --typo-share in [0, 1)")
+        if rows < 1 or queries < 1 or not 0 < fraction <= 1 or not 0 <= typo_share < 1 or not 0 <= code_share < 1:
+            raise CommandError("--rows and --queries must be positive, --fraction in (0, 1], the shares in [0, 1)")
         if http and not token:
             raise CommandError("--http needs --token (python manage.py create_api_token USER --read-only)")
-        full_dir = Path(settings.DATA_DIR) / "bench" / f"full-{rows}-seed-{seed}-typos-{typo_share}"
-        result: dict = {"rows": rows, "typo_share": typo_share, "full_data_dir": str(full_dir), "table": table,
-                        "fraction": fraction}
-        result["full_data"] = self._full_data(full_dir, rows, seed, typo_share, chunk_rows)
+        full_dir = Path(settings.DATA_DIR) / "bench" / f"full-{rows}-seed-{seed}-typos-{typo_share}-codes-{code_share}"
+        result: dict = {"rows": rows, "typo_share": typo_share, "code_share": code_share, "full_data_dir": str(full_dir),
+                        "table": table, "fraction": fraction}
+        result["full_data"] = self._full_data(full_dir, rows, seed, typo_share, code_share, chunk_rows)
         glob = str(full_dir / "*.parquet")
         result["build"] = self._import(table, glob, fraction, rebuild)
         if not build_only:
@@ -79,7 +82,8 @@ class Command(BaseCommand):
         if json_path:
             Path(json_path).write_text(text + "\n")
 
-    def _full_data(self, folder: Path, rows: int, seed: int, typo_share: float, chunk_rows: int) -> dict:
+    def _full_data(self, folder: Path, rows: int, seed: int, typo_share: float, code_share: float,
+                   chunk_rows: int) -> dict:
         done = folder / "done.json"
         if done.exists():
             self.stdout.write(f"Reusing the full dataset {folder}")
@@ -90,7 +94,7 @@ class Command(BaseCommand):
         written = 0
         for number, start in enumerate(range(0, rows, chunk_rows)):
             part = realistic_table(rows=min(chunk_rows, rows - start), seed=seed, start_id=start, words=words,
-                                   probs=probs, typo_share=typo_share)
+                                   probs=probs, typo_share=typo_share, code_share=code_share)
             pq.write_table(part, folder / f"part-{number:05d}.parquet", compression="zstd")
             written += part.num_rows
             self.stdout.write(f"  full data: {written:,}/{rows:,} rows, {time.perf_counter() - started:.0f}s")
@@ -101,7 +105,8 @@ class Command(BaseCommand):
 
     def _import(self, table: str, glob: str, fraction: float, rebuild: bool) -> dict:
         current = table_current_path(table=table)
-        if current is None or rebuild or not vocabulary_dir_for(current).is_dir():
+        if (current is None or rebuild or not vocabulary_dir_for(current).is_dir()
+                or table_spec_get(name=table).full_data_glob != glob):  # a table of other full data
             started = time.perf_counter()
             call_command("import_subset", glob, table=table, key="id", facets="label,lang,domain",
                          label_column="label", text_column="text", sample_fraction=fraction, full_data_glob=glob,
