@@ -136,7 +136,7 @@ def search(request):
                            may_spend=request_may_spend(request))
     shown = answer_present(answer=answer, may_start_fallback=may_start_fallback)
     next_url = shown.next_url(reverse("api:search"))
-    # Already SearchOut's shape (tests/samples/test_api.py validates answers against it): rendered as it is,
+    # Already SearchOut's shape (tests/samples/test_request_path.py validates answers against it): rendered as it is,
     # not validated field by field again (~1 ms for 100 rows, on every call).
     return Response({
         "rows": [{c: row[c] for c in [*columns_shown, SOURCE_COLUMN]} for row in answer.as_dicts()],
