@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import audit_record
+from apps.core.dbwrite import database_write_lock
 from apps.search.context import SearchContext, search_context_build
 from apps.search.query import NEXT_PARAM, SearchQuery, next_token, sort_value
 from apps.search.selectors import PlanReport, facet_values_known, subset_match_count, subset_search
@@ -239,9 +240,9 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
 
     needs_more = rows.short and not complete and attached is None and not query.paged
     log_row = None
-    if log:  # one transaction: one write lock taken (SQLite: a writer at a time) for the two rows, not two
+    if log:  # one transaction, one write lock (SQLite: one writer at a time, waited for without sleeping)
         counts = rows.counts()
-        with transaction.atomic():
+        with database_write_lock(), transaction.atomic():
             log_row, _ = _log_and_audit(user=user, query=query, counts=counts, elapsed_ms=elapsed_ms,
                                         needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
                                         plan=plan)

@@ -17,8 +17,12 @@ per client."""
 from __future__ import annotations
 
 import gc
+import os
 
 worker_class = "apps.samplescope.gunicorn_worker.HeaderBufferingThreadWorker"
+# Each worker's heartbeat is a file it touches on every turn of its loop: on tmpfs, not the disk (gunicorn's advice;
+# ~2.5% of a worker's busy time with /tmp on disk, 8 clients at 10M rows).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The access line (`--access-logfile -`) built from the atoms its format names only (gunicorn_logger.py).
 logger_class = "apps.samplescope.gunicorn_logger.AccessLineLogger"
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'

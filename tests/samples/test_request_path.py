@@ -292,3 +292,18 @@ def test_the_api_answer_is_exactly_search_outs_shape(api_client, demo_subset, qu
     data = response.json()
     assert SearchOut.model_validate(data).model_dump(mode="json") == data
     assert set(data) == set(SearchOut.model_fields)
+
+
+def test_a_search_writes_its_log_and_audit_under_the_lock(api_client, demo_subset, monkeypatch):
+    from apps.samples import pipeline
+
+    held = []
+    real = pipeline.database_write_lock
+
+    def watching(**kwargs):
+        held.append("taken")
+        return real(**kwargs)
+
+    monkeypatch.setattr(pipeline, "database_write_lock", watching)
+    assert api_client.get("/api/search?text__contains=match&limit=5").status_code == 200
+    assert held == ["taken"]
