@@ -20,7 +20,13 @@ TOKEN=$(.venv/bin/python manage.py create_api_token bench --role analyst --read-
 (setsid scripts/run.sh > "$DATA_DIR/bench-server.log" 2>&1 &)
 trap 'pkill -f "honcho -f var/Procfile.run" || true' EXIT
 for _ in $(seq 90); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 2; done
-sleep 20  # the workers warm their indexes before serving; the first seconds after a start are not typical
+# Every worker opens and checks the subset, its index and vocabulary before it serves (the first to be ready
+# answers /healthz while the others still warm): wait for all of them, then let the background prefetch settle.
+for _ in $(seq 120); do
+  [ "$(grep -c 'Samplescope: subset and index open' "$DATA_DIR/bench-server.log" || true)" -ge "${WEB_WORKERS:-8}" ] && break
+  sleep 2
+done
+sleep 20
 .venv/bin/python manage.py bench_search --subset-rows "$ROWS" --queries 120 --passes 2 --http "http://127.0.0.1:$PORT" \
   --token "$TOKEN" --datasette --peer-queries 40 --clients 8 --json "$DATA_DIR/bench-search-http.json" "$@"
 if [ -n "${VOCAB_ROWS:-}" ]; then

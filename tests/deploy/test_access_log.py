@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 
 from gunicorn.config import Config
 
@@ -49,3 +50,13 @@ def test_the_access_line_is_apaches_combined_line_and_the_time_taken(caplog):
 
 def test_another_format_gets_gunicorns_atoms(caplog):
     assert _line("%(h)s %({x-test}i)s %(U)s", caplog) == "10.0.0.7 from-the-header /api/search"
+
+
+def test_the_web_servers_searches_run_on_one_duckdb_thread_unless_told(monkeypatch):
+    monkeypatch.setenv("SEARCH_DUCKDB_THREADS", "")  # recorded, so the test leaves the environment as it found it
+    monkeypatch.delenv("SEARCH_DUCKDB_THREADS")
+    gunicorn_conf.on_starting(None)
+    assert os.environ["SEARCH_DUCKDB_THREADS"] == "1"
+    monkeypatch.setenv("SEARCH_DUCKDB_THREADS", "3")
+    gunicorn_conf.on_starting(None)
+    assert os.environ["SEARCH_DUCKDB_THREADS"] == "3"
