@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connections, router
+from django.db import connections, models, router
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -45,8 +45,8 @@ def api_token_active_get(*, raw_token: str) -> ApiToken | None:
     if row is None:
         return None
     user_model = get_user_model()
-    token = ApiToken.from_db(alias, _TOKEN_FIELDS, row[: len(_TOKEN_FIELDS)])
-    user = user_model.from_db(alias, _user_fields(), row[len(_TOKEN_FIELDS): -1])
+    token = ApiToken.from_db(alias, _TOKEN_FIELDS, _typed(ApiToken, _TOKEN_FIELDS, row[: len(_TOKEN_FIELDS)]))
+    user = user_model.from_db(alias, _user_fields(), _typed(user_model, _user_fields(), row[len(_TOKEN_FIELDS): -1]))
     if not user.is_active:
         return None
     token.user = user
@@ -55,6 +55,12 @@ def api_token_active_get(*, raw_token: str) -> ApiToken | None:
 
 
 _TOKEN_FIELDS = ("id", "user_id", "name", "prefix", "read_only")
+
+
+def _typed(model, names: tuple[str, ...], values) -> list:
+    """The raw column values as the ORM would give them: booleans as bool (SQLite stores 0 / 1)."""
+    booleans = {f.attname for f in model._meta.concrete_fields if isinstance(f, models.BooleanField)}
+    return [bool(v) if name in booleans and v is not None else v for name, v in zip(names, values)]
 
 
 @functools.cache

@@ -28,7 +28,8 @@ def test_the_tokens_user_is_the_whole_user(user):
     """The token is read with the fields a request needs; the user's others are still there when read."""
     _, raw = api_token_create(user=user, read_only=True)
     token = api_token_active_get(raw_token=raw)
-    assert token.user.pk == user.pk and token.user.username == "analyst" and token.read_only
+    assert token.user.pk == user.pk and token.user.username == "analyst"
+    assert token.read_only is True and token.user.is_active is True and token.user.is_staff is False
     assert token.user.date_joined == user.date_joined and token.user.password == user.password
     assert api_token_active_get(raw_token=raw + "x") is None
     assert api_token_active_get(raw_token="") is None
