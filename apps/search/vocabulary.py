@@ -42,6 +42,7 @@ estimate; searches fall back to the warehouse as without a vocabulary.
 """
 from __future__ import annotations
 
+import glob as globmodule
 import hashlib
 import json
 import logging
@@ -173,8 +174,12 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
 
 def vocabulary_builder(*, spec, stdout=None):
     """The `vocabulary=` step of subset_table_build for a table whose full data is local Parquet
-    (`spec.full_data_glob`); None for a table without it."""
+    (`spec.full_data_glob`); None for a table without it, or whose glob matches no file."""
     if not spec.full_data_glob:
+        return None
+    if "://" not in spec.full_data_glob and not globmodule.glob(spec.full_data_glob):
+        logger.warning("No vocabulary for %s: its full data glob %s matches no file (and it has no warehouse).",
+                       spec.name, spec.full_data_glob)
         return None
     relation = f"read_parquet({quote_string(spec.full_data_glob)})"
 

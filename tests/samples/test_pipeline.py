@@ -193,6 +193,7 @@ def test_a_full_data_glob_that_matches_no_file_is_no_warehouse(demo_subset, tmp_
     answer = search_answer(user=user, query=query)
     assert not answer.has_warehouse and answer.fallback is None and answer.notice == NO_WAREHOUSE
     assert answer.summary().endswith("this table has no warehouse") and not Fallback.objects.exists()
+    assert answer.vocabulary is None  # imported all the same, without a vocabulary of data that is not there
 
     (full / "notes.parquet").write_bytes(source.read_bytes())  # the full data arrives
     assert not table_spec_get(name="gonenotes").has_warehouse("local")  # remembered for a while per process
