@@ -82,6 +82,7 @@ def test_a_1000_character_value_from_the_form_and_a_414_shown_on_the_page(logged
     assert page.evaluate(OVERFLOW) <= 0
 
     # A server or proxy that refuses the request (414): a clear message on the page, never nothing.
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")  # the page's own loads (facets) done
     page.route(re.compile(r".*/samples/\?.*"), lambda route: route.fulfill(status=414, body="URI Too Long")
                if route.request.headers.get("hx-request") else route.continue_())
     row = page.locator("[data-filter-row]").nth(0)
