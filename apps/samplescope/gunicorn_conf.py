@@ -21,7 +21,7 @@ import os
 
 # Each search's DuckDB query on one thread in the web server (unless SEARCH_DUCKDB_THREADS is set): its processes
 # (8 x 1 thread by default, the Procfile) already keep both cores busy under load, where a query's second thread
-# only competed with the other requests (8 clients at 10M rows: p95 97 ms instead of 128). Builds, refreshes and
+# only competed with the other requests (8 clients at 10M rows: p95 97–107 ms instead of 128). Builds, refreshes and
 # the local warehouse (Celery, commands) keep the setting's default. Set in the master before it forks the workers
 # (they read Django's settings after).
 def on_starting(server) -> None:
