@@ -157,7 +157,13 @@
   document.addEventListener("htmx:sendError", function () {
     requestError("The server could not be reached. Check the connection and search again.");
   });
-  document.addEventListener("htmx:beforeRequest", function () { requestError(""); });
+  // A new search clears the message; the page's own background requests (the status banner's poll every 30 s, an
+  // export's progress) do not: they would hide why the user's search failed a moment after it was shown.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (elt && elt.closest && elt.closest("#status-banner, [hx-trigger*='every']")) return;
+    requestError("");
+  });
 
   document.addEventListener("htmx:historyRestore", fillFormFromUrl);
   window.addEventListener("popstate", function () { window.setTimeout(fillFormFromUrl, 0); });
