@@ -243,9 +243,9 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
     if log:  # one transaction, one write lock (SQLite: one writer at a time, waited for without sleeping)
         counts = rows.counts()
         with database_write_lock(), transaction.atomic():
-            log_row, _ = _log_and_audit(user=user, query=query, counts=counts, elapsed_ms=elapsed_ms,
-                                        needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
-                                        plan=plan)
+            log_row = _log_and_audit(user=user, query=query, counts=counts, elapsed_ms=elapsed_ms,
+                                     needed_fallback=needs_more and has_warehouse, timed_out=outcome.timed_out,
+                                     plan=plan)
 
     handle = FallbackHandle(fallback=attached) if attached is not None else None
     notice = ""
@@ -288,12 +288,13 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
 
 def _log_and_audit(*, user, query: SearchQuery, counts: dict, elapsed_ms: float, needed_fallback: bool,
                    timed_out: bool, plan: AnswerPlan):
+    """The search's log row (returned) and its audit event."""
     log_row = search_log_create(user=user, query=query, rows=counts[RowSource.SUBSET] + counts[RowSource.LEARNED],
                                 elapsed_ms=elapsed_ms, needed_fallback=needed_fallback, timed_out=timed_out,
                                 source_counts=counts, plan=plan.as_dict())
-    event = audit_record(user=user, action="search", target=query.describe(), outcome="timeout" if timed_out else "ok",
-                         detail={"search_log_id": log_row.pk, "rows": counts, "elapsed_ms": elapsed_ms})
-    return log_row, event
+    audit_record(user=user, action="search", target=query.describe(), outcome="timeout" if timed_out else "ok",
+                 detail={"search_log_id": log_row.pk, "rows": counts, "elapsed_ms": elapsed_ms})
+    return log_row
 
 
 def _learned_snapshot():
