@@ -84,8 +84,8 @@ _FILTER_DOC = (
         "Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
         "`full_dataset` says what the full data's vocabulary (built with each refresh) knows: about how many of its rows "
-        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can: then `complete` is true and "
-        "no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
+        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can, or `all_here` when the "
+        "subset's rows are as many as it may hold: then `complete` is true and no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
         "lacks (\"did you mean\"), each with the corrected `query`. "
         + _FILTER_DOC
     ),

@@ -6,7 +6,9 @@
 2. a **warehouse fallback the caller names** (`fallback_id`): once it has succeeded, its rows; the page
    asks again with it when the fallback finishes, and exports of that page name it too;
 3. the **learned rows**: what earlier fallbacks brought back (apps.warehouse.learned); a learned answer
-   that held every matching row makes the search *complete* without the warehouse;
+   that held every matching row makes the search *complete* without the warehouse; so does the full data's
+   vocabulary (apps.search.vocabulary) when it proves that no row matches, or that the full data holds no
+   more matching rows than the subset has (`all_here`: rare words and thin facet cells are held whole);
 4. the **warehouse** itself: if the rows are still short of the limit, the answer is not known to be
    complete, the table has a warehouse and the caller allows it, a fallback is created, joined or
    reused from its cache (apps.warehouse.services.fallback_request). A cached result's rows are merged
@@ -222,9 +224,14 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
     learned_plan = None
-    vocabulary = search_vocabulary_answer(query=query, spec=spec, path=context.snapshot[0])  # the file searched
+    # The subset's page not full: it holds every matching subset row, which the vocabulary may show are all there are.
+    every_subset_row = len(outcome.rows) < query.limit and not outcome.timed_out and not query.paged
+    vocabulary = search_vocabulary_answer(query=query, spec=spec, path=context.snapshot[0],  # the file searched
+                                          subset_rows=len(outcome.rows) if every_subset_row else None)
     proven = (vocabulary is not None and vocabulary.proven_empty and not rows.rows and not confirmed
               and not query.paged and attached is None)
+    # As many subset rows match as the full data may hold (rare words and thin cells are held whole): no fallback.
+    all_here = vocabulary is not None and vocabulary.all_here and not confirmed and attached is None
     # The full dataset had no matching row when the vocabulary was built: no fallback. The learned rows are still
     # asked (a fallback since may have brought rows of data added later: they win over the proof).
     if rows.short and (proven or not complete) and not outcome.timed_out and not query.paged:
@@ -234,7 +241,7 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         rows.add(learned.rows, RowSource.LEARNED)
         proven = proven and not learned.rows
         complete = learned.complete and rows.short  # a page the learned rows filled may not hold every match
-    complete = complete or proven
+    complete = complete or proven or all_here
     elapsed_ms = round(outcome.elapsed_ms + (time.perf_counter() - began) * 1000, 2)
     plan = AnswerPlan(subset=outcome.plan, learned=learned_plan)
 
@@ -253,6 +260,9 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
     if proven:
         notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at})."
                   + _scan_text(query=query, spec=spec))
+    elif all_here and rows.short:
+        notice = (f"Every matching row of the full dataset is here: it has at most {vocabulary.upper_bound:,} "
+                  f"(its vocabulary, built {vocabulary.built_at})." + _scan_text(query=query, spec=spec))
     elif needs_more and not has_warehouse:
         notice = NO_WAREHOUSE
     elif unknown and not confirmed:

@@ -34,7 +34,7 @@ from .context import SearchContext, SearchStore, search_context_build
 from .operators import operator_get
 from .query import CompiledQuery, SearchQuery, query_validate
 from .errors import SubsetMissing
-from .store import subset_connection, subset_dir, subset_paths, table_snapshot
+from .store import subset_connection, subset_dir, subset_paths, subset_snapshot, table_snapshot
 from .tables import TableSpec, quote_identifier, table_spec_list
 
 # The planner's thresholds (see subset_search).
@@ -354,6 +354,7 @@ def subset_warm() -> list[str]:
     if not paths:
         raise SubsetMissing(f"No local subset in {subset_dir()}.")
     _verifier().execute("SELECT 1").fetchall()
+    subset_snapshot()  # this thread's connection that sees every table (ATTACHed files: ~15 ms the first time)
     opened = []
     for name in paths:  # each table's own file and index
         snapshot = table_snapshot(table=name)

@@ -5,21 +5,27 @@ vocabulary says without scanning: for each text column, every distinct word of t
 number of rows holding it, split exactly as the word index splits (apps/search/word_index.py: the
 value lowercased by pyarrow's `utf8_lower`, split at every character that is not a letter or digit;
 words of ASCII digits only are left out, as the index leaves them out); for each low-cardinality text
-column (at most VALUES_MAX distinct values), every distinct value with its row count.
+column (at most VALUES_MAX distinct values), every distinct value with its row count, and the rows of
+every combination of those columns' values (a *cell*: label x lang x domain; at most CELLS_MAX of them).
 
 It gives, before any paid query (apps.search.selectors.vocabulary_answer):
 
 - **proofs of absence**: a filter that cannot match any row of the full data (a needle whose parts
   cannot be placed in the column's words as the index places them; eq / in values absent from a
-  low-cardinality column). Only where exact: an ASCII needle (lowercasing and letter classes of ASCII
+  low-cardinality column; eq / in filters on several such columns whose values never occur together). Only where exact: an ASCII needle (lowercasing and letter classes of ASCII
   are the same in every engine; a non-ASCII one may fold differently in the warehouse), and only the
   operators contains / icontains / startswith / eq / in. Anything else gives no proof;
 - **did you mean**: known words or values within edit distance 2 of a missing one, most frequent first
   (a deletion-neighbourhood index, SymSpell-like, over the SUGGEST_WORDS most frequent words of each
   column and every value: bounded in size whatever the dataset);
 - **estimates**: an upper bound of the matching rows (the smallest of the filters' bounds; a filter's
-  bound is the smallest of its parts' summed word counts) and an estimate (independence: total rows x
-  the product of the filters' shares).
+  bound is the smallest of its parts' summed word counts; the eq / in filters on low-cardinality columns
+  together are bounded by their cells' rows, exactly) and an estimate (independence: total rows x
+  the product of the filters' shares);
+- **proofs that every matching row is here** (`all_here`): when the subset's matching rows (all of them: fewer
+  than the page asked for) are as many as the upper bound, the full data has no other. The subset is a sample of
+  the data the vocabulary counted (one refresh builds both) and holds, beyond its random rows, every row of the
+  rarest words and of thin cells (apps.search.coverage), so rare-word and facet searches end here for free.
 
 On disk, beside subset file `<table>-<stamp>.duckdb`, the folder `<table>-<stamp>.duckdb.vocab/`,
 built inside the same SwappedFiles.build as the file and installed (fsynced, swapped, deleted) with it:
@@ -35,7 +41,8 @@ built inside the same SwappedFiles.build as the file and installed (fsynced, swa
   checked: at tens of millions of words a scan of the word list took ~60 ms a needle), `.del.bin` /
   `.delw.npy` (the deletion neighbourhood of the
   most frequent ASCII words, sorted and NUL-joined, and the word each string came from);
-- low-cardinality columns' values and counts in the meta.
+- low-cardinality columns' values and counts in the meta, and their cells (`cells`: the columns, and one
+  [value, value, ..., rows] a combination; null for NULL).
 
 A file that fails its checksum (or any other check) is not used: no proof, no suggestion, no
 estimate; searches fall back to the warehouse as without a vocabulary.
@@ -70,6 +77,7 @@ VERSION = 2  # 2: trigram postings (which words hold each trigram); 1 had the tr
 OLDEST_VERSION = 1  # read still: a version-1 vocabulary finds a needle's words by scanning its word list
 MAGIC = b"SSVOCAB1"
 VALUES_MAX = 1000  # a text column with at most this many distinct values keeps every value with its count
+CELLS_MAX = 20_000  # the low-cardinality columns' value combinations kept with their rows (more: no cells)
 SUGGEST_WORDS = 50_000  # the most frequent words of each column that "did you mean" can propose
 SUGGEST_MAX_LEN = 24  # longer words get no deletion neighbourhood (it grows as the square of the length)
 MAX_DISTANCE = 2
@@ -146,6 +154,8 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
         columns = vocabulary_columns(spec=spec, types=types)
         total = conn.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
         values = _local_values(conn=conn, relation=relation, columns=value_columns(spec=spec, columns=columns))
+        cells = cells_from_rows(columns=list(values), rows=conn.execute(
+            cells_statement(relation=relation, columns=list(values))).fetchall()) if len(values) > 1 else None
         counter = duckdb.connect(":memory:")
         for number in range(len(columns)):
             counter.execute(f"CREATE TABLE counts_{number} (w VARCHAR, n BIGINT)")
@@ -169,7 +179,7 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
     finally:
         conn.close()
     return vocabulary_write(path=path, table=spec.name, total_rows=int(total), words=words, values=values,
-                            source="local", started=started, stdout=stdout)
+                            source="local", started=started, stdout=stdout, cells=cells)
 
 
 def vocabulary_builder(*, spec, stdout=None):
@@ -337,10 +347,29 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     return {"words": int(len(sorted_words)), "suggestable": int(len(top))}
 
 
+def cells_statement(*, relation: str, columns: list[str]) -> str:
+    """SQL (DuckDB and Trino alike): the rows of each combination of `columns`' values, at most CELLS_MAX + 1
+    combinations (more: no cells are kept)."""
+    cols = ", ".join(quote_identifier(c) for c in columns)
+    return f"SELECT {cols}, count(*) AS n FROM {relation} GROUP BY {cols} LIMIT {CELLS_MAX + 1}"
+
+
+def cells_from_rows(*, columns: list[str], rows: list) -> dict | None:
+    """The meta's `cells` from cells_statement's rows (values..., n), or None when there are too many."""
+    if len(columns) < 2 or len(rows) > CELLS_MAX:
+        return None
+    counts = [[*map(_json_value, row[:-1]), int(row[-1])] for row in rows]
+    return {"columns": columns, "counts": sorted(counts, key=lambda cell: [(v is None, v or "") for v in cell[:-1]])}
+
+
+def _json_value(value):
+    return None if value is None else str(value)
+
+
 def vocabulary_write(*, path: Path, table: str, total_rows: int, words: dict[str, pa.Table | None],
                      values: dict[str, dict[str, int]], source: str, started: float, stdout=None,
-                     extra: dict | None = None) -> dict:
-    """Write the vocabulary folder of `path` from counted words and values (any backend's)."""
+                     extra: dict | None = None, cells: dict | None = None) -> dict:
+    """Write the vocabulary folder of `path` from counted words, values and cells (any backend's)."""
     folder = vocabulary_dir_for(path)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -352,7 +381,7 @@ def vocabulary_write(*, path: Path, table: str, total_rows: int, words: dict[str
     meta = {"magic": MAGIC.decode(), "version": VERSION, "table": table, "source": source,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "rows": int(total_rows),
             "columns": columns, "values": {c: dict(sorted(v.items())) for c, v in values.items()},
-            "files": files, "build_seconds": round(time.perf_counter() - started, 2), **(extra or {})}
+            "cells": cells, "files": files, "build_seconds": round(time.perf_counter() - started, 2), **(extra or {})}
     meta["bytes"] = sum((folder / name).stat().st_size for name in files)
     meta["meta_sha256"] = _meta_checksum(meta)
     (folder / f"{table}.json").write_text(json.dumps(meta, indent=1))
@@ -360,6 +389,7 @@ def vocabulary_write(*, path: Path, table: str, total_rows: int, words: dict[str
         stdout.write(f"  vocabulary {table}: {total_rows:,} rows of full data, "
                      + ", ".join(f"{c} {m['words']:,} words" for c, m in columns.items())
                      + (", values of " + ", ".join(values) if values else "")
+                     + (f", {len(cells['counts']):,} cells" if cells else "")
                      + f", {meta['bytes'] / 1e6:,.1f} MB in {meta['build_seconds']:.1f}s\n")
     return meta
 
@@ -592,6 +622,35 @@ class Vocabulary:
     def values(self, column: str) -> dict[str, int] | None:
         return self.meta["values"].get(column)
 
+    def cell_rows(self, wanted: dict[str, list[str]]) -> int | None:
+        """The full data's rows whose value of each column in `wanted` is one of its values (summed over the
+        cells: exact), or None: no cells, or a column not among them."""
+        cells = self._cells()
+        if cells is None or not wanted or any(column not in cells[0] for column in wanted):
+            return None
+        columns, codes, counts = cells
+        keep = np.ones(len(counts), dtype=bool)
+        for column, values in wanted.items():
+            names = columns[column]
+            keep &= np.isin(codes[:, names[0]], [names[1].get(v, -1) for v in values])
+        return int(counts[keep].sum())
+
+    def _cells(self):
+        """({column: (its position, {value: code})}, codes per cell and column, rows per cell), built once."""
+        if "_parsed_cells" not in self.__dict__:
+            meta = self.meta.get("cells")
+            parsed = None
+            if meta and meta.get("counts"):
+                names = meta["columns"]
+                table = meta["counts"]
+                lookup = {c: {} for c in names}
+                codes = np.array([[lookup[c].setdefault(v, len(lookup[c])) if v is not None else -2
+                                   for c, v in zip(names, row[:-1])] for row in table], dtype=np.int64)
+                parsed = ({c: (i, lookup[c]) for i, c in enumerate(names)}, codes,
+                          np.array([row[-1] for row in table], dtype=np.int64))
+            self.__dict__["_parsed_cells"] = parsed
+        return self.__dict__["_parsed_cells"]
+
 
 def vocabulary_load(path: Path, *, table: str) -> Vocabulary | None:
     """The vocabulary of subset file `path` for `table`, checked (magic, version, checksums); None when
@@ -701,6 +760,7 @@ class VocabularyAnswer:
     estimate: int  # about this many, assuming the filters independent
     proof: str = ""
     suggestions: list[Suggestion] = field(default_factory=list)
+    all_here: bool = False  # the subset's matching rows are as many as the upper bound: the full data has no other
 
     @property
     def proven_empty(self) -> bool:
@@ -708,7 +768,7 @@ class VocabularyAnswer:
 
     def as_dict(self) -> dict:
         return {"built_at": self.built_at, "total_rows": self.total_rows, "upper_bound": self.upper_bound,
-                "estimate": self.estimate, "proof": self.proof or None}
+                "estimate": self.estimate, "proof": self.proof or None, "all_here": self.all_here}
 
     def expected_text(self) -> str:
         """E.g. About 1,200 of the full dataset's 2,000,000 rows match (at most 3,400)."""
@@ -775,7 +835,8 @@ def _replace_word(value: str, missing: str, suggestion: str) -> str:
     return value
 
 
-def search_vocabulary_answer(*, query, spec, path: Path | None = None) -> VocabularyAnswer | None:
+def search_vocabulary_answer(*, query, spec, path: Path | None = None,
+                             subset_rows: int | None = None) -> VocabularyAnswer | None:
     """vocabulary_answer with the vocabulary of `path` (the file the request's context searched), else of the
     file serving the query's table now (None when SEARCH_VOCABULARY_ENABLED is off)."""
     from django.conf import settings
@@ -784,21 +845,27 @@ def search_vocabulary_answer(*, query, spec, path: Path | None = None) -> Vocabu
         return None
     try:
         vocabulary = table_vocabulary(table=spec.name) if path is None else vocabulary_for(path, table=spec.name)
-        return vocabulary_answer(query=query, spec=spec, vocabulary=vocabulary)
+        return vocabulary_answer(query=query, spec=spec, vocabulary=vocabulary, subset_rows=subset_rows)
     except Exception:  # a vocabulary is an optimisation: never the reason a search fails
         logger.exception("the vocabulary of %s could not answer %s", spec.name, query.describe())
         return None
 
 
-def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None) -> VocabularyAnswer | None:
+def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
+                      subset_rows: int | None = None) -> VocabularyAnswer | None:
     """What `vocabulary` (the full data's, of the file serving `spec`'s table) says about `query`: a
     proof that no full-data row matches (only where exact: see the module docstring), suggestions for
     words / values the full data lacks, an upper bound and an estimate of the matching rows. None
-    without a vocabulary."""
+    without a vocabulary.
+
+    `subset_rows`: how many rows of the subset file (a sample of the data this vocabulary counted) match, when
+    the caller knows them all (its page was not full); as many as the upper bound: `all_here`."""
     if vocabulary is None:
         return None
     total = vocabulary.rows
     bounds: list[int] = []
+    value_bounds: list[int] = []  # eq / in on low-cardinality columns, each alone; their cells bound them together
+    cell_wanted: dict[str, list[str]] = {}
     proof = ""
     suggestions: list[Suggestion] = []
     for flt in query.filters:
@@ -809,7 +876,8 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None) -> Vocabula
         if known is not None and flt.op in VALUE_OPS:
             wanted = _list_values(flt)
             bound = sum(known.get(v, 0) for v in wanted)
-            bounds.append(bound)
+            value_bounds.append(bound)
+            cell_wanted[flt.column] = [v for v in wanted if v in cell_wanted.get(flt.column, wanted)]
             missing = [v for v in wanted if v not in known]
             if bound == 0 and not proof:
                 proof = (f"the full dataset has no row with {flt.column} " +
@@ -841,6 +909,15 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None) -> Vocabula
             proof = f"no word of the full dataset's {flt.column} can hold {flt.value!r}"
         if bound_sum is not None:
             bounds.append(bound_sum)
+    cell_bound = vocabulary.cell_rows(cell_wanted) if len(cell_wanted) > 1 else None
+    if cell_bound is None:
+        bounds += value_bounds
+    else:  # exact for these filters together, and at most each one's own
+        bounds.append(cell_bound)
+        if cell_bound == 0 and not proof:
+            proof = "the full dataset has no row with " + " and ".join(
+                f"{column} = {values[0]!r}" if len(values) == 1 else f"{column} in ({', '.join(map(repr, values))})"
+                for column, values in cell_wanted.items())
     for suggestion in suggestions:
         param = f"{suggestion.column}__{suggestion.op}"
         suggestion.params = [(name, suggestion.value if name == param else value)
@@ -850,5 +927,6 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None) -> Vocabula
     for bound in bounds:
         estimate = estimate * bound / max(total, 1)
     estimate = 0 if proof else min(upper, int(round(estimate)))
+    all_here = not proof and subset_rows is not None and subset_rows >= upper
     return VocabularyAnswer(built_at=vocabulary.built_at, total_rows=total, upper_bound=int(upper),
-                            estimate=int(estimate), proof=proof, suggestions=suggestions)
+                            estimate=int(estimate), proof=proof, suggestions=suggestions, all_here=all_here)

@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.search.coverage import coverage_budget, coverage_columns, coverage_insert, coverage_keys_statement
 from apps.search.services import subset_table_build
 from apps.search.store import SUBSET, disk_full, table_comment, table_current_path
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
@@ -58,16 +59,21 @@ def sample_clause(*, method: str, fraction: float, key: str, dialect: str) -> st
     if not 0 < fraction <= 1:
         raise ValueError("The fraction must be in (0, 1].")
     percent = f"{fraction * 100:.6g}"
-    salt = quote_string(settings.SUBSET_SAMPLE_SALT)
     threshold = int(round(fraction * HASH_BUCKETS))
-    if dialect == "duckdb":
-        if method == "hash":
-            return f" WHERE hash(CAST({quote_identifier(key)} AS VARCHAR) || {salt}) % {HASH_BUCKETS} < {threshold}"
-        return f" USING SAMPLE {percent}% ({method})"
     if method == "hash":
-        return (f" WHERE abs(from_big_endian_64(xxhash64(to_utf8(CAST({quote_identifier(key)} AS varchar) || {salt})))"
-                f" % {HASH_BUCKETS}) < {threshold}")
+        return f" WHERE {sample_hash(key=key, dialect=dialect)} < {threshold}"
+    if dialect == "duckdb":
+        return f" USING SAMPLE {percent}% ({method})"
     return f" TABLESAMPLE {method.upper()} ({percent})"
+
+
+def sample_hash(*, key: str, dialect: str) -> str:
+    """The hash sample's SQL bucket of a row (0..HASH_BUCKETS-1): the `hash` method keeps the lowest ones, and the
+    coverage rows of a cell (apps.search.coverage) are taken in the same order, so a cell's sampled rows come first."""
+    salt = quote_string(settings.SUBSET_SAMPLE_SALT)
+    if dialect == "duckdb":
+        return f"hash(CAST({quote_identifier(key)} AS VARCHAR) || {salt}) % {HASH_BUCKETS}"
+    return f"abs(from_big_endian_64(xxhash64(to_utf8(CAST({quote_identifier(key)} AS varchar) || {salt}))) % {HASH_BUCKETS})"
 
 
 def default_method(backend: str) -> str:
@@ -110,10 +116,14 @@ def subset_refresh(
                 files = _athena_unload(run=run, spec=spec, fraction=fraction, method=method, workdir=Path(workdir),
                                        athena_backend=athena_backend, s3_client=s3_client, out=out)
                 relation, clause = f"read_parquet({_sql_string_list(files)})", ""
+                coverage = _athena_coverage(run=run, spec=spec, sample=relation, fraction=fraction,
+                                            workdir=Path(workdir), athena_backend=athena_backend, s3_client=s3_client,
+                                            out=out)
             else:
                 relation = f"read_parquet({quote_string(spec.full_data_glob)})"
                 clause = sample_clause(method=method, fraction=fraction, key=spec.key, dialect="duckdb")
                 SubsetRefresh.objects.filter(pk=run.pk).update(statement=f"SELECT * FROM {relation}{clause}")
+                coverage = _local_coverage(spec=spec, relation=relation, fraction=fraction)
             # The full data's vocabulary is rebuilt with the sample and installed with it (local backend: DuckDB
             # over the full Parquet; Athena: its statements UNLOADed, their cost added to this refresh's).
             if backend == "local":
@@ -124,7 +134,7 @@ def subset_refresh(
             else:
                 vocabulary = None
             path, rows = _build(spec=spec, relation=relation, clause=clause, out=out,
-                                vocabulary=vocabulary)  # and installs it
+                                vocabulary=vocabulary, coverage=coverage)  # and installs it
     except BaseException as exc:
         # Exception: the run fails and is returned. KeyboardInterrupt / SystemExit (SIGTERM, Ctrl-C): the run is
         # ended the same way (never left "running"), then the interruption goes on up. The build deleted its file.
@@ -194,20 +204,40 @@ def _end(*, run: SubsetRefresh, state: str, started: float, error: str = "", **f
     return run
 
 
-def _build(*, spec, relation: str, clause: str, out, vocabulary=None) -> tuple[Path, int]:
-    """A new file of the table (the fresh sample, with the table's self-description), verified, then
-    installed; only this table's folder is written (subset_table_build)."""
+def _build(*, spec, relation: str, clause: str, out, vocabulary=None, coverage=None) -> tuple[Path, int]:
+    """A new file of the table (the fresh sample, with the table's self-description; then the coverage rows it
+    lacks: `coverage(sample_rows)` gives their relation and keys statement), verified, then installed; only this
+    table's folder is written (subset_table_build)."""
     with subset_table_build(table=spec.name, vocabulary=vocabulary) as (path, conn):
         current = table_current_path(table=spec.name)
         comment = table_comment(path=current, table=spec.name) if current is not None else None
         # Columns cast to the table's known types, so Parquet written by another engine still fits.
         columns = ", ".join(f"CAST({quote_identifier(c)} AS {t}) AS {quote_identifier(c)}" for c, t in spec.columns.items())
         conn.execute(f"CREATE TABLE {quote_identifier(spec.name)} AS SELECT {columns} FROM {relation}{clause}")
+        if coverage is not None:
+            sampled = conn.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
+            source, keys = coverage(sampled)
+            added = coverage_insert(conn=conn, table=spec.name, key=spec.key, relation=source, keys=keys,
+                                    columns=columns)
+            out.write(f"  coverage: {added:,} rows of rare words and thin cells added to the {sampled:,} sampled\n")
         if comment:
             conn.execute(f"COMMENT ON TABLE {quote_identifier(spec.name)} IS {quote_string(comment)}")
         rows = subset_file_verify(conn=conn, spec=spec)
         out.write(f"  built {path.name}: {rows:,} rows, verified\n")
     return path, rows
+
+
+def _local_coverage(*, spec, relation: str, fraction: float):
+    """The local backend's coverage step for _build: the keys statement over the full Parquet."""
+    words, cells = coverage_columns(spec=spec)
+
+    def keys(sampled: int) -> tuple[str, str]:
+        budget = coverage_budget(sample_rows=sampled, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
+        return relation, coverage_keys_statement(relation=relation, key=spec.key, word_columns=words,
+                                                 cell_columns=cells, budget=budget,
+                                                 order=sample_hash(key=spec.key, dialect="duckdb"), dialect="duckdb")
+
+    return keys
 
 
 def subset_file_verify(*, conn, spec) -> int:
@@ -331,9 +361,11 @@ def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_c
     def build(path: Path) -> dict:
         from apps.search.vocabulary import (
             VALUES_MAX,
+            cells_from_rows,
+            cells_statement,
             total_statement,
-            values_statement,
             value_columns,
+            values_statement,
             vocabulary_columns,
             vocabulary_write,
             words_statement,
@@ -356,6 +388,10 @@ def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_c
             found = unloaded(values_statement(relation=relation, column=column), f"values-{column}").to_pylist()
             if len(found) <= VALUES_MAX:
                 values[column] = {row["value"]: int(row["n"]) for row in found}
+        cells = None  # the rows of each combination of those columns' values (label x lang x ...)
+        if len(values) > 1:
+            found = unloaded(cells_statement(relation=relation, columns=list(values)), "cells").to_pylist()
+            cells = cells_from_rows(columns=list(values), rows=[[row[c] for c in values] + [row["n"]] for row in found])
         words = {column: unloaded(words_statement(relation=relation, column=column), f"words-{column}")
                  for column in columns}
         SubsetRefresh.objects.filter(pk=run.pk).update(
@@ -363,7 +399,7 @@ def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_c
         out.write(f"  vocabulary: {spent['statements']} Athena statements scanned {spent['bytes']:,} bytes "
                   f"(${spent['cost']}), counted in this refresh's cost\n")
         return vocabulary_write(path=path, table=spec.name, total_rows=total, words=words, values=values,
-                                source="athena", started=started, stdout=out,
+                                source="athena", started=started, stdout=out, cells=cells,
                                 extra={"athena_bytes_scanned": spent["bytes"], "athena_cost_usd": str(spent["cost"])})
 
     return build
@@ -374,14 +410,52 @@ def _athena_unload_select(*, run, athena, s3, select: str, name: str, workdir: P
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    files = _athena_unload_files(run=run, athena=athena, s3=s3, select=select, name=name, workdir=workdir,
+                                 spent=spent, purpose="vocabulary", out=out)
+    return pa.concat_tables([pq.read_table(local) for local in files], promote_options="default")
+
+
+def _athena_coverage(*, run, spec, sample: str, fraction: float, workdir: Path, athena_backend, s3_client, out):
+    """The Athena refresh's coverage step for _build (apps.search.coverage): the coverage rows UNLOADed and
+    downloaded now (their budget from the sample's rows); what it scans is added to the refresh's cost."""
+    import duckdb
+
+    athena = athena_backend or AthenaBackend()
+    s3 = s3_client or s3_client_get()
+    words, cells = coverage_columns(spec=spec)
+    sampled = duckdb.connect().execute(f"SELECT count(*) FROM {sample}").fetchone()[0]
+    budget = coverage_budget(sample_rows=sampled, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
+    if budget <= 0 or not (words or cells):
+        return None
+    relation = athena.relation(spec)
+    keys = coverage_keys_statement(relation=relation, key=spec.key, word_columns=words, cell_columns=cells,
+                                   budget=budget, order=sample_hash(key=spec.key, dialect="trino"), dialect="trino")
+    columns = ", ".join(quote_identifier(c) for c in spec.columns)
+    spent = {"bytes": 0, "cost": 0, "statements": 0}
+    files = _athena_unload_files(run=run, athena=athena, s3=s3, workdir=workdir, spent=spent, purpose="coverage", out=out,
+                                 name="rows", allow_empty=True, select=f"SELECT {columns} FROM {relation} "
+                                                     f"WHERE {quote_identifier(spec.key)} IN ({keys})")
+    SubsetRefresh.objects.filter(pk=run.pk).update(
+        bytes_scanned=F("bytes_scanned") + spent["bytes"], cost_usd=F("cost_usd") + spent["cost"])
+    out.write(f"  coverage: Athena scanned {spent['bytes']:,} bytes (${spent['cost']}), counted in this refresh's cost\n")
+    if not files:
+        return None
+    source = f"read_parquet({_sql_string_list(files)})"
+    return lambda sampled_rows: (source, f"SELECT {quote_identifier(spec.key)} FROM {source}")
+
+
+def _athena_unload_files(*, run, athena, s3, select: str, name: str, workdir: Path, spent: dict,
+                         purpose: str, out, allow_empty: bool = False) -> list[Path]:
+    """UNLOAD one SELECT of the refresh (its vocabulary or coverage rows: `purpose`) to its own prefix, wait and
+    download it: the local Parquet files."""
     bucket, base = _split_s3_uri(settings.SUBSET_UNLOAD_S3_URI)
-    prefix = (f"{base.rstrip('/') + '/' if base.strip('/') else ''}{run.table}/refresh-{run.pk:06d}-vocabulary/"
+    prefix = (f"{base.rstrip('/') + '/' if base.strip('/') else ''}{run.table}/refresh-{run.pk:06d}-{purpose}/"
               f"{spent['statements']:03d}-{name}/")
     statement = (f"UNLOAD ({select}) TO {quote_string(f's3://{bucket}/{prefix}')} "
                  f"WITH (format = 'PARQUET', compression = 'SNAPPY')")
     request = {
         "QueryString": statement,
-        "ClientRequestToken": f"samplescope-vocabulary-{run.pk:012d}-{spent['statements']:03d}",
+        "ClientRequestToken": f"samplescope-{purpose}-{run.pk:012d}-{spent['statements']:03d}",
         "QueryExecutionContext": {"Database": settings.ATHENA_DATABASE},
         "WorkGroup": settings.ATHENA_WORKGROUP,
     }
@@ -397,15 +471,15 @@ def _athena_unload_select(*, run, athena, s3, select: str, name: str, workdir: P
     spent["bytes"] += result.bytes_scanned or 0
     spent["cost"] += result.cost_usd or 0
     if result.state != "succeeded":
-        raise RuntimeError(f"Athena vocabulary UNLOAD ({name}) {result.state}: {result.error}")
-    tables = []
+        raise RuntimeError(f"Athena {purpose} UNLOAD ({name}) {result.state}: {result.error}")
+    files = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             if item["Size"] == 0 or item["Key"].endswith("/"):
                 continue
-            local = workdir / f"vocabulary-{spent['statements']:03d}-{len(tables):05d}.parquet"
+            local = workdir / f"{purpose}-{spent['statements']:03d}-{len(files):05d}.parquet"
             s3.download_file(bucket, item["Key"], str(local))
-            tables.append(pq.read_table(local))
-    if not tables:
-        raise RefreshVerificationError(f"the vocabulary UNLOAD ({name}) wrote no files under s3://{bucket}/{prefix}")
-    return pa.concat_tables(tables, promote_options="default")
+            files.append(local)
+    if not files and not allow_empty:
+        raise RefreshVerificationError(f"the {purpose} UNLOAD ({name}) wrote no files under s3://{bucket}/{prefix}")
+    return files

@@ -291,12 +291,14 @@ def test_startswith_looks_up_first_words_only(subset, monkeypatch):
 
 def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path, monkeypatch):
     """Only words in more than FREQUENT_SHARE of the rows go without postings; a conjunction of common
-    words (each under that share: here 3.3% and 3.6%) is an intersection, answered from the index."""
+    words (each under that share: here 3.3% and 3.6%) is an intersection, answered from the index, and so is
+    one of a rare word and a word in 5-25% of the rows (here 20%): its postings are read, not its rows."""
     settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
     monkeypatch.setattr(word_index, "FREQUENT_MIN_ROWS", 0)
     monkeypatch.setattr(selectors, "DENSE_SHARE", 0.01)  # 10 candidates of 4200 rows: the index verifies them
     rows = 4200
-    body = [("apple " if i % 30 == 0 else "") + ("pear " if i % 28 == 0 else "") + "the end" for i in range(rows)]
+    body = [("apple " if i % 30 == 0 else "") + ("pear " if i % 28 == 0 else "") + ("often " if i % 5 == 0 else "")
+            + "the end" for i in range(rows)]
     arrow = pa.table({"id": pa.array(range(rows), type=pa.int64()), "body": body, "title": body,
                       "kind": ["a"] * rows, "score": pa.array([1] * rows, type=pa.int32()),
                       "seen_at": pa.array([datetime(2024, 1, 1)] * rows, type=pa.timestamp("us"))})
@@ -308,6 +310,11 @@ def test_common_words_keep_postings_so_conjunctions_intersect(settings, tmp_path
                      spec)
     assert set(both.candidates) == {i for i in range(rows) if i % 420 == 0}
     assert both.kind == "index"
+    assert len(index.needle_rows("body", "often")) == rows // 5  # in 20% of the rows: postings kept
+    with_often = _narrowed(SearchQuery(TABLE, (Filter("body", "contains", "pear"), Filter("body", "contains", "often")),
+                                       10), spec)
+    assert set(with_often.candidates) == {i for i in range(rows) if i % 140 == 0}  # not pear's 150 rows
+    assert with_often.kind == "index"
 
 
 def test_rare_words_postings_are_arrays_and_read_back_exactly(settings, tmp_path, monkeypatch):

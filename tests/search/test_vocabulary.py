@@ -15,6 +15,8 @@ import sqlglot
 from apps.search.query import Filter, SearchQuery, compile_search
 from apps.search.tables import TableSpec
 from apps.search.vocabulary import (
+    cells_from_rows,
+    cells_statement,
     edit_distance,
     total_statement,
     values_statement,
@@ -67,7 +69,7 @@ def _dataset(tmp_path, seed: int, rows: int = 1500) -> str:
     return str(folder / "*.parquet")
 
 
-def _trino_vocabulary(tmp_path, glob: str, name: str):
+def _trino_vocabulary(tmp_path, glob: str, name: str, columns=("body", "tag"), values=("tag",)):
     """The vocabulary the Athena path would build: its Trino statements, run by DuckDB through sqlglot."""
     conn = duckdb.connect()
     conn.execute(f"CREATE TABLE docs AS SELECT * FROM read_parquet('{glob}')")
@@ -75,12 +77,15 @@ def _trino_vocabulary(tmp_path, glob: str, name: str):
     def run(sql: str) -> pa.Table:
         return conn.sql(sqlglot.transpile(sql, read="trino", write="duckdb")[0]).to_arrow_table()
 
-    words = {column: run(words_statement(relation="docs", column=column)) for column in ("body", "tag")}
-    found = run(values_statement(relation="docs", column="tag")).to_pylist()
+    words = {column: run(words_statement(relation="docs", column=column)) for column in columns}
+    counted = {column: {r["value"]: r["n"] for r in run(values_statement(relation="docs", column=column)).to_pylist()}
+               for column in values}
+    cells = cells_from_rows(columns=list(values), rows=[[*row.values()] for row in run(
+        cells_statement(relation="docs", columns=list(values))).to_pylist()]) if len(values) > 1 else None
     total = run(total_statement(relation="docs")).column(0)[0].as_py()
     path = tmp_path / f"{name}.duckdb"
-    vocabulary_write(path=path, table="docs", total_rows=total, words=words,
-                     values={"tag": {r["value"]: r["n"] for r in found}}, source="athena", started=time.perf_counter())
+    vocabulary_write(path=path, table="docs", total_rows=total, words=words, values=counted, cells=cells,
+                     source="athena", started=time.perf_counter())
     conn.close()
     return vocabulary_load(path, table="docs")
 

@@ -38,6 +38,8 @@ class DuckAthena:
             statement, re.S).groups()
         if "TABLESAMPLE" in select:  # the sample's own UNLOAD: every 10th row will do
             select = select.split(" FROM ")[0] + ' FROM "analytics"."samples" WHERE id % 10 = 0'
+        # Athena's xxhash64 of the hash sample's order (coverage rows): DuckDB has its own hash.
+        select = re.sub(r"abs\(from_big_endian_64\(xxhash64\(to_utf8\((.*?)\)\)\) % (\d+)\)", r"(hash(\1) % \2)", select)
         rows = self.conn.sql(sqlglot.transpile(select, read="trino", write="duckdb")[0]).to_arrow_table()
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink)
@@ -84,7 +86,7 @@ def test_an_athena_refresh_builds_the_vocabulary_from_its_statements_and_counts_
     spec = table_spec_get(name="samples")
     words = vocabulary_columns(spec=spec)
     values = value_columns(spec=spec, columns=words)
-    statements = 2 + len(values) + len(words)  # the sample, the total, values, words
+    statements = 3 + len(values) + len(words)  # the sample, the total, values, the cells of the few-valued, words
     client = boto3.client("athena", region_name="us-east-1")
     stubber = Stubber(client)
     for number in range(statements):
@@ -122,6 +124,10 @@ def test_an_athena_refresh_builds_the_vocabulary_from_its_statements_and_counts_
         a, b = vocabulary.words[column], local.words[column]
         assert len(a) == len(b) and a.blob[:] == b.blob[:] and (a.cum == b.cum).all(), column
     assert vocabulary.meta["values"] == local.meta["values"]
+    assert vocabulary.meta["cells"] == local.meta["cells"] and vocabulary.meta["cells"]["columns"] == [
+        "domain", "label", "lang"]
+    assert ('SELECT "domain", "label", "lang", count(*) AS n FROM "analytics"."samples" GROUP BY "domain", "label", '
+            '"lang" LIMIT 20001') in "".join(sent)
     answer = search_answer(user=user, query=SearchQuery("samples", (Filter("text", "contains", "xqnowherezv"),), 10))
     assert answer.complete and answer.fallback is None and answer.vocabulary.proof
 
@@ -138,3 +144,52 @@ class _Token:
 
     def __repr__(self) -> str:
         return f"<vocabulary token {self.number:03d}>"
+
+
+@pytest.mark.django_db
+def test_an_athena_refresh_unloads_the_coverage_rows_and_counts_their_cost(dataset, aws, settings):
+    """With SUBSET_COVERAGE_SHARE on, one more UNLOAD (after the sample's) brings the rows of rare words and thin
+    cells; its Trino SQL runs (through sqlglot) over the full data, and its scan is the refresh's."""
+    import duckdb as duck
+
+    from apps.search.store import subset_connection
+    from apps.search.tables import table_spec_get
+    from apps.subsets.services import subset_refresh
+    from apps.warehouse.backends.athena import AthenaBackend
+
+    settings.SUBSET_COVERAGE_SHARE = 1.0
+    settings.SUBSET_VOCABULARY_ON_ATHENA = False
+    spec = table_spec_get(name="samples")
+    client = boto3.client("athena", region_name="us-east-1")
+    stubber = Stubber(client)
+    for number in range(2):
+        stubber.add_response("start_query_execution", {"QueryExecutionId": f"q-{number}"}, {
+            "QueryString": ANY, "ClientRequestToken": ANY, "QueryExecutionContext": {"Database": "analytics"},
+            "WorkGroup": "samplescope"})
+        stubber.add_response("get_query_execution", {"QueryExecution": {
+            "QueryExecutionId": f"q-{number}", "Status": {"State": "SUCCEEDED"},
+            "Statistics": {"DataScannedInBytes": 1024**3}}}, {"QueryExecutionId": f"q-{number}"})
+    athena = AthenaBackend(client=DuckAthena(client, aws, spec.full_data_glob), sleep=lambda _: None)
+    out = io.StringIO()
+    with stubber:
+        run = subset_refresh(backend="athena", fraction=0.1, trigger="test", athena_backend=athena, s3_client=aws,
+                             stdout=out)
+    stubber.assert_no_pending_responses()
+    assert run.state == "succeeded", run.error
+    coverage = athena.client.statements[1]
+    assert "refresh-" in coverage and "-coverage/000-rows/" in coverage and "HAVING count(*) <= 30" in coverage
+    assert "row_number() OVER (PARTITION BY \"domain\", \"label\", \"lang\"" in coverage
+    assert run.bytes_scanned == 2 * 1024**3  # the sample's UNLOAD and the coverage's
+    assert "coverage:" in out.getvalue() and run.rows > 2_000  # every 10th row, and more
+    full = duck.connect().execute(
+        f"SELECT w, count(*) FROM (SELECT id, unnest(list_distinct(string_split_regex(lower(text), "
+        f"'[^\\p{{L}}\\p{{N}}]+'))) AS w FROM read_parquet('{spec.full_data_glob}')) "
+        f"WHERE regexp_full_match(w, '[a-z]{{6,}}') GROUP BY w HAVING count(*) BETWEEN 2 AND 9 ORDER BY w LIMIT 1"
+    ).fetchone()
+    cursor = subset_connection().cursor()
+    try:
+        here = cursor.execute("SELECT count(*) FROM samples WHERE list_contains(string_split_regex(lower(text), "
+                              "'[^\\p{L}\\p{N}]+'), ?)", [full[0]]).fetchone()[0]
+    finally:
+        cursor.close()
+    assert here == full[1]

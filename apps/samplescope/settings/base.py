@@ -241,6 +241,9 @@ SEARCH_TIMEOUT_MS = env_int("SEARCH_TIMEOUT_MS", 5000)
 SEARCH_VOCABULARY_ENABLED = env_bool("SEARCH_VOCABULARY_ENABLED", True)
 # An Athena refresh also UNLOADs the vocabulary statements (one per text column, its cost added to the refresh's).
 SUBSET_VOCABULARY_ON_ATHENA = env_bool("SUBSET_VOCABULARY_ON_ATHENA", True)
+# A refresh (and the demo data) also adds the rows of rare words and thin facet cells that the sample lacks
+# (apps.search.coverage), at most this share of the full data's rows; 0 turns it off.
+SUBSET_COVERAGE_SHARE = env_float("SUBSET_COVERAGE_SHARE", 0.1)
 SEARCH_FACET_TIMEOUT_MS = env_int("SEARCH_FACET_TIMEOUT_MS", 800)
 SEARCH_COUNT_TIMEOUT_MS = env_int("SEARCH_COUNT_TIMEOUT_MS", 300)  # exact match count, else "≥ N"
 SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)

@@ -22,3 +22,6 @@ HEALTH_CHECK_TIMEOUT = 1.0
 # tests/subsets turns learning on, and a test's own Celery worker can too (SUBSET_LEARNING_ENABLED=1
 # in its environment: tests/warehouse/test_flow.py).
 SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", False)
+# Other apps' tests expect the demo subset to be a plain 5% sample (which searches need the warehouse);
+# tests/search/test_coverage.py turns the coverage rows on.
+SUBSET_COVERAGE_SHARE = 0.0
