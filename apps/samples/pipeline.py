@@ -224,10 +224,9 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
     learned_plan = None
-    # The subset's page not full: it holds every matching subset row, which the vocabulary may show are all there are.
-    every_subset_row = len(outcome.rows) < query.limit and not outcome.timed_out and not query.paged
+    # The subset's matching rows found (distinct rows of the full data): as many as it may hold means all of them.
     vocabulary = search_vocabulary_answer(query=query, spec=spec, path=context.snapshot[0],  # the file searched
-                                          subset_rows=len(outcome.rows) if every_subset_row else None)
+                                          subset_rows=None if query.paged else len(outcome.rows))
     proven = (vocabulary is not None and vocabulary.proven_empty and not rows.rows and not confirmed
               and not query.paged and attached is None)
     # As many subset rows match as the full data may hold (rare words and thin cells are held whole): no fallback.

@@ -26,7 +26,7 @@ from .sql import quote_identifier, quote_string
 from .word_index import SEPARATOR
 
 CELL_ROWS = 50  # each cell keeps at least this many rows (a facet search's page; all of a smaller cell)
-WORD_ROWS = 30  # a word in at most this many full-data rows is held whole (a search for it ends in the subset)
+WORD_ROWS = 30  # a word in at most this many full-data rows is held whole (SUBSET_COVERAGE_WORD_ROWS overrides it)
 
 
 def coverage_budget(*, sample_rows: int, fraction: float, share: float) -> int:
@@ -43,6 +43,9 @@ def coverage_keys_statement(*, relation: str, key: str, word_columns: list[str],
 
     `order`: an SQL expression of the row, the order within a cell (the sample's hash, so a hash sample's rows
     come first). `dialect`: "duckdb" or "trino" (word splitting and the digits test differ in spelling only)."""
+    from django.conf import settings
+
+    word_rows = int(getattr(settings, "SUBSET_COVERAGE_WORD_ROWS", WORD_ROWS))
     k = quote_identifier(key)
     separator = quote_string(SEPARATOR)
     parts = []
@@ -60,7 +63,7 @@ def coverage_keys_statement(*, relation: str, key: str, word_columns: list[str],
     if parts:
         ctes.append("tokens AS (" + " UNION ALL ".join(parts) + ")")
         ctes.append(f"rare AS (SELECT c, w, count(*) AS n FROM tokens WHERE w <> '' AND NOT {digits} "
-                    f"GROUP BY c, w HAVING count(*) <= {WORD_ROWS})")
+                    f"GROUP BY c, w HAVING count(*) <= {word_rows})")
         chosen.append("SELECT tokens.k, rare.n AS rarity, CAST(NULL AS BIGINT) AS r FROM tokens JOIN rare ON tokens.c = rare.c AND tokens.w = rare.w")
     if cell_columns:
         cells = ", ".join(quote_identifier(c) for c in cell_columns)

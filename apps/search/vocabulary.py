@@ -22,8 +22,8 @@ It gives, before any paid query (apps.search.selectors.vocabulary_answer):
   bound is the smallest of its parts' summed word counts; the eq / in filters on low-cardinality columns
   together are bounded by their cells' rows, exactly) and an estimate (independence: total rows x
   the product of the filters' shares);
-- **proofs that every matching row is here** (`all_here`): when the subset's matching rows (all of them: fewer
-  than the page asked for) are as many as the upper bound, the full data has no other. The subset is a sample of
+- **proofs that every matching row is here** (`all_here`): when the subset's matching rows found (distinct rows
+  of the full data) are as many as the upper bound, the full data has no other. The subset is a sample of
   the data the vocabulary counted (one refresh builds both) and holds, beyond its random rows, every row of the
   rarest words and of thin cells (apps.search.coverage), so rare-word and facet searches end here for free.
 
@@ -858,8 +858,9 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
     words / values the full data lacks, an upper bound and an estimate of the matching rows. None
     without a vocabulary.
 
-    `subset_rows`: how many rows of the subset file (a sample of the data this vocabulary counted) match, when
-    the caller knows them all (its page was not full); as many as the upper bound: `all_here`."""
+    `subset_rows`: how many distinct rows of the subset file (a sample of the data this vocabulary counted) the
+    caller found matching (a page of them will do: they are full-data rows); as many as the upper bound: the
+    full data has no other (`all_here`)."""
     if vocabulary is None:
         return None
     total = vocabulary.rows

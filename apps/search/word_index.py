@@ -1192,6 +1192,23 @@ class TableIndex:
             words.checked[word] = True
         return bitmap
 
+    def _union(self, column: str, words: np.ndarray) -> BitMap:
+        """The union of these words' rows. The ARRAY words this process has read and checked before are read as
+        one uint32 array, one BitMap built from it: a part in many rare words (`for` is in 1,104 title words)
+        cost ~5 µs a word one BitMap at a time. The others are read one by one (_posting checks them)."""
+        meta = self._words[column]
+        together = (meta.kinds[words] == ARRAY) & meta.checked[words]
+        parts = [self._posting(column, int(word)) for word in words[~together]]
+        batch = words[together]
+        if len(batch):
+            starts = (HEADER_BYTES + meta.offsets[batch].astype(np.int64)).tolist()
+            ends = (HEADER_BYTES + meta.offsets[batch + 1].astype(np.int64)).tolist()
+            rows = array.array("I", b"".join([self._postings[start:end] for start, end in zip(starts, ends)]))
+            if sys.byteorder == "big":
+                rows.byteswap()
+            parts.append(BitMap(rows))
+        return BitMap.union(BitMap(), *parts)
+
     def _postings_check(self, column: str, words: np.ndarray) -> None:
         """The CRC-32 of every postings block these words' postings lie in, the first time a block is read in
         this process (a block checked once stays checked: the file is immutable)."""
@@ -1228,7 +1245,7 @@ class TableIndex:
                 fresh = words[~self._words[lookup.column].checked[words]]  # words not yet read by this process
                 if len(fresh):
                     self._postings_check(lookup.column, fresh)
-                union = BitMap.union(BitMap(), *(self._posting(lookup.column, int(word)) for word in words))
+                union = self._union(lookup.column, words)
                 result = union if result is None else result & union
                 if not result:
                     break

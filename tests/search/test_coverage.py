@@ -239,6 +239,21 @@ def test_with_coverage_a_rare_word_and_a_thin_cell_end_in_the_subset(covered, us
 
 
 @pytest.mark.django_db
+def test_the_api_and_the_page_say_every_matching_row_is_here(covered, user, client, api_client):
+    root, _ = covered
+    word, rows = _rare_word(root)
+    body = api_client.get("/api/search", {"text__icontains": word}).json()
+    assert body["complete"] is True and body["fallback"] is None and len(body["rows"]) == rows
+    assert body["full_dataset"]["all_here"] is True and body["full_dataset"]["upper_bound"] == rows
+    assert body["notice"].startswith("Every matching row of the full dataset is here")
+    client.defaults.pop("HTTP_AUTHORIZATION", None)
+    client.force_login(user)
+    page = client.get("/samples/", {"text__icontains": word}).content.decode()
+    assert "Every matching row of the full dataset is here" in page and "data-all-here" in page
+    assert "confirm=1" in page  # "Search the warehouse anyway"
+
+
+@pytest.mark.django_db
 def test_without_coverage_the_same_searches_need_the_warehouse(user, settings, tmp_path):
     """The plain 5% sample of the same data: the rare word and the thin cell are short, so they need the
     warehouse (the proof above comes from the coverage rows, not from the vocabulary alone)."""

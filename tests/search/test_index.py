@@ -362,7 +362,7 @@ def test_a_single_lookup_too_large_to_narrow_reads_no_postings(subset, monkeypat
     path = table_snapshot(table=TABLE).path
     index = word_index.file_index(path).table(TABLE)
     read = []
-    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(word) or word_index.BitMap())
+    monkeypatch.setattr(index, "_union", lambda column, words: read.extend(words.tolist()) or word_index.BitMap())
     monkeypatch.setattr(selectors, "DENSE_SHARE", 0.0001)
     plan = search_plan(query=SearchQuery(TABLE, (Filter("body", "icontains", "alpha"),), 10), spec=subset, index=index)
     assert (plan.kind, plan.candidates, read) == ("scan", None, [])
@@ -563,8 +563,8 @@ def test_few_candidates_are_verified_rather_than_narrowed_by_a_lookup_of_many_wo
     index = word_index.file_index(table_current_path(table=TABLE)).table(TABLE)
     assert len(index.lookup("title", "she").parts[0]) >= 50 > 2 * word_index.CANDIDATE_WORDS
     read = []
-    original = index._posting
-    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(column) or original(column, word))
+    original = index._union  # every word's postings are read through it (one by one the first time, then together)
+    monkeypatch.setattr(index, "_union", lambda column, words: read.extend([column] * len(words)) or original(column, words))
     for title_needle, expected in (("she7", [7]), ("she", [7, 300])):
         read.clear()
         query = SearchQuery(TABLE, (Filter("body", "contains", "unique needle"), Filter("title", "contains", title_needle)), 10)

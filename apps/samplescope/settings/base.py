@@ -244,6 +244,7 @@ SUBSET_VOCABULARY_ON_ATHENA = env_bool("SUBSET_VOCABULARY_ON_ATHENA", True)
 # A refresh (and the demo data) also adds the rows of rare words and thin facet cells that the sample lacks
 # (apps.search.coverage), at most this share of the full data's rows; 0 turns it off.
 SUBSET_COVERAGE_SHARE = env_float("SUBSET_COVERAGE_SHARE", 0.1)
+SUBSET_COVERAGE_WORD_ROWS = env_int("SUBSET_COVERAGE_WORD_ROWS", 30)  # a word in at most this many rows is held whole
 SEARCH_FACET_TIMEOUT_MS = env_int("SEARCH_FACET_TIMEOUT_MS", 800)
 SEARCH_COUNT_TIMEOUT_MS = env_int("SEARCH_COUNT_TIMEOUT_MS", 300)  # exact match count, else "≥ N"
 SEARCH_EXPORT_MAX_ROWS = env_int("SEARCH_EXPORT_MAX_ROWS", 10000)
