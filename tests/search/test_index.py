@@ -665,3 +665,40 @@ def test_ne_and_in_on_nullable_columns_treat_null_as_duckdb_does(settings, tmp_p
         assert indexed.rows == scanned.rows, flt
         nulls = {row[0] for row in indexed.rows if row[2 if flt.column == "title" else 3] is None}
         assert bool(nulls) == (flt.op == "ne"), flt  # the NULL rows are in the ne answers, never in the in ones
+
+
+def test_repeated_lookups_and_unions_are_remembered_and_cannot_be_changed(settings, tmp_path, monkeypatch):
+    """The index never changes, so a process remembers a needle's words and the union of a part's many words'
+    postings (`she` in 50 words): the second search reads no postings. A remembered union is frozen: a caller
+    cannot change what the next search gets. Both memories are bounded (entries, bytes)."""
+    settings.SEARCH_SUBSET_DIR = tmp_path / "subset"
+    titles = [f"she{i % 50} title" for i in range(400)]
+    subset_table_write(name=TABLE, arrow=pa.table({"id": list(range(400)), "title": titles}),
+                       description={"key": "id", "searchable": "*", "shown": ["id", "title"]},
+                       keep_other_tables=False, stdout=io.StringIO())
+    index = word_index.file_index(table_current_path(table=TABLE)).table(TABLE)
+    first = index.lookup("title", "she")
+    assert index.lookup("title", "she") is first and len(first.parts[0]) == 50
+    assert index.lookup("title", "42") is None and index.lookup("title", "42") is None  # digits: no narrowing
+    rows = index.lookup_rows(first)
+    assert set(rows) == set(range(400))
+    read = []
+    original = index._posting
+    monkeypatch.setattr(index, "_posting", lambda column, word: read.append(word) or original(column, word))
+    again = index.lookup_rows(first)
+    assert set(again) == set(range(400)) and read == []  # remembered: no postings read
+    with pytest.raises(AttributeError):
+        again.add(1000)  # frozen
+    few = word_index._Remembered(entries=2)
+    for key in "abc":
+        few.put(key, key.upper())
+    assert (few.get("a"), few.get("b"), few.get("c")) == (None, "B", "C")
+    small = word_index._Remembered(entries=100, most_bytes=100)
+    small.put("x", 1, 20)
+    small.put("y", 2, 20)
+    small.get("x")  # used: "y" is now the oldest
+    for key in "zuvw":
+        small.put(key, 3, 20)
+    assert small.get("y") is None and small.get("x") == 1
+    small.put("huge", 4, 60)  # over a quarter of the bytes: not kept
+    assert small.get("huge") is None
