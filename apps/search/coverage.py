@@ -76,6 +76,19 @@ def coverage_keys_statement(*, relation: str, key: str, word_columns: list[str],
             f"SELECT k FROM chosen GROUP BY k ORDER BY min(rarity), min(r), k LIMIT {int(budget)}")
 
 
+def coverage_keys(*, spec, relation: str, sample_rows: int, fraction: float, order: str, dialect: str) -> str | None:
+    """coverage_keys_statement for `spec`'s table over `relation`, within the budget SUBSET_COVERAGE_SHARE gives a
+    sample of `sample_rows` rows drawn at `fraction`; None when there is nothing to add (no budget, no columns)."""
+    from django.conf import settings
+
+    budget = coverage_budget(sample_rows=sample_rows, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
+    words, cells = coverage_columns(spec=spec)
+    if budget <= 0 or not (words or cells):
+        return None
+    return coverage_keys_statement(relation=relation, key=spec.key, word_columns=words, cell_columns=cells,
+                                   budget=budget, order=order, dialect=dialect)
+
+
 def coverage_insert(*, conn, table: str, key: str, relation: str, keys: str, columns: str) -> int:
     """Add to `table` (being built: it holds the sample) the rows of `relation` whose key `keys` selects and the
     table lacks, as `columns` (the build's SELECT list); returns how many were added."""

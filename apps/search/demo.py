@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 from django.conf import settings
 
-from .coverage import coverage_budget, coverage_columns, coverage_keys_statement
+from .coverage import coverage_keys
 from .demo_data import demo_dataset_write
 from .errors import SubsetMissing, TableNotFound
 from .selectors import subset_index_stale
@@ -59,14 +59,12 @@ def demo_data_build(*, rows: int, subset_fraction: float, seed: int, stdout) -> 
 
 def _coverage_rows(*, spec, sample: pa.Table, fraction: float) -> pa.Table | None:
     """The full demo data's coverage rows that the random sample lacks (the statement a local refresh runs)."""
-    budget = coverage_budget(sample_rows=sample.num_rows, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
-    words, cells = coverage_columns(spec=spec)
-    if budget <= 0 or not (words or cells):
-        return None
     relation = f"read_parquet({quote_string(spec.full_data_glob)})"
     key = quote_identifier(spec.key)
-    keys = coverage_keys_statement(relation=relation, key=spec.key, word_columns=words, cell_columns=cells,
-                                   budget=budget, order=f"hash(CAST({key} AS VARCHAR))", dialect="duckdb")
+    keys = coverage_keys(spec=spec, relation=relation, sample_rows=sample.num_rows, fraction=fraction,
+                         order=f"hash(CAST({key} AS VARCHAR))", dialect="duckdb")
+    if keys is None:
+        return None
     conn = duckdb.connect(":memory:")
     try:
         conn.register("sample", sample.select([spec.key]))

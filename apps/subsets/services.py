@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.search.coverage import coverage_budget, coverage_columns, coverage_insert, coverage_keys_statement
+from apps.search.coverage import coverage_insert, coverage_keys
 from apps.search.services import subset_table_build
 from apps.search.store import SUBSET, disk_full, table_comment, table_current_path
 from apps.search.tables import quote_identifier, quote_string, table_spec_get
@@ -217,9 +217,10 @@ def _build(*, spec, relation: str, clause: str, out, vocabulary=None, coverage=N
         if coverage is not None:
             sampled = conn.execute(f"SELECT count(*) FROM {quote_identifier(spec.name)}").fetchone()[0]
             source, keys = coverage(sampled)
-            added = coverage_insert(conn=conn, table=spec.name, key=spec.key, relation=source, keys=keys,
-                                    columns=columns)
-            out.write(f"  coverage: {added:,} rows of rare words and thin cells added to the {sampled:,} sampled\n")
+            if keys is not None:
+                added = coverage_insert(conn=conn, table=spec.name, key=spec.key, relation=source, keys=keys,
+                                        columns=columns)
+                out.write(f"  coverage: {added:,} rows of rare words and thin cells added to the {sampled:,} sampled\n")
         if comment:
             conn.execute(f"COMMENT ON TABLE {quote_identifier(spec.name)} IS {quote_string(comment)}")
         rows = subset_file_verify(conn=conn, spec=spec)
@@ -228,14 +229,11 @@ def _build(*, spec, relation: str, clause: str, out, vocabulary=None, coverage=N
 
 
 def _local_coverage(*, spec, relation: str, fraction: float):
-    """The local backend's coverage step for _build: the keys statement over the full Parquet."""
-    words, cells = coverage_columns(spec=spec)
+    """The local backend's coverage step for _build: the keys statement over the full Parquet (None: nothing to add)."""
 
-    def keys(sampled: int) -> tuple[str, str]:
-        budget = coverage_budget(sample_rows=sampled, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
-        return relation, coverage_keys_statement(relation=relation, key=spec.key, word_columns=words,
-                                                 cell_columns=cells, budget=budget,
-                                                 order=sample_hash(key=spec.key, dialect="duckdb"), dialect="duckdb")
+    def keys(sampled: int) -> tuple[str, str | None]:
+        return relation, coverage_keys(spec=spec, relation=relation, sample_rows=sampled, fraction=fraction,
+                                       order=sample_hash(key=spec.key, dialect="duckdb"), dialect="duckdb")
 
     return keys
 
@@ -422,14 +420,12 @@ def _athena_coverage(*, run, spec, sample: str, fraction: float, workdir: Path, 
 
     athena = athena_backend or AthenaBackend()
     s3 = s3_client or s3_client_get()
-    words, cells = coverage_columns(spec=spec)
     sampled = duckdb.connect().execute(f"SELECT count(*) FROM {sample}").fetchone()[0]
-    budget = coverage_budget(sample_rows=sampled, fraction=fraction, share=settings.SUBSET_COVERAGE_SHARE)
-    if budget <= 0 or not (words or cells):
-        return None
     relation = athena.relation(spec)
-    keys = coverage_keys_statement(relation=relation, key=spec.key, word_columns=words, cell_columns=cells,
-                                   budget=budget, order=sample_hash(key=spec.key, dialect="trino"), dialect="trino")
+    keys = coverage_keys(spec=spec, relation=relation, sample_rows=sampled, fraction=fraction,
+                         order=sample_hash(key=spec.key, dialect="trino"), dialect="trino")
+    if keys is None:
+        return None
     columns = ", ".join(quote_identifier(c) for c in spec.columns)
     spent = {"bytes": 0, "cost": 0, "statements": 0}
     files = _athena_unload_files(run=run, athena=athena, s3=s3, workdir=workdir, spent=spent, purpose="coverage", out=out,
