@@ -1218,23 +1218,11 @@ class TableIndex:
         return Lookup(column, [found[i] for i in order], min(estimates[order[0]], self.rows))
 
     def _posting(self, column: str, word: int) -> BitMap:
-        """One word's rows, checked the first time this process reads them (`checked`): as many as its size
-        says, each below the row count (ARRAY: strictly increasing). Its postings blocks' checksums were
-        checked first (_postings_check)."""
+        """One ROARING word's rows, checked the first time this process reads them (`checked`): as many as its size
+        says, each below the row count. Its postings blocks' checksums were checked first (_postings_check). ARRAY
+        words are read together (_union, _arrays_check)."""
         words = self._words[column]
         raw = self._postings[HEADER_BYTES + int(words.offsets[word]): HEADER_BYTES + int(words.offsets[word + 1])]
-        if words.kinds[word] == ARRAY:
-            if not words.checked[word]:
-                size = int(words.sizes[word])
-                rows = np.frombuffer(raw, dtype="<u4")
-                if len(rows) != size or (size and rows[-1] >= self.rows) or (size > 1 and np.any(rows[1:] <= rows[:-1])):
-                    raise IndexDamaged(self.table, f"{self.table}.postings.bin: word {word} of {column} is not "
-                                                   f"{size} increasing rows below {self.rows}")
-                words.checked[word] = True
-            rows = array.array("I", raw)
-            if sys.byteorder == "big":
-                rows.byteswap()
-            return BitMap(rows)
         bitmap = BitMap.deserialize(raw)
         if not words.checked[word]:
             size = int(words.sizes[word])
@@ -1245,8 +1233,8 @@ class TableIndex:
         return bitmap
 
     def _union(self, column: str, words: np.ndarray) -> BitMap:
-        """The union of these words' rows. The ARRAY words this process has read and checked before are read as
-        one uint32 array, one BitMap built from it: a part in many rare words (`for` is in 1,104 title words)
+        """The union of these words' rows. The ARRAY words are read as one uint32 array (checked together the first
+        time: _arrays_check), one BitMap built from it: a part in many rare words (`for` is in 1,104 title words)
         cost ~5 µs a word one BitMap at a time. The others are read one by one (_posting checks them)."""
         meta = self._words[column]
         remember = len(words) >= UNION_CACHE_MIN_WORDS
@@ -1255,13 +1243,17 @@ class TableIndex:
             union = self._unions.get(key)
             if union is not None:
                 return union
-        together = (meta.kinds[words] == ARRAY) & meta.checked[words]
+        together = meta.kinds[words] == ARRAY
         parts = [self._posting(column, int(word)) for word in words[~together]]
         batch = words[together]
         if len(batch):
             starts = (HEADER_BYTES + meta.offsets[batch].astype(np.int64)).tolist()
             ends = (HEADER_BYTES + meta.offsets[batch + 1].astype(np.int64)).tolist()
-            rows = array.array("I", b"".join([self._postings[start:end] for start, end in zip(starts, ends)]))
+            raw = b"".join([self._postings[start:end] for start, end in zip(starts, ends)])
+            fresh = ~meta.checked[batch]
+            if fresh.any():
+                self._arrays_check(column, batch, raw, fresh)
+            rows = array.array("I", raw)
             if sys.byteorder == "big":
                 rows.byteswap()
             parts.append(BitMap(rows))
@@ -1270,6 +1262,24 @@ class TableIndex:
             union = FrozenBitMap(union)
             self._unions.put(key, union, _roaring_bytes(union))
         return union
+
+    def _arrays_check(self, column: str, words: np.ndarray, raw: bytes, fresh: np.ndarray) -> None:
+        """_posting's check of ARRAY words, for many at once (`raw`: their postings joined, in `words`' order): each
+        as many rows as its size says, strictly increasing, below the row count. Marks them checked. One pass of
+        NumPy instead of ~5 µs a word: the first search of a part in many rare words in a fresh worker."""
+        meta = self._words[column]
+        lengths = (meta.offsets[words + 1] - meta.offsets[words]).astype(np.int64)
+        rows = np.frombuffer(raw, dtype="<u4")
+        if np.any(lengths % 4) or np.any(lengths // 4 != meta.sizes[words]) or (len(rows) and rows.max() >= self.rows):
+            raise IndexDamaged(self.table, f"{self.table}.postings.bin: a word of {column} is not its size in rows "
+                                           f"below {self.rows}")
+        ends = np.cumsum(lengths // 4)
+        steps = np.diff(rows.astype(np.int64))
+        inside = np.ones(len(steps), dtype=bool)
+        inside[ends[:-1][(ends[:-1] > 0) & (ends[:-1] <= len(steps))] - 1] = False  # a step from one word to the next
+        if np.any(steps[inside] <= 0):
+            raise IndexDamaged(self.table, f"{self.table}.postings.bin: a word of {column} is not increasing rows")
+        meta.checked[words[fresh]] = True
 
     def _postings_check(self, column: str, words: np.ndarray) -> None:
         """The CRC-32 of every postings block these words' postings lie in, the first time a block is read in
