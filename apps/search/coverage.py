@@ -26,7 +26,7 @@ from .sql import quote_identifier, quote_string
 from .word_index import SEPARATOR
 
 CELL_ROWS = 50  # each cell keeps at least this many rows (a facet search's page; all of a smaller cell)
-WORD_ROWS = 30  # a word in at most this many full-data rows is held whole (SUBSET_COVERAGE_WORD_ROWS overrides it)
+WORD_ROWS = 30  # a word in at most this many full-data rows is held whole (the default of SUBSET_COVERAGE_WORD_ROWS)
 
 
 def coverage_budget(*, sample_rows: int, fraction: float, share: float) -> int:
@@ -37,15 +37,12 @@ def coverage_budget(*, sample_rows: int, fraction: float, share: float) -> int:
 
 
 def coverage_keys_statement(*, relation: str, key: str, word_columns: list[str], cell_columns: list[str],
-                            budget: int, order: str, dialect: str) -> str:
+                            budget: int, order: str, dialect: str, word_rows: int = WORD_ROWS) -> str:
     """SQL: the keys of at most `budget` coverage rows of `relation`, cells first (every cell's first row, then every
     cell's second, ...), then by their rarest word.
 
     `order`: an SQL expression of the row, the order within a cell (the sample's hash, so a hash sample's rows
     come first). `dialect`: "duckdb" or "trino" (word splitting and the digits test differ in spelling only)."""
-    from django.conf import settings
-
-    word_rows = int(getattr(settings, "SUBSET_COVERAGE_WORD_ROWS", WORD_ROWS))
     k = quote_identifier(key)
     separator = quote_string(SEPARATOR)
     parts = []
@@ -86,7 +83,8 @@ def coverage_keys(*, spec, relation: str, sample_rows: int, fraction: float, ord
     if budget <= 0 or not (words or cells):
         return None
     return coverage_keys_statement(relation=relation, key=spec.key, word_columns=words, cell_columns=cells,
-                                   budget=budget, order=order, dialect=dialect)
+                                   budget=budget, order=order, dialect=dialect,
+                                   word_rows=settings.SUBSET_COVERAGE_WORD_ROWS)
 
 
 def coverage_insert(*, conn, table: str, key: str, relation: str, keys: str, columns: str) -> int:

@@ -60,6 +60,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -625,7 +626,7 @@ class Vocabulary:
     def cell_rows(self, wanted: dict[str, list[str]]) -> int | None:
         """The full data's rows whose value of each column in `wanted` is one of its values (summed over the
         cells: exact), or None: no cells, or a column not among them."""
-        cells = self._cells()
+        cells = self._cells
         if cells is None or not wanted or any(column not in cells[0] for column in wanted):
             return None
         columns, codes, counts = cells
@@ -635,21 +636,18 @@ class Vocabulary:
             keep &= np.isin(codes[:, names[0]], [names[1].get(v, -1) for v in values])
         return int(counts[keep].sum())
 
+    @cached_property
     def _cells(self):
-        """({column: (its position, {value: code})}, codes per cell and column, rows per cell), built once."""
-        if "_parsed_cells" not in self.__dict__:
-            meta = self.meta.get("cells")
-            parsed = None
-            if meta and meta.get("counts"):
-                names = meta["columns"]
-                table = meta["counts"]
-                lookup = {c: {} for c in names}
-                codes = np.array([[lookup[c].setdefault(v, len(lookup[c])) if v is not None else -2
-                                   for c, v in zip(names, row[:-1])] for row in table], dtype=np.int64)
-                parsed = ({c: (i, lookup[c]) for i, c in enumerate(names)}, codes,
-                          np.array([row[-1] for row in table], dtype=np.int64))
-            self.__dict__["_parsed_cells"] = parsed
-        return self.__dict__["_parsed_cells"]
+        """({column: (its position, {value: code})}, codes per cell and column, rows per cell), or None."""
+        meta = self.meta.get("cells")
+        if not meta or not meta.get("counts"):
+            return None
+        names, table = meta["columns"], meta["counts"]
+        lookup = {c: {} for c in names}
+        codes = np.array([[lookup[c].setdefault(v, len(lookup[c])) if v is not None else -2
+                           for c, v in zip(names, row[:-1])] for row in table], dtype=np.int64)
+        return ({c: (i, lookup[c]) for i, c in enumerate(names)}, codes,
+                np.array([row[-1] for row in table], dtype=np.int64))
 
 
 def vocabulary_load(path: Path, *, table: str) -> Vocabulary | None:
