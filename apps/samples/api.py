@@ -45,7 +45,7 @@ class SearchOut(Schema):
     subset_match_count: int | None
     subset_match_count_exact: bool
     plan: dict
-    full_dataset: dict | None = None  # the full data's vocabulary: estimate, upper_bound, total_rows, built_at, proof
+    full_dataset: dict | None = None  # the full data's vocabulary: estimate, upper_bound, total_rows, built_at, proof, all_here
     suggestions: list[dict] = []  # "did you mean": known words / values near missing ones, with the corrected query
 
 
@@ -84,8 +84,9 @@ _FILTER_DOC = (
         "Tables without a warehouse say so in `notice`. A value of a low-cardinality column that the subset has "
         "never seen (a typo, usually) is listed in `unknown_values` and starts no fallback unless `confirm=1`. "
         "`full_dataset` says what the full data's vocabulary (built with each refresh) knows: about how many of its rows "
-        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can, or `all_here` when the "
-        "subset's rows are as many as it may hold: then `complete` is true and no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
+        "match (`estimate`), at most how many (`upper_bound`), and `proof` when none can, or `all_here` when every "
+        "matching row is in the subset (`all_here_reason`: its rows are as many as the full data may hold, or every row "
+        "holding a rare word of a needle is here): then `complete` is true and no fallback starts unless `confirm=1`. `suggestions` lists known words or values near ones the full data "
         "lacks (\"did you mean\"), each with the corrected `query`. "
         + _FILTER_DOC
     ),

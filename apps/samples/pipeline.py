@@ -224,9 +224,11 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         rows.add(attached.rows, RowSource.WAREHOUSE)
         complete = attached.row_count < query.limit
     learned_plan = None
-    # The subset's matching rows found (distinct rows of the full data): as many as it may hold means all of them.
+    # The subset's matching rows found (distinct rows of the full data), when it was searched to the page's limit: as
+    # many as the full data may hold, or a part of a needle whose every row is here, means all of them.
+    searched = not query.paged and not outcome.timed_out
     vocabulary = search_vocabulary_answer(query=query, spec=spec, path=context.snapshot[0],  # the file searched
-                                          subset_rows=None if query.paged else len(outcome.rows))
+                                          subset_rows=len(outcome.rows) if searched else None)
     proven = (vocabulary is not None and vocabulary.proven_empty and not rows.rows and not confirmed
               and not query.paged and attached is None)
     # As many subset rows match as the full data may hold (rare words and thin cells are held whole): no fallback.
@@ -260,7 +262,7 @@ def search_answer(*, user, query: SearchQuery | None = None, context: SearchCont
         notice = (f"The full dataset has none: {vocabulary.proof} (its vocabulary, built {vocabulary.built_at})."
                   + _scan_text(query=query, spec=spec))
     elif all_here and rows.short:
-        notice = (f"Every matching row of the full dataset is here: it has at most {vocabulary.upper_bound:,} "
+        notice = (f"Every matching row of the full dataset is here: {vocabulary.here_reason} "
                   f"(its vocabulary, built {vocabulary.built_at})." + _scan_text(query=query, spec=spec))
     elif needs_more and not has_warehouse:
         notice = NO_WAREHOUSE

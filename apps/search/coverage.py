@@ -9,7 +9,8 @@ sample). So the build adds, within a budget, the rows of:
    the order of the sample's own hash (for a hash sample, a cell's sampled rows come first: a large cell needs
    no more rows);
 2. every **rare word**: each word of a text column held by at most WORD_ROWS rows of the full data (split the
-   way the index splits, digits-only words left out), all its rows, rarest words first.
+   way the index splits; digits-only words too where the vocabulary keeps them: a code's number, not an id), all
+   its rows, rarest words first.
 
 The budget is `SUBSET_COVERAGE_SHARE` of the full data's rows; what does not fit is left to the sample and the
 warehouse. With the full data's vocabulary (built by the same refresh), a search whose subset rows are as many as
@@ -23,6 +24,7 @@ on Athena, UNLOADed like the sample).
 from __future__ import annotations
 
 from .sql import quote_identifier, quote_string
+from .vocabulary import DIGIT_WORD_LEN, DIGIT_WORDS_MAX
 from .word_index import SEPARATOR
 
 CELL_ROWS = 50  # each cell keeps at least this many rows (a facet search's page; all of a smaller cell)
@@ -59,8 +61,14 @@ def coverage_keys_statement(*, relation: str, key: str, word_columns: list[str],
     ctes = []
     if parts:
         ctes.append("tokens AS (" + " UNION ALL ".join(parts) + ")")
-        ctes.append(f"rare AS (SELECT c, w, count(*) AS n FROM tokens WHERE w <> '' AND NOT {digits} "
-                    f"GROUP BY c, w HAVING count(*) <= {word_rows})")
+        # A column's digits-only words are rare words only where the vocabulary keeps them (digit_words_kept: none
+        # longer than DIGIT_WORD_LEN, at most DIGIT_WORDS_MAX): a code's number, not ids in URLs.
+        ctes.append(f"counted AS (SELECT c, w, count(*) AS n, {digits} AS d, "
+                    f"max(CASE WHEN {digits} THEN length(w) ELSE 0 END) OVER (PARTITION BY c) AS longest, "
+                    f"sum(CASE WHEN {digits} THEN 1 ELSE 0 END) OVER (PARTITION BY c) AS numbers "
+                    f"FROM tokens WHERE w <> '' GROUP BY c, w)")
+        ctes.append(f"rare AS (SELECT c, w, n FROM counted WHERE n <= {word_rows} AND (NOT d OR "
+                    f"(longest <= {DIGIT_WORD_LEN} AND numbers <= {DIGIT_WORDS_MAX})))")
         chosen.append("SELECT tokens.k, rare.n AS rarity, CAST(NULL AS BIGINT) AS r FROM tokens JOIN rare ON tokens.c = rare.c AND tokens.w = rare.w")
     if cell_columns:
         cells = ", ".join(quote_identifier(c) for c in cell_columns)

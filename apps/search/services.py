@@ -66,7 +66,7 @@ def _threads() -> int:
 
 @contextmanager
 def subset_table_build(
-    *, table: str, stdout=None, vocabulary: Callable[[Path], object] | None = None,
+    *, table: str, stdout=None, vocabulary: Callable[[Path, duckdb.DuckDBPyConnection], object] | None = None,
 ) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
     """A new file of subset table `table`, installed when the block ends without an error.
 
@@ -77,15 +77,16 @@ def subset_table_build(
     meanwhile, and what killed builds left in the folder is deleted first. Tables still in the old
     one-file layout get their own files first (subset_legacy_convert), and that file is retired once none
     of its tables is served from it (subset_legacy_retire). A failure leaves the served file alone.
-    `vocabulary(path)`, when given, builds the full data's vocabulary beside the new file
-    (apps/search/vocabulary.py) after the block: it is installed, or deleted, with the file."""
+    `vocabulary(path, conn)`, when given, builds the full data's vocabulary beside the new file
+    (apps/search/vocabulary.py) after the block, reading the new rows through `conn`: it is installed, or
+    deleted, with the file."""
     subset_legacy_convert(skip=table, stdout=stdout)
     files = table_files(table=table)
     with files.writer_lock():
         with files.build(threads=_threads(), stdout=stdout) as (path, conn):
             yield path, conn
             if vocabulary is not None:
-                vocabulary(path)
+                vocabulary(path, conn)
         files.install(path=path)
     subset_legacy_retire()
 
@@ -153,7 +154,7 @@ def subset_table_write(
     keep_other_tables: bool = True,
     sample_fraction: float = 1.0,
     stdout=None,
-    vocabulary: Callable[[Path], object] | None = None,
+    vocabulary: Callable[[Path, duckdb.DuckDBPyConnection], object] | None = None,
 ) -> Path:
     """Build a new file of subset table `name` (from an Arrow table or Parquet files) and install it
     atomically (subset_table_build); the other tables stay as they are, unless keep_other_tables=False

@@ -4,7 +4,8 @@ What the subset cannot know (is this word anywhere in the 200M rows? how many ro
 vocabulary says without scanning: for each text column, every distinct word of the full data with the
 number of rows holding it, split exactly as the word index splits (apps/search/word_index.py: the
 value lowercased by pyarrow's `utf8_lower`, split at every character that is not a letter or digit;
-words of ASCII digits only are left out, as the index leaves them out); for each low-cardinality text
+words of ASCII digits only, which the index leaves out, are kept where they are numbers and not ids:
+digit_words_kept); for each low-cardinality text
 column (at most VALUES_MAX distinct values), every distinct value with its row count, and the rows of
 every combination of those columns' values (a *cell*: label x lang x domain; at most CELLS_MAX of them).
 
@@ -23,7 +24,9 @@ It gives, before any paid query (apps.search.selectors.vocabulary_answer):
   together are bounded by their cells' rows, exactly) and an estimate (independence: total rows x
   the product of the filters' shares);
 - **proofs that every matching row is here** (`all_here`): when the subset's matching rows found (distinct rows
-  of the full data) are as many as the upper bound, the full data has no other. The subset is a sample of
+  of the full data) are as many as the upper bound, the full data has no other; or when a needle has a part
+  whose every word has all its rows in the subset (`.whole.npy`, from the subset's words counted by the same
+  build). The subset is a sample of
   the data the vocabulary counted (one refresh builds both) and holds, beyond its random rows, every row of the
   rarest words and of thin cells (apps.search.coverage), so rare-word and facet searches end here for free.
 
@@ -40,7 +43,8 @@ built inside the same SwappedFiles.build as the file and installed (fsynced, swa
   each trigram, uint32, sorted; a needle's words are the intersection of its trigrams' lists, each
   checked: at tens of millions of words a scan of the word list took ~60 ms a needle), `.del.bin` /
   `.delw.npy` (the deletion neighbourhood of the
-  most frequent ASCII words, sorted and NUL-joined, and the word each string came from);
+  most frequent ASCII words, sorted and NUL-joined, and the word each string came from), `.whole.npy` (version
+  3, int32: how many of the first i words have every row in the subset; a range of words is asked in O(1));
 - low-cardinality columns' values and counts in the meta, and their cells (`cells`: the columns, and one
   [value, value, ..., rows] a combination; null for NULL).
 
@@ -74,7 +78,8 @@ from .word_index import DIGITS, SEPARATOR, _split, lowered, words_before
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".vocab"
-VERSION = 2  # 2: trigram postings (which words hold each trigram); 1 had the trigram set only
+VERSION = 3  # 3: digits-only words, and which words have every row in the subset; 2: trigram postings (which
+# words hold each trigram); 1 had the trigram set only
 OLDEST_VERSION = 1  # read still: a version-1 vocabulary finds a needle's words by scanning its word list
 MAGIC = b"SSVOCAB1"
 VALUES_MAX = 1000  # a text column with at most this many distinct values keeps every value with its count
@@ -83,6 +88,11 @@ SUGGEST_WORDS = 50_000  # the most frequent words of each column that "did you m
 SUGGEST_MAX_LEN = 24  # longer words get no deletion neighbourhood (it grows as the square of the length)
 MAX_DISTANCE = 2
 SUGGESTIONS = 5  # at most this many per missing word or value
+DIGIT_WORD_LEN = 6  # a digits-only word longer than this (an id) is counted as LONG_DIGITS
+LONG_DIGITS = "#"  # stands for every long digits-only word while counting (no word holds a "#")
+DIGIT_WORDS_MAX = 200_000  # a column keeps its digits-only words (codes, years, counts) when it has at most this
+# many distinct ones and none longer than DIGIT_WORD_LEN; a column of ids keeps none (a digits-only part of a
+# needle then proves and bounds nothing there)
 BOUND_HITS = 10_000  # a part in more words than this bounds nothing (the total rows are its bound)
 POSTINGS_ENOUGH = 64  # candidate words few enough to check one by one rather than intersect another list
 CHUNK_ROWS = 131_072
@@ -134,20 +144,74 @@ def value_columns(*, spec, columns: list[str]) -> list[str]:
 
 def chunk_words(values: pa.Array | pa.ChunkedArray) -> pa.Table:
     """(p: the value's position in the chunk, w: a word of it) for a chunk of values, split exactly as the
-    word index splits them (word_index.lowered, SEPARATOR); words of ASCII digits only left out."""
+    word index splits them (word_index.lowered, SEPARATOR); a digits-only word longer than DIGIT_WORD_LEN becomes
+    LONG_DIGITS (its column then keeps no digits-only word: digit_words_kept)."""
     low = lowered(values)
     words = pc.split_pattern(pc.replace_substring_regex(low, SEPARATOR, " "), " ")
     flat = pc.list_flatten(words)
     parents = pc.list_parent_indices(words)
-    keep = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.ascii_is_decimal(flat)))
-    return pa.table({"p": parents.filter(keep), "w": flat.filter(keep)})
+    keep = pc.greater(pc.binary_length(flat), 0)
+    flat, parents = flat.filter(keep), parents.filter(keep)
+    long = pc.and_(pc.ascii_is_decimal(flat), pc.greater(pc.binary_length(flat), DIGIT_WORD_LEN))
+    return pa.table({"p": parents, "w": pc.if_else(long, LONG_DIGITS, flat)})
 
 
-def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> dict:
+def digit_words_kept(words: pa.Table) -> tuple[pa.Table, bool]:
+    """One column's counted words (w, n), without LONG_DIGITS, and without its digits-only words unless the column
+    keeps them (none longer than DIGIT_WORD_LEN, at most DIGIT_WORDS_MAX distinct); whether it keeps them."""
+    w = words.column("w")
+    digits = pc.ascii_is_decimal(w)
+    kept = (not pc.any(pc.equal(w, LONG_DIGITS)).as_py()
+            and (pc.sum(digits).as_py() or 0) <= DIGIT_WORDS_MAX)
+    drop = pc.or_(pc.equal(w, LONG_DIGITS), pc.and_(digits, pa.scalar(not kept)))
+    return words.filter(pc.invert(drop)), kept
+
+
+def word_counts(*, conn, relation: str, columns: list[str], started: float, label: str,
+                stdout=None) -> dict[str, pa.Table]:
+    """Each of `columns`' words (chunk_words) in `relation` (read through `conn`) with the rows holding it: one
+    read, each chunk split in Arrow, each word counted once per row by DuckDB. A column's digits-only words stop
+    being counted once it cannot keep them (digit_words_kept), so ids in URLs cost no memory."""
+    counter = duckdb.connect(":memory:")
+    counting_digits = dict.fromkeys(columns, True)
+    try:
+        for number in range(len(columns)):
+            counter.execute(f"CREATE TABLE counts_{number} (w VARCHAR, n BIGINT)")
+        if columns:
+            select = ", ".join(quote_identifier(c) for c in columns)
+            reader = conn.sql(f"SELECT {select} FROM {relation}").to_arrow_reader(CHUNK_ROWS)
+            done = 0
+            for chunk, batch in enumerate(reader, 1):
+                for number, column in enumerate(columns):
+                    pairs = chunk_words(batch.column(column))
+                    if not counting_digits[column]:
+                        pairs = pairs.filter(pc.invert(pc.ascii_is_decimal(pairs.column("w"))))  # noqa: F841
+                    counter.execute(f"INSERT INTO counts_{number} SELECT w, count(DISTINCT p) FROM pairs GROUP BY w")
+                    if chunk % MERGE_EVERY == 0:  # memory: the distinct words so far, not a row per chunk and word
+                        counter.execute(f"CREATE OR REPLACE TABLE counts_{number} AS "
+                                        f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w")
+                        if counting_digits[column]:
+                            digits, long = counter.execute(
+                                f"SELECT count(*) FILTER (regexp_full_match(w, '[0-9]+')), bool_or(w = '{LONG_DIGITS}') "
+                                f"FROM counts_{number}").fetchall()[0]
+                            if long or digits > DIGIT_WORDS_MAX:  # it keeps none: LONG_DIGITS stays to say so
+                                counting_digits[column] = False
+                                counter.execute(f"DELETE FROM counts_{number} WHERE regexp_full_match(w, '[0-9]+')")
+                                counter.execute(f"INSERT INTO counts_{number} VALUES ('{LONG_DIGITS}', 1)")
+                done += batch.num_rows
+                if stdout is not None and chunk % 16 == 0:  # batches need not hold exactly CHUNK_ROWS rows
+                    stdout.write(f"  vocabulary {label}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
+        return {column: counter.sql(f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w").to_arrow_table()
+                for number, column in enumerate(columns)}
+    finally:
+        counter.close()
+
+
+def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None, subset_conn=None) -> dict:
     """Build the vocabulary of `path` (a subset file being built) from the full data `relation`
-    (DuckDB SQL, e.g. read_parquet('…/*.parquet')): one read of the text columns, each chunk split in
-    Arrow exactly as the word index splits, each word counted once per row by DuckDB; low-cardinality
-    columns counted by DuckDB."""
+    (DuckDB SQL, e.g. read_parquet('…/*.parquet')): one read of the text columns (word_counts); low-cardinality
+    columns and their cells counted by DuckDB. `subset_conn`: a connection holding the subset's rows as table
+    `spec.name` (the build's): its words are counted too, to know which words have every row in the subset."""
     started = time.perf_counter()
     conn = duckdb.connect(":memory:")
     try:
@@ -157,30 +221,25 @@ def vocabulary_build_local(*, path: Path, spec, relation: str, stdout=None) -> d
         values = _local_values(conn=conn, relation=relation, columns=value_columns(spec=spec, columns=columns))
         cells = cells_from_rows(columns=list(values), rows=conn.execute(
             cells_statement(relation=relation, columns=list(values))).fetchall()) if len(values) > 1 else None
-        counter = duckdb.connect(":memory:")
-        for number in range(len(columns)):
-            counter.execute(f"CREATE TABLE counts_{number} (w VARCHAR, n BIGINT)")
-        if columns:
-            select = ", ".join(quote_identifier(c) for c in columns)
-            reader = conn.sql(f"SELECT {select} FROM {relation}").to_arrow_reader(CHUNK_ROWS)
-            done = 0
-            for chunk, batch in enumerate(reader, 1):
-                for number, column in enumerate(columns):
-                    pairs = chunk_words(batch.column(column))  # noqa: F841 - read by DuckDB below
-                    counter.execute(f"INSERT INTO counts_{number} SELECT w, count(DISTINCT p) FROM pairs GROUP BY w")
-                    if chunk % MERGE_EVERY == 0:  # memory: the distinct words so far, not a row per chunk and word
-                        counter.execute(f"CREATE OR REPLACE TABLE counts_{number} AS "
-                                        f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w")
-                done += batch.num_rows
-                if stdout is not None and chunk % 16 == 0:  # batches need not hold exactly CHUNK_ROWS rows
-                    stdout.write(f"  vocabulary {spec.name}: {done:,} rows, {time.perf_counter() - started:.1f}s\n")
-        words = {column: counter.sql(f"SELECT w, sum(n)::BIGINT AS n FROM counts_{number} GROUP BY w").to_arrow_table()
-                 for number, column in enumerate(columns)}
-        counter.close()
+        words = word_counts(conn=conn, relation=relation, columns=columns, started=started, label=spec.name,
+                            stdout=stdout)
     finally:
         conn.close()
     return vocabulary_write(path=path, table=spec.name, total_rows=int(total), words=words, values=values,
-                            source="local", started=started, stdout=stdout, cells=cells)
+                            source="local", started=started, stdout=stdout, cells=cells,
+                            subset_words=subset_word_counts(conn=subset_conn, spec=spec, columns=list(words)))
+
+
+def subset_word_counts(*, conn, spec, columns: list[str]) -> dict[str, pa.Table] | None:
+    """word_counts of the subset's rows (table `spec.name` of `conn`, the file being built), or None without one."""
+    if conn is None:
+        return None
+    cursor = conn.cursor()  # its own: the build's connection may hold an unfinished result
+    try:
+        return word_counts(conn=cursor, relation=quote_identifier(spec.name), columns=columns,
+                           started=time.perf_counter(), label=f"{spec.name} (subset)")
+    finally:
+        cursor.close()
 
 
 def vocabulary_builder(*, spec, stdout=None):
@@ -194,8 +253,8 @@ def vocabulary_builder(*, spec, stdout=None):
         return None
     relation = f"read_parquet({quote_string(spec.full_data_glob)})"
 
-    def build(path: Path) -> dict:
-        return vocabulary_build_local(path=path, spec=spec, relation=relation, stdout=stdout)
+    def build(path: Path, conn) -> dict:
+        return vocabulary_build_local(path=path, spec=spec, relation=relation, stdout=stdout, subset_conn=conn)
 
     return build
 
@@ -302,15 +361,34 @@ def trigram_keys(part: str) -> np.ndarray:
     return (a << np.uint64(42)) | (b << np.uint64(21)) | c
 
 
-def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | None) -> dict:
-    """Write one word column's files; returns {file name: sha256} and its sizes."""
-    if words is not None and "word" in words.column_names:  # the Trino statements' names
-        words = pa.table({"w": words.column("word").cast(pa.large_string()), "n": words.column("n").cast(pa.int64())})
+def _word_table(words: pa.Table | None) -> pa.Table:
+    """(w, n) from either backend's counted words (the Trino statements name them word, n)."""
+    if words is not None and "word" in words.column_names:
+        words = pa.table({"w": words.column("word"), "n": words.column("n")})
     if words is None or not words.num_rows:
-        words = pa.table({"w": pa.array([], pa.large_string()), "n": pa.array([], pa.int64())})
+        return pa.table({"w": pa.array([], pa.large_string()), "n": pa.array([], pa.int64())})
+    return pa.table({"w": words.column("w").cast(pa.large_string()), "n": words.column("n").cast(pa.int64())})
+
+
+def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | None,
+                  subset: pa.Table | None = None) -> dict:
+    """Write one word column's files; returns its sizes and whether it keeps digits-only words. `subset`: the
+    subset's words counted the same way: a word whose every full-data row the subset holds is marked whole."""
+    words, digits = digit_words_kept(_word_table(words))
     order = pc.sort_indices(words.column("w"))  # byte order: UTF-8 sorts as code points
     sorted_words = words.column("w").take(order).combine_chunks().cast(pa.large_string())
     counts = words.column("n").take(order).to_numpy().astype(np.int64)
+    prefix = f"{table}.c{number}"
+    whole = None
+    if subset is not None:  # which words have all their rows here: cumulative, so a range of words is asked in O(1)
+        subset = _word_table(subset)
+        at = pc.index_in(sorted_words, value_set=subset.column("w").combine_chunks())
+        here = np.zeros(len(counts), dtype=np.int64)
+        found = at.is_valid().to_numpy(zero_copy_only=False)
+        here[found] = subset.column("n").to_numpy()[at.drop_null().to_numpy()]
+        flags = here == counts
+        np.save(folder / f"{prefix}.whole.npy", np.concatenate([[0], np.cumsum(flags)]).astype(np.int32))
+        whole = int(flags.sum())
     # The blob: NUL, then each word followed by NUL.
     encoded = [w.encode("utf-8") for w in sorted_words.to_pylist()]
     blob = b"\0" + b"\0".join(encoded) + b"\0" if encoded else b"\0"
@@ -318,7 +396,6 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     starts = (np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]).astype(np.int64) if len(encoded)
               else np.zeros(0, np.int64))
     del encoded
-    prefix = f"{table}.c{number}"
     (folder / f"{prefix}.words.bin").write_bytes(MAGIC + blob)
     np.save(folder / f"{prefix}.starts.npy", starts)
     np.save(folder / f"{prefix}.cum.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
@@ -345,7 +422,8 @@ def _column_write(*, folder: Path, table: str, number: int, words: pa.Table | No
     deleted, owners = deletion_neighbourhood(words=sorted_words.take(pa.array(top, type=pa.int64())), owners=top)
     (folder / f"{prefix}.del.bin").write_bytes(MAGIC + deleted)
     np.save(folder / f"{prefix}.delw.npy", owners)
-    return {"words": int(len(sorted_words)), "suggestable": int(len(top))}
+    return {"words": int(len(sorted_words)), "suggestable": int(len(top)), "digits": digits,
+            **({"whole_words": whole} if whole is not None else {})}
 
 
 def cells_statement(*, relation: str, columns: list[str]) -> str:
@@ -369,15 +447,18 @@ def _json_value(value):
 
 def vocabulary_write(*, path: Path, table: str, total_rows: int, words: dict[str, pa.Table | None],
                      values: dict[str, dict[str, int]], source: str, started: float, stdout=None,
-                     extra: dict | None = None, cells: dict | None = None) -> dict:
-    """Write the vocabulary folder of `path` from counted words, values and cells (any backend's)."""
+                     extra: dict | None = None, cells: dict | None = None,
+                     subset_words: dict[str, pa.Table] | None = None) -> dict:
+    """Write the vocabulary folder of `path` from counted words, values and cells (any backend's). `subset_words`:
+    the subset's words counted the same way (subset_word_counts), to mark the words whose every row is here."""
     folder = vocabulary_dir_for(path)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     columns = {}
     for number, (column, table_words) in enumerate(words.items()):
-        columns[column] = {"number": number, **_column_write(folder=folder, table=table, number=number,
-                                                             words=table_words)}
+        columns[column] = {"number": number, **_column_write(
+            folder=folder, table=table, number=number, words=table_words,
+            subset=None if subset_words is None else subset_words.get(column))}
     files = {entry.name: _sha256(entry) for entry in sorted(folder.iterdir())}
     meta = {"magic": MAGIC.decode(), "version": VERSION, "table": table, "source": source,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "rows": int(total_rows),
@@ -401,11 +482,14 @@ TRINO_SEPARATOR = SEPARATOR  # the same class: Trino's regexp_split (Joni) knows
 
 
 def words_statement(*, relation: str, column: str) -> str:
-    """Trino SQL: each word of `column` (lowercased, split as the index splits) with the rows holding it."""
+    """Trino SQL: each word of `column` (lowercased, split as the index splits) with the rows holding it; digits-only
+    words longer than DIGIT_WORD_LEN counted as one, LONG_DIGITS (so ids add one row, not one a row: the column
+    then keeps no digits-only word, digit_words_kept)."""
     col = quote_identifier(column)
-    return (f"SELECT w AS word, count(*) AS n FROM {relation} "
+    word = f"CASE WHEN regexp_like(w, '^[0-9]{{{DIGIT_WORD_LEN + 1},}}$') THEN '{LONG_DIGITS}' ELSE w END"
+    return (f"SELECT {word} AS word, count(*) AS n FROM {relation} "
             f"CROSS JOIN UNNEST(array_distinct(regexp_split(lower({col}), {quote_string(TRINO_SEPARATOR)}))) AS t (w) "
-            f"WHERE w <> '' AND NOT regexp_like(w, '^[0-9]+$') GROUP BY w")
+            f"WHERE w <> '' GROUP BY 1")
 
 
 def values_statement(*, relation: str, column: str) -> str:
@@ -430,8 +514,9 @@ class ColumnWords:
     """One column's words: the sorted NUL-joined blob (memory-mapped), cumulative counts, trigrams and
     the deletion neighbourhood."""
 
-    def __init__(self, folder: Path, table: str, number: int):
+    def __init__(self, folder: Path, table: str, number: int, *, digits: bool = False):
         prefix = f"{table}.c{number}"
+        self.digits = digits  # its digits-only words are kept (version 3), so a digits-only part is bounded too
         # The words memory-mapped (every web worker shares one page cache); positions count from the file's
         # start, past the magic.
         with open(folder / f"{prefix}.words.bin", "rb") as handle:
@@ -458,6 +543,11 @@ class ColumnWords:
         self.owners = np.load(folder / f"{prefix}.delw.npy")
         if len(self.cum) != len(self.starts) + 1 or self.deleted.count(b"\0") - 1 != len(self.owners):
             raise VocabularyDamaged(f"{prefix}: its arrays disagree")
+        # Version 3: how many of the first i words have every row in the subset (none known without it).
+        whole = folder / f"{prefix}.whole.npy"
+        self.whole = np.load(whole) if whole.exists() else None
+        if self.whole is not None and len(self.whole) != len(self.cum):
+            raise VocabularyDamaged(f"{prefix}.whole.npy disagrees with its words")
         self.deleted_starts = _starts(self.deleted)
         self.ends = (np.append(self.starts[1:] - 1, len(self.blob) - 1) if len(self.starts)
                      else np.zeros(0, np.int64))
@@ -495,24 +585,53 @@ class ColumnWords:
         at = np.searchsorted(self.grams, keys)
         return bool(np.any(at >= len(self.grams)) or np.any(self.grams[np.minimum(at, len(self.grams) - 1)] != keys))
 
+    def _all_whole(self, low: int, high: int) -> bool:
+        """Every row of words low..high-1 is in the subset."""
+        return self.whole is not None and int(self.whole[high] - self.whole[low]) == high - low
+
+    def placed(self, part: str, how: str) -> tuple[bool, int | None, bool]:
+        """For the words equal to / starting with / ending with / containing `part` (`how`: exact, prefix, suffix,
+        contains): (some word is one, the rows holding them summed or None: too many words to sum, every row of
+        them is in the subset)."""
+        key = part.encode("utf-8")
+        if how in ("exact", "prefix"):
+            low = self._before(key)
+            if how == "exact":
+                high = low + int(low < len(self.starts) and self.blob[self.starts[low]: self.ends[low]] == key)
+            else:
+                high = self._before(key + b"\xff")
+            return high > low, int(self.cum[high] - self.cum[low]), self._all_whole(low, high)
+        hits = self._inner_hits(part, suffix=how == "suffix")
+        if hits is None:
+            return True, None, False
+        if not len(hits):
+            return False, 0, True
+        whole = self.whole is not None and bool(np.all(self.whole[hits + 1] - self.whole[hits] == 1))
+        return True, int((self.cum[hits + 1] - self.cum[hits]).sum()), whole
+
     def inner(self, part: str, *, suffix: bool) -> tuple[bool, int | None]:
         """(some word contains / ends with `part`, rows holding such words summed, or None past BOUND_HITS
         words)."""
-        if self._grams_missing(part):
-            return False, 0
-        if self.gram_words is not None and len(part) >= 3:
-            found = self._inner_by_postings(part, suffix=suffix)
-            if found is not None:
-                return found
-        return self._inner_by_scan(part, suffix=suffix)
+        found, rows, _ = self.placed(part, "suffix" if suffix else "contains")
+        return found, rows
 
-    def _inner_by_postings(self, part: str, *, suffix: bool) -> tuple[bool, int | None] | None:
-        """inner() from the words holding every trigram of `part` (the shortest lists intersected first), each
-        checked to hold `part` itself; None when too many candidates hold none of it to tell cheaply."""
+    def _inner_hits(self, part: str, *, suffix: bool) -> np.ndarray | None:
+        """The words containing / ending with `part` (their numbers, int64), or None: more than BOUND_HITS."""
+        if self._grams_missing(part):
+            return np.zeros(0, np.int64)
+        if self.gram_words is not None and len(part) >= 3:
+            decided, hits = self._hits_by_postings(part, suffix=suffix)
+            if decided:
+                return hits
+        return self._hits_by_scan(part, suffix=suffix)
+
+    def _hits_by_postings(self, part: str, *, suffix: bool) -> tuple[bool, np.ndarray | None]:
+        """_inner_hits from the words holding every trigram of `part` (the shortest lists intersected first), each
+        checked to hold `part` itself; (False, None) when too many candidates hold none of it to tell cheaply."""
         keys = np.unique(trigram_keys(part))
         at = np.searchsorted(self.grams, keys)
         if np.any(at >= len(self.grams)) or np.any(self.grams[np.minimum(at, len(self.grams) - 1)] != keys):
-            return False, 0  # a trigram no word has
+            return True, np.zeros(0, np.int64)  # a trigram no word has
         lists = sorted((self.gram_words[self.gram_starts[i]: self.gram_starts[i + 1]] for i in at.tolist()), key=len)
         candidates = np.asarray(lists[0])
         for more in lists[1:]:
@@ -522,35 +641,27 @@ class ColumnWords:
         key = part.encode("utf-8")
         check = (lambda w: w.endswith(key)) if suffix else (lambda w: key in w)
         if len(part) == 3 and not suffix:  # a three-letter part is in a word exactly when its trigram is
-            hits = candidates
+            hits = np.asarray(candidates, dtype=np.int64)
         else:
             starts, ends, blob = self.starts, self.ends, self.blob
             checked = candidates[: BOUND_HITS * 4].tolist()
-            hits = [w for w in checked if check(blob[starts[w]: ends[w]])]
+            found = [w for w in checked if check(blob[starts[w]: ends[w]])]
             if len(checked) < len(candidates):  # more than we check: found, the bound unknown
-                return (True, None) if hits else None
-            hits = np.array(hits, dtype=np.int64)
-        if not len(hits):
-            return False, 0
-        if len(hits) > BOUND_HITS:
-            return True, None
-        hits = np.asarray(hits, dtype=np.int64)
-        return True, int((self.cum[hits + 1] - self.cum[hits]).sum())
+                return (True, None) if found else (False, None)
+            hits = np.array(found, dtype=np.int64)
+        return True, (None if len(hits) > BOUND_HITS else hits)
 
-    def _inner_by_scan(self, part: str, *, suffix: bool) -> tuple[bool, int | None]:
+    def _hits_by_scan(self, part: str, *, suffix: bool) -> np.ndarray | None:
         pattern = part.encode("utf-8") + (b"\0" if suffix else b"")
         find = self.blob.find
         position = find(pattern, self.base)
-        if position == -1:
-            return False, 0
         hits = []
         while position != -1:
             hits.append(position)
             if len(hits) > BOUND_HITS:
-                return True, None
+                return None
             position = find(pattern, position + 1)
-        words = np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
-        return True, int((self.cum[words + 1] - self.cum[words]).sum())
+        return np.unique(np.searchsorted(self.starts, np.array(hits, dtype=np.int64), side="right") - 1)
 
     def near(self, word: str, *, distance: int = MAX_DISTANCE) -> list[tuple[int, str, int]]:
         """Known words within `distance` edits of `word`: (distance, word, rows), nearest then most frequent."""
@@ -670,7 +781,7 @@ def vocabulary_load(path: Path, *, table: str) -> Vocabulary | None:
                 raise VocabularyDamaged(f"{name} fails its checksum")
         vocabulary = Vocabulary(path=path, meta=meta)
         for column, info in meta["columns"].items():
-            vocabulary.words[column] = ColumnWords(folder, table, int(info["number"]))
+            vocabulary.words[column] = ColumnWords(folder, table, int(info["number"]), digits=bool(info.get("digits")))
         return vocabulary
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         logger.warning("Vocabulary of %s/%s not used (%s): no proofs of absence, suggestions or estimates "
@@ -758,7 +869,8 @@ class VocabularyAnswer:
     estimate: int  # about this many, assuming the filters independent
     proof: str = ""
     suggestions: list[Suggestion] = field(default_factory=list)
-    all_here: bool = False  # the subset's matching rows are as many as the upper bound: the full data has no other
+    all_here: bool = False  # every matching row of the full data is in the subset (`here_reason` says why)
+    here_reason: str = ""  # e.g. "it has at most 7", "every row of it whose text holds 'kx-4821' is in the subset"
 
     @property
     def proven_empty(self) -> bool:
@@ -766,7 +878,8 @@ class VocabularyAnswer:
 
     def as_dict(self) -> dict:
         return {"built_at": self.built_at, "total_rows": self.total_rows, "upper_bound": self.upper_bound,
-                "estimate": self.estimate, "proof": self.proof or None, "all_here": self.all_here}
+                "estimate": self.estimate, "proof": self.proof or None, "all_here": self.all_here,
+                "all_here_reason": self.here_reason or None}
 
     def expected_text(self) -> str:
         """E.g. About 1,200 of the full dataset's 2,000,000 rows match (at most 3,400)."""
@@ -782,9 +895,10 @@ def _list_values(flt) -> list[str]:
     return [flt.value or ""]
 
 
-def _needle_bound(words: ColumnWords, needle: str, *, whole: bool) -> tuple[bool, int | None]:
+def _needle_bound(words: ColumnWords, needle: str, *, whole: bool) -> tuple[bool, int | None, bool]:
     """(can a value of this column hold `needle` (any case) — equal it when `whole` —, an upper bound of the
-    rows that do, or None: unknown). Only for ASCII needles (the caller checks)."""
+    rows that do, or None: unknown, is every row that does in the subset: some part's words all are). Only for
+    ASCII needles (the caller checks)."""
     parts = split_parts(needle)
     placed: list[tuple[str, str]]
     if whole:
@@ -794,21 +908,17 @@ def _needle_bound(words: ColumnWords, needle: str, *, whole: bool) -> tuple[bool
     else:
         placed = [(parts[0], "suffix")] + [(p, "exact") for p in parts[1:-1]] + [(parts[-1], "prefix")]
     bound: int | None = None
+    here = False
     for part, how in placed:
-        if not part or digits_only(part):
-            continue  # an empty end matches anything; digit-only words are not in the vocabulary
-        if how == "exact":
-            rows = words.exact(part)
-            found = rows > 0
-        elif how == "prefix":
-            found, rows = words.prefix(part)
-        else:
-            found, rows = words.inner(part, suffix=how == "suffix")
+        if not part or (digits_only(part) and not words.digits):
+            continue  # an empty end matches anything; this column's digits-only words are not kept
+        found, rows, all_here = words.placed(part, how)
         if not found:
-            return False, 0
+            return False, 0, True
         if rows is not None:
             bound = rows if bound is None else min(bound, rows)
-    return True, bound
+        here = here or all_here
+    return True, bound, here
 
 
 def _corrected(flt, missing: str, suggestion: str) -> str:
@@ -857,8 +967,10 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
     without a vocabulary.
 
     `subset_rows`: how many distinct rows of the subset file (a sample of the data this vocabulary counted) the
-    caller found matching (a page of them will do: they are full-data rows); as many as the upper bound: the
-    full data has no other (`all_here`)."""
+    caller found matching, searching it to the end or to the page's limit (None: it did not, e.g. a timeout or a
+    later page). Every matching row of the full data is then in the subset (`all_here`) when they are as many as
+    the upper bound, or when a filter's needle has a part whose every word has all its rows in the subset (the
+    coverage rows hold rare words whole: a code `KX-4821` whose `4821` is in 12 rows, all here)."""
     if vocabulary is None:
         return None
     total = vocabulary.rows
@@ -866,6 +978,7 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
     value_bounds: list[int] = []  # eq / in on low-cardinality columns, each alone; their cells bound them together
     cell_wanted: dict[str, list[str]] = {}
     proof = ""
+    held = ""  # a filter all of whose full-data rows are in the subset
     suggestions: list[Suggestion] = []
     for flt in query.filters:
         if flt.op not in WORD_OPS or not flt.value:
@@ -893,10 +1006,11 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
         needles = _list_values(flt)
         if not all(n.isascii() for n in needles):
             continue  # non-ASCII case folding may differ between engines: no proof, no bound
-        found_any, bound_sum = False, 0
+        found_any, bound_sum, here = False, 0, True
         for needle in needles:
-            found, bound = _needle_bound(words, needle, whole=whole)
+            found, bound, all_here = _needle_bound(words, needle, whole=whole)
             found_any = found_any or found
+            here = here and all_here
             bound_sum = None if (bound_sum is None or (found and bound is None)) else bound_sum + (bound or 0)
             if not found:
                 for part in split_parts(needle):
@@ -906,6 +1020,8 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
                                                           _corrected(flt, part, text)))
         if not found_any and not proof:
             proof = f"no word of the full dataset's {flt.column} can hold {flt.value!r}"
+        if here and needles and not held:
+            held = f"every row of it whose {flt.column} {'holds' if not whole else 'is'} {flt.value!r} is in the subset"
         if bound_sum is not None:
             bounds.append(bound_sum)
     cell_bound = vocabulary.cell_rows(cell_wanted) if len(cell_wanted) > 1 else None
@@ -926,6 +1042,9 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
     for bound in bounds:
         estimate = estimate * bound / max(total, 1)
     estimate = 0 if proof else min(upper, int(round(estimate)))
-    all_here = not proof and subset_rows is not None and subset_rows >= upper
+    here_reason = ""
+    if not proof and subset_rows is not None:
+        here_reason = f"it has at most {upper:,}" if subset_rows >= upper else held
     return VocabularyAnswer(built_at=vocabulary.built_at, total_rows=total, upper_bound=int(upper),
-                            estimate=int(estimate), proof=proof, suggestions=suggestions, all_here=all_here)
+                            estimate=int(estimate), proof=proof, suggestions=suggestions, all_here=bool(here_reason),
+                            here_reason=here_reason)

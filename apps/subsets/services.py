@@ -356,11 +356,12 @@ def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_c
     each UNLOADed to S3 as Parquet and downloaded; what they scan is added to this refresh's bytes and cost
     (system spend: the refresh is audited without a user)."""
 
-    def build(path: Path) -> dict:
+    def build(path: Path, conn) -> dict:
         from apps.search.vocabulary import (
             VALUES_MAX,
             cells_from_rows,
             cells_statement,
+            subset_word_counts,
             total_statement,
             value_columns,
             values_statement,
@@ -398,6 +399,7 @@ def _athena_vocabulary_builder(*, run, spec, workdir: Path, athena_backend, s3_c
                   f"(${spent['cost']}), counted in this refresh's cost\n")
         return vocabulary_write(path=path, table=spec.name, total_rows=total, words=words, values=values,
                                 source="athena", started=started, stdout=out, cells=cells,
+                                subset_words=subset_word_counts(conn=conn, spec=spec, columns=columns),
                                 extra={"athena_bytes_scanned": spent["bytes"], "athena_cost_usd": str(spent["cost"])})
 
     return build

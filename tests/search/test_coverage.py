@@ -47,6 +47,8 @@ def _dataset(tmp_path, seed: int, rows: int = 1500) -> str:
         body = _body(rng)
         if body is not None and rng.random() < 0.2:  # words in a few rows each: the rare words coverage holds
             body += f" zq{rng.randrange(rows // 4)}x"
+        if body is not None and rng.random() < 0.15:  # codes: their numbers are rare words, shared by a few codes
+            body += f" {_code(rng)}"
         bodies.append(body)
     table = pa.table({"id": pa.array(range(rows), pa.int64()), "body": pa.array(bodies, pa.string()),
                       "tag": pa.array([rng.choice(TAGS) if rng.random() > 0.03 else None for _ in range(rows)]),
@@ -55,6 +57,10 @@ def _dataset(tmp_path, seed: int, rows: int = 1500) -> str:
     folder.mkdir()
     pq.write_table(table, folder / "part-0.parquet")
     return str(folder / "*.parquet")
+
+
+def _code(rng: random.Random) -> str:
+    return f"{rng.choice('KZ')}{rng.choice('XY')}-{rng.randrange(1000, 1040)}"
 
 
 def _keys(glob: str, budget: int, dialect: str = "duckdb") -> list[int]:
@@ -103,24 +109,29 @@ def test_every_row_here_is_never_contradicted_by_a_full_scan(tmp_path, seed):
     vocabularies, 400 random searches: `all_here` only where the full data has exactly the subset's rows."""
     glob = _dataset(tmp_path, seed)
     relation = f"read_parquet('{glob}')"
-    vocabulary_build_local(path=tmp_path / "local.duckdb", spec=SPEC, relation=relation)
-    vocabularies = {"local": vocabulary_load(tmp_path / "local.duckdb", table="docs"),
-                    "trino": _trino_vocabulary(tmp_path, glob, "trino", columns=("body", "tag", "kind"),
-                                               values=("tag", "kind"))}
-    assert vocabularies["local"].meta["cells"]["columns"] == ["tag", "kind"]
-    assert vocabularies["local"].meta["cells"] == vocabularies["trino"].meta["cells"]
     conn = duckdb.connect()
     keys = _keys(glob, budget=900)
     conn.execute(f"CREATE TABLE subset AS SELECT * FROM {relation} WHERE id % 20 = 3 OR id IN ({','.join(map(str, keys))})")
+    built = duckdb.connect()  # the subset as the build holds it: its words say which words are whole here
+    built.execute(f"CREATE TABLE docs AS SELECT * FROM {relation} WHERE id % 20 = 3 OR id IN ({','.join(map(str, keys))})")
+    vocabulary_build_local(path=tmp_path / "local.duckdb", spec=SPEC, relation=relation, subset_conn=built)
+    vocabularies = {"local": vocabulary_load(tmp_path / "local.duckdb", table="docs"),
+                    "trino": _trino_vocabulary(tmp_path, glob, "trino", columns=("body", "tag", "kind"),
+                                               values=("tag", "kind"), subset_conn=built)}
+    assert vocabularies["local"].meta["cells"]["columns"] == ["tag", "kind"]
+    assert vocabularies["local"].meta["cells"] == vocabularies["trino"].meta["cells"]
+    assert vocabularies["local"].words["body"].digits and vocabularies["trino"].words["body"].digits
     bodies = [r[0] for r in conn.execute(f"SELECT body FROM {relation}").fetchall()]
     rng = random.Random(seed)
     proven = {"local": 0, "trino": 0}
+    by_words = {"local": 0, "trino": 0}  # proven by a needle's words whole here, not by counting
     missed = 0  # all matching rows were here, but the bound could not show it
     checked = 0
     while checked < 400:
         filters = _filters(rng, bodies)
-        if rng.random() < 0.4:  # rare words, and thin cells
-            filters = [Filter("body", rng.choice(["contains", "icontains"]), f"zq{rng.randrange(400)}x")]
+        if rng.random() < 0.4:  # rare words, codes, and thin cells
+            rare = f"zq{rng.randrange(400)}x" if rng.random() < 0.5 else _code(rng)
+            filters = [Filter("body", rng.choice(["contains", "icontains"]), rare if rng.random() < 0.8 else rare[1:-1])]
         if rng.random() < 0.3:
             filters += [Filter("kind", "eq", rng.choice(KINDS + [_mutate(rng, "rare")]))]
         query = SearchQuery("docs", tuple(filters), 100_000)
@@ -136,10 +147,12 @@ def test_every_row_here_is_never_contradicted_by_a_full_scan(tmp_path, seed):
             answer = vocabulary_answer(query=query, spec=SPEC, vocabulary=vocabulary, subset_rows=in_subset)
             if answer.all_here:
                 proven[name] += 1
+                by_words[name] += answer.here_reason.startswith("every row")
                 assert in_full == in_subset, (name, query.describe(), answer)
             elif name == "local" and in_full == in_subset and in_full and not answer.proof:
                 missed += 1
     assert proven["local"] > 25 and proven["trino"] > 25, (proven, missed)
+    assert by_words["local"] > 10 and by_words["trino"] > 10, by_words
     assert missed > 5  # the budget left rare rows out, or the bound is loose: both outcomes are exercised
 
 
@@ -294,3 +307,58 @@ def test_a_local_refresh_adds_the_coverage_rows(covered, settings):
     finally:
         cursor.close()
     assert here == rows and total == run.rows
+
+
+@pytest.mark.django_db
+def test_a_code_whose_number_is_held_whole_is_answered_here_past_its_bound(covered, user, monkeypatch):
+    """A code (`KX-4821`) whose number is in rows of other codes too: the bound (its number's rows) is above the
+    code's own rows, so counting proves nothing; but every row holding that number is in the subset (coverage
+    holds rare words whole, numbers included), so the answer is complete with no fallback and says why. A subset
+    search cut short by its time limit gets no such proof (its rows may not be all the subset holds)."""
+    from dataclasses import replace
+
+    from apps.samples import pipeline
+    from apps.samples.pipeline import search_answer
+    from apps.search.tables import table_spec_get
+    from apps.search.vocabulary import table_vocabulary
+    from apps.warehouse.models import Fallback
+
+    root, _ = covered
+    relation = f"read_parquet('{root}/full/samples/*.parquet')"
+    conn = duckdb.connect()
+    codes = [code for (code,) in conn.execute(
+        f"SELECT DISTINCT unnest(regexp_extract_all(text, '[A-Z]{{2}}-[0-9]{{4}}')) AS code FROM {relation} "
+        f"ORDER BY code").fetchall()]
+    vocabulary, spec = table_vocabulary(table="samples"), table_spec_get(name="samples")
+    assert vocabulary.words["text"].digits
+    for code in codes:
+        query = SearchQuery("samples", (Filter("text", "contains", code),), 10)
+        rows = conn.execute(f"SELECT count(*) FROM {relation} WHERE contains(text, ?)", [code]).fetchone()[0]
+        if rows < 10 and vocabulary_answer(query=query, spec=spec, vocabulary=vocabulary).upper_bound > rows:
+            break
+    else:
+        raise AssertionError("no code shares its number with another")
+    answer = search_answer(user=user, query=query)
+    assert len(answer.rows) == rows and answer.complete and answer.fallback is None
+    assert answer.vocabulary.all_here and answer.vocabulary.here_reason.startswith("every row of it whose text")
+    assert answer.notice.startswith("Every matching row of the full dataset is here: every row")
+    assert not Fallback.objects.exists()
+
+    searched = pipeline.subset_search
+    monkeypatch.setattr(pipeline, "subset_search", lambda **kw: replace(searched(**kw), timed_out=True))
+    cut = search_answer(user=user, query=query)
+    assert not cut.complete and not cut.vocabulary.all_here
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "trino"])
+def test_coverage_holds_a_codes_number_but_not_ids(dialect):
+    """Numbers are rare words where the vocabulary keeps them (a code's `4821` in 10 rows: all held), not in a
+    column of ids (each in one row: taking them would spend the budget on random rows)."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE docs AS SELECT i AS id, CASE WHEN i < 10 THEN 'order KX-4821 shipped' "
+                 "ELSE 'order shipped' END AS body, 'ref ' || (1000000 + i) AS ref FROM range(100) t(i)")
+    sql = coverage_keys_statement(relation="docs", key="id", word_columns=["body", "ref"], cell_columns=[],
+                                  budget=1000, order="id", dialect=dialect)
+    if dialect == "trino":
+        sql = sqlglot.transpile(sql, read="trino", write="duckdb")[0]
+    assert sorted(row[0] for row in conn.execute(sql).fetchall()) == list(range(10))

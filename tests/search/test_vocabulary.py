@@ -18,6 +18,7 @@ from apps.search.vocabulary import (
     cells_from_rows,
     cells_statement,
     edit_distance,
+    subset_word_counts,
     total_statement,
     values_statement,
     vocabulary_answer,
@@ -69,8 +70,9 @@ def _dataset(tmp_path, seed: int, rows: int = 1500) -> str:
     return str(folder / "*.parquet")
 
 
-def _trino_vocabulary(tmp_path, glob: str, name: str, columns=("body", "tag"), values=("tag",)):
-    """The vocabulary the Athena path would build: its Trino statements, run by DuckDB through sqlglot."""
+def _trino_vocabulary(tmp_path, glob: str, name: str, columns=("body", "tag"), values=("tag",), subset_conn=None):
+    """The vocabulary the Athena path would build: its Trino statements, run by DuckDB through sqlglot (and the
+    subset's words, from `subset_conn`'s table docs, counted locally as the Athena refresh counts them)."""
     conn = duckdb.connect()
     conn.execute(f"CREATE TABLE docs AS SELECT * FROM read_parquet('{glob}')")
 
@@ -85,7 +87,8 @@ def _trino_vocabulary(tmp_path, glob: str, name: str, columns=("body", "tag"), v
     total = run(total_statement(relation="docs")).column(0)[0].as_py()
     path = tmp_path / f"{name}.duckdb"
     vocabulary_write(path=path, table="docs", total_rows=total, words=words, values=counted, cells=cells,
-                     source="athena", started=time.perf_counter())
+                     source="athena", started=time.perf_counter(),
+                     subset_words=subset_word_counts(conn=subset_conn, spec=SPEC, columns=list(columns)))
     conn.close()
     return vocabulary_load(path, table="docs")
 
@@ -296,10 +299,12 @@ def test_the_trigram_postings_find_exactly_the_words_a_scan_finds(tmp_path, seed
     checked = 0
     for part in sorted(p for p in parts if len(p) >= 3):
         for suffix in (False, True):
-            by_postings = words._inner_by_postings(part, suffix=suffix)
-            if by_postings is None:
+            decided, by_postings = words._hits_by_postings(part, suffix=suffix)
+            if not decided:
                 continue
-            assert by_postings == words._inner_by_scan(part, suffix=suffix), (part, suffix)
+            by_scan = words._hits_by_scan(part, suffix=suffix)
+            assert (by_postings is None) == (by_scan is None), (part, suffix)
+            assert by_scan is None or by_postings.tolist() == by_scan.tolist(), (part, suffix)
             checked += 1
     assert checked > 300
 
@@ -331,3 +336,57 @@ def test_a_version_1_vocabulary_is_still_read_and_scans_its_words(tmp_path):
     meta["meta_sha256"] = module._meta_checksum(meta)
     (folder / "docs.json").write_text(json.dumps(meta))
     assert vocabulary_load(path, table="docs") is None  # older than the oldest readable
+
+
+def _numbers_dataset(tmp_path, name: str, extra: list[str]) -> str:
+    bodies = [f"order KX-{1000 + i % 50} shipped" for i in range(400)] + extra  # each number in 8 rows
+    folder = tmp_path / name
+    folder.mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(len(bodies)), pa.int64()), "body": bodies,
+                             "tag": ["news"] * len(bodies)}), folder / "part-0.parquet")
+    return str(folder / "*.parquet")
+
+
+def _said(vocabulary, needle: str):
+    return vocabulary_answer(query=SearchQuery("docs", (Filter("body", "contains", needle),), 10), spec=SPEC,
+                             vocabulary=vocabulary)
+
+
+def test_a_column_keeps_its_numbers_unless_they_are_ids(tmp_path, monkeypatch):
+    """Digits-only words: a column of codes keeps them (a number no row has is a proof; a code is bounded by its
+    number's rows), in both backends alike; a column holding a number longer than DIGIT_WORD_LEN (an id), or more
+    than DIGIT_WORDS_MAX distinct ones, keeps none, so a number proves nothing there. Counted in small chunks (the
+    digits dropped as soon as a merge sees an id) it is the same vocabulary."""
+    from apps.search import vocabulary as module
+
+    codes = _numbers_dataset(tmp_path, "codes", [])
+    vocabulary_build_local(path=tmp_path / "codes.duckdb", spec=SPEC, relation=f"read_parquet('{codes}')")
+    kept = vocabulary_load(tmp_path / "codes.duckdb", table="docs")
+    trino = _trino_vocabulary(tmp_path, codes, "codes-trino")
+    assert kept.words["body"].digits and trino.words["body"].digits
+    assert kept.words["body"].blob[:] == trino.words["body"].blob[:]
+    for vocabulary in (kept, trino):
+        assert _said(vocabulary, "KX-1003").upper_bound == 8 and not _said(vocabulary, "KX-1003").proof
+        assert _said(vocabulary, "KX-1003 shipped").upper_bound == 8
+        assert _said(vocabulary, "KX-9999").proof and _said(vocabulary, "order 1003").proof == ""
+        assert _said(vocabulary, "x-1099").proof  # as a prefix: no number starts with 1099
+
+    ids = _numbers_dataset(tmp_path, "ids", [f"ref {12_345_678 + i}" for i in range(3)])
+    vocabulary_build_local(path=tmp_path / "ids.duckdb", spec=SPEC, relation=f"read_parquet('{ids}')")
+    dropped = vocabulary_load(tmp_path / "ids.duckdb", table="docs")
+    trino = _trino_vocabulary(tmp_path, ids, "ids-trino")
+    for vocabulary in (dropped, trino):
+        assert not vocabulary.words["body"].digits and vocabulary.words["body"].exact("1003") == 0
+        assert not _said(vocabulary, "KX-9999").proof and not _said(vocabulary, "12345699").proof
+        assert _said(vocabulary, "KX-1003").upper_bound == 400  # bounded by `kx` only
+    monkeypatch.setattr(module, "CHUNK_ROWS", 40)
+    monkeypatch.setattr(module, "MERGE_EVERY", 2)
+    vocabulary_build_local(path=tmp_path / "chunks.duckdb", spec=SPEC, relation=f"read_parquet('{ids}')")
+    chunked = vocabulary_load(tmp_path / "chunks.duckdb", table="docs")
+    assert chunked.words["body"].blob[:] == dropped.words["body"].blob[:]
+    assert (chunked.words["body"].cum == dropped.words["body"].cum).all()
+
+    monkeypatch.setattr(module, "DIGIT_WORDS_MAX", 49)  # 50 distinct numbers: one too many
+    vocabulary_build_local(path=tmp_path / "many.duckdb", spec=SPEC, relation=f"read_parquet('{codes}')")
+    many = vocabulary_load(tmp_path / "many.duckdb", table="docs")
+    assert not many.words["body"].digits and not _said(many, "KX-9999").proof
