@@ -4,7 +4,7 @@ Each worker imports its views and opens the subset, its substring index and the 
 requests, so the first search a worker serves is about as fast as the rest (at 10M rows these cost ~0.5 s
 and ~0.4 s; the first request of a fresh worker took 0.6-0.9 s without them).
 
-Then it freezes what it has loaded (`gc.freeze()`): the ~125k objects of Django, the views and the open
+It starts the worker's SQLite checkpoint thread (apps/core/dbwrite.py). Then it freezes what it has loaded (`gc.freeze()`): the ~125k objects of Django, the views and the open
 index never become garbage, and a full collection that scanned them took ~50 ms, paid by whichever
 request happened to trigger it.
 
@@ -46,8 +46,10 @@ limit_request_field_size = 8190
 
 
 def post_worker_init(worker) -> None:
+    from django.conf import settings
     from django.urls import get_resolver
 
+    from apps.core.dbwrite import database_checkpointer_start
     from apps.search.errors import SearchError
     from apps.search.selectors import subset_warm
 
@@ -58,5 +60,7 @@ def post_worker_init(worker) -> None:
         worker.log.warning("Samplescope: subset not opened at start: %s", exc)
     else:
         worker.log.info("Samplescope: subset and index open (%s)", ", ".join(tables) or "no indexed tables")
+    # SQLite's checkpoints in a thread of this worker, not in the request whose commit filled the WAL (dbwrite.py).
+    database_checkpointer_start(every=settings.SQLITE_CHECKPOINT_SECONDS)
     gc.collect()
     gc.freeze()

@@ -68,3 +68,41 @@ def test_two_threads_of_one_process_take_turns():
     for thread in threads:
         thread.join(10)
     assert overlaps == []
+
+
+def test_connections_leave_checkpoints_to_the_thread_up_to_the_backstop(settings):
+    """A request's commit does not checkpoint at SQLite's default 1,000 pages: only past the backstop."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        assert cursor.fetchone()[0] == settings.SQLITE_WAL_AUTOCHECKPOINT_PAGES > 1000
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_checkpoint_copies_the_wal_back_and_the_thread_runs_it(monkeypatch):
+    from django.contrib.auth import get_user_model
+
+    from apps.core import dbwrite
+
+    for number in range(30):
+        get_user_model().objects.create(username=f"writer{number}")
+    busy, log, copied = dbwrite.database_checkpoint()
+    assert busy == 0 and log > 0 and copied == log  # every committed page copied back
+
+    calls = []
+    real = dbwrite.database_checkpoint
+    monkeypatch.setattr(dbwrite, "database_checkpoint", lambda **kw: calls.append(real(**kw)))
+    thread = dbwrite.database_checkpointer_start(every=0.02)
+    try:
+        assert thread is not None and thread.name == "sqlite-checkpoint"
+        assert dbwrite.database_checkpointer_start(every=0.02) is None  # one a process
+        get_user_model().objects.create(username="later")
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(calls) >= 3 and all(call[0] == 0 for call in calls)
+    finally:
+        dbwrite.database_checkpointer_stop()
+    assert not thread.is_alive()
+    assert dbwrite.database_checkpointer_start(every=0) is None

@@ -49,6 +49,18 @@ def test_a_worker_opens_the_subset_and_its_index_before_serving(demo_subset):
     assert gc.get_freeze_count() > 10_000
 
 
+def test_a_worker_starts_its_sqlite_checkpoint_thread(settings, tmp_path):
+    from apps.core import dbwrite
+
+    settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
+    settings.SQLITE_CHECKPOINT_SECONDS = 30
+    gunicorn_conf.post_worker_init(_Worker())
+    try:
+        assert [thread.name for thread, _ in dbwrite._checkpointer if thread.is_alive()] == ["sqlite-checkpoint"]
+    finally:
+        dbwrite.database_checkpointer_stop()
+
+
 def test_a_worker_without_a_subset_still_starts_and_says_why(settings, tmp_path):
     settings.SEARCH_SUBSET_DIR = tmp_path / "empty"
     worker = _Worker()

@@ -119,10 +119,19 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
     )
 }
+# SQLite checkpoints (the WAL copied back into the database file, then an fsync) run in a background thread of each
+# web worker, every SQLITE_CHECKPOINT_SECONDS (apps/core/dbwrite.py), not in the request whose commit crossed
+# SQLite's 1,000-page default: with other disk reads going on that commit took 20-60 ms, one search in ~80. A
+# connection still checkpoints itself past SQLITE_WAL_AUTOCHECKPOINT_PAGES (a backstop: a database no web worker
+# serves), and a reset WAL is cut back to 64 MB.
+SQLITE_CHECKPOINT_SECONDS = env_float("SQLITE_CHECKPOINT_SECONDS", 1.0)
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = env_int("SQLITE_WAL_AUTOCHECKPOINT_PAGES", 50_000)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server, worker and beat read while one of them writes.
     DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": (f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                         f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}; "
+                         f"PRAGMA journal_size_limit={64 * 1024 * 1024};"),
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }

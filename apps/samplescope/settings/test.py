@@ -25,3 +25,6 @@ SUBSET_LEARNING_ENABLED = env_bool("SUBSET_LEARNING_ENABLED", False)
 # Other apps' tests expect the demo subset to be a plain 5% sample (which searches need the warehouse);
 # tests/search/test_coverage.py turns the coverage rows on.
 SUBSET_COVERAGE_SHARE = 0.0
+# No checkpoint thread in the test process (post_worker_init would start one): tests/core/test_dbwrite.py starts its
+# own; the backstop checkpoints the test database.
+SQLITE_CHECKPOINT_SECONDS = 0.0
