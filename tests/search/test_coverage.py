@@ -258,6 +258,7 @@ def test_the_api_and_the_page_say_every_matching_row_is_here(covered, user, clie
     body = api_client.get("/api/search", {"text__icontains": word}).json()
     assert body["complete"] is True and body["fallback"] is None and len(body["rows"]) == rows
     assert body["full_dataset"]["all_here"] is True and body["full_dataset"]["upper_bound"] == rows
+    assert body["full_dataset"]["all_here_reason"] == f"it has at most {rows:,}"
     assert body["notice"].startswith("Every matching row of the full dataset is here")
     client.defaults.pop("HTTP_AUTHORIZATION", None)
     client.force_login(user)
