@@ -34,14 +34,14 @@ _files: dict[str, int] = {}  # lock file path -> this process's descriptor
 _checkpointer: list[tuple[threading.Thread, threading.Event]] = []  # this process's checkpoint thread and its stop
 
 
-def _forget_files() -> None:  # a forked child opens its own: an flock belongs to an open file description
+def _after_fork() -> None:  # a forked child opens its own lock files (an flock belongs to an open file description)
     global _thread_lock
     _files.clear()
     _thread_lock = threading.Lock()
     _checkpointer.clear()  # threads do not survive a fork
 
 
-os.register_at_fork(after_in_child=_forget_files)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _lock_file(path: str) -> int:
