@@ -545,7 +545,7 @@ class ColumnWords:
             raise VocabularyDamaged(f"{prefix}: its arrays disagree")
         # Version 3: how many of the first i words have every row in the subset (none known without it).
         whole = folder / f"{prefix}.whole.npy"
-        self.whole = np.load(whole) if whole.exists() else None
+        self.whole = np.load(whole, mmap_mode="r") if whole.exists() else None  # shared by every worker, as gwords
         if self.whole is not None and len(self.whole) != len(self.cum):
             raise VocabularyDamaged(f"{prefix}.whole.npy disagrees with its words")
         self.deleted_starts = _starts(self.deleted)
@@ -566,17 +566,7 @@ class ColumnWords:
 
     def exact(self, part: str) -> int:
         """Rows holding the word `part` (0: no row)."""
-        key = part.encode("utf-8")
-        at = self._before(key)
-        if at < len(self.starts) and self.blob[self.starts[at]: self.ends[at]] == key:
-            return self.count(at)
-        return 0
-
-    def prefix(self, part: str) -> tuple[bool, int]:
-        """(some word starts with `part`, rows holding such words summed: an upper bound of the rows)."""
-        key = part.encode("utf-8")
-        low, high = self._before(key), self._before(key + b"\xff")
-        return high > low, int(self.cum[high] - self.cum[low])
+        return self.placed(part, "exact")[1]
 
     def _grams_missing(self, part: str) -> bool:
         keys = trigram_keys(part)
@@ -608,12 +598,6 @@ class ColumnWords:
             return False, 0, True
         whole = self.whole is not None and bool(np.all(self.whole[hits + 1] - self.whole[hits] == 1))
         return True, int((self.cum[hits + 1] - self.cum[hits]).sum()), whole
-
-    def inner(self, part: str, *, suffix: bool) -> tuple[bool, int | None]:
-        """(some word contains / ends with `part`, rows holding such words summed, or None past BOUND_HITS
-        words)."""
-        found, rows, _ = self.placed(part, "suffix" if suffix else "contains")
-        return found, rows
 
     def _inner_hits(self, part: str, *, suffix: bool) -> np.ndarray | None:
         """The words containing / ending with `part` (their numbers, int64), or None: more than BOUND_HITS."""

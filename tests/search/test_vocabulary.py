@@ -280,7 +280,7 @@ def test_trigrams_taken_in_slices_are_those_of_every_word(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_trigram_postings_find_exactly_the_words_a_scan_finds(tmp_path, seed):
-    """inner() (a needle's words from its trigrams' lists, intersected and checked) against a scan of the word
+    """_inner_hits (a needle's words from its trigrams' lists, intersected and checked) against a scan of the word
     list, for parts of words, whole words, suffixes, misspellings and random strings: the same answer and the
     same bound, every time (a word missed would be a wrong proof)."""
     glob = _dataset(tmp_path, seed, rows=800)
