@@ -23,7 +23,7 @@ for _ in $(seq 90); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&
 # Every worker opens and checks the subset, its index and vocabulary before it serves (the first to be ready
 # answers /healthz while the others still warm): wait for all of them, then let the background prefetch settle.
 for _ in $(seq 120); do
-  [ "$(grep -c 'Samplescope: subset and index open' "$DATA_DIR/bench-server.log" || true)" -ge "${WEB_WORKERS:-8}" ] && break
+  [ "$(grep -c 'Samplescope: subset and index open' "$DATA_DIR/bench-server.log" || true)" -ge "${WEB_WORKERS:-2}" ] && break
   sleep 2
 done
 sleep 20

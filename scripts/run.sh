@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: starts Redis (unless one already answers), a Celery worker (fallbacks and the sweepers, queue
 # `celery`), a batch worker (CSV scoring only, queue `batch`, BATCH_WORKER_CONCURRENCY slots, 1 by default), beat and the web
-# server (gunicorn: WEB_WORKERS processes, 8 by default for 2 cores, of WEB_THREADS threads, 1 by
+# server (gunicorn: WEB_WORKERS processes, 2 by default for 2 cores, of WEB_THREADS threads, 4 by
 # default, each query on one DuckDB thread; each opens the subset and its index read-only, the index memory-mapped and shared through
 # the page cache) under honcho. Ctrl-C stops everything this script started.
 set -euo pipefail

@@ -8,10 +8,16 @@ It starts the worker's SQLite checkpoint thread (apps/core/dbwrite.py). Then it 
 index never become garbage, and a full collection that scanned them took ~50 ms, paid by whichever
 request happened to trigger it.
 
-Slow clients: the worker is gthread with one change (apps/samplescope/gunicorn_worker.py): a connection takes one
-of the `--threads` only once its request headers are in, and is closed if they take longer than
-WEB_HEADER_TIMEOUT (10 s). Before, 10 clients sending headers a byte a second held every thread of `make run`
-(2 × 4) and the server answered nobody. The request limits below bound what a request line and headers may be;
+Processes and threads: `make run` starts 2 processes of 4 threads for 2 cores (the Procfile; WEB_WORKERS and
+WEB_THREADS). The per-process caches of the index (needles' words, unions of many words' postings, the postings
+checked) then serve 4 threads each instead of 1: 8 clients at 10M rows, a fresh server, 215–230 requests/s at p95
+70–78 ms against 149–185 at 96–116 with 8 x 1 (`bench_search --http ... --clients 8`, 2026-12-07, apps/search/README).
+
+The worker is gthread with two changes (apps/samplescope/gunicorn_worker.py). A connection takes one of the
+`--threads` only once its request headers are in, and is closed if they take longer than WEB_HEADER_TIMEOUT
+(10 s): before, 10 clients sending headers a byte a second held every thread of `make run` and the server
+answered nobody. And a process takes new connections only while one of its threads is free, so a request waits
+for the first free thread of any process, not behind a slow one in a busy process. The request limits below bound what a request line and headers may be;
 in production nginx (deploy/nginx.conf, required) also times out slow headers and bodies and caps connections
 per client."""
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import gc
 import os
 
-# Each search's DuckDB query on one thread in the web server (unless SEARCH_DUCKDB_THREADS is set): its processes
-# (8 x 1 thread by default, the Procfile) already keep both cores busy under load, where a query's second thread
+# Each search's DuckDB query on one thread in the web server (unless SEARCH_DUCKDB_THREADS is set): its threads
+# (2 processes x 4 by default, the Procfile) already keep both cores busy under load, where a query's second thread
 # only competed with the other requests (8 clients at 10M rows: p95 97–107 ms instead of 128). Builds, refreshes and
 # the local warehouse (Celery, commands) keep the setting's default. Set in the master before it forks the workers
 # (they read Django's settings after).

@@ -14,7 +14,14 @@ process (apps/samplescope/gunicorn_conf.py). A slow request *body* is still read
 reverse proxy (deploy/nginx.conf, required) buffers bodies and times slow clients out before they reach gunicorn.
 
 Only plain HTTP/1.x is handled this way (TLS and HTTP/2 end at the proxy); with TLS or h2c configured the worker
-behaves exactly as gthread.
+reads headers as gthread does.
+
+A process accepts new connections only while one of its threads is free. gthread accepts whatever arrives while
+its threads are busy and queues the requests behind them, so with `make run`'s 8 processes of one thread a
+request could wait behind a slow search in one process while others sat idle (and 8 kept-alive clients ended up
+4, 2, 1, 1 on four processes). Here a busy process leaves new connections in the listen backlog, where the next
+process to free a thread takes them: behind nginx, which opens a connection per request, that is one queue for
+all processes, served first come, first served. A connection already kept alive stays with its process.
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ class HeaderBufferingThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.header_conns: deque[TConn] = deque()  # waiting for their headers, oldest (first to time out) first
+        self.requests_in_threads = 0  # handed to the thread pool and not finished: running or queued for a thread
         # TLS and h2c prior knowledge read the connection's first bytes themselves (neither is used here)
         self.buffers_headers = not self.cfg.is_ssl and self.cfg.http2_cleartext not in ("prior-knowledge", "both")
 
@@ -55,6 +63,24 @@ class HeaderBufferingThreadWorker(ThreadWorker):
         self.nr_conns += 1
         self._headers_wait(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
 
+    def set_accept_enabled(self, enabled):
+        """Listen for new connections only while a thread is free (module docstring); gthread's loop asks for
+        `enabled` whenever it has room for more connections."""
+        super().set_accept_enabled(enabled and self.requests_in_threads < self.cfg.threads)
+
+    def _accepting_update(self) -> None:
+        self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)
+
+    def enqueue_req(self, conn):
+        self.requests_in_threads += 1
+        super().enqueue_req(conn)
+        self._accepting_update()
+
+    def finish_request(self, conn, fs):
+        self.requests_in_threads -= 1
+        super().finish_request(conn, fs)
+        self._accepting_update()
+
     def on_client_socket_readable(self, conn, client):
         """A kept-alive connection's next request: its headers are read by this loop too."""
         if not self.buffers_headers:
@@ -69,6 +95,9 @@ class HeaderBufferingThreadWorker(ThreadWorker):
         conn.timeout = time.monotonic() + HEADER_TIMEOUT_SECONDS
         self.header_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
+        # Headers usually arrive with the connection: read them now, so that a request that takes this process's
+        # last thread stops it accepting before it polls again, instead of one poll later.
+        self._on_header_bytes(conn, None)
 
     def _on_header_bytes(self, conn: TConn, client) -> None:
         try:

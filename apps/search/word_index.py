@@ -125,8 +125,9 @@ PREFETCH_MAX_POSTINGS = 512  # a lookup's postings in more separate ranges than 
 _WILLNEED = getattr(mmap, "MADV_WILLNEED", 0)
 
 
-PARALLEL_FRAMES = 32  # a read of this many frames or more is split with a helper thread: 200 frames took
-# 7-9 ms instead of 11-12 (cold, the two threads also wait for the disk at once)
+PARALLEL_FRAMES = 32  # a read of this many frames or more is split with a helper thread when a core is idle:
+# 200 frames took 7-9 ms instead of 11-12 (cold, the two threads also wait for the disk at once)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 FRAME_HELPERS = 2  # helper threads per process; a read that finds them all busy reads alone (no queueing)
 _helpers = threading.BoundedSemaphore(FRAME_HELPERS)
 _frames: ThreadPoolExecutor | None = None
@@ -139,6 +140,21 @@ def _frame_pool() -> ThreadPoolExecutor:
         if _frames is None:
             _frames = ThreadPoolExecutor(max_workers=FRAME_HELPERS, thread_name_prefix="index-frames")
         return _frames
+
+
+def core_idle(loadavg: str | None = None) -> bool:
+    """Is a core idle right now? Linux's /proc/loadavg counts the threads running or ready to run this instant
+    (this one included) in its fourth field (`2/531`): fewer than the cores means one is free. A helper thread
+    only pays off on a free core: with every core busy serving other requests (8 clients on 2 cores) it just
+    queued behind them, and its hand-offs cost ~10% of the throughput. True where the count is not known."""
+    try:
+        if loadavg is None:
+            with open("/proc/loadavg", "rb") as file:
+                loadavg = file.read(128).decode()
+        runnable = int(loadavg.split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return True
+    return runnable < CORES
 
 
 def _forget_frame_pool() -> None:
@@ -1370,7 +1386,7 @@ class TableIndex:
                  HEADER_BYTES + self.row_offsets[touched + 1].astype(np.int64))
         cuts = np.flatnonzero(np.diff(batch_of)) + 1
         indexes = touched.tolist()
-        if len(indexes) >= PARALLEL_FRAMES and _helpers.acquire(blocking=False):
+        if len(indexes) >= PARALLEL_FRAMES and core_idle() and _helpers.acquire(blocking=False):
             # The second half is decompressed on another core meanwhile (zstd releases the GIL).
             half = len(indexes) // 2
             try:
@@ -1378,7 +1394,7 @@ class TableIndex:
                 batches = [self.batch(index) for index in indexes[:half]] + later.result()
             finally:
                 _helpers.release()
-        else:  # few frames, or every helper busy with other requests' frames: read them here
+        else:  # few frames, no idle core, or every helper busy with other requests' frames: read them here
             batches = [self.batch(index) for index in indexes]
         pieces = []
         for group, index, batch in zip(np.split(positions, cuts), indexes, batches):

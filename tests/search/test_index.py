@@ -594,6 +594,7 @@ def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset
     submitted = []
     pool = word_index._frame_pool()
     monkeypatch.setattr(word_index, "_frame_pool", lambda: submitted.append(1) or pool)
+    monkeypatch.setattr(word_index, "core_idle", lambda: True)
     assert index.rows_at(positions).equals(expected) and submitted == [1]
     assert index.rows_at(positions[:20]).equals(expected.slice(0, 20)) and submitted == [1]  # 5 frames: alone
     held = [word_index._helpers.acquire(blocking=False) for _ in range(word_index.FRAME_HELPERS)]
@@ -602,6 +603,35 @@ def test_many_frames_are_read_with_a_helper_thread_and_come_back_in_order(subset
     finally:
         for _ in held:
             word_index._helpers.release()
+
+
+def test_with_no_idle_core_the_reader_reads_every_frame_itself(subset, monkeypatch):
+    """Under load (every core running requests) a helper thread would only queue behind them: the frames are
+    read by the request's own thread, the same rows in the same order."""
+    import numpy as np
+
+    index = word_index.file_index(table_snapshot(table=TABLE).path).table(TABLE)
+    positions = np.arange(0, 3000, 7, dtype=np.int64)
+    submitted = []
+    pool = word_index._frame_pool()
+    monkeypatch.setattr(word_index, "_frame_pool", lambda: submitted.append(1) or pool)
+    monkeypatch.setattr(word_index, "core_idle", lambda: True)
+    expected = index.rows_at(positions)
+    assert submitted == [1]
+    monkeypatch.setattr(word_index, "core_idle", lambda: False)
+    assert index.rows_at(positions).equals(expected) and submitted == [1]
+
+
+@pytest.mark.parametrize(("loadavg", "cores", "idle"), [
+    ("0.52 0.61 0.70 1/312 4242\n", 2, True),  # only the reader runs
+    ("1.90 1.80 1.70 2/312 4242\n", 2, False),  # the reader and one more: both cores busy
+    ("3.10 2.90 2.50 9/540 4242\n", 2, False),
+    ("3.10 2.90 2.50 9/540 4242\n", 16, True),
+    ("garbled", 2, True),  # not known: as before, a helper when one is free
+])
+def test_a_core_is_idle_when_fewer_threads_are_runnable_than_cores(loadavg, cores, idle, monkeypatch):
+    monkeypatch.setattr(word_index, "CORES", cores)
+    assert word_index.core_idle(loadavg) is idle
 
 
 def test_a_forked_child_starts_its_own_frame_helpers(subset):
