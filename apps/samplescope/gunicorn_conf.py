@@ -10,8 +10,8 @@ request happened to trigger it.
 
 Processes and threads: `make run` starts 2 processes of 4 threads for 2 cores (the Procfile; WEB_WORKERS and
 WEB_THREADS). The per-process caches of the index (needles' words, unions of many words' postings, the postings
-checked) then serve 4 threads each instead of 1: 8 clients at 10M rows, a fresh server, 215–230 requests/s at p95
-70–78 ms against 149–185 at 96–116 with 8 x 1 (`bench_search --http ... --clients 8`, 2026-12-07, apps/search/README).
+checked) then serve 4 threads each instead of 1: 8 clients at 10M rows, 197–229 requests/s at p95 70–75 ms over
+three runs of scripts/bench_search_http.sh, against 132–175 at 99–142 with 8 x 1 (2026-12-07, apps/search/README).
 
 The worker is gthread with two changes (apps/samplescope/gunicorn_worker.py). A connection takes one of the
 `--threads` only once its request headers are in, and is closed if they take longer than WEB_HEADER_TIMEOUT
