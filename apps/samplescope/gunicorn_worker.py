@@ -17,9 +17,9 @@ Only plain HTTP/1.x is handled this way (TLS and HTTP/2 end at the proxy); with 
 reads headers as gthread does.
 
 A process accepts new connections only while one of its threads is free. gthread accepts whatever arrives while
-its threads are busy and queues the requests behind them, so with `make run`'s 8 processes of one thread a
-request could wait behind a slow search in one process while others sat idle (and 8 kept-alive clients ended up
-4, 2, 1, 1 on four processes). Here a busy process leaves new connections in the listen backlog, where the next
+its threads are busy and queues the requests behind them, so with 8 processes of one thread (`make run` until
+stop 32) a request could wait behind a slow search in one process while others sat idle, and 8 kept-alive
+clients ended up 4, 2, 1, 1 on four processes. Here a busy process leaves new connections in the listen backlog, where the next
 process to free a thread takes them: behind nginx, which opens a connection per request, that is one queue for
 all processes, served first come, first served. A connection already kept alive stays with its process.
 """
