@@ -29,14 +29,16 @@ def probe_server(tmp_path):
              "--worker-class", worker_class, "--workers", str(workers), "--threads", str(threads)],
             cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         servers.append((server, log))
-        pids: set[str] = set()
+        log_path = tmp_path / f"gunicorn-{port}.log"
 
-        def every_worker_answering() -> bool:  # both processes listening, whichever the kernel hands us
+        def every_worker_answering() -> bool:  # each process booted (then listening: the app loads at once), one answer
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            if log_path.read_text().count("Booting worker") < workers:
+                return False
             try:
-                pids.add(_get(port, "/")[0])
+                return bool(_get(port, "/")[0])
             except OSError:
-                assert server.poll() is None, (tmp_path / f"gunicorn-{port}.log").read_text()[-3000:]
-            return len(pids) >= workers
+                return False
 
         wait_until(every_worker_answering, timeout=60, what="every gunicorn worker answering")
         return port
