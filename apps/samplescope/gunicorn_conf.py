@@ -17,9 +17,9 @@ The worker is gthread with two changes (apps/samplescope/gunicorn_worker.py). A 
 `--threads` only once its request headers are in, and is closed if they take longer than WEB_HEADER_TIMEOUT
 (10 s): before, 10 clients sending headers a byte a second held every thread of `make run` and the server
 answered nobody. And a process takes new connections only while one of its threads is free, so a request waits
-for the first free thread of any process, not behind a slow one in a busy process. The request limits below bound what a request line and headers may be;
-in production nginx (deploy/nginx.conf, required) also times out slow headers and bodies and caps connections
-per client."""
+for the first free thread of any process, not behind a slow one in a busy process. The request limits below
+bound what a request line and headers may be; in production nginx (deploy/nginx.conf, required) also times out
+slow headers and bodies and caps connections per client."""
 from __future__ import annotations
 
 import gc

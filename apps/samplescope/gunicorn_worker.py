@@ -19,9 +19,10 @@ reads headers as gthread does.
 A process accepts new connections only while one of its threads is free. gthread accepts whatever arrives while
 its threads are busy and queues the requests behind them, so with 8 processes of one thread (`make run` until
 stop 32) a request could wait behind a slow search in one process while others sat idle, and 8 kept-alive
-clients ended up 4, 2, 1, 1 on four processes. Here a busy process leaves new connections in the listen backlog, where the next
-process to free a thread takes them: behind nginx, which opens a connection per request, that is one queue for
-all processes, served first come, first served. A connection already kept alive stays with its process.
+clients ended up 4, 2, 1, 1 on four processes. Here a busy process leaves new connections in the listen
+backlog, where the next process to free a thread takes them: behind nginx, which opens a connection per
+request, that is one queue for all processes, served first come, first served. A connection already kept alive
+stays with its process.
 """
 from __future__ import annotations
 
