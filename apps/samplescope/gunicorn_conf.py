@@ -4,9 +4,9 @@ Each worker imports its views and opens the subset, its substring index and the 
 requests, so the first search a worker serves is about as fast as the rest (at 10M rows these cost ~0.5 s
 and ~0.4 s; the first request of a fresh worker took 0.6-0.9 s without them).
 
-It starts the worker's SQLite checkpoint thread (apps/core/dbwrite.py). Then it freezes what it has loaded (`gc.freeze()`): the ~125k objects of Django, the views and the open
-index never become garbage, and a full collection that scanned them took ~50 ms, paid by whichever
-request happened to trigger it.
+It starts the worker's SQLite checkpoint thread (apps/core/dbwrite.py). Then it freezes what it has loaded
+(`gc.freeze()`): the ~125k objects of Django, the views and the open index never become garbage, and a full
+collection that scanned them took ~50 ms, paid by whichever request happened to trigger it.
 
 Processes and threads: `make run` starts 2 processes of 4 threads for 2 cores (the Procfile; WEB_WORKERS and
 WEB_THREADS). The per-process caches of the index (needles' words, unions of many words' postings, the postings

@@ -25,8 +25,9 @@ def probe_server(tmp_path):
         port = free_port()
         log = (tmp_path / f"gunicorn-{port}.log").open("w")
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "tests.deploy.wsgi_probe:app", "--bind", f"127.0.0.1:{port}",
-             "--worker-class", worker_class, "--workers", str(workers), "--threads", str(threads)],
+            [str(Path(sys.executable).parent / "gunicorn"), "tests.deploy.wsgi_probe:app",
+             "--bind", f"127.0.0.1:{port}", "--worker-class", worker_class,
+             "--workers", str(workers), "--threads", str(threads)],
             cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         servers.append((server, log))
         log_path = tmp_path / f"gunicorn-{port}.log"
