@@ -853,12 +853,17 @@ class VocabularyAnswer:
     estimate: int  # about this many, assuming the filters independent
     proof: str = ""
     suggestions: list[Suggestion] = field(default_factory=list)
-    all_here: bool = False  # every matching row of the full data is in the subset (`here_reason` says why)
-    here_reason: str = ""  # e.g. "it has at most 7", "every row of it whose text holds 'kx-4821' is in the subset"
+    here_reason: str = ""  # why every matching row of the full data is in the subset, or "": e.g. "it has at most
+    # 7", "every row of it whose text holds 'kx-4821' is in the subset"
 
     @property
     def proven_empty(self) -> bool:
         return bool(self.proof)
+
+    @property
+    def all_here(self) -> bool:
+        """Every matching row of the full data is in the subset (`here_reason` says why)."""
+        return bool(self.here_reason)
 
     def as_dict(self) -> dict:
         return {"built_at": self.built_at, "total_rows": self.total_rows, "upper_bound": self.upper_bound,
@@ -1030,5 +1035,4 @@ def vocabulary_answer(*, query, spec, vocabulary: Vocabulary | None,
     if not proof and subset_rows is not None:
         here_reason = f"it has at most {upper:,}" if subset_rows >= upper else held
     return VocabularyAnswer(built_at=vocabulary.built_at, total_rows=total, upper_bound=int(upper),
-                            estimate=int(estimate), proof=proof, suggestions=suggestions, all_here=bool(here_reason),
-                            here_reason=here_reason)
+                            estimate=int(estimate), proof=proof, suggestions=suggestions, here_reason=here_reason)
